@@ -1,0 +1,150 @@
+"""Alerts: creation (idempotent per API key) and their status with delivery counts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from broadcaster.geo import Zone
+
+PRIORITIES = {"emergency": 0, "high": 1, "normal": 2}
+PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
+DELIVERY_STATES = ("queued", "sending", "sent", "delivered", "failed", "expired", "cancelled")
+
+# Channel the dispatchers LISTEN on; the payload says what woke them.
+WAKEUP_CHANNEL = "broadcaster_wakeup"
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    message: str
+    area: dict[str, Any]
+    zone: Zone
+    priority: str
+    expires_at: datetime | None
+    reference: str | None
+
+    def request_hash(self) -> bytes:
+        canonical = json.dumps(
+            {
+                "message": self.message,
+                "area": self.area,
+                "priority": self.priority,
+                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                "reference": self.reference,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+INSERT_ALERT = """
+INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
+                    idempotency_key, request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+INSERT_ZONES = """
+INSERT INTO alert_zones (alert_id, part, kind, ring, boundary, center, radius_m, bbox)
+SELECT $1, z.part, z.kind, z.ring::polygon, z.boundary::path, z.center::point, z.radius_m,
+       z.bbox::box
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[])
+     AS z(part, kind, ring, boundary, center, radius_m, bbox)
+"""
+
+FIND_BY_IDEMPOTENCY_KEY = """
+SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = $2
+"""
+
+ALERT_STATUS = """
+SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fanned_out_at,
+       a.completed_at, a.recipients,
+       (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
+          FROM (SELECT status, count(*) AS n FROM deliveries
+                 WHERE alert_id = a.id GROUP BY status) c) AS counts
+FROM alerts a WHERE a.id = $1
+"""
+
+
+async def create_alert(
+    conn: asyncpg.Connection,
+    alert: NewAlert,
+    api_key_id: int | None,
+    idempotency_key: str | None,
+) -> tuple[int, bool]:
+    """Insert the alert with its zone and wake the dispatchers, in one transaction.
+
+    Returns (alert id, created); created is False when the Idempotency-Key matched an earlier
+    identical request, in which case nothing new is queued.
+    """
+    request_hash = alert.request_hash()
+    rows = alert.zone.rows()
+    async with conn.transaction():
+        alert_id = await conn.fetchval(
+            INSERT_ALERT,
+            alert.message,
+            alert.area,
+            PRIORITIES[alert.priority],
+            alert.reference,
+            alert.expires_at,
+            api_key_id,
+            idempotency_key,
+            request_hash,
+        )
+        if alert_id is None:
+            existing = await conn.fetchrow(FIND_BY_IDEMPOTENCY_KEY, api_key_id, idempotency_key)
+            assert existing is not None
+            if bytes(existing["request_hash"]) != request_hash:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used with a different request"
+                )
+            return existing["id"], False
+        await conn.execute(
+            INSERT_ZONES,
+            alert_id,
+            [r.part for r in rows],
+            [r.kind for r in rows],
+            [r.ring for r in rows],
+            [r.boundary for r in rows],
+            [r.center for r in rows],
+            [r.radius_m for r in rows],
+            [r.bbox for r in rows],
+        )
+        await conn.execute("SELECT pg_notify($1, 'alert')", WAKEUP_CHANNEL)
+    return alert_id, True
+
+
+async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -> dict | None:
+    row = await conn.fetchrow(ALERT_STATUS, alert_id)
+    if row is None:
+        return None
+    counts = {state: 0 for state in DELIVERY_STATES}
+    counts.update(row["counts"])
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "priority": PRIORITY_NAMES[row["priority"]],
+        "reference": row["reference"],
+        "expires_at": _iso(row["expires_at"]),
+        "created_at": _iso(row["created_at"]),
+        "fanned_out_at": _iso(row["fanned_out_at"]),
+        "completed_at": _iso(row["completed_at"]),
+        "recipients": row["recipients"],
+        "deliveries": counts,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,171 @@
+"""The `broadcaster` command. Errors end in one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from broadcaster import logs
+from broadcaster.database import DatabaseUnavailable, connect, create_pool, resolve_url
+from broadcaster.migrate import NotMigrated, apply_migrations, ensure_migrated
+from broadcaster.settings import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broadcaster", description="SMS broadcast service for police alerts"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("migrate", help="apply database migrations")
+    for name, text in (
+        ("serve", "run the API and a dispatcher in one process"),
+        ("api", "run the HTTP API only"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", help="listen address (BROADCASTER_HOST)")
+        p.add_argument("--port", type=int, help="listen port (BROADCASTER_PORT)")
+    sub.add_parser("dispatcher", help="run a dispatcher only")
+    key = sub.add_parser("create-api-key", help="create an API key and print it once")
+    key.add_argument("--name", required=True)
+    key.add_argument("--scope", action="append", dest="scopes",
+                     help="a scope to grant (repeatable; default: all)")
+    sub.add_parser("simulate-gateway", help="run the gateway simulator (see --help)",
+                   add_help=False)
+    demo = sub.add_parser("demo", help="broadcast to a North Zealand zone end to end")
+    demo.add_argument("--subscribers", type=int, default=34_000)
+    demo.add_argument("--rate", type=float, default=5_000, help="gateway messages per second")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate-gateway"]:
+        from gateway_adapters import simulator
+
+        return simulator.main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logs.setup(settings.log_level)
+        return _dispatch(args, settings)
+    except (ConfigError, DatabaseUnavailable, NotMigrated, ValueError) as exc:
+        print(f"broadcaster: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        from broadcaster.demo import run_demo
+
+        return run_demo(settings, subscribers=args.subscribers, rate=args.rate)
+    url = resolve_url(settings.database_url, settings.data_dir)
+    if args.command == "migrate":
+        return _run(_migrate(url))
+    if args.command == "create-api-key":
+        return _run(_create_key(url, args.name, args.scopes))
+    if args.command in ("serve", "api"):
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        settings = settings.model_copy(update=overrides)
+        _run(_check_migrated(url))
+        return _serve(settings, url, run_dispatcher=args.command == "serve")
+    if args.command == "dispatcher":
+        return _run(_dispatcher(settings, url))
+    raise AssertionError(args.command)
+
+
+def _run(coro: Awaitable[int | None]) -> int:
+    async def wrapper() -> int | None:
+        return await coro
+
+    return asyncio.run(wrapper()) or 0
+
+
+async def _migrate(url: str) -> int:
+    conn = await connect(url)
+    try:
+        applied = await apply_migrations(conn)
+    finally:
+        await conn.close()
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else
+                                                    "; the database is up to date"))
+    return 0
+
+
+async def _check_migrated(url: str) -> int:
+    conn = await connect(url)
+    try:
+        await ensure_migrated(conn)
+    finally:
+        await conn.close()
+    return 0
+
+
+async def _create_key(url: str, name: str, scopes: list[str] | None) -> int:
+    from broadcaster.auth import create_api_key
+
+    conn = await connect(url)
+    try:
+        await ensure_migrated(conn)
+        key = await create_api_key(conn, name, scopes)
+    finally:
+        await conn.close()
+    print(key)
+    return 0
+
+
+def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
+    import uvicorn
+
+    from broadcaster.api import create_app
+
+    app = create_app(settings, url, run_dispatcher=run_dispatcher)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, access_log=False, log_config=None)
+    uvicorn.Server(config).run()
+    return 0
+
+
+async def _dispatcher(settings: Settings, url: str) -> int:
+    from broadcaster.dispatcher import Dispatcher
+    from gateway_adapters.registry import create_adapter
+
+    pool = await create_pool(url, min_size=2, max_size=max(4, _concurrency(settings) + 4))
+    try:
+        async with pool.acquire() as conn:
+            await ensure_migrated(conn)
+        adapters = [create_adapter(g, settings.callback_url(g.name))
+                    for g in settings.gateway_configs()]
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.metrics_port, addr=settings.host)
+        stop = asyncio.Event()
+        _on_signals(stop.set)
+        try:
+            await Dispatcher(settings, pool, adapters, url).run(stop)
+        finally:
+            for adapter in adapters:
+                await adapter.close()
+    finally:
+        await pool.close()
+    return 0
+
+
+def _concurrency(settings: Settings) -> int:
+    return sum(g.concurrency for g in settings.gateways)
+
+
+def _on_signals(callback: Callable[[], Any]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, callback)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

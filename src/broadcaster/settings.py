@@ -1,0 +1,108 @@
+"""Configuration: environment variables prefixed BROADCASTER_, DATABASE_URL, and an optional TOML
+file (named by BROADCASTER_CONFIG) holding the list of gateways.
+
+Settings are built at start-up by `load_settings()`, never at import time.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway_adapters.base import GatewayConfig
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line by the CLI."""
+
+
+class GatewaySettings(BaseModel):
+    """One `[[gateways]]` entry of the TOML file."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    type: str
+    base_url: str
+    token: str = ""
+    webhook_secret: str = ""
+    rate_per_second: float = Field(500.0, gt=0)
+    max_batch: int = Field(1000, ge=1, le=100_000)
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout_seconds: float = Field(30.0, gt=0)
+    sender: str = "POLITI"
+
+    def to_config(self) -> GatewayConfig:
+        return GatewayConfig(**self.model_dump())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROADCASTER_", extra="ignore")
+
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "BROADCASTER_DATABASE_URL")
+    )
+    data_dir: Path = Path(".data")
+    config: Path | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    # Messages longer than this many SMS segments are refused at the API.
+    max_segments: int = Field(6, ge=1, le=255)
+    # Dispatcher tuning.
+    lease_seconds: float = Field(120.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    retry_base_seconds: float = Field(2.0, gt=0)
+    metrics_port: int | None = None
+    gateways: list[GatewaySettings] = Field(default_factory=list)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def callback_url(self, gateway_name: str) -> str:
+        return f"{self.public_url}/v1/callbacks/{gateway_name}"
+
+    def gateway_configs(self) -> list[GatewayConfig]:
+        return [g.to_config() for g in self.gateways]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and the TOML file it names; raise ConfigError."""
+    try:
+        settings = Settings(**overrides)
+        if settings.config is not None and "gateways" not in overrides:
+            settings = settings.model_copy(update={"gateways": _read_gateways(settings.config)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    names = [g.name for g in settings.gateways]
+    if len(set(names)) != len(names):
+        raise ConfigError("gateway names in the configuration file must be unique")
+    return settings
+
+
+def _read_gateways(path: Path) -> list[GatewaySettings]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    raw = data.get("gateways", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: 'gateways' must be an array of tables ([[gateways]])")
+    try:
+        return [GatewaySettings(**entry) for entry in raw]
+    except (ValidationError, TypeError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{path}: gateways: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path}: gateways: {exc}") from None

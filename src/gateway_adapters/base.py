@@ -1,0 +1,187 @@
+"""The contract every SMS gateway adapter fulfils.
+
+Adapters turn a batch of outbound messages into the provider's wire format and the provider's
+answer into per-message results, and they turn a provider's callback request into receipt updates
+after verifying it. They never touch the database and never retry: the dispatcher decides retry,
+fail-over or give-up from the typed errors raised here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+
+
+class DeliveryState(enum.StrEnum):
+    """Our delivery states. The receipt side only ever reports sent or a final state."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.EXPIRED, DeliveryState.CANCELLED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """One `[[gateways]]` entry of the configuration file."""
+
+    name: str
+    type: str
+    base_url: str
+    token: str = ""
+    webhook_secret: str = ""
+    rate_per_second: float = 500.0
+    max_batch: int = 1000
+    concurrency: int = 4
+    timeout_seconds: float = 30.0
+    sender: str = "POLITI"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One SMS to one recipient. `phone` is E.164 with a leading '+'."""
+
+    delivery_id: int
+    phone: str
+    text: str
+    alert_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The gateway's answer for one message of a batch.
+
+    `accepted` False with an `error` is a permanent per-recipient rejection (invalid number, ...).
+    """
+
+    delivery_id: int
+    accepted: bool
+    gateway_message_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptUpdate:
+    """A delivery receipt, already verified, in our terms.
+
+    Receipts are matched to a delivery by `gateway_message_id` and, where a provider uses one id
+    for several recipients (GatewayAPI), by `phone` too.
+    """
+
+    gateway_message_id: str
+    phone: str | None
+    state: DeliveryState
+    provider_status: str
+    error: str | None = None
+    occurred_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class GatewayError(Exception):
+    """Raised by `send_batch` when the whole request failed. `retryable` tells the dispatcher."""
+
+    retryable: ClassVar[bool] = True
+    # A batch an adapter splits into several requests can fail part-way: these are the results of
+    # the messages the gateway did accept, which must not be sent again.
+    partial_results: tuple[SendResult, ...] = ()
+
+
+class GatewayUnavailable(GatewayError):
+    """5xx, timeout, connection reset: try again later or elsewhere."""
+
+
+class GatewayThrottled(GatewayError):
+    """429 or a throttling error: slow down; not a failure of the messages."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GatewayRejected(GatewayError):
+    """The gateway refused the whole request for good (bad request, invalid content)."""
+
+    retryable = False
+
+
+class GatewayMisconfigured(GatewayError):
+    """Credentials or URL are wrong (401/403/404): an operator must act."""
+
+    retryable = False
+
+
+class CallbackRejected(Exception):
+    """A callback request failed verification (bad or missing signature) or could not be read."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GatewayAdapter(Protocol):
+    """What the dispatcher and the callback endpoint need from a gateway."""
+
+    type: ClassVar[str]
+    config: GatewayConfig
+
+    @property
+    def max_batch(self) -> int: ...
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Submit the messages; one result per message, or raise a `GatewayError`."""
+        ...
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[ReceiptUpdate]:
+        """Verify a callback request and translate it; raise `CallbackRejected` if it fails."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def error_for_status(status: int, body: str, retry_after: str | None = None) -> GatewayError:
+    """Map a non-2xx HTTP answer of any provider to the error taxonomy."""
+    snippet = body[:200]
+    if status == 429:
+        return GatewayThrottled(f"HTTP 429: {snippet}", parse_retry_after(retry_after))
+    if status in (401, 403, 404):
+        return GatewayMisconfigured(f"HTTP {status}: {snippet}")
+    if status >= 500 or status in (408, 425):
+        return GatewayUnavailable(f"HTTP {status}: {snippet}")
+    return GatewayRejected(f"HTTP {status}: {snippet}")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare for SMS APIs and treated as absent)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def new_http_session(config: GatewayConfig) -> aiohttp.ClientSession:
+    """A client session tuned for many small requests to one host."""
+    connector = aiohttp.TCPConnector(limit=max(4, config.concurrency * 2), ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
