@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import aiohttp
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
@@ -114,9 +113,8 @@ def create_app(settings: Settings, database_url: str, *, run_dispatcher: bool = 
         pool = await create_pool(database_url, min_size=2, max_size=20)
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
-        session = aiohttp.ClientSession()
         adapters: dict[str, GatewayAdapter] = {
-            g.name: create_adapter(g, settings.callback_url(g.name), session)
+            g.name: create_adapter(g, settings.callback_url(g.name))
             for g in settings.gateway_configs()
         }
         app.state.pool = pool
@@ -133,7 +131,8 @@ def create_app(settings: Settings, database_url: str, *, run_dispatcher: bool = 
             stop.set()
             if dispatcher_task is not None:
                 await dispatcher_task
-            await session.close()
+            for adapter in adapters.values():
+                await adapter.close()
             await pool.close()
 
     app = FastAPI(title="broadcaster", version="0.1.0", lifespan=lifespan)
