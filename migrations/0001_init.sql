@@ -1,6 +1,8 @@
 -- Subscribers, their locations, alerts with their zones, one delivery per alert x subscriber,
 -- raw delivery receipts and API keys. Geography uses PostgreSQL's built-in point/polygon/box types
--- with GiST indexes (no PostGIS), points are (lon, lat) as in GeoJSON.
+-- with GiST indexes (no PostGIS). Points are (lon, lat) as in GeoJSON, in micro-degrees (1e-6 deg):
+-- PostgreSQL's geometric operators use a fixed absolute tolerance of 1e-6, which in plain degrees
+-- would blur zone edges by metres.
 
 CREATE TABLE subscribers (
     id          bigserial PRIMARY KEY,

@@ -21,7 +21,7 @@ from broadcaster.alerts import IdempotencyConflict, NewAlert, alert_status, crea
 from broadcaster.auth import ApiKey, find_api_key
 from broadcaster.database import create_pool
 from broadcaster.dispatcher import Dispatcher
-from broadcaster.geo import AreaError, parse_area
+from broadcaster.geo import SCALE, AreaError, parse_area
 from broadcaster.migrate import NotMigrated, ensure_migrated
 from broadcaster.phone import PhoneError, normalise
 from broadcaster.problems import Problem
@@ -182,12 +182,13 @@ def _routes(app: FastAPI) -> None:
                               "a subscriber with this phone number already exists")
             await conn.execute(
                 """INSERT INTO subscriber_locations (subscriber_id, label, position)
-                   SELECT $1, l.label, point(l.lon, l.lat)
+                   SELECT $1, l.label, point(l.lon * $5, l.lat * $5)
                    FROM unnest($2::text[], $3::float8[], $4::float8[]) AS l(label, lon, lat)""",
                 sub_id,
                 [loc.label for loc in body.locations],
                 [loc.lon for loc in body.locations],
                 [loc.lat for loc in body.locations],
+                SCALE,
             )
         return {"id": sub_id, "phone": phone, "language": body.language, "status": body.status,
                 "locations": [loc.model_dump() for loc in body.locations]}

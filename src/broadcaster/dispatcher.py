@@ -32,6 +32,7 @@ from gateway_adapters.base import (
     GatewayError,
     GatewayThrottled,
     OutboundMessage,
+    SendResult,
 )
 
 log = logging.getLogger(__name__)
@@ -183,11 +184,20 @@ class Dispatcher:
             metrics.GATEWAY_ERRORS.labels(name, kind).inc()
             log.warning("gateway submission failed", extra={"gateway": name, "error": kind,
                                                             "batch": len(to_send)})
-            outcomes += self._after_error(name, exc, to_send)
+            # Messages the gateway took before the error must not be sent again.
+            accepted = {r.delivery_id for r in exc.partial_results}
+            outcomes += self._results(name, [c for c in to_send if c.id in accepted],
+                                      list(exc.partial_results))
+            outcomes += self._after_error(name, exc, [c for c in to_send if c.id not in accepted])
             return outcomes
         metrics.GATEWAY_REQUEST_SECONDS.labels(name, "ok").observe(time.perf_counter() - started)
+        return outcomes + self._results(name, to_send, results)
+
+    @staticmethod
+    def _results(name: str, sent: list[Claimed], results: list[SendResult]) -> list[Outcome]:
+        outcomes = []
         by_id = {r.delivery_id: r for r in results}
-        for c in to_send:
+        for c in sent:
             r = by_id.get(c.id)
             if r is None:
                 outcomes.append(Outcome(c.id, "failed", name, error="gateway gave no result"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from broadcaster.alerts import WAKEUP_CHANNEL
+from broadcaster.geo import BOUNDARY_TOLERANCE, EARTH_RADIUS_M, SCALE
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +26,37 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 
-# A location is inside an outer ring (boundary included) and not strictly inside one of that
-# ring's holes (a point on a hole's boundary is on the polygon's boundary, hence inside).
-FANOUT_POLYGON = """
+# A location is inside an outer ring or on it, and not strictly inside one of that ring's holes
+# (a point on a hole's boundary is on the polygon's boundary, hence inside). The bounding box is
+# the GiST index condition; "on the ring" is a distance to the ring's path within the tolerance.
+# Positions are in micro-degrees (see geo.SCALE).
+FANOUT_POLYGON = f"""
 INSERT INTO deliveries (alert_id, subscriber_id, priority)
 SELECT DISTINCT $1::bigint, l.subscriber_id, $2::smallint
 FROM alert_zones z
-JOIN subscriber_locations l ON l.position <@ z.ring
+JOIN subscriber_locations l ON l.position <@ z.bbox
 JOIN subscribers s ON s.id = l.subscriber_id AND s.status = 'active'
 WHERE z.alert_id = $1 AND z.kind = 'outer'
+  AND (l.position <@ z.ring OR (l.position <-> z.boundary) <= {BOUNDARY_TOLERANCE})
   AND NOT EXISTS (
         SELECT 1 FROM alert_zones h
         WHERE h.alert_id = $1 AND h.part = z.part AND h.kind = 'hole'
-          AND l.position <@ h.ring AND (l.position <-> h.boundary) > 0)
+          AND l.position <@ h.ring AND (l.position <-> h.boundary) > {BOUNDARY_TOLERANCE})
 ON CONFLICT (alert_id, subscriber_id) DO NOTHING
 """
 
 # The box is an index pre-filter that contains the circle; the haversine test is exact.
-FANOUT_CIRCLE = """
+FANOUT_CIRCLE = f"""
 INSERT INTO deliveries (alert_id, subscriber_id, priority)
 SELECT DISTINCT $1::bigint, l.subscriber_id, $2::smallint
 FROM alert_zones z
 JOIN subscriber_locations l ON l.position <@ z.bbox
 JOIN subscribers s ON s.id = l.subscriber_id AND s.status = 'active'
 WHERE z.alert_id = $1 AND z.kind = 'circle'
-  AND 2 * 6371008.8 * asin(least(1.0, sqrt(
-        sin(radians(l.position[1] - z.center[1]) / 2) ^ 2
-        + cos(radians(z.center[1])) * cos(radians(l.position[1]))
-          * sin(radians(l.position[0] - z.center[0]) / 2) ^ 2))) <= z.radius_m
+  AND 2 * {EARTH_RADIUS_M} * asin(least(1.0, sqrt(
+        sin(radians((l.position[1] - z.center[1]) / {SCALE}) / 2) ^ 2
+        + cos(radians(z.center[1] / {SCALE})) * cos(radians(l.position[1] / {SCALE}))
+          * sin(radians((l.position[0] - z.center[0]) / {SCALE}) / 2) ^ 2))) <= z.radius_m
 ON CONFLICT (alert_id, subscriber_id) DO NOTHING
 """
 

@@ -16,6 +16,12 @@ from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.validation import explain_validity
 
 EARTH_RADIUS_M = 6_371_008.8
+# Positions are stored in micro-degrees. PostgreSQL's geometric operators compare with a fixed
+# absolute tolerance of 1e-6 (also on cross products), which in plain degrees would count points
+# up to ~10 m outside an edge as "on the boundary". Scaled, the tolerance is far below 1 mm.
+SCALE = 1_000_000.0
+# A point this close to a ring (in scaled units: 1e-9 degree, ~0.1 mm) is on the boundary.
+BOUNDARY_TOLERANCE = 0.001
 MAX_RADIUS_M = 500_000.0
 MAX_POSITIONS = 100_000
 
@@ -55,8 +61,8 @@ class PolygonZone:
     def rows(self) -> list[ZoneRow]:
         rows = []
         for i, part in enumerate(self.parts):
-            rows.append(ZoneRow(i, "outer", _pg_polygon(part.outer), None, None, None,
-                                _pg_box(part.outer)))
+            rows.append(ZoneRow(i, "outer", _pg_polygon(part.outer), _pg_path(part.outer),
+                                None, None, _pg_box(part.outer)))
             for hole in part.holes:
                 rows.append(ZoneRow(i, "hole", _pg_polygon(hole), _pg_path(hole), None, None,
                                     _pg_box(hole)))
@@ -87,8 +93,8 @@ class CircleZone:
 
     def rows(self) -> list[ZoneRow]:
         x0, y0, x1, y1 = self.bbox()
-        return [ZoneRow(0, "circle", None, None, f"({self.lon!r},{self.lat!r})", self.radius_m,
-                        f"(({x0!r},{y0!r}),({x1!r},{y1!r}))")]
+        return [ZoneRow(0, "circle", None, None, _pg_point(self.lon, self.lat), self.radius_m,
+                        f"({_pg_point(x0, y0)},{_pg_point(x1, y1)})")]
 
 
 Zone = PolygonZone | CircleZone
@@ -178,8 +184,12 @@ def _check_valid(parts: list[PolygonPart]) -> None:
         raise AreaError("the polygons of the MultiPolygon overlap")
 
 
+def _pg_point(lon: float, lat: float) -> str:
+    return f"({lon * SCALE!r},{lat * SCALE!r})"
+
+
 def _pg_points(ring: Ring) -> str:
-    return ",".join(f"({x!r},{y!r})" for x, y in ring)
+    return ",".join(_pg_point(x, y) for x, y in ring)
 
 
 def _pg_polygon(ring: Ring) -> str:
@@ -194,7 +204,7 @@ def _pg_path(ring: Ring) -> str:
 def _pg_box(ring: Ring) -> str:
     xs = [x for x, _ in ring]
     ys = [y for _, y in ring]
-    return f"(({min(xs)!r},{min(ys)!r}),({max(xs)!r},{max(ys)!r}))"
+    return f"({_pg_point(min(xs), min(ys))},{_pg_point(max(xs), max(ys))})"
 
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:

@@ -19,6 +19,8 @@ import numpy as np
 import shapely
 from shapely.geometry import shape
 
+from broadcaster.geo import SCALE
+
 # Population by municipality code, in thousands (Danmarks Statistik, 2024, rounded).
 POPULATION = {
     157: 75, 173: 57, 190: 42, 201: 26, 210: 41, 217: 63, 219: 52,
@@ -112,7 +114,7 @@ async def insert_subscribers(
                            "lat float8) ON COMMIT DROP")
         await conn.copy_records_to_table("seed_loc", records=locations)
         await conn.execute("INSERT INTO subscriber_locations (subscriber_id, label, position) "
-                           "SELECT sid, label, point(lon, lat) FROM seed_loc")
+                           "SELECT sid, label, point(lon * $1, lat * $1) FROM seed_loc", SCALE)
         await conn.execute("SELECT setval('subscribers_id_seq', "
                            "(SELECT coalesce(max(id), 1) FROM subscribers))")
     await conn.execute("ANALYZE subscribers; ANALYZE subscriber_locations")

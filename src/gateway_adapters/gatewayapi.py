@@ -1,0 +1,273 @@
+"""GatewayAPI (gatewayapi.com) adapter: REST submission and JWT-signed delivery receipts.
+
+One request carries one text for many recipients and gets ONE message id back, so receipts are
+matched by (id, phone). Receipts arrive one per recipient, signed with HS256 by the webhook secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import aiohttp
+import jwt
+
+from gateway_adapters.base import (
+    CallbackRejected,
+    DeliveryState,
+    GatewayConfig,
+    GatewayError,
+    GatewayUnavailable,
+    OutboundMessage,
+    ReceiptUpdate,
+    SendResult,
+    error_for_status,
+    new_http_session,
+)
+
+log = logging.getLogger(__name__)
+
+SEND_PATH = "/rest/mtsms"
+SIGNATURE_HEADER = "x-gwapi-signature"
+# RFC 7518 3.2: an HS256 key should be at least as long as the hash. PyJWT >= 2.10 warns on every
+# call otherwise; we say it once per adapter instead (older PyJWT has no such warning).
+MIN_SECRET_BYTES = 32
+SHORT_KEY_WARNING: type[Warning] = getattr(jwt, "InsecureKeyLengthWarning", UserWarning)
+
+# Provider status word -> our state. Anything not final maps to SENT so it never closes a delivery.
+STATUS_MAP: dict[str, DeliveryState] = {
+    "DELIVERED": DeliveryState.DELIVERED,
+    "UNDELIVERABLE": DeliveryState.FAILED,
+    "REJECTED": DeliveryState.FAILED,
+    "DELETED": DeliveryState.FAILED,
+    "SKIPPED": DeliveryState.FAILED,
+    "EXPIRED": DeliveryState.EXPIRED,
+    "UNKNOWN": DeliveryState.SENT,
+    "SCHEDULED": DeliveryState.SENT,
+    "BUFFERED": DeliveryState.SENT,
+    "ENROUTE": DeliveryState.SENT,
+    "ACCEPTED": DeliveryState.SENT,
+}
+
+
+def state_for_status(status: str) -> DeliveryState:
+    """Our state for a provider status word; unknown words are transient (SENT)."""
+    return STATUS_MAP.get(status.strip().upper(), DeliveryState.SENT)
+
+
+def msisdn_for_phone(phone: str) -> int | None:
+    """'+4520123456' -> 4520123456; None when the number is not E.164 digits."""
+    digits = phone[1:] if phone.startswith("+") else phone
+    if not digits.isascii() or not digits.isdigit() or not 6 <= len(digits) <= 15:
+        return None
+    return int(digits)
+
+
+class GatewayApiAdapter:
+    """`GatewayAdapter` for GatewayAPI's REST API."""
+
+    type: ClassVar[str] = "gatewayapi"
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        callback_url: str,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.config = config
+        self.callback_url = callback_url
+        # Created lazily, so an adapter can be built outside a running event loop.
+        self._session = session
+        self._own_session = session is None
+        self._url = config.base_url.rstrip("/") + SEND_PATH
+        # Per request as well, because a shared session may have been built with another timeout.
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        if 0 < len(config.webhook_secret.encode()) < MIN_SECRET_BYTES:
+            log.warning(
+                "gateway %s: webhook secret is shorter than %d bytes", config.name, MIN_SECRET_BYTES
+            )
+
+    @property
+    def max_batch(self) -> int:
+        return max(1, self.config.max_batch)
+
+    async def close(self) -> None:
+        """Close the HTTP session if this adapter created it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_http_session(self.config)
+        return self._session
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send one request per (text, alert) group and chunk; one result per message, in order.
+
+        Raises the first chunk's `GatewayError` if any request failed, with the results of the
+        chunks that were accepted in `partial_results`.
+        """
+        results: dict[int, SendResult] = {}
+        groups: dict[tuple[str, int], list[tuple[int, OutboundMessage]]] = {}
+        for index, message in enumerate(messages):
+            if msisdn_for_phone(message.phone) is None:
+                # A malformed number is that recipient's permanent problem, not the batch's.
+                results[index] = SendResult(message.delivery_id, False, error="invalid msisdn")
+                continue
+            groups.setdefault((message.text, message.alert_id), []).append((index, message))
+
+        chunks = [
+            members[start : start + self.max_batch]
+            for members in groups.values()
+            for start in range(0, len(members), self.max_batch)
+        ]
+        outcomes = await asyncio.gather(
+            *(self._send_chunk([m for _, m in chunk]) for chunk in chunks),
+            return_exceptions=True,
+        )
+
+        failure: GatewayError | None = None
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, GatewayError):
+                failure = failure or outcome
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome  # a bug or cancellation, not a gateway answer
+            for index, message in chunk:
+                results[index] = SendResult(message.delivery_id, True, gateway_message_id=outcome)
+
+        ordered = [results[i] for i in sorted(results)]
+        if failure is not None:
+            failure.partial_results = tuple(r for r in ordered if r.accepted)
+            raise failure
+        return ordered
+
+    async def _send_chunk(self, chunk: Sequence[OutboundMessage]) -> str:
+        """POST one text to up to max_batch recipients; return GatewayAPI's message id."""
+        first = chunk[0]
+        body = {
+            "sender": self.config.sender,
+            "message": first.text,
+            "recipients": [{"msisdn": msisdn_for_phone(m.phone)} for m in chunk],
+            "callback_url": self.callback_url,
+            "userref": str(first.alert_id),
+        }
+        headers = {"Authorization": f"Token {self.config.token}"}
+        try:
+            async with self._http().post(
+                self._url, json=body, headers=headers, timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                if not 200 <= resp.status < 300:
+                    text = raw.decode("utf-8", "replace")
+                    raise error_for_status(resp.status, text, resp.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise GatewayUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        log.debug("gatewayapi accepted %d recipients", len(chunk))
+        return _message_id(raw)
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[ReceiptUpdate]:
+        """Verify one JWT-signed receipt and translate it; raise `CallbackRejected` if it fails."""
+        return [_parse_callback(self.config.webhook_secret, headers, body)]
+
+
+def _message_id(raw: bytes) -> str:
+    """The single id of a 2xx answer `{"ids": [12345], ...}`."""
+    try:
+        data = json.loads(raw)
+        first = data["ids"][0]
+        if isinstance(first, bool) or not isinstance(first, int | str) or first == "":
+            raise ValueError(f"bad id {first!r}")
+        return str(first)
+    except (ValueError, LookupError, TypeError) as exc:
+        # The gateway may or may not have taken the messages; treat it like a lost answer.
+        raise GatewayUnavailable(f"unreadable 2xx answer: {raw[:200]!r}") from exc
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+
+# Fields the body must carry and must agree on with the signed claims.
+_REQUIRED = ("id", "msisdn", "status")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)  # fast path for CIMultiDict and exact-case dicts
+    if value is not None:
+        return value
+    for key, val in headers.items():
+        if key.lower() == name:
+            return val
+    return None
+
+
+def _parse_callback(secret: str, headers: Mapping[str, str], body: bytes) -> ReceiptUpdate:
+    # Authenticate before reading the body, so unsigned requests learn nothing about the format.
+    token = _header(headers, SIGNATURE_HEADER)
+    if not secret:
+        raise CallbackRejected("no webhook secret configured", status=401)
+    if not token:
+        raise CallbackRejected("missing X-Gwapi-Signature", status=401)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SHORT_KEY_WARNING)
+            claims: dict[str, Any] = jwt.decode(token.strip(), secret, algorithms=["HS256"])
+    except jwt.PyJWTError as exc:  # InvalidTokenError and key errors alike
+        raise CallbackRejected(f"invalid signature: {exc}", status=401) from exc
+
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CallbackRejected("body is not JSON", status=400) from exc
+    if not isinstance(data, dict):
+        raise CallbackRejected("body is not a JSON object", status=400)
+    for source in (data, claims):
+        missing = [k for k in _REQUIRED if source.get(k) in (None, "")]
+        if missing:
+            raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
+    for key in _REQUIRED:
+        if str(data[key]) != str(claims[key]):
+            raise CallbackRejected(f"body {key} differs from signed claims", status=401)
+
+    # From here on only the signed claims are used.
+    msisdn = str(claims["msisdn"]).lstrip("+")
+    if not msisdn.isascii() or not msisdn.isdigit():
+        raise CallbackRejected("msisdn is not a number", status=400)
+    status = str(claims["status"])
+    return ReceiptUpdate(
+        gateway_message_id=str(claims["id"]),
+        phone="+" + msisdn,
+        state=state_for_status(status),
+        provider_status=status,
+        error=_error_text(claims.get("error"), claims.get("code")),
+        occurred_at=_timestamp(claims.get("time")),
+        raw=claims,
+    )
+
+
+def _error_text(error: Any, code: Any) -> str | None:
+    error = str(error) if error not in (None, "") else None
+    code = str(code) if code not in (None, "") else None
+    if error and code:
+        return f"{error} (code {code})"
+    return error or code
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

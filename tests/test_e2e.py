@@ -1,0 +1,226 @@
+"""End to end over real processes: the service (or API + dispatchers) and the GatewayAPI simulator
+as child processes on free ports, a real PostgreSQL, real HTTP both ways. Children are stopped by
+PID in teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from shapely.geometry import Point, shape
+
+from broadcaster import procs
+from broadcaster.auth import create_api_key
+from broadcaster.geo import haversine_m
+from broadcaster.seed import insert_subscribers, synthetic_subscribers
+
+TOKEN = "e2e-token"
+SECRET = "e2e-webhook-secret-0123456789abcdef"
+FINAL = ("delivered", "failed", "expired", "cancelled")
+# North of a slanted line through Hillerød: about half of the district.
+NORTH = {"type": "Polygon", "coordinates": [[[11.8, 55.80], [12.7, 55.95], [12.7, 56.2],
+                                             [11.8, 56.2], [11.8, 55.80]]]}
+
+
+@dataclass
+class Stack:
+    db_url: str
+    log_dir: Path
+    tmp: Path
+    children: list[procs.Child] = field(default_factory=list)
+    sim_url: str = ""
+    api_url: str = field(default_factory=lambda: f"http://127.0.0.1:{procs.free_port()}")
+    config: Path | None = None
+
+    def start_simulator(self, *args: str) -> None:
+        port = procs.free_port()
+        self.children.append(procs.start(
+            "simulator", procs.broadcaster_argv(
+                "simulate-gateway", "--port", str(port), "--token", TOKEN,
+                "--webhook-secret", SECRET, "--seed", "1", *args),
+            env={}, log_dir=self.log_dir, ready_line="listening on"))
+        self.sim_url = f"http://127.0.0.1:{port}"
+
+    def write_config(self, rate: float, max_batch: int = 1000, concurrency: int = 4) -> None:
+        self.config = self.tmp / "gateways.toml"
+        self.config.write_text(
+            f'[[gateways]]\nname = "primary"\ntype = "gatewayapi"\nbase_url = "{self.sim_url}"\n'
+            f'token = "{TOKEN}"\nwebhook_secret = "{SECRET}"\nrate_per_second = {rate}\n'
+            f"max_batch = {max_batch}\nconcurrency = {concurrency}\n")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        assert self.config is not None and self.api_url
+        return {"DATABASE_URL": self.db_url, "BROADCASTER_CONFIG": str(self.config),
+                "BROADCASTER_PUBLIC_URL": self.api_url, "BROADCASTER_POLL_INTERVAL": "0.2",
+                "BROADCASTER_LOG_LEVEL": "warning", **extra}
+
+    def start_service(self, command: str = "serve", **extra: str) -> None:
+        port = self.api_url.rsplit(":", 1)[1]
+        self.children.append(procs.start(
+            command, procs.broadcaster_argv(command),
+            env=self.env(BROADCASTER_PORT=port, **extra), log_dir=self.log_dir,
+            ready_url=f"{self.api_url}/readyz"))
+
+    def start_dispatcher(self, name: str, **extra: str) -> procs.Child:
+        env = self.env(**{"BROADCASTER_LOG_LEVEL": "info", **extra})
+        child = procs.start(name, procs.broadcaster_argv("dispatcher"), env=env,
+                            log_dir=self.log_dir, ready_line="dispatcher started",
+                            timeout=30)
+        self.children.append(child)
+        return child
+
+
+@pytest.fixture
+def stack(db_url: str, log_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(db_url, log_dir, tmp_path)
+    try:
+        yield s
+    finally:
+        for child in reversed(s.children):
+            child.stop()
+
+
+@pytest.fixture
+async def seeded(pool: asyncpg.Pool) -> AsyncIterator[tuple[list[tuple], list[tuple], str]]:
+    subs, locs = synthetic_subscribers(5000, seed=11)
+    async with pool.acquire() as conn:
+        await insert_subscribers(conn, subs, locs)
+        key = await create_api_key(conn, "e2e")
+    yield subs, locs, key
+
+
+def expected_phones(subs: list[tuple], locs: list[tuple], inside: Any) -> set[str]:
+    active = {sid: phone for sid, phone, _, status in subs if status == "active"}
+    return {active[sid] for sid, _, lon, lat in locs if sid in active and inside(lon, lat)}
+
+
+async def wait_final(http: httpx.AsyncClient, alert_id: int, key: str,
+                     timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = (await http.get(f"/v1/alerts/{alert_id}",
+                                 headers={"Authorization": f"Bearer {key}"})).json()
+        counts = status["deliveries"]
+        if status["recipients"] is not None and sum(counts[s] for s in FINAL) == status[
+                "recipients"]:
+            return status
+        assert time.monotonic() < deadline, f"alert not final in {timeout} s: {status}"
+        await asyncio.sleep(0.2)
+
+
+async def simulator_messages(sim_url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=sim_url) as sim:
+        return list((await sim.get("/_sim/messages")).json())
+
+
+async def post_alert(http: httpx.AsyncClient, key: str, area: dict, **extra: Any) -> int:
+    r = await http.post("/v1/alerts", headers={"Authorization": f"Bearer {key}"},
+                        json={"message": "Politiet efterlyser vidner", "area": area, **extra})
+    assert r.status_code == 202, r.text
+    return int(r.json()["id"])
+
+
+async def test_broadcast_reaches_exactly_the_subscribers_inside_the_polygon(
+    stack: Stack, seeded: tuple, pool: asyncpg.Pool
+) -> None:
+    subs, locs, key = seeded
+    stack.start_simulator("--receipt-delay-ms", "50", "--delivered-ratio", "0.9")
+    stack.write_config(rate=20_000, max_batch=500)
+    stack.start_service()
+    north = shape(NORTH)
+    expected = expected_phones(subs, locs, lambda lon, lat: north.covers(Point(lon, lat)))
+    assert 1000 < len(expected) < 4000
+
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        alert_id = await post_alert(http, key, NORTH)
+        status = await wait_final(http, alert_id, key)
+    received = Counter("+" + str(m["msisdn"]) for m in await simulator_messages(stack.sim_url))
+    assert set(received) == expected  # nobody missed, nobody outside the zone
+    assert max(received.values()) == 1  # nobody twice
+    assert status["status"] == "completed"
+    assert status["recipients"] == len(expected)
+    counts = status["deliveries"]
+    assert counts["delivered"] + counts["failed"] == len(expected)
+    assert 0.8 < counts["delivered"] / len(expected) < 0.97  # the simulator's 90 %
+    # Every receipt is kept for audit and was matched to its delivery.
+    assert await pool.fetchval("SELECT count(*) FROM delivery_receipts WHERE applied") == len(
+        expected)
+
+
+async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
+    stack: Stack, seeded: tuple, pool: asyncpg.Pool
+) -> None:
+    subs, locs, key = seeded
+    center, radius = (12.3111, 55.9267), 15_000.0
+    stack.start_simulator("--latency-ms", "50", "--receipt-delay-ms", "50")
+    stack.write_config(rate=600, max_batch=100, concurrency=2)
+    stack.start_service("api")
+    lease = {"BROADCASTER_LEASE_SECONDS": "3"}
+    victim = stack.start_dispatcher("dispatcher-a", **lease)
+    stack.start_dispatcher("dispatcher-b", **lease)
+    expected = expected_phones(
+        subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius)
+    assert len(expected) > 1500
+
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        alert_id = await post_alert(
+            http, key, {"type": "Circle", "center": list(center), "radius_m": radius})
+        async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
+            while (await sim.get("/_sim/stats")).json()["recipients"] < 400:
+                await asyncio.sleep(0.05)
+        # Kill it while it holds leased rows (it claims a batch, then waits on the rate limit
+        # or the gateway), so the other dispatcher must take those rows over.
+        held = 0
+        for _ in range(200):
+            held = await pool.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status = 'sending' AND claimed_by LIKE $1",
+                f"%-{victim.pid}-%")
+            if held:
+                break
+            await asyncio.sleep(0.01)
+        victim.kill()  # SIGKILL: no chance to release its rows
+        assert held > 0
+        status = await wait_final(http, alert_id, key)
+    received = Counter("+" + str(m["msisdn"]) for m in await simulator_messages(stack.sim_url))
+    assert set(received) == expected  # nobody missed, nobody outside
+    # Only what the killed worker had in flight can have gone out twice.
+    duplicates = sum(n - 1 for n in received.values())
+    assert duplicates <= 2 * 100
+    assert status["status"] == "completed"
+    assert await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')") == 0
+
+
+async def test_sigterm_stops_claiming_and_leaves_nothing_in_flight(
+    stack: Stack, seeded: tuple, pool: asyncpg.Pool
+) -> None:
+    subs, locs, key = seeded
+    stack.start_simulator("--latency-ms", "100")
+    stack.write_config(rate=300, max_batch=50, concurrency=2)
+    stack.start_service("api")
+    dispatcher = stack.start_dispatcher("dispatcher")
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        alert_id = await post_alert(http, key, NORTH)
+        async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
+            while (await sim.get("/_sim/stats")).json()["recipients"] < 200:
+                await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert dispatcher.stop(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    in_flight = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sending'")
+    assert in_flight == 0
+    sent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status IN ('sent', "
+                               "'delivered', 'failed')")
+    received = len(await simulator_messages(stack.sim_url))
+    assert sent == received  # everything the gateway took was recorded before exit
+    left = await pool.fetchval("SELECT count(*) FROM deliveries WHERE alert_id = $1 AND "
+                               "status = 'queued'", alert_id)
+    assert left > 0  # it stopped mid-broadcast, the rest waits for another dispatcher

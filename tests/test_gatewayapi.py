@@ -1,0 +1,448 @@
+"""GatewayApiAdapter against a scripted HTTP server on 127.0.0.1: requests, answers, callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+
+from gateway_adapters.base import (
+    CallbackRejected,
+    DeliveryState,
+    GatewayConfig,
+    GatewayError,
+    GatewayMisconfigured,
+    GatewayRejected,
+    GatewayThrottled,
+    GatewayUnavailable,
+    OutboundMessage,
+    ReceiptUpdate,
+)
+from gateway_adapters.gatewayapi import STATUS_MAP, GatewayApiAdapter
+from gateway_adapters.registry import create_adapter, known_types
+
+CALLBACK_URL = "https://broadcaster.example/callbacks/gw1"
+SECRET = "webhook-secret-of-at-least-32-bytes"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str | None = None  # None: a fresh {"ids": [n]} per request
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    message_id: int
+
+
+class FakeGateway:
+    """Records each request and answers with `reply`; ids count up from 1000 per request."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.reply = Reply()
+        self.replies: list[Reply] = []  # used in order before falling back to `reply`
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # Short shutdown timeout: the slow-answer case leaves a handler sleeping.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        message_id = 1000 + len(self.requests)  # no await between this and the append below
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.headers), body, message_id)
+        )
+        reply = self.replies.pop(0) if self.replies else self.reply
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        text = reply.body if reply.body is not None else json.dumps({"ids": [message_id]})
+        return web.Response(status=reply.status, text=text, headers=reply.headers)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[FakeGateway]:
+    server = FakeGateway()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def make_adapter() -> AsyncIterator[Callable[..., GatewayApiAdapter]]:
+    """Builds adapters (each owning its session) and closes them afterwards."""
+    adapters: list[GatewayApiAdapter] = []
+
+    def make(base_url: str, **config: Any) -> GatewayApiAdapter:
+        settings: dict[str, Any] = {"token": "tok-123", "webhook_secret": SECRET, **config}
+        adapter = GatewayApiAdapter(
+            GatewayConfig(name="gw1", type="gatewayapi", base_url=base_url, **settings),
+            CALLBACK_URL,
+        )
+        adapters.append(adapter)
+        return adapter
+
+    yield make
+    for adapter in adapters:
+        await adapter.close()
+
+
+def msg(delivery_id: int, phone: str, text: str = "Police: stay indoors", alert: int = 17):
+    return OutboundMessage(delivery_id=delivery_id, phone=phone, text=text, alert_id=alert)
+
+
+# -- (a) request building -------------------------------------------------------------------------
+
+A, B = "Police: stay indoors", "Politi: bliv indendørs"
+
+# (messages, max_batch, expected requests as (message, userref, msisdns), order-free)
+REQUEST_CASES = {
+    "one text, one request": (
+        [msg(1, "+4520000001"), msg(2, "+4520000002"), msg(3, "+4520000003")],
+        10,
+        [(A, "17", [4520000001, 4520000002, 4520000003])],
+    ),
+    "grouped by text": (
+        [msg(1, "+4520000001", A), msg(2, "+4520000002", B), msg(3, "+4520000003", A)],
+        10,
+        [(A, "17", [4520000001, 4520000003]), (B, "17", [4520000002])],
+    ),
+    "grouped by alert": (
+        [msg(1, "+4520000001", alert=17), msg(2, "+4520000002", alert=18)],
+        10,
+        [(A, "17", [4520000001]), (A, "18", [4520000002])],
+    ),
+    "chunked at max_batch": (
+        [msg(i, f"+45200000{i:02d}") for i in range(1, 6)],
+        2,
+        [
+            (A, "17", [4520000001, 4520000002]),
+            (A, "17", [4520000003, 4520000004]),
+            (A, "17", [4520000005]),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REQUEST_CASES.values(), ids=REQUEST_CASES.keys())
+async def test_request_building(gateway: FakeGateway, make_adapter, case) -> None:
+    messages, max_batch, expected = case
+    adapter = make_adapter(gateway.base_url, max_batch=max_batch, sender="POLITI")
+
+    results = await adapter.send_batch(messages)
+
+    for request in gateway.requests:
+        assert (request.method, request.path) == ("POST", "/rest/mtsms")
+        assert request.headers["Authorization"] == "Token tok-123"
+        assert request.headers["Content-Type"].startswith("application/json")
+        assert set(request.body) == {"sender", "message", "recipients", "callback_url", "userref"}
+        assert request.body["sender"] == "POLITI"
+        assert request.body["callback_url"] == CALLBACK_URL
+        assert all(type(r["msisdn"]) is int for r in request.body["recipients"])
+    sent = sorted(
+        (r.body["message"], r.body["userref"], [x["msisdn"] for x in r.body["recipients"]])
+        for r in gateway.requests
+    )
+    assert sent == sorted(expected)
+
+    # One result per message, in input order, carrying the id of the request that sent it.
+    id_of = {
+        (r.body["message"], x["msisdn"]): str(r.message_id)
+        for r in gateway.requests
+        for x in r.body["recipients"]
+    }
+    assert [r.delivery_id for r in results] == [m.delivery_id for m in messages]
+    for message, result in zip(messages, results, strict=True):
+        assert result.accepted and result.error is None
+        assert result.gateway_message_id == id_of[(message.text, int(message.phone[1:]))]
+
+
+async def test_invalid_number_is_a_per_recipient_rejection(gateway: FakeGateway, make_adapter):
+    adapter = make_adapter(gateway.base_url)
+    results = await adapter.send_batch([msg(1, "+45abc"), msg(2, "+4520000002")])
+    assert [(r.accepted, r.gateway_message_id) for r in results] == [(False, None), (True, "1000")]
+    assert results[0].error
+    assert [x["msisdn"] for x in gateway.requests[0].body["recipients"]] == [4520000002]
+
+
+async def test_partial_failure_keeps_accepted_results(gateway: FakeGateway, make_adapter):
+    adapter = make_adapter(gateway.base_url, max_batch=1)
+    gateway.replies = [Reply(), Reply(503, "busy")]  # whichever chunk arrives second fails
+    with pytest.raises(GatewayUnavailable) as caught:
+        await adapter.send_batch([msg(1, "+4520000001"), msg(2, "+4520000002")])
+    assert len(gateway.requests) == 2
+    [accepted] = caught.value.partial_results
+    assert accepted.accepted and accepted.gateway_message_id == "1000"
+
+
+# -- (b) answers -> results or errors -------------------------------------------------------------
+
+ANSWER_CASES: dict[str, tuple[Reply, type[GatewayError] | None, float | None]] = {
+    "200 ids": (Reply(200, '{"ids": [987], "usage": {"total_cost": 0.1}}'), None, None),
+    "401": (Reply(401, '{"message": "bad token"}'), GatewayMisconfigured, None),
+    "403": (Reply(403, "forbidden"), GatewayMisconfigured, None),
+    "429 Retry-After": (Reply(429, "slow down", {"Retry-After": "3"}), GatewayThrottled, 3.0),
+    "429 no Retry-After": (Reply(429, "slow down"), GatewayThrottled, None),
+    "500": (Reply(500, "oops"), GatewayUnavailable, None),
+    "503": (Reply(503, "maintenance"), GatewayUnavailable, None),
+    "400": (Reply(400, '{"message": "bad request"}'), GatewayRejected, None),
+    "slow answer": (Reply(delay=1.0), GatewayUnavailable, None),
+    "200 not JSON": (Reply(200, "<html>ok</html>"), GatewayUnavailable, None),
+    "200 without ids": (Reply(200, '{"usage": {}}'), GatewayUnavailable, None),
+    "200 empty ids": (Reply(200, '{"ids": []}'), GatewayUnavailable, None),
+}
+
+
+@pytest.mark.parametrize("case", ANSWER_CASES.values(), ids=ANSWER_CASES.keys())
+async def test_answer_mapping(gateway: FakeGateway, make_adapter, case) -> None:
+    reply, error, retry_after = case
+    gateway.reply = reply
+    adapter = make_adapter(gateway.base_url, timeout_seconds=0.3)
+    messages = [msg(1, "+4520000001"), msg(2, "+4520000002")]
+
+    if error is None:
+        results = await adapter.send_batch(messages)
+        assert [(r.delivery_id, r.accepted, r.gateway_message_id) for r in results] == [
+            (1, True, "987"),
+            (2, True, "987"),
+        ]
+        return
+    with pytest.raises(error) as caught:
+        await adapter.send_batch(messages)
+    assert type(caught.value) is error
+    if error is GatewayThrottled:
+        assert caught.value.retry_after == retry_after
+    assert len(gateway.requests) == 1  # never retried
+
+
+async def test_connection_refused_is_unavailable(make_adapter) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    adapter = make_adapter(f"http://127.0.0.1:{port}", timeout_seconds=2)
+    with pytest.raises(GatewayUnavailable):
+        await adapter.send_batch([msg(1, "+4520000001")])
+
+
+async def test_shared_session_is_not_closed_by_adapter(gateway: FakeGateway) -> None:
+    config = GatewayConfig(name="gw1", type="gatewayapi", base_url=gateway.base_url)
+    async with aiohttp.ClientSession() as session:
+        adapter = GatewayApiAdapter(config, CALLBACK_URL, session)
+        await adapter.close()
+        assert not session.closed
+        assert (await adapter.send_batch([msg(1, "+4520000001")]))[0].accepted
+
+
+# -- (c) callbacks --------------------------------------------------------------------------------
+
+# Written out rather than derived from STATUS_MAP, so a changed mapping fails here.
+EXPECTED_STATES = {
+    "DELIVERED": DeliveryState.DELIVERED,
+    "UNDELIVERABLE": DeliveryState.FAILED,
+    "REJECTED": DeliveryState.FAILED,
+    "DELETED": DeliveryState.FAILED,
+    "SKIPPED": DeliveryState.FAILED,
+    "EXPIRED": DeliveryState.EXPIRED,
+    "UNKNOWN": DeliveryState.SENT,
+    "SCHEDULED": DeliveryState.SENT,
+    "BUFFERED": DeliveryState.SENT,
+    "ENROUTE": DeliveryState.SENT,
+    "ACCEPTED": DeliveryState.SENT,
+}
+
+
+def receipt(status: str = "DELIVERED", **changes: Any) -> dict[str, Any]:
+    payload = {
+        "id": 12345,
+        "msisdn": 4520123456,
+        "time": 1700000000,
+        "status": status,
+        "error": None,
+        "code": None,
+        "userref": "17",
+    }
+    return {**payload, **changes}
+
+
+def signed(payload: dict[str, Any], secret: str = SECRET) -> dict[str, str]:
+    return {"X-Gwapi-Signature": jwt.encode(payload, secret, algorithm="HS256")}
+
+
+def unsigned_token(payload: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
+
+
+def callback_adapter(secret: str = SECRET) -> GatewayApiAdapter:
+    config = GatewayConfig(
+        name="gw1", type="gatewayapi", base_url="http://unused", webhook_secret=secret
+    )
+    return GatewayApiAdapter(config, CALLBACK_URL)
+
+
+@pytest.fixture
+async def adapter() -> AsyncIterator[GatewayApiAdapter]:
+    adapter = callback_adapter()
+    yield adapter
+    await adapter.close()
+
+
+def test_status_table_covers_the_map() -> None:
+    assert set(EXPECTED_STATES) == set(STATUS_MAP)
+
+
+@pytest.mark.parametrize(("status", "state"), [*EXPECTED_STATES.items(), ("NEWWORD", "sent")])
+async def test_callback_status(adapter: GatewayApiAdapter, status: str, state: str) -> None:
+    payload = receipt(status)
+    body = json.dumps(payload).encode()
+
+    updates = adapter.parse_callback(signed(payload), body, CALLBACK_URL)
+
+    assert updates == [
+        ReceiptUpdate(
+            gateway_message_id="12345",
+            phone="+4520123456",
+            state=DeliveryState(state),
+            provider_status=status,
+            error=None,
+            occurred_at=datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),
+            raw=payload,
+        )
+    ]
+
+
+ERROR_CASES = {
+    "error and code": ({"error": "Absent", "code": "0x01"}, "Absent (code 0x01)"),
+    "code only": ({"code": "0x01"}, "0x01"),
+    "error only": ({"error": "Absent subscriber"}, "Absent subscriber"),
+    "neither": ({}, None),
+}
+
+
+@pytest.mark.parametrize("case", ERROR_CASES.values(), ids=ERROR_CASES.keys())
+async def test_callback_error_text(adapter: GatewayApiAdapter, case) -> None:
+    changes, expected = case
+    payload = receipt("UNDELIVERABLE", **changes)
+    [update] = adapter.parse_callback(signed(payload), json.dumps(payload).encode(), "")
+    assert update.error == expected
+    assert update.state is DeliveryState.FAILED
+
+
+async def test_callback_header_is_case_insensitive(adapter: GatewayApiAdapter) -> None:
+    payload = receipt()
+    headers = {"x-gwapi-signature": signed(payload)["X-Gwapi-Signature"]}
+    [update] = adapter.parse_callback(headers, json.dumps(payload).encode(), "")
+    assert update.state is DeliveryState.DELIVERED
+
+
+async def test_short_secret_works_without_warnings() -> None:
+    # pytest turns warnings into errors: PyJWT's short-key warning must not escape the adapter.
+    adapter = callback_adapter(secret="short")
+    payload = receipt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        headers = signed(payload, "short")
+    [update] = adapter.parse_callback(headers, json.dumps(payload).encode(), "")
+    assert update.state is DeliveryState.DELIVERED
+    await adapter.close()
+
+
+def _rejection_cases() -> dict[str, tuple[dict[str, str], bytes, int]]:
+    good = receipt()
+    body = json.dumps(good).encode()
+    expired = jwt.encode({**good, "exp": 1_000_000}, SECRET, algorithm="HS256")
+    return {
+        "wrong secret": (signed(good, "another-secret-of-at-least-32-bytes"), body, 401),
+        "missing header": ({}, body, 401),
+        "garbage token": ({"X-Gwapi-Signature": "not.a.jwt"}, body, 401),
+        "alg none": ({"X-Gwapi-Signature": unsigned_token(good)}, body, 401),
+        "expired token": ({"X-Gwapi-Signature": expired}, body, 401),
+        "body id differs": (signed(good), json.dumps(receipt(id=99999)).encode(), 401),
+        "body msisdn differs": (signed(good), json.dumps(receipt(msisdn=4599999999)).encode(), 401),
+        "body status differs": (signed(receipt("UNDELIVERABLE")), body, 401),
+        "malformed JSON": (signed(good), b"{not json", 400),
+        "JSON not an object": (signed(good), b"[1, 2]", 400),
+        "missing status": (signed(good), json.dumps(receipt(status=None)).encode(), 400),
+        "claims miss msisdn": (signed(receipt(msisdn=None)), body, 400),
+    }
+
+
+REJECTIONS = _rejection_cases()
+
+
+@pytest.mark.parametrize("case", REJECTIONS.values(), ids=REJECTIONS.keys())
+async def test_callback_rejected(adapter: GatewayApiAdapter, case) -> None:
+    headers, body, status = case
+    with pytest.raises(CallbackRejected) as caught:
+        adapter.parse_callback(headers, body, CALLBACK_URL)
+    assert caught.value.status == status
+
+
+async def test_callback_rejected_without_secret() -> None:
+    adapter = callback_adapter(secret="")
+    try:
+        payload = receipt()
+        headers = signed(payload)  # validly signed, but the adapter has nothing to check it by
+        with pytest.raises(CallbackRejected) as caught:
+            adapter.parse_callback(headers, json.dumps(payload).encode(), CALLBACK_URL)
+        assert caught.value.status == 401
+    finally:
+        await adapter.close()
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+
+async def test_registry() -> None:
+    assert "gatewayapi" in known_types()
+    config = GatewayConfig(name="gw1", type="gatewayapi", base_url="http://unused")
+    adapter = create_adapter(config, CALLBACK_URL)
+    try:
+        assert isinstance(adapter, GatewayApiAdapter)
+    finally:
+        await adapter.close()
+    with pytest.raises(KeyError) as caught:
+        create_adapter(GatewayConfig(name="gw2", type="carrier-pigeon", base_url="x"), "")
+    assert isinstance(caught.value, ValueError)
+    assert "carrier-pigeon" in str(caught.value) and "gatewayapi" in str(caught.value)
