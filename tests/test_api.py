@@ -20,8 +20,9 @@ from broadcaster.settings import GatewaySettings, load_settings
 SECRET = "test-webhook-secret-0123456789abcdef"
 HILLEROD_SQUARE = {
     "type": "Polygon",
-    "coordinates": [[[12.25, 55.90], [12.35, 55.90], [12.35, 55.95], [12.25, 55.95],
-                     [12.25, 55.90]]],
+    "coordinates": [
+        [[12.25, 55.90], [12.35, 55.90], [12.35, 55.95], [12.25, 55.95], [12.25, 55.90]]
+    ],
 }
 
 
@@ -30,9 +31,15 @@ async def client(db_url: str, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncCl
     settings = load_settings(
         database_url=db_url,
         max_segments=2,
-        gateways=[GatewaySettings(name="primary", type="gatewayapi",
-                                  base_url="http://127.0.0.1:9", token="t",
-                                  webhook_secret=SECRET)],
+        gateways=[
+            GatewaySettings(
+                name="primary",
+                type="gatewayapi",
+                base_url="http://127.0.0.1:9",
+                token="t",
+                webhook_secret=SECRET,
+            )
+        ],
     )
     app = create_app(settings, db_url)
     async with app.router.lifespan_context(app):
@@ -52,8 +59,11 @@ def auth(key: str) -> dict[str, str]:
 
 
 def alert_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"message": "Politiet: hold øje", "area": HILLEROD_SQUARE,
-                            "priority": "normal"}
+    body: dict[str, Any] = {
+        "message": "Politiet: hold øje",
+        "area": HILLEROD_SQUARE,
+        "priority": "normal",
+    }
     body.update(overrides)
     return body
 
@@ -100,20 +110,33 @@ async def test_scope_is_enforced(client: httpx.AsyncClient, pool: asyncpg.Pool) 
 async def test_subscriber_is_normalised_and_committed(
     client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
 ) -> None:
-    r = await client.post("/v1/subscribers", headers=auth(key), json={
-        "phone": "20 12 34 56",
-        "locations": [{"lat": 55.93, "lon": 12.30, "label": "home"},
-                      {"lat": 55.68, "lon": 12.57, "label": "work"}],
-        "language": "da"})
+    r = await client.post(
+        "/v1/subscribers",
+        headers=auth(key),
+        json={
+            "phone": "20 12 34 56",
+            "locations": [
+                {"lat": 55.93, "lon": 12.30, "label": "home"},
+                {"lat": 55.68, "lon": 12.57, "label": "work"},
+            ],
+            "language": "da",
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["phone"] == "+4520123456"
     rows = await pool.fetch(
         "SELECT s.phone, s.status, l.position[0] / 1e6 AS lon, l.position[1] / 1e6 AS lat "
-        "FROM subscribers s JOIN subscriber_locations l ON l.subscriber_id = s.id ORDER BY l.id")
+        "FROM subscribers s JOIN subscriber_locations l ON l.subscriber_id = s.id ORDER BY l.id"
+    )
     assert [(r["phone"], r["status"], r["lon"], r["lat"]) for r in rows] == [
-        ("+4520123456", "active", 12.30, 55.93), ("+4520123456", "active", 12.57, 55.68)]
-    again = await client.post("/v1/subscribers", headers=auth(key), json={
-        "phone": "+45 20123456", "locations": [{"lat": 55.9, "lon": 12.3}]})
+        ("+4520123456", "active", 12.30, 55.93),
+        ("+4520123456", "active", 12.57, 55.68),
+    ]
+    again = await client.post(
+        "/v1/subscribers",
+        headers=auth(key),
+        json={"phone": "+45 20123456", "locations": [{"lat": 55.9, "lon": 12.3}]},
+    )
     assert_problem(again, 409, "already")
 
 
@@ -143,8 +166,11 @@ async def test_alert_is_committed_before_202(
     client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
 ) -> None:
     expires = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
-    r = await client.post("/v1/alerts", headers=auth(key), json=alert_body(
-        priority="emergency", reference="case-17", expires_at=expires.isoformat()))
+    r = await client.post(
+        "/v1/alerts",
+        headers=auth(key),
+        json=alert_body(priority="emergency", reference="case-17", expires_at=expires.isoformat()),
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "queued"
@@ -152,14 +178,20 @@ async def test_alert_is_committed_before_202(
     assert r.headers["location"] == f"/v1/alerts/{body['id']}"
     row = await pool.fetchrow("SELECT * FROM alerts WHERE id = $1", body["id"])
     assert (row["message"], row["priority"], row["reference"], row["expires_at"]) == (
-        "Politiet: hold øje", 0, "case-17", expires)
-    zones = await pool.fetch("SELECT kind, ring::text FROM alert_zones WHERE alert_id = $1",
-                             body["id"])
+        "Politiet: hold øje",
+        0,
+        "case-17",
+        expires,
+    )
+    zones = await pool.fetch(
+        "SELECT kind, ring::text FROM alert_zones WHERE alert_id = $1", body["id"]
+    )
     assert [z["kind"] for z in zones] == ["outer"]
     got = await client.get(f"/v1/alerts/{body['id']}", headers=auth(key))
     assert got.status_code == 200
-    assert got.json()["deliveries"] == {s: 0 for s in (
-        "queued", "sending", "sent", "delivered", "failed", "expired", "cancelled")}
+    assert got.json()["deliveries"] == {
+        s: 0 for s in ("queued", "sending", "sent", "delivered", "failed", "expired", "cancelled")
+    }
 
 
 async def test_idempotent_repost_returns_the_same_alert(
@@ -172,19 +204,25 @@ async def test_idempotent_repost_returns_the_same_alert(
     assert first.json()["id"] == second.json()["id"]
     assert second.headers["idempotent-replayed"] == "true"
     assert await pool.fetchval("SELECT count(*) FROM alerts") == 1
-    changed = await client.post("/v1/alerts", headers=headers,
-                                json=alert_body(message="another text"))
+    changed = await client.post(
+        "/v1/alerts", headers=headers, json=alert_body(message="another text")
+    )
     assert_problem(changed, 422, "idempotency-key")
     assert await pool.fetchval("SELECT count(*) FROM alerts") == 1
-    other = await client.post("/v1/alerts", headers={**auth(key), "Idempotency-Key": "x2"},
-                              json=alert_body())
+    other = await client.post(
+        "/v1/alerts", headers={**auth(key), "Idempotency-Key": "x2"}, json=alert_body()
+    )
     assert other.json()["id"] != first.json()["id"]
 
 
-BOWTIE = {"type": "Polygon", "coordinates": [[[12.0, 55.0], [12.2, 55.2], [12.2, 55.0],
-                                              [12.0, 55.2], [12.0, 55.0]]]}
-UNCLOSED = {"type": "Polygon", "coordinates": [[[12.0, 55.0], [12.2, 55.0], [12.2, 55.2],
-                                                [12.0, 55.2]]]}
+BOWTIE = {
+    "type": "Polygon",
+    "coordinates": [[[12.0, 55.0], [12.2, 55.2], [12.2, 55.0], [12.0, 55.2], [12.0, 55.0]]],
+}
+UNCLOSED = {
+    "type": "Polygon",
+    "coordinates": [[[12.0, 55.0], [12.2, 55.0], [12.2, 55.2], [12.0, 55.2]]],
+}
 
 
 @pytest.mark.parametrize(
@@ -192,19 +230,47 @@ UNCLOSED = {"type": "Polygon", "coordinates": [[[12.0, 55.0], [12.2, 55.0], [12.
     [
         (alert_body(area=UNCLOSED), 422, "not closed"),
         (alert_body(area=BOWTIE), 422, "self-intersection"),
-        (alert_body(area={"type": "Polygon", "coordinates": [[[12, 95], [12.2, 55], [12.2, 55.2],
-                                                             [12, 95]]]}), 422, "latitude"),
-        (alert_body(area={"type": "Polygon", "coordinates": [[[190, 55], [12.2, 55],
-                                                             [12.2, 55.2], [190, 55]]]}),
-         422, "longitude"),
-        (alert_body(area={"type": "Polygon", "coordinates": [[["a", 55], [12.2, 55],
-                                                             [12.2, 55.2], ["a", 55]]]}),
-         422, "numbers"),
+        (
+            alert_body(
+                area={
+                    "type": "Polygon",
+                    "coordinates": [[[12, 95], [12.2, 55], [12.2, 55.2], [12, 95]]],
+                }
+            ),
+            422,
+            "latitude",
+        ),
+        (
+            alert_body(
+                area={
+                    "type": "Polygon",
+                    "coordinates": [[[190, 55], [12.2, 55], [12.2, 55.2], [190, 55]]],
+                }
+            ),
+            422,
+            "longitude",
+        ),
+        (
+            alert_body(
+                area={
+                    "type": "Polygon",
+                    "coordinates": [[["a", 55], [12.2, 55], [12.2, 55.2], ["a", 55]]],
+                }
+            ),
+            422,
+            "numbers",
+        ),
         (alert_body(area={"type": "Point", "coordinates": [12, 55]}), 422, "area.type"),
-        (alert_body(area={"type": "Circle", "center": [12.3, 55.9], "radius_m": -5}), 422,
-         "radius_m"),
-        (alert_body(area={"type": "Circle", "center": [12.3, 155.9], "radius_m": 5}), 422,
-         "latitude"),
+        (
+            alert_body(area={"type": "Circle", "center": [12.3, 55.9], "radius_m": -5}),
+            422,
+            "radius_m",
+        ),
+        (
+            alert_body(area={"type": "Circle", "center": [12.3, 155.9], "radius_m": 5}),
+            422,
+            "latitude",
+        ),
         (alert_body(area="Hillerød"), 422, "area"),
         (alert_body(message=""), 422, "message"),
         (alert_body(message="   "), 422, "blank"),
@@ -233,8 +299,11 @@ async def test_two_segment_message_is_accepted(client: httpx.AsyncClient, key: s
 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient, key: str) -> None:
-    r = await client.post("/v1/alerts", content=b'{"message": "x", "area": ',
-                          headers={**auth(key), "Content-Type": "application/json"})
+    r = await client.post(
+        "/v1/alerts",
+        content=b'{"message": "x", "area": ',
+        headers={**auth(key), "Content-Type": "application/json"},
+    )
     assert_problem(r, 400, "not valid json")
 
 
@@ -247,8 +316,15 @@ async def test_unknown_alert_is_404(client: httpx.AsyncClient, key: str) -> None
 
 
 def receipt(message_id: int, msisdn: int, status: str = "DELIVERED") -> dict[str, Any]:
-    return {"id": message_id, "msisdn": msisdn, "time": 1763900000, "status": status,
-            "error": None, "code": None, "userref": "1"}
+    return {
+        "id": message_id,
+        "msisdn": msisdn,
+        "time": 1763900000,
+        "status": status,
+        "error": None,
+        "code": None,
+        "userref": "1",
+    }
 
 
 async def test_callback_with_bad_signature_is_refused_and_not_recorded(
@@ -260,8 +336,11 @@ async def test_callback_with_bad_signature_is_refused_and_not_recorded(
         {"X-Gwapi-Signature": jwt.encode(payload, "wrong-secret-0123456789abcdef0123", "HS256")},
         {"X-Gwapi-Signature": "garbage"},
     ):
-        r = await client.post("/v1/callbacks/primary", content=json.dumps(payload),
-                              headers={"Content-Type": "application/json", **headers})
+        r = await client.post(
+            "/v1/callbacks/primary",
+            content=json.dumps(payload),
+            headers={"Content-Type": "application/json", **headers},
+        )
         assert_problem(r, 401)
     assert await pool.fetchval("SELECT count(*) FROM delivery_receipts") == 0
 
@@ -275,17 +354,25 @@ async def test_signed_callback_is_recorded_and_applied(
 ) -> None:
     async with pool.acquire() as conn:
         sub = await conn.fetchval(
-            "INSERT INTO subscribers (phone) VALUES ('+4520000001') RETURNING id")
+            "INSERT INTO subscribers (phone) VALUES ('+4520000001') RETURNING id"
+        )
         alert = await conn.fetchval(
             "INSERT INTO alerts (message, area, priority, status) "
-            "VALUES ('m', '{}'::jsonb, 2, 'dispatching') RETURNING id")
+            "VALUES ('m', '{}'::jsonb, 2, 'dispatching') RETURNING id"
+        )
         await conn.execute(
             "INSERT INTO deliveries (alert_id, subscriber_id, priority, status, gateway, "
-            "gateway_message_id) VALUES ($1, $2, 2, 'sent', 'primary', '77')", alert, sub)
+            "gateway_message_id) VALUES ($1, $2, 2, 'sent', 'primary', '77')",
+            alert,
+            sub,
+        )
     for status in ("ENROUTE", "DELIVERED", "UNDELIVERABLE"):
         payload = receipt(77, 4520000001, status)
-        r = await client.post("/v1/callbacks/primary", content=json.dumps(payload), headers={
-            "X-Gwapi-Signature": jwt.encode(payload, SECRET, "HS256")})
+        r = await client.post(
+            "/v1/callbacks/primary",
+            content=json.dumps(payload),
+            headers={"X-Gwapi-Signature": jwt.encode(payload, SECRET, "HS256")},
+        )
         assert r.status_code == 200, r.text
     row = await pool.fetchrow("SELECT status, final_at FROM deliveries")
     assert row["status"] == "delivered"  # the later UNDELIVERABLE did not regress it

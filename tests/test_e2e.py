@@ -26,8 +26,10 @@ TOKEN = "e2e-token"
 SECRET = "e2e-webhook-secret-0123456789abcdef"
 FINAL = ("delivered", "failed", "expired", "cancelled")
 # North of a slanted line through Hillerød: about half of the district.
-NORTH = {"type": "Polygon", "coordinates": [[[11.8, 55.80], [12.7, 55.95], [12.7, 56.2],
-                                             [11.8, 56.2], [11.8, 55.80]]]}
+NORTH = {
+    "type": "Polygon",
+    "coordinates": [[[11.8, 55.80], [12.7, 55.95], [12.7, 56.2], [11.8, 56.2], [11.8, 55.80]]],
+}
 
 
 @dataclass
@@ -42,11 +44,26 @@ class Stack:
 
     def start_simulator(self, *args: str) -> None:
         port = procs.free_port()
-        self.children.append(procs.start(
-            "simulator", procs.broadcaster_argv(
-                "simulate-gateway", "--port", str(port), "--token", TOKEN,
-                "--webhook-secret", SECRET, "--seed", "1", *args),
-            env={}, log_dir=self.log_dir, ready_line="listening on"))
+        self.children.append(
+            procs.start(
+                "simulator",
+                procs.broadcaster_argv(
+                    "simulate-gateway",
+                    "--port",
+                    str(port),
+                    "--token",
+                    TOKEN,
+                    "--webhook-secret",
+                    SECRET,
+                    "--seed",
+                    "1",
+                    *args,
+                ),
+                env={},
+                log_dir=self.log_dir,
+                ready_line="listening on",
+            )
+        )
         self.sim_url = f"http://127.0.0.1:{port}"
 
     def write_config(self, rate: float, max_batch: int = 1000, concurrency: int = 4) -> None:
@@ -54,26 +71,42 @@ class Stack:
         self.config.write_text(
             f'[[gateways]]\nname = "primary"\ntype = "gatewayapi"\nbase_url = "{self.sim_url}"\n'
             f'token = "{TOKEN}"\nwebhook_secret = "{SECRET}"\nrate_per_second = {rate}\n'
-            f"max_batch = {max_batch}\nconcurrency = {concurrency}\n")
+            f"max_batch = {max_batch}\nconcurrency = {concurrency}\n"
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         assert self.config is not None and self.api_url
-        return {"DATABASE_URL": self.db_url, "BROADCASTER_CONFIG": str(self.config),
-                "BROADCASTER_PUBLIC_URL": self.api_url, "BROADCASTER_POLL_INTERVAL": "0.2",
-                "BROADCASTER_LOG_LEVEL": "warning", **extra}
+        return {
+            "DATABASE_URL": self.db_url,
+            "BROADCASTER_CONFIG": str(self.config),
+            "BROADCASTER_PUBLIC_URL": self.api_url,
+            "BROADCASTER_POLL_INTERVAL": "0.2",
+            "BROADCASTER_LOG_LEVEL": "warning",
+            **extra,
+        }
 
     def start_service(self, command: str = "serve", **extra: str) -> None:
         port = self.api_url.rsplit(":", 1)[1]
-        self.children.append(procs.start(
-            command, procs.broadcaster_argv(command),
-            env=self.env(BROADCASTER_PORT=port, **extra), log_dir=self.log_dir,
-            ready_url=f"{self.api_url}/readyz"))
+        self.children.append(
+            procs.start(
+                command,
+                procs.broadcaster_argv(command),
+                env=self.env(BROADCASTER_PORT=port, **extra),
+                log_dir=self.log_dir,
+                ready_url=f"{self.api_url}/readyz",
+            )
+        )
 
     def start_dispatcher(self, name: str, **extra: str) -> procs.Child:
         env = self.env(**{"BROADCASTER_LOG_LEVEL": "info", **extra})
-        child = procs.start(name, procs.broadcaster_argv("dispatcher"), env=env,
-                            log_dir=self.log_dir, ready_line="dispatcher started",
-                            timeout=30)
+        child = procs.start(
+            name,
+            procs.broadcaster_argv("dispatcher"),
+            env=env,
+            log_dir=self.log_dir,
+            ready_line="dispatcher started",
+            timeout=30,
+        )
         self.children.append(child)
         return child
 
@@ -102,15 +135,19 @@ def expected_phones(subs: list[tuple], locs: list[tuple], inside: Any) -> set[st
     return {active[sid] for sid, _, lon, lat in locs if sid in active and inside(lon, lat)}
 
 
-async def wait_final(http: httpx.AsyncClient, alert_id: int, key: str,
-                     timeout: float = 90) -> dict[str, Any]:
+async def wait_final(
+    http: httpx.AsyncClient, alert_id: int, key: str, timeout: float = 90
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        status = (await http.get(f"/v1/alerts/{alert_id}",
-                                 headers={"Authorization": f"Bearer {key}"})).json()
+        status = (
+            await http.get(f"/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {key}"})
+        ).json()
         counts = status["deliveries"]
-        if status["recipients"] is not None and sum(counts[s] for s in FINAL) == status[
-                "recipients"]:
+        if (
+            status["recipients"] is not None
+            and sum(counts[s] for s in FINAL) == status["recipients"]
+        ):
             return status
         assert time.monotonic() < deadline, f"alert not final in {timeout} s: {status}"
         await asyncio.sleep(0.2)
@@ -122,8 +159,11 @@ async def simulator_messages(sim_url: str) -> list[dict[str, Any]]:
 
 
 async def post_alert(http: httpx.AsyncClient, key: str, area: dict, **extra: Any) -> int:
-    r = await http.post("/v1/alerts", headers={"Authorization": f"Bearer {key}"},
-                        json={"message": "Politiet efterlyser vidner", "area": area, **extra})
+    r = await http.post(
+        "/v1/alerts",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"message": "Politiet efterlyser vidner", "area": area, **extra},
+    )
     assert r.status_code == 202, r.text
     return int(r.json()["id"])
 
@@ -152,7 +192,8 @@ async def test_broadcast_reaches_exactly_the_subscribers_inside_the_polygon(
     assert 0.8 < counts["delivered"] / len(expected) < 0.97  # the simulator's 90 %
     # Every receipt is kept for audit and was matched to its delivery.
     assert await pool.fetchval("SELECT count(*) FROM delivery_receipts WHERE applied") == len(
-        expected)
+        expected
+    )
 
 
 async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
@@ -167,12 +208,14 @@ async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
     victim = stack.start_dispatcher("dispatcher-a", **lease)
     stack.start_dispatcher("dispatcher-b", **lease)
     expected = expected_phones(
-        subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius)
+        subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius
+    )
     assert len(expected) > 1500
 
     async with httpx.AsyncClient(base_url=stack.api_url) as http:
         alert_id = await post_alert(
-            http, key, {"type": "Circle", "center": list(center), "radius_m": radius})
+            http, key, {"type": "Circle", "center": list(center), "radius_m": radius}
+        )
         async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
             while (await sim.get("/_sim/stats")).json()["recipients"] < 400:
                 await asyncio.sleep(0.05)
@@ -182,7 +225,8 @@ async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
         for _ in range(200):
             held = await pool.fetchval(
                 "SELECT count(*) FROM deliveries WHERE status = 'sending' AND claimed_by LIKE $1",
-                f"%-{victim.pid}-%")
+                f"%-{victim.pid}-%",
+            )
             if held:
                 break
             await asyncio.sleep(0.01)
@@ -195,14 +239,16 @@ async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
     duplicates = sum(n - 1 for n in received.values())
     assert duplicates <= 2 * 100
     assert status["status"] == "completed"
-    assert await pool.fetchval(
-        "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')") == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')")
+        == 0
+    )
 
 
 async def test_sigterm_stops_claiming_and_leaves_nothing_in_flight(
     stack: Stack, seeded: tuple, pool: asyncpg.Pool
 ) -> None:
-    subs, locs, key = seeded
+    _subs, _locs, key = seeded
     stack.start_simulator("--latency-ms", "100")
     stack.write_config(rate=300, max_batch=50, concurrency=2)
     stack.start_service("api")
@@ -217,10 +263,12 @@ async def test_sigterm_stops_claiming_and_leaves_nothing_in_flight(
     assert time.monotonic() - started < 10
     in_flight = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sending'")
     assert in_flight == 0
-    sent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status IN ('sent', "
-                               "'delivered', 'failed')")
+    sent = await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'delivered', 'failed')"
+    )
     received = len(await simulator_messages(stack.sim_url))
     assert sent == received  # everything the gateway took was recorded before exit
-    left = await pool.fetchval("SELECT count(*) FROM deliveries WHERE alert_id = $1 AND "
-                               "status = 'queued'", alert_id)
+    left = await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE alert_id = $1 AND status = 'queued'", alert_id
+    )
     assert left > 0  # it stopped mid-broadcast, the rest waits for another dispatcher

@@ -34,11 +34,13 @@ async def add_subscribers(
         sid = await conn.fetchval(
             "INSERT INTO subscribers (phone, status) VALUES "
             "('+452' || lpad(nextval('subscribers_id_seq')::text, 7, '0'), $1) RETURNING id",
-            status)
+            status,
+        )
         await conn.executemany(
             "INSERT INTO subscriber_locations (subscriber_id, position) "
             "VALUES ($1, point($2 * 1e6, $3 * 1e6))",
-            [(sid, lon, lat) for lon, lat in locations])
+            [(sid, lon, lat) for lon, lat in locations],
+        )
         ids.append(sid)
     return ids
 
@@ -73,10 +75,14 @@ async def test_polygon_with_hole_matches_an_independent_computation(pool: asyncp
         alert_id = await queue_alert(conn, DONUT)
         result = await fan_out_next(conn)
         got = await recipients(conn, alert_id)
-        status = await conn.fetchrow("SELECT status, recipients FROM alerts WHERE id = $1",
-                                     alert_id)
-    expected = {sid for sid, locs in zip(ids, points + boundary, strict=True)
-                if geom.covers(Point(*locs[0]))}
+        status = await conn.fetchrow(
+            "SELECT status, recipients FROM alerts WHERE id = $1", alert_id
+        )
+    expected = {
+        sid
+        for sid, locs in zip(ids, points + boundary, strict=True)
+        if geom.covers(Point(*locs[0]))
+    }
     assert set(ids[-4:]) <= expected
     assert got == expected
     assert result is not None and result.recipients == len(expected)
@@ -98,8 +104,7 @@ async def test_municipality_multipolygon_matches_shapely(pool: asyncpg.Pool) -> 
         alert_id = await queue_alert(conn, area)
         await fan_out_next(conn)
         got = await recipients(conn, alert_id)
-    expected = {sid for sid, locs in zip(ids, points, strict=True)
-                if geom.covers(Point(*locs[0]))}
+    expected = {sid for sid, locs in zip(ids, points, strict=True) if geom.covers(Point(*locs[0]))}
     assert 0 < len(expected) < len(points)
     assert got == expected
 
@@ -115,11 +120,15 @@ async def test_circle_uses_great_circle_distance(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         ids = await add_subscribers(conn, points)
         alert_id = await queue_alert(
-            conn, {"type": "Circle", "center": list(center), "radius_m": radius})
+            conn, {"type": "Circle", "center": list(center), "radius_m": radius}
+        )
         await fan_out_next(conn)
         got = await recipients(conn, alert_id)
-    expected = {sid for sid, locs in zip(ids, points, strict=True)
-                if haversine_m(*locs[0], *center) <= radius}
+    expected = {
+        sid
+        for sid, locs in zip(ids, points, strict=True)
+        if haversine_m(*locs[0], *center) <= radius
+    }
     assert 0 < len(expected) < len(points)
     assert got == expected
 
@@ -145,8 +154,7 @@ async def test_priority_order_and_empty_zone(pool: asyncpg.Pool) -> None:
         await add_subscribers(conn, [[(12.05, 55.05)]])
         normal = await queue_alert(conn, DONUT, "normal")
         emergency = await queue_alert(conn, DONUT, "emergency")
-        empty = await queue_alert(conn, {"type": "Circle", "center": [10.0, 57.0],
-                                         "radius_m": 100})
+        empty = await queue_alert(conn, {"type": "Circle", "center": [10.0, 57.0], "radius_m": 100})
         order = [(await fan_out_next(conn)).alert_id for _ in range(3)]  # type: ignore[union-attr]
         assert await fan_out_next(conn) is None
         status = await conn.fetchval("SELECT status FROM alerts WHERE id = $1", empty)
@@ -157,12 +165,12 @@ async def test_priority_order_and_empty_zone(pool: asyncpg.Pool) -> None:
 async def test_fanout_uses_the_gist_index(pool: asyncpg.Pool) -> None:
     rng = random.Random(4)
     async with pool.acquire() as conn:
-        await add_subscribers(conn, [[(rng.uniform(8, 15), rng.uniform(54, 58))]
-                                     for _ in range(3000)])
+        await add_subscribers(
+            conn, [[(rng.uniform(8, 15), rng.uniform(54, 58))] for _ in range(3000)]
+        )
         alert_id = await queue_alert(conn, DONUT)
         await conn.execute("ANALYZE")
-        plan = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN " + FANOUT_POLYGON, alert_id, 2))
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + FANOUT_POLYGON, alert_id, 2))
     assert "subscriber_locations_position" in plan, plan
 
 
@@ -180,16 +188,20 @@ def test_circle_bbox_contains_the_circle(radius: float) -> None:
         b = math.radians(bearing)
         lat1, lon1 = math.radians(55.9), math.radians(12.3)
         lat2 = math.asin(math.sin(lat1) * math.cos(d) + math.cos(lat1) * math.sin(d) * math.cos(b))
-        lon2 = lon1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(lat1),
-                                 math.cos(d) - math.sin(lat1) * math.sin(lat2))
+        lon2 = lon1 + math.atan2(
+            math.sin(b) * math.sin(d) * math.cos(lat1),
+            math.cos(d) - math.sin(lat1) * math.sin(lat2),
+        )
         assert box.covers(Point(math.degrees(lon2), math.degrees(lat2)))
 
 
 async def test_slanted_edges_are_exact_to_well_under_a_metre(pool: asyncpg.Pool) -> None:
     """A point on a slanted edge is inside; one 0.5 m (~5e-6 degree) outside it is not. In plain
     degrees PostgreSQL's 1e-6 tolerance on cross products would count the latter as inside."""
-    triangle = {"type": "Polygon", "coordinates": [[[12.0, 55.0], [12.4, 55.0], [12.4, 55.4],
-                                                    [12.0, 55.0]]]}
+    triangle = {
+        "type": "Polygon",
+        "coordinates": [[[12.0, 55.0], [12.4, 55.0], [12.4, 55.4], [12.0, 55.0]]],
+    }
     on_edge, outside = (12.2, 55.2), (12.2, 55.2 + 5e-6)
     async with pool.acquire() as conn:
         ids = await add_subscribers(conn, [[on_edge], [outside]])

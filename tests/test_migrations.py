@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 import pytest
+from tests.conftest import with_database
 
 from broadcaster.database import DatabaseUnavailable, connect
 from broadcaster.migrate import (
@@ -15,14 +16,15 @@ from broadcaster.migrate import (
     load_migrations,
     pending_migrations,
 )
-from tests.conftest import with_database
 
 
 async def test_template_is_fully_migrated(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await pending_migrations(conn) == []
-        versions = [r["version"] for r in await conn.fetch(
-            "SELECT version FROM schema_migrations ORDER BY version")]
+        versions = [
+            r["version"]
+            for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        ]
     assert versions == [m.version for m in load_migrations()]
 
 

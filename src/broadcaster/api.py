@@ -72,11 +72,13 @@ class AlertIn(BaseModel):
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
@@ -88,12 +90,20 @@ def require(scope: str) -> Any:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Problem(401, "Unauthorized", "an API key is required: Authorization: Bearer <key>",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "Unauthorized",
+                "an API key is required: Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         key = await find_api_key(pool, token.strip())
         if key is None:
-            raise Problem(401, "Unauthorized", "the API key is not valid",
-                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise Problem(
+                401,
+                "Unauthorized",
+                "the API key is not valid",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         if scope not in key.scopes:
             raise Problem(403, "Forbidden", f"the API key lacks the scope {scope!r}")
         return key
@@ -175,11 +185,14 @@ def _routes(app: FastAPI) -> None:
             sub_id = await conn.fetchval(
                 """INSERT INTO subscribers (phone, language, status) VALUES ($1, $2, $3)
                    ON CONFLICT (phone) DO NOTHING RETURNING id""",
-                phone, body.language, body.status,
+                phone,
+                body.language,
+                body.status,
             )
             if sub_id is None:
-                raise Problem(409, "Already registered",
-                              "a subscriber with this phone number already exists")
+                raise Problem(
+                    409, "Already registered", "a subscriber with this phone number already exists"
+                )
             await conn.execute(
                 """INSERT INTO subscriber_locations (subscriber_id, label, position)
                    SELECT $1, l.label, point(l.lon * $5, l.lat * $5)
@@ -190,8 +203,13 @@ def _routes(app: FastAPI) -> None:
                 [loc.lat for loc in body.locations],
                 SCALE,
             )
-        return {"id": sub_id, "phone": phone, "language": body.language, "status": body.status,
-                "locations": [loc.model_dump() for loc in body.locations]}
+        return {
+            "id": sub_id,
+            "phone": phone,
+            "language": body.language,
+            "status": body.status,
+            "locations": [loc.model_dump() for loc in body.locations],
+        }
 
     @app.post("/v1/alerts", status_code=202, tags=["alerts"])
     async def post_alert(
@@ -207,13 +225,17 @@ def _routes(app: FastAPI) -> None:
             raise Problem(422, "Invalid area", f"area: {exc}") from None
         segments = segment_count(body.message)
         if segments > settings.max_segments:
-            raise Problem(422, "Message too long",
-                          f"message needs {segments} SMS segments; at most "
-                          f"{settings.max_segments} are allowed")
+            raise Problem(
+                422,
+                "Message too long",
+                f"message needs {segments} SMS segments; at most "
+                f"{settings.max_segments} are allowed",
+            )
         if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
             raise Problem(422, "Invalid request", "expires_at: must be in the future")
-        alert = NewAlert(body.message, body.area, zone, body.priority, body.expires_at,
-                         body.reference)
+        alert = NewAlert(
+            body.message, body.area, zone, body.priority, body.expires_at, body.reference
+        )
         try:
             async with pool.acquire() as conn:
                 alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)

@@ -31,10 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("dispatcher", help="run a dispatcher only")
     key = sub.add_parser("create-api-key", help="create an API key and print it once")
     key.add_argument("--name", required=True)
-    key.add_argument("--scope", action="append", dest="scopes",
-                     help="a scope to grant (repeatable; default: all)")
-    sub.add_parser("simulate-gateway", help="run the gateway simulator (see --help)",
-                   add_help=False)
+    key.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        help="a scope to grant (repeatable; default: all)",
+    )
+    sub.add_parser(
+        "simulate-gateway", help="run the gateway simulator (see --help)", add_help=False
+    )
     demo = sub.add_parser("demo", help="broadcast to a North Zealand zone end to end")
     demo.add_argument("--subscribers", type=int, default=34_000)
     demo.add_argument("--rate", type=float, default=5_000, help="gateway messages per second")
@@ -92,8 +97,10 @@ async def _migrate(url: str) -> int:
         applied = await apply_migrations(conn)
     finally:
         await conn.close()
-    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else
-                                                    "; the database is up to date"))
+    print(
+        f"applied {len(applied)} migration(s)"
+        + (f": {', '.join(applied)}" if applied else "; the database is up to date")
+    )
     return 0
 
 
@@ -125,8 +132,14 @@ def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
     from broadcaster.api import create_app
 
     app = create_app(settings, url, run_dispatcher=run_dispatcher)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=False, log_config=None)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+    )
     uvicorn.Server(config).run()
     return 0
 
@@ -139,8 +152,9 @@ async def _dispatcher(settings: Settings, url: str) -> int:
     try:
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
-        adapters = [create_adapter(g, settings.callback_url(g.name))
-                    for g in settings.gateway_configs()]
+        adapters = [
+            create_adapter(g, settings.callback_url(g.name)) for g in settings.gateway_configs()
+        ]
         if settings.metrics_port:
             from prometheus_client import start_http_server
 

@@ -45,8 +45,7 @@ def embedded_url(data_dir: Path) -> str:
         return str(_embedded.get_uri())
     except Exception as exc:  # the library raises bare subprocess/assert errors
         raise DatabaseUnavailable(
-            f"could not start the embedded PostgreSQL in {pgdata}: {exc}; "
-            f"see {pgdata / 'log'}"
+            f"could not start the embedded PostgreSQL in {pgdata}: {exc}; see {pgdata / 'log'}"
         ) from None
 
 
@@ -68,7 +67,9 @@ def describe_host(url: str) -> str:
 
 def _explain(url: str, exc: BaseException) -> DatabaseUnavailable:
     where = describe_host(url)
-    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         reason = "authentication failed"
     elif isinstance(exc, asyncpg.InvalidCatalogNameError):
         reason = str(exc)
@@ -84,7 +85,9 @@ def _explain(url: str, exc: BaseException) -> DatabaseUnavailable:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
+    )
 
 
 def _json_dumps(value: Any) -> str:
@@ -102,7 +105,13 @@ def _json_loads(value: str) -> Any:
 async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(url, timeout=10, **kwargs)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        ValueError,
+    ) as exc:
         raise _explain(url, exc) from None
     await _init_connection(conn)
     return conn
@@ -113,7 +122,13 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
         pool = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, timeout=10, init=_init_connection
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        ValueError,
+    ) as exc:
         raise _explain(url, exc) from None
     assert pool is not None
     return pool

@@ -13,7 +13,6 @@ import contextlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -68,8 +67,9 @@ async def _demo(settings: Settings, n: int, rate: float) -> int:
             key = await create_api_key(conn, "demo")
         finally:
             await conn.close()
-    console.print(f"seeded {len(subs):,} subscribers with {len(locs):,} locations "
-                  f"in {seeded:.1f} s")
+    console.print(
+        f"seeded {len(subs):,} subscribers with {len(locs):,} locations in {seeded:.1f} s"
+    )
 
     run_dir = settings.data_dir.resolve() / "demo"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,23 +87,50 @@ async def _demo(settings: Settings, n: int, rate: float) -> int:
     )
     children: list[procs.Child] = []
     try:
-        children.append(procs.start(
-            "simulator",
-            procs.broadcaster_argv("simulate-gateway", "--port", str(sim_port),
-                                   "--token", "demo-token",
-                                   "--webhook-secret", "demo-webhook-secret-0123456789abcdef",
-                                   "--latency-ms", "20", "--delivered-ratio", "0.97",
-                                   "--receipt-delay-ms", "500", "--seed", "7"),
-            env={}, log_dir=run_dir, ready_line="listening on"))
+        children.append(
+            procs.start(
+                "simulator",
+                procs.broadcaster_argv(
+                    "simulate-gateway",
+                    "--port",
+                    str(sim_port),
+                    "--token",
+                    "demo-token",
+                    "--webhook-secret",
+                    "demo-webhook-secret-0123456789abcdef",
+                    "--latency-ms",
+                    "20",
+                    "--delivered-ratio",
+                    "0.97",
+                    "--receipt-delay-ms",
+                    "500",
+                    "--seed",
+                    "7",
+                ),
+                env={},
+                log_dir=run_dir,
+                ready_line="listening on",
+            )
+        )
         base = f"http://127.0.0.1:{api_port}"
-        children.append(procs.start(
-            "service", procs.broadcaster_argv("serve"),
-            env={"DATABASE_URL": url, "BROADCASTER_CONFIG": str(config),
-                 "BROADCASTER_PORT": str(api_port), "BROADCASTER_PUBLIC_URL": base,
-                 "BROADCASTER_LOG_LEVEL": "warning"},
-            log_dir=run_dir, ready_url=f"{base}/readyz"))
-        console.print(f"gateway simulator on :{sim_port}, service on :{api_port} "
-                      f"(logs in {run_dir})")
+        children.append(
+            procs.start(
+                "service",
+                procs.broadcaster_argv("serve"),
+                env={
+                    "DATABASE_URL": url,
+                    "BROADCASTER_CONFIG": str(config),
+                    "BROADCASTER_PORT": str(api_port),
+                    "BROADCASTER_PUBLIC_URL": base,
+                    "BROADCASTER_LOG_LEVEL": "warning",
+                },
+                log_dir=run_dir,
+                ready_url=f"{base}/readyz",
+            )
+        )
+        console.print(
+            f"gateway simulator on :{sim_port}, service on :{api_port} (logs in {run_dir})"
+        )
         summary = await _broadcast(console, base, key)
     finally:
         for child in reversed(children):
@@ -120,7 +147,7 @@ async def _broadcast(console: Console, base: str, key: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     alert = {
         "message": "Politiet: Indbrudsbølge i Hillerød-området. Se noget mistænkeligt? "
-                   "Ring 114 eller svar på denne SMS.",
+        "Ring 114 eller svar på denne SMS.",
         "area": {"type": "Circle", "center": list(HILLEROD), "radius_m": RADIUS_M},
         "priority": "high",
         "expires_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
@@ -128,18 +155,26 @@ async def _broadcast(console: Console, base: str, key: str) -> dict[str, Any]:
     }
     async with aiohttp.ClientSession(headers=headers) as http:
         posted = time.perf_counter()
-        async with http.post(f"{base}/v1/alerts", json=alert,
-                             headers={"Idempotency-Key": "demo-1"}) as r:
+        async with http.post(
+            f"{base}/v1/alerts", json=alert, headers={"Idempotency-Key": "demo-1"}
+        ) as r:
             body = await r.json()
             if r.status != 202:
                 raise RuntimeError(f"alert refused: {r.status} {json.dumps(body)}")
         accepted_ms = (time.perf_counter() - posted) * 1000
         alert_id = body["id"]
-        console.print(f"alert {alert_id} accepted in {accepted_ms:.0f} ms "
-                      f"(everyone within {RADIUS_M / 1000:.0f} km of Hillerød)")
+        console.print(
+            f"alert {alert_id} accepted in {accepted_ms:.0f} ms "
+            f"(everyone within {RADIUS_M / 1000:.0f} km of Hillerød)"
+        )
         status = body
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("sent {task.fields[sent]:,}"), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sent {task.fields[sent]:,}"),
+            TimeElapsedColumn(),
+        )
         first_final = None
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("final", total=None, sent=0)

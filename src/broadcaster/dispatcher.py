@@ -62,7 +62,9 @@ class Dispatcher:
         worker: str | None = None,
     ) -> None:
         if not adapters:
-            raise ValueError("no gateways configured: add [[gateways]] to the BROADCASTER_CONFIG file")
+            raise ValueError(
+                "no gateways configured: add [[gateways]] to the BROADCASTER_CONFIG file"
+            )
         self.settings = settings
         self.pool = pool
         self.adapters = list(adapters)
@@ -85,7 +87,9 @@ class Dispatcher:
             for i in range(primary.config.concurrency)
         ]
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
-        log.info("dispatcher started", extra={"worker": self.worker, "gateway": primary.config.name})
+        log.info(
+            "dispatcher started", extra={"worker": self.worker, "gateway": primary.config.name}
+        )
         try:
             await stop.wait()
         finally:
@@ -164,7 +168,9 @@ class Dispatcher:
             if c.alert_status == "cancelled":
                 outcomes.append(Outcome(c.id, "cancelled", error="alert cancelled"))
             elif c.subscriber_status != "active":
-                outcomes.append(Outcome(c.id, "cancelled", error=f"subscriber {c.subscriber_status}"))
+                outcomes.append(
+                    Outcome(c.id, "cancelled", error=f"subscriber {c.subscriber_status}")
+                )
             elif c.expired:
                 outcomes.append(Outcome(c.id, "expired", error="alert expired before submission"))
             else:
@@ -182,12 +188,15 @@ class Dispatcher:
                 time.perf_counter() - started
             )
             metrics.GATEWAY_ERRORS.labels(name, kind).inc()
-            log.warning("gateway submission failed", extra={"gateway": name, "error": kind,
-                                                            "batch": len(to_send)})
+            log.warning(
+                "gateway submission failed",
+                extra={"gateway": name, "error": kind, "batch": len(to_send)},
+            )
             # Messages the gateway took before the error must not be sent again.
             accepted = {r.delivery_id for r in exc.partial_results}
-            outcomes += self._results(name, [c for c in to_send if c.id in accepted],
-                                      list(exc.partial_results))
+            outcomes += self._results(
+                name, [c for c in to_send if c.id in accepted], list(exc.partial_results)
+            )
             outcomes += self._after_error(name, exc, [c for c in to_send if c.id not in accepted])
             return outcomes
         metrics.GATEWAY_REQUEST_SECONDS.labels(name, "ok").observe(time.perf_counter() - started)
@@ -246,8 +255,12 @@ class Dispatcher:
             try:
                 metrics.QUEUE_DEPTH.set(await queue.queue_depth(self.pool))
                 await receipts.sweep_pending(self.pool)
-                ids = [r["id"] for r in await self.pool.fetch(
-                    "SELECT id FROM alerts WHERE status = 'dispatching'")]
+                ids = [
+                    r["id"]
+                    for r in await self.pool.fetch(
+                        "SELECT id FROM alerts WHERE status = 'dispatching'"
+                    )
+                ]
                 if ids:
                     await queue.complete_alerts(self.pool, ids)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

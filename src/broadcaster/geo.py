@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import shapely
 from shapely.geometry import Polygon as ShapelyPolygon
@@ -61,11 +61,21 @@ class PolygonZone:
     def rows(self) -> list[ZoneRow]:
         rows = []
         for i, part in enumerate(self.parts):
-            rows.append(ZoneRow(i, "outer", _pg_polygon(part.outer), _pg_path(part.outer),
-                                None, None, _pg_box(part.outer)))
+            rows.append(
+                ZoneRow(
+                    i,
+                    "outer",
+                    _pg_polygon(part.outer),
+                    _pg_path(part.outer),
+                    None,
+                    None,
+                    _pg_box(part.outer),
+                )
+            )
             for hole in part.holes:
-                rows.append(ZoneRow(i, "hole", _pg_polygon(hole), _pg_path(hole), None, None,
-                                    _pg_box(hole)))
+                rows.append(
+                    ZoneRow(i, "hole", _pg_polygon(hole), _pg_path(hole), None, None, _pg_box(hole))
+                )
         return rows
 
 
@@ -93,8 +103,17 @@ class CircleZone:
 
     def rows(self) -> list[ZoneRow]:
         x0, y0, x1, y1 = self.bbox()
-        return [ZoneRow(0, "circle", None, None, _pg_point(self.lon, self.lat), self.radius_m,
-                        f"({_pg_point(x0, y0)},{_pg_point(x1, y1)})")]
+        return [
+            ZoneRow(
+                0,
+                "circle",
+                None,
+                None,
+                _pg_point(self.lon, self.lat),
+                self.radius_m,
+                f"({_pg_point(x0, y0)},{_pg_point(x1, y1)})",
+            )
+        ]
 
 
 Zone = PolygonZone | CircleZone
@@ -115,9 +134,7 @@ def parse_area(area: Any) -> Zone:
             raise AreaError("MultiPolygon coordinates must be a non-empty array of polygons")
         parts = [_parse_polygon(p, f"coordinates[{i}]") for i, p in enumerate(coordinates)]
     else:
-        raise AreaError(
-            f"area.type must be 'Polygon', 'MultiPolygon' or 'Circle', not {kind!r}"
-        )
+        raise AreaError(f"area.type must be 'Polygon', 'MultiPolygon' or 'Circle', not {kind!r}")
     total = sum(len(p.outer) + sum(len(h) for h in p.holes) for p in parts)
     if total > MAX_POSITIONS:
         raise AreaError(f"area has {total} positions; at most {MAX_POSITIONS} are accepted")
@@ -131,6 +148,7 @@ def _parse_circle(area: dict[str, Any]) -> CircleZone:
     lon, lat = _position(center, "center")
     if not _is_number(radius) or not math.isfinite(radius) or radius <= 0:
         raise AreaError("radius_m must be a positive number of metres")
+    assert isinstance(radius, int | float)
     if radius > MAX_RADIUS_M:
         raise AreaError(f"radius_m must be at most {MAX_RADIUS_M:.0f} metres")
     return CircleZone(lon, lat, float(radius))
@@ -167,7 +185,7 @@ def _position(value: Any, where: str) -> Position:
     return (lon, lat)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -8,9 +8,7 @@ ALERTS_CREATED = Counter(
     "broadcaster_alerts_created_total", "Alerts accepted by the API", ["priority"]
 )
 ALERTS_FANNED_OUT = Counter("broadcaster_alerts_fanned_out_total", "Alerts fanned out")
-FANOUT_RECIPIENTS = Counter(
-    "broadcaster_fanout_recipients_total", "Deliveries created by fan-out"
-)
+FANOUT_RECIPIENTS = Counter("broadcaster_fanout_recipients_total", "Deliveries created by fan-out")
 FANOUT_SECONDS = Histogram(
     "broadcaster_fanout_seconds",
     "Time to materialise the deliveries of one alert",

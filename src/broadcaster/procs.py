@@ -81,7 +81,10 @@ def start(
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, **env},
         )
     child = Child(name, process, log_path)
@@ -89,8 +92,9 @@ def start(
     pattern = re.compile(ready_line) if ready_line else None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {process.returncode}:\n"
-                               f"{child.log_tail()}")
+            raise RuntimeError(
+                f"{name} exited with status {process.returncode}:\n{child.log_tail()}"
+            )
         if ready_url and _answers(ready_url):
             return child
         if pattern and pattern.search(log_path.read_text(errors="replace")):

@@ -121,7 +121,9 @@ async def release(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[int], w
     await conn.execute(RELEASE, list(ids), worker)
 
 
-async def complete_alerts(conn: asyncpg.Connection | asyncpg.Pool, alert_ids: Sequence[int]) -> None:
+async def complete_alerts(
+    conn: asyncpg.Connection | asyncpg.Pool, alert_ids: Sequence[int]
+) -> None:
     await conn.execute(COMPLETE_ALERTS, list(alert_ids))
 
 

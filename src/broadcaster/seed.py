@@ -23,8 +23,19 @@ from broadcaster.geo import SCALE
 
 # Population by municipality code, in thousands (Danmarks Statistik, 2024, rounded).
 POPULATION = {
-    157: 75, 173: 57, 190: 42, 201: 26, 210: 41, 217: 63, 219: 52,
-    223: 25, 230: 58, 240: 44, 250: 46, 260: 31, 270: 41,
+    157: 75,
+    173: 57,
+    190: 42,
+    201: 26,
+    210: 41,
+    217: 63,
+    219: 52,
+    223: 25,
+    230: 58,
+    240: 44,
+    250: 46,
+    260: 31,
+    270: 41,
 }
 HILLEROD = (12.3111, 55.9267)  # lon, lat of Hillerød station
 
@@ -38,18 +49,25 @@ class Municipality:
 
 @cache
 def municipalities() -> list[Municipality]:
-    text = resources.files("broadcaster.data").joinpath(
-        "nordsjaelland_municipalities.geojson").read_text(encoding="utf-8")
+    text = (
+        resources.files("broadcaster.data")
+        .joinpath("nordsjaelland_municipalities.geojson")
+        .read_text(encoding="utf-8")
+    )
     features = json.loads(text)["features"]
     return [
         Municipality(f["properties"]["code"], f["properties"]["name"], shape(f["geometry"]))
-        for f in features if f["properties"]["kind"] == "municipality"
+        for f in features
+        if f["properties"]["kind"] == "municipality"
     ]
 
 
 def municipality_geojson(code: int) -> dict[str, Any]:
-    text = resources.files("broadcaster.data").joinpath(
-        "nordsjaelland_municipalities.geojson").read_text(encoding="utf-8")
+    text = (
+        resources.files("broadcaster.data")
+        .joinpath("nordsjaelland_municipalities.geojson")
+        .read_text(encoding="utf-8")
+    )
     for f in json.loads(text)["features"]:
         if f["properties"]["code"] == code:
             return dict(f["geometry"])
@@ -82,8 +100,9 @@ def synthetic_subscribers(n: int, seed: int = 2010) -> tuple[list[tuple], list[t
     total = sum(weights)
     counts = [n * w // total for w in weights]
     counts[0] += n - sum(counts)
-    homes = np.concatenate([random_points(m.geometry, c, rng) for m, c in zip(areas, counts,
-                                                                              strict=True)])
+    homes = np.concatenate(
+        [random_points(m.geometry, c, rng) for m, c in zip(areas, counts, strict=True)]
+    )
     order = list(range(n))
     rng.shuffle(order)
     district = shapely.union_all([m.geometry for m in areas])
@@ -109,12 +128,19 @@ async def insert_subscribers(
     """Bulk-load with COPY (into an empty register) and advance the id sequence."""
     async with conn.transaction():
         await conn.copy_records_to_table(
-            "subscribers", records=subscribers, columns=["id", "phone", "language", "status"])
-        await conn.execute("CREATE TEMP TABLE seed_loc (sid bigint, label text, lon float8, "
-                           "lat float8) ON COMMIT DROP")
+            "subscribers", records=subscribers, columns=["id", "phone", "language", "status"]
+        )
+        await conn.execute(
+            "CREATE TEMP TABLE seed_loc (sid bigint, label text, lon float8, "
+            "lat float8) ON COMMIT DROP"
+        )
         await conn.copy_records_to_table("seed_loc", records=locations)
-        await conn.execute("INSERT INTO subscriber_locations (subscriber_id, label, position) "
-                           "SELECT sid, label, point(lon * $1, lat * $1) FROM seed_loc", SCALE)
-        await conn.execute("SELECT setval('subscribers_id_seq', "
-                           "(SELECT coalesce(max(id), 1) FROM subscribers))")
+        await conn.execute(
+            "INSERT INTO subscriber_locations (subscriber_id, label, position) "
+            "SELECT sid, label, point(lon * $1, lat * $1) FROM seed_loc",
+            SCALE,
+        )
+        await conn.execute(
+            "SELECT setval('subscribers_id_seq', (SELECT coalesce(max(id), 1) FROM subscribers))"
+        )
     await conn.execute("ANALYZE subscribers; ANALYZE subscriber_locations")
