@@ -1,0 +1,143 @@
+"""The dispatcher in-process against a real PostgreSQL and the simulator on a free port:
+expiry, opt-out after fan-out, and bounded retries of a failing gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from tests.test_fanout import DONUT, add_subscribers, queue_alert
+
+from broadcaster.dispatcher import Dispatcher
+from broadcaster.settings import GatewaySettings, load_settings
+from gateway_adapters.registry import create_adapter
+from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
+
+SECRET = "dispatcher-test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+async def simulator(request: pytest.FixtureRequest) -> AsyncIterator[GatewaySimulator]:
+    options = getattr(request, "param", {})
+    sim = GatewaySimulator(
+        SimulatorOptions(token="t", webhook_secret=SECRET, hold_receipts=True, **options)
+    )
+    sim.port = await sim.start()  # type: ignore[attr-defined]
+    yield sim
+    await sim.close()
+
+
+async def dispatch_until(
+    db_url: str,
+    pool: asyncpg.Pool,
+    sim: GatewaySimulator,
+    done: Callable[[], object],
+    **settings: object,
+) -> None:
+    gateway = GatewaySettings(
+        name="primary",
+        type="gatewayapi",
+        base_url=f"http://127.0.0.1:{sim.port}",  # type: ignore[attr-defined]
+        token="t",
+        webhook_secret=SECRET,
+        rate_per_second=10_000,
+    )
+    config = load_settings(database_url=db_url, gateways=[gateway], poll_interval=0.05, **settings)
+    adapter = create_adapter(gateway.to_config(), "http://127.0.0.1:9/v1/callbacks/primary")
+    stop = asyncio.Event()
+    task = asyncio.create_task(Dispatcher(config, pool, [adapter], db_url).run(stop))
+    try:
+        deadline = time.monotonic() + 30
+        while not await done():  # type: ignore[misc]
+            assert time.monotonic() < deadline, "dispatcher did not finish"
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await adapter.close()
+
+
+def no_open(pool: asyncpg.Pool) -> Callable[[], object]:
+    async def check() -> bool:
+        fanned = await pool.fetchval("SELECT count(*) FROM alerts WHERE status = 'queued'")
+        open_ = await pool.fetchval(
+            "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')"
+        )
+        return bool(fanned == 0 and open_ == 0)
+
+    return check
+
+
+async def test_nothing_is_submitted_after_expiry(
+    db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
+) -> None:
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(30)])
+        expired = await queue_alert(conn, DONUT)
+        await conn.execute("UPDATE alerts SET expires_at = now() - interval '1 second'")
+    await dispatch_until(db_url, pool, simulator, no_open(pool))
+    assert await pool.fetchval("SELECT status FROM alerts WHERE id = $1", expired) == "expired"
+    assert simulator.messages == []
+    # Expiring between fan-out and submission: the deliveries end as expired.
+    async with pool.acquire() as conn:
+        later = await queue_alert(conn, DONUT)
+        await conn.execute(
+            "UPDATE alerts SET expires_at = $2 WHERE id = $1",
+            later,
+            datetime.now(UTC) + timedelta(seconds=60),
+        )
+        from broadcaster.fanout import fan_out_next
+
+        await fan_out_next(conn)
+        await conn.execute("UPDATE alerts SET expires_at = now() WHERE id = $1", later)
+    await dispatch_until(db_url, pool, simulator, no_open(pool))
+    states = await pool.fetch(
+        "SELECT status, count(*) FROM deliveries WHERE alert_id = $1 GROUP BY status", later
+    )
+    assert [(r["status"], r["count"]) for r in states] == [("expired", 30)]
+    assert simulator.messages == []
+
+
+async def test_opted_out_after_fan_out_receive_nothing(
+    db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
+) -> None:
+    from broadcaster.fanout import fan_out_next
+
+    async with pool.acquire() as conn:
+        ids = await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(20)])
+        await queue_alert(conn, DONUT)
+        await fan_out_next(conn)
+        await conn.execute(
+            "UPDATE subscribers SET status = 'opted_out' WHERE id = ANY($1)", ids[:5]
+        )
+        phones = {
+            r["phone"]
+            for r in await conn.fetch("SELECT phone FROM subscribers WHERE id = ANY($1)", ids[5:])
+        }
+    await dispatch_until(db_url, pool, simulator, no_open(pool))
+    assert {"+" + str(m["msisdn"]) for m in simulator.messages} == phones
+    assert len(simulator.messages) == 15
+    cancelled = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'cancelled'")
+    assert cancelled == 5
+
+
+@pytest.mark.parametrize("simulator", [{"failure_ratio": 1.0}], indirect=True)
+async def test_failing_gateway_is_retried_a_bounded_number_of_times(
+    db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
+) -> None:
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(10)])
+        await queue_alert(conn, DONUT)
+    await dispatch_until(
+        db_url, pool, simulator, no_open(pool), max_attempts=3, retry_base_seconds=0.05
+    )
+    rows = await pool.fetch("SELECT status, attempts, error FROM deliveries")
+    assert len(rows) == 10
+    assert {(r["status"], r["attempts"]) for r in rows} == {("failed", 3)}
+    assert all("500" in r["error"] for r in rows)
+    assert simulator.stats.requests >= 3
