@@ -8,6 +8,7 @@ reused by later runs, stopped when the last process using it exits.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from pathlib import Path
@@ -91,27 +92,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def _json_dumps(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"))
 
 
 def _json_loads(value: str) -> Any:
-    import json
-
     return json.loads(value)
+
+
+# What asyncpg raises for an unreachable server, bad credentials or an unparsable URL.
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError)
 
 
 async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(url, timeout=10, **kwargs)
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        TimeoutError,
-        ValueError,
-    ) as exc:
+    except CONNECT_ERRORS as exc:
         raise _explain(url, exc) from None
     await _init_connection(conn)
     return conn
@@ -122,13 +117,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
         pool = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, timeout=10, init=_init_connection
         )
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        TimeoutError,
-        ValueError,
-    ) as exc:
+    except CONNECT_ERRORS as exc:
         raise _explain(url, exc) from None
     assert pool is not None
     return pool

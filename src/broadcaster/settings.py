@@ -39,7 +39,9 @@ class GatewaySettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BROADCASTER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BROADCASTER_", extra="ignore", populate_by_name=True
+    )
 
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("DATABASE_URL", "BROADCASTER_DATABASE_URL")
