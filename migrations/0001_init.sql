@@ -91,7 +91,9 @@ CREATE INDEX deliveries_due ON deliveries (priority, due_at, id)
     WHERE status IN ('queued', 'sending');
 CREATE INDEX deliveries_open_by_alert ON deliveries (alert_id)
     WHERE status IN ('queued', 'sending');
-CREATE INDEX deliveries_gateway_message ON deliveries (gateway_message_id)
+-- Receipts find their delivery by message id and, where one id covers a whole batch
+-- (GatewayAPI), by subscriber too: without the second column a receipt would scan the batch.
+CREATE INDEX deliveries_gateway_message ON deliveries (gateway_message_id, subscriber_id)
     WHERE gateway_message_id IS NOT NULL;
 
 -- Every receipt as it arrived, for audit. applied is false while no delivery matched yet

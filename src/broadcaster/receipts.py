@@ -38,9 +38,14 @@ WITH r AS (
 ), matched AS (
     SELECT d.id AS delivery_id, r.gateway_message_id, r.phone, r.state, r.error, r.occurred_at
     FROM r
-    JOIN deliveries d ON d.gateway = $2 AND d.gateway_message_id = r.gateway_message_id
-    JOIN subscribers s ON s.id = d.subscriber_id
-    WHERE r.phone IS NULL OR s.phone = r.phone
+    JOIN subscribers s ON s.phone = r.phone
+    JOIN deliveries d ON d.gateway_message_id = r.gateway_message_id AND d.subscriber_id = s.id
+                     AND d.gateway = $2
+    UNION ALL
+    SELECT d.id, r.gateway_message_id, r.phone, r.state, r.error, r.occurred_at
+    FROM r
+    JOIN deliveries d ON d.gateway_message_id = r.gateway_message_id AND d.gateway = $2
+    WHERE r.phone IS NULL
 ), moved AS (
     UPDATE deliveries d
     SET status = m.state, error = coalesce(m.error, d.error),
