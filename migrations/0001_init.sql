@@ -113,3 +113,5 @@ CREATE TABLE delivery_receipts (
 );
 CREATE INDEX delivery_receipts_pending ON delivery_receipts (gateway_message_id)
     WHERE NOT applied;
+CREATE INDEX delivery_receipts_recent_pending ON delivery_receipts (received_at)
+    WHERE NOT applied;

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from aiohttp import web
 from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
 from broadcaster.dispatcher import Dispatcher
@@ -141,3 +142,56 @@ async def test_failing_gateway_is_retried_a_bounded_number_of_times(
     assert {(r["status"], r["attempts"]) for r in rows} == {("failed", 3)}
     assert all("500" in r["error"] for r in rows)
     assert simulator.stats.requests >= 3
+
+
+class ThrottlingGateway:
+    """A GatewayAPI stand-in that answers 429 (Retry-After) to its first requests, then 200."""
+
+    def __init__(self, throttle: int, retry_after: float) -> None:
+        self.throttle, self.retry_after = throttle, retry_after
+        self.times: list[float] = []
+        self.accepted: list[int] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/rest/mtsms", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.times.append(time.monotonic())
+        if len(self.times) <= self.throttle:
+            return web.json_response(
+                {"code": "0x0429"}, status=429, headers={"Retry-After": str(self.retry_after)}
+            )
+        self.accepted += [r["msisdn"] for r in body["recipients"]]
+        return web.json_response({"ids": [len(self.times)]})
+
+
+async def test_throttling_waits_for_retry_after_and_costs_no_attempt(
+    db_url: str, pool: asyncpg.Pool
+) -> None:
+    gateway = ThrottlingGateway(throttle=2, retry_after=0.3)
+    await gateway.start()
+    try:
+        async with pool.acquire() as conn:
+            await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(10)])
+            await queue_alert(conn, DONUT)
+        await dispatch_until(db_url, pool, gateway, no_open(pool), max_attempts=1)  # type: ignore[arg-type]
+    finally:
+        await gateway.close()
+    rows = await pool.fetch("SELECT status, attempts FROM deliveries")
+    # With max_attempts=1 a counted throttle would have failed every delivery.
+    assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
+    assert len(gateway.accepted) == 10
+    gaps = [b - a for a, b in zip(gateway.times, gateway.times[1:], strict=False)]
+    assert all(gap >= 0.3 - 0.02 for gap in gaps[:2]), gaps

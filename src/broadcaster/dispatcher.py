@@ -223,7 +223,10 @@ class Dispatcher:
             wait = exc.retry_after if exc.retry_after is not None else 1.0
             self._paused_until[name] = time.monotonic() + wait
             due = now + timedelta(seconds=wait)
-            return [Outcome(c.id, "queued", error=str(exc), due_at=due) for c in batch]
+            return [
+                Outcome(c.id, "queued", error=str(exc), due_at=due, refund_attempt=True)
+                for c in batch
+            ]
         outcomes = []
         for c in batch:
             if exc.retryable and c.attempts < self.settings.max_attempts:

@@ -34,9 +34,11 @@ RETURNING d.id, d.alert_id, d.attempts, d.priority, s.phone, s.status AS subscri
 """
 
 # Results of one batch. A row whose lease was taken over by another worker is left alone.
+# `refund` gives back the attempt the claim counted (throttling is not the message's failure).
 COMPLETE = """
 UPDATE deliveries d
 SET status = r.status,
+    attempts = d.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
     gateway = coalesce(r.gateway, d.gateway),
     gateway_message_id = coalesce(r.message_id, d.gateway_message_id),
     error = r.error,
@@ -45,8 +47,9 @@ SET status = r.status,
     final_at = CASE WHEN r.status IN ('delivered', 'failed', 'expired', 'cancelled')
                     THEN now() END,
     claimed_by = NULL
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-     AS r(id, status, gateway, message_id, error, due_at)
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $8::bool[])
+     AS r(id, status, gateway, message_id, error, due_at, refund)
 WHERE d.id = r.id AND d.status = 'sending' AND d.claimed_by = $7
 """
 
@@ -93,6 +96,7 @@ class Outcome:
     message_id: str | None = None
     error: str | None = None
     due_at: datetime | None = None
+    refund_attempt: bool = False
 
 
 async def claim(
@@ -114,6 +118,7 @@ async def complete(
         [o.error for o in outcomes],
         [o.due_at for o in outcomes],
         worker,
+        [o.refund_attempt for o in outcomes],
     )
 
 

@@ -66,12 +66,14 @@ SELECT id FROM delivery_receipts
 WHERE NOT applied AND gateway = $1 AND gateway_message_id = ANY($2::text[])
 """
 
-# Safety net for a receipt committed while the matching send result was being written.
+# Safety net for a receipt committed while the matching send result was being written: that
+# race lasts milliseconds, so only recent receipts are retried. Older unapplied ones are for ids
+# we never recorded (kept for audit) and are not looked at again.
 PENDING_RECENT = """
 SELECT gateway, array_agg(id) AS ids FROM (
     SELECT id, gateway FROM delivery_receipts
-    WHERE NOT applied AND received_at > now() - interval '1 hour'
-    ORDER BY id LIMIT $1) p
+    WHERE NOT applied AND received_at > now() - interval '2 minutes'
+    ORDER BY received_at DESC LIMIT $1) p
 GROUP BY gateway
 """
 
