@@ -164,3 +164,34 @@ async def test_receipt_for_an_unknown_id_is_kept_and_changes_nothing(pool: async
     assert stored == 2
     assert await pool.fetchval("SELECT status FROM deliveries") == "sent"
     assert await pool.fetchval("SELECT count(*) FROM delivery_receipts WHERE NOT applied") == 2
+
+
+async def test_applying_a_receipt_does_not_scan_deliveries(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await make_deliveries(conn, 20_000)
+        # Batches of 1000 recipients share one message id, as with GatewayAPI.
+        await conn.execute(
+            "UPDATE deliveries SET status = 'sent', gateway = 'gw', "
+            "gateway_message_id = (id / 1000)::text"
+        )
+        _delivery, phone = await sent_delivery(conn, "7")
+        [receipt] = await conn.fetch(
+            receipts.INSERT_RECEIPTS,
+            "gw",
+            ["7"],
+            [phone],
+            ["delivered"],
+            ["DELIVERED"],
+            [None],
+            [None],
+            [{}],
+        )
+        await conn.execute("ANALYZE")
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN " + receipts.APPLY_BY_RECIPIENT, [receipt["id"]], "gw"
+            )
+        )
+    assert "Seq Scan on deliveries" not in plan, plan
+    assert "Seq Scan on subscribers" not in plan, plan

@@ -27,25 +27,20 @@ RETURNING id
 # Apply the given receipts. Per delivery the strongest receipt wins (a final one before a
 # transient one, the earliest final first); receipts that found their delivery are marked applied.
 # The `moved` CTE runs to completion although nothing reads it (PostgreSQL's rule for
-# data-modifying WITH clauses).
-APPLY_RECEIPTS = """
+# data-modifying WITH clauses). There is one statement for receipts that name the recipient
+# (GatewayAPI: one id per batch) and one for receipts whose id alone is the message; one
+# statement for both made the planner expect a whole batch per receipt and scan deliveries.
+_APPLY = """
 WITH r AS (
     SELECT DISTINCT ON (rc.gateway_message_id, rc.phone)
            rc.gateway_message_id, rc.phone, rc.state, rc.error, rc.occurred_at
     FROM delivery_receipts rc
-    WHERE rc.id = ANY($1::bigint[]) AND rc.gateway = $2
+    WHERE rc.id = ANY($1::bigint[]) AND rc.gateway = $2 AND rc.phone IS {phone}
     ORDER BY rc.gateway_message_id, rc.phone, (rc.state = 'sent'), rc.occurred_at NULLS LAST, rc.id
 ), matched AS (
     SELECT d.id AS delivery_id, r.gateway_message_id, r.phone, r.state, r.error, r.occurred_at
     FROM r
-    JOIN subscribers s ON s.phone = r.phone
-    JOIN deliveries d ON d.gateway_message_id = r.gateway_message_id AND d.subscriber_id = s.id
-                     AND d.gateway = $2
-    UNION ALL
-    SELECT d.id, r.gateway_message_id, r.phone, r.state, r.error, r.occurred_at
-    FROM r
-    JOIN deliveries d ON d.gateway_message_id = r.gateway_message_id AND d.gateway = $2
-    WHERE r.phone IS NULL
+    {match}
 ), moved AS (
     UPDATE deliveries d
     SET status = m.state, error = coalesce(m.error, d.error),
@@ -60,6 +55,16 @@ WHERE rc.id = ANY($1::bigint[])
   AND rc.gateway_message_id = m.gateway_message_id
   AND rc.phone IS NOT DISTINCT FROM m.phone
 """
+APPLY_BY_RECIPIENT = _APPLY.format(
+    phone="NOT NULL",
+    match="""JOIN subscribers s ON s.phone = r.phone
+    JOIN deliveries d ON d.gateway_message_id = r.gateway_message_id AND d.subscriber_id = s.id
+                     AND d.gateway = $2""",
+)
+APPLY_BY_MESSAGE = _APPLY.format(
+    phone="NULL",
+    match="JOIN deliveries d ON d.gateway_message_id = r.gateway_message_id AND d.gateway = $2",
+)
 
 PENDING_FOR_MESSAGES = """
 SELECT id FROM delivery_receipts
@@ -96,8 +101,18 @@ async def record_receipts(
             [u.occurred_at for u in updates],
             [dict(u.raw) for u in updates],
         )
-        await conn.execute(APPLY_RECEIPTS, [r["id"] for r in rows], gateway)
+        await _apply(
+            conn, [r["id"] for r in rows], gateway, by_message=any(u.phone is None for u in updates)
+        )
     return len(rows)
+
+
+async def _apply(
+    conn: asyncpg.Connection | asyncpg.Pool, ids: list[int], gateway: str, *, by_message: bool
+) -> None:
+    await conn.execute(APPLY_BY_RECIPIENT, ids, gateway)
+    if by_message:
+        await conn.execute(APPLY_BY_MESSAGE, ids, gateway)
 
 
 async def apply_pending(
@@ -106,9 +121,9 @@ async def apply_pending(
     """Apply receipts that arrived before the send results for these message ids."""
     ids = [r["id"] for r in await conn.fetch(PENDING_FOR_MESSAGES, gateway, list(message_ids))]
     if ids:
-        await conn.execute(APPLY_RECEIPTS, ids, gateway)
+        await _apply(conn, ids, gateway, by_message=True)
 
 
 async def sweep_pending(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 10_000) -> None:
     for row in await conn.fetch(PENDING_RECENT, limit):
-        await conn.execute(APPLY_RECEIPTS, row["ids"], row["gateway"])
+        await _apply(conn, row["ids"], row["gateway"], by_message=True)
