@@ -88,7 +88,17 @@ def _run(coro: Awaitable[int | None]) -> int:
     async def wrapper() -> int | None:
         return await coro
 
-    return asyncio.run(wrapper()) or 0
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(wrapper()) or 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where available: the dispatcher and the API spend their CPU in the event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _migrate(url: str) -> int:
