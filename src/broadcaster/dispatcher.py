@@ -32,6 +32,8 @@ from gateway_adapters.base import (
     GatewayError,
     GatewayThrottled,
     OutboundMessage,
+    ReceiptSink,
+    ReceiptUpdate,
     SendResult,
 )
 
@@ -80,6 +82,8 @@ class Dispatcher:
 
         listener = await connect(self.database_url)
         await listener.add_listener(WAKEUP_CHANNEL, self._on_notify)
+        for adapter in self.adapters:
+            await adapter.start(self._receipt_sink(adapter.config.name))
         primary = self.adapters[0]  # fail-over across gateways comes with the gateway work
         tasks = [asyncio.create_task(self._fanout_loop(stop), name="fanout")]
         tasks += [
@@ -103,6 +107,18 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await listener.close()
             log.info("dispatcher stopped", extra={"worker": self.worker})
+
+    def _receipt_sink(self, gateway: str) -> ReceiptSink:
+        """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: committed
+        like HTTP callbacks; the adapter acknowledges them after this returns."""
+
+        async def sink(updates: list[ReceiptUpdate]) -> None:
+            async with self.pool.acquire() as conn:
+                await receipts.record_receipts(conn, gateway, updates)
+            for state, n in Counter(str(u.state) for u in updates).items():
+                metrics.RECEIPTS.labels(gateway, state).inc(n)
+
+        return sink
 
     def _on_notify(self, *_: object) -> None:
         self._wakeup.set()
@@ -202,8 +218,7 @@ class Dispatcher:
         metrics.GATEWAY_REQUEST_SECONDS.labels(name, "ok").observe(time.perf_counter() - started)
         return outcomes + self._results(name, to_send, results)
 
-    @staticmethod
-    def _results(name: str, sent: list[Claimed], results: list[SendResult]) -> list[Outcome]:
+    def _results(self, name: str, sent: list[Claimed], results: list[SendResult]) -> list[Outcome]:
         outcomes = []
         by_id = {r.delivery_id: r for r in results}
         for c in sent:
@@ -212,31 +227,44 @@ class Dispatcher:
                 outcomes.append(Outcome(c.id, "failed", name, error="gateway gave no result"))
             elif r.accepted:
                 outcomes.append(Outcome(c.id, "sent", name, r.gateway_message_id))
+            elif r.retryable or r.throttled:
+                if r.throttled:
+                    self._pause(name, r.retry_after)
+                outcomes.append(
+                    self._retry_or_fail(name, c, r.error or "failed", r.throttled, r.retry_after)
+                )
             else:
                 outcomes.append(Outcome(c.id, "failed", name, r.gateway_message_id, r.error))
         return outcomes
 
     def _after_error(self, name: str, exc: GatewayError, batch: list[Claimed]) -> list[Outcome]:
+        throttled = isinstance(exc, GatewayThrottled)
+        retry_after = exc.retry_after if isinstance(exc, GatewayThrottled) else None
+        if throttled:
+            self._pause(name, retry_after)
+        if not exc.retryable:
+            return [Outcome(c.id, "failed", name, error=str(exc)) for c in batch]
+        return [self._retry_or_fail(name, c, str(exc), throttled, retry_after) for c in batch]
+
+    def _pause(self, name: str, retry_after: float | None) -> None:
+        """Stop submitting to a throttling gateway for Retry-After (1 s when it gave none)."""
+        wait = retry_after if retry_after is not None else 1.0
+        self._paused_until[name] = max(self._paused_until.get(name, 0.0), time.monotonic() + wait)
+
+    def _retry_or_fail(
+        self, name: str, c: Claimed, error: str, throttled: bool, retry_after: float | None
+    ) -> Outcome:
+        """Back to the queue with backoff, or failed once the attempts are used up. Throttling
+        is not the message's fault: it waits for Retry-After and keeps its attempt."""
         now = datetime.now(UTC)
-        if isinstance(exc, GatewayThrottled):
-            # Throttling is not the messages' fault: back off the gateway, keep the attempt.
-            wait = exc.retry_after if exc.retry_after is not None else 1.0
-            self._paused_until[name] = time.monotonic() + wait
+        if throttled:
+            wait = retry_after if retry_after is not None else 1.0
             due = now + timedelta(seconds=wait)
-            return [
-                Outcome(c.id, "queued", error=str(exc), due_at=due, refund_attempt=True)
-                for c in batch
-            ]
-        outcomes = []
-        for c in batch:
-            if exc.retryable and c.attempts < self.settings.max_attempts:
-                due = now + timedelta(
-                    seconds=retry_delay(c.attempts, self.settings.retry_base_seconds)
-                )
-                outcomes.append(Outcome(c.id, "queued", error=str(exc), due_at=due))
-            else:
-                outcomes.append(Outcome(c.id, "failed", name, error=str(exc)))
-        return outcomes
+            return Outcome(c.id, "queued", error=error, due_at=due, refund_attempt=True)
+        if c.attempts < self.settings.max_attempts:
+            delay = retry_delay(c.attempts, self.settings.retry_base_seconds)
+            return Outcome(c.id, "queued", error=error, due_at=now + timedelta(seconds=delay))
+        return Outcome(c.id, "failed", name, error=error)
 
     async def _write(self, name: str, outcomes: list[Outcome], batch: list[Claimed]) -> None:
         try:

@@ -9,7 +9,7 @@ fail-over or give-up from the typed errors raised here.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -69,13 +69,19 @@ class OutboundMessage:
 class SendResult:
     """The gateway's answer for one message of a batch.
 
-    `accepted` False with an `error` is a permanent per-recipient rejection (invalid number, ...).
+    `accepted` False with an `error` is a permanent per-recipient rejection (invalid number, ...)
+    unless `retryable` is set: then this one message met a transient failure (a one-request-per-
+    message gateway answered 5xx or timed out for it) and may be tried again, after `retry_after`
+    seconds when the gateway said so (throttling).
     """
 
     delivery_id: int
     accepted: bool
     gateway_message_id: str | None = None
     error: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    throttled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +161,16 @@ class GatewayAdapter(Protocol):
         """Verify a callback request and translate it; raise `CallbackRejected` if it fails."""
         ...
 
+    async def start(self, on_receipts: ReceiptSink) -> None:
+        """Open long-lived connections, if the protocol has them (SMPP), and hand every receipt
+        that arrives on them to `on_receipts`. HTTP adapters do nothing here: their receipts
+        arrive through `parse_callback`."""
+        ...
+
     async def close(self) -> None: ...
+
+
+ReceiptSink = Callable[[list[ReceiptUpdate]], Awaitable[None]]
 
 
 def error_for_status(status: int, body: str, retry_after: str | None = None) -> GatewayError:

@@ -24,6 +24,7 @@ from gateway_adapters.base import (
     GatewayError,
     GatewayUnavailable,
     OutboundMessage,
+    ReceiptSink,
     ReceiptUpdate,
     SendResult,
     error_for_status,
@@ -95,6 +96,9 @@ class GatewayApiAdapter:
     @property
     def max_batch(self) -> int:
         return max(1, self.config.max_batch)
+
+    async def start(self, on_receipts: ReceiptSink) -> None:
+        """Nothing to open: receipts arrive as HTTP callbacks."""
 
     async def close(self) -> None:
         """Close the HTTP session if this adapter created it."""
