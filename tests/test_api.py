@@ -391,3 +391,30 @@ async def test_health_ready_and_metrics(client: httpx.AsyncClient, key: str) -> 
     assert 'broadcaster_alerts_created_total{priority="high"}' in text
     assert "broadcaster_queue_depth 0.0" in text
     assert "broadcaster_gateway_request_seconds" in text
+
+
+async def test_cancel(client: httpx.AsyncClient, key: str, pool: asyncpg.Pool) -> None:
+    alert_id = (await client.post("/v1/alerts", headers=auth(key), json=alert_body())).json()["id"]
+    async with pool.acquire() as conn:
+        sub = await conn.fetchval(
+            "INSERT INTO subscribers (phone) VALUES ('+4520000009') RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (alert_id, subscriber_id, priority) VALUES ($1, $2, 2)",
+            alert_id,
+            sub,
+        )
+    r = await client.post(f"/v1/alerts/{alert_id}/cancel", headers=auth(key))
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled" and r.json()["cancelled_at"]
+    assert r.json()["deliveries"]["cancelled"] == 1
+    again = await client.post(f"/v1/alerts/{alert_id}/cancel", headers=auth(key))
+    assert again.status_code == 200
+    assert_problem(await client.post("/v1/alerts/424242/cancel", headers=auth(key)), 404)
+    await pool.execute("UPDATE alerts SET status = 'completed' WHERE id = $1", alert_id)
+    assert_problem(
+        await client.post(f"/v1/alerts/{alert_id}/cancel", headers=auth(key)), 409, "completed"
+    )
+    async with pool.acquire() as conn:
+        reader = await create_api_key(conn, "reader2", ["alerts:read"])
+    assert_problem(await client.post(f"/v1/alerts/{alert_id}/cancel", headers=auth(reader)), 403)

@@ -11,6 +11,7 @@ from tests.conftest import with_database
 
 from broadcaster import procs
 from broadcaster.auth import find_api_key
+from broadcaster.migrate import load_migrations
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -55,7 +56,8 @@ async def test_migrate_then_services_start_and_keys_work(server_url: str, tmp_pa
             assert refused.returncode == 1
             assert "not migrated" in refused.stderr and "broadcaster migrate" in refused.stderr
         first = run("migrate", env=env)
-        assert first.returncode == 0 and "applied 1 migration" in first.stdout
+        assert first.returncode == 0
+        assert f"applied {len(load_migrations())} migration(s)" in first.stdout
         again = run("migrate", env=env)
         assert again.returncode == 0 and "up to date" in again.stdout
         no_gateways = run("dispatcher", env=env)

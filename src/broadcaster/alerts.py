@@ -70,7 +70,7 @@ SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = 
 
 ALERT_STATUS = """
 SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fanned_out_at,
-       a.completed_at, a.recipients,
+       a.completed_at, a.cancelled_at, a.recipients,
        (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM deliveries
                  WHERE alert_id = a.id GROUP BY status) c) AS counts
@@ -126,6 +126,39 @@ async def create_alert(
     return alert_id, True
 
 
+CANCEL_ALERT = """
+UPDATE alerts SET status = 'cancelled', cancelled_at = now(), completed_at = now()
+WHERE id = $1 AND status IN ('queued', 'dispatching')
+RETURNING id
+"""
+
+# Rows in flight ('sending') are ended by the dispatcher holding them, which sees the
+# cancellation when it writes its batch or claims the next one.
+CANCEL_DELIVERIES = """
+UPDATE deliveries SET status = 'cancelled', error = 'alert cancelled', final_at = now()
+WHERE alert_id = $1 AND status = 'queued'
+"""
+
+
+class NotCancellable(Exception):
+    """The alert has already finished (completed or expired)."""
+
+
+async def cancel_alert(conn: asyncpg.Connection, alert_id: int) -> bool:
+    """Cancel an alert: nothing more is submitted for it. Returns False for an unknown id;
+    cancelling a cancelled alert again is a no-op; a finished alert raises NotCancellable."""
+    async with conn.transaction():
+        if await conn.fetchval(CANCEL_ALERT, alert_id) is None:
+            status = await conn.fetchval("SELECT status FROM alerts WHERE id = $1", alert_id)
+            if status is None:
+                return False
+            if status != "cancelled":
+                raise NotCancellable(f"alert {alert_id} is already {status}")
+            return True
+        await conn.execute(CANCEL_DELIVERIES, alert_id)
+    return True
+
+
 async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -> dict | None:
     row = await conn.fetchrow(ALERT_STATUS, alert_id)
     if row is None:
@@ -141,6 +174,7 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "created_at": _iso(row["created_at"]),
         "fanned_out_at": _iso(row["fanned_out_at"]),
         "completed_at": _iso(row["completed_at"]),
+        "cancelled_at": _iso(row["cancelled_at"]),
         "recipients": row["recipients"],
         "deliveries": counts,
     }

@@ -17,7 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from broadcaster import metrics, problems, queue
-from broadcaster.alerts import IdempotencyConflict, NewAlert, alert_status, create_alert
+from broadcaster.alerts import (
+    IdempotencyConflict,
+    NewAlert,
+    NotCancellable,
+    alert_status,
+    cancel_alert,
+    create_alert,
+)
 from broadcaster.auth import ApiKey, find_api_key
 from broadcaster.database import create_pool
 from broadcaster.dispatcher import Dispatcher
@@ -257,6 +264,21 @@ def _routes(app: FastAPI) -> None:
         status = await alert_status(pool, alert_id)
         if status is None:
             raise Problem(404, "Not found", f"no alert with id {alert_id}")
+        return status
+
+    @app.post("/v1/alerts/{alert_id}/cancel", tags=["alerts"])
+    async def cancel(
+        alert_id: int, pool: PoolDep, _key: ApiKey = require("alerts:write")
+    ) -> dict[str, Any]:
+        try:
+            async with pool.acquire() as conn:
+                found = await cancel_alert(conn, alert_id)
+                status = await alert_status(conn, alert_id)
+        except NotCancellable as exc:
+            raise Problem(409, "Not cancellable", str(exc)) from None
+        if not found or status is None:
+            raise Problem(404, "Not found", f"no alert with id {alert_id}")
+        log.info("alert cancelled", extra={"alert_id": alert_id})
         return status
 
     @app.post("/v1/callbacks/{gateway}", tags=["callbacks"])

@@ -1,9 +1,14 @@
 """The dispatcher: fans alerts out and pushes their deliveries through the gateway adapters.
 
-Per gateway it runs `concurrency` sender loops. Each loop claims a batch (one statement), waits
-for the rate limiter, submits the batch through the adapter, and writes every result back (one
-statement, shielded from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback.
-On stop they finish the batch in hand and exit; rows they hold are released for others.
+Gateways are used in the configured order of preference. Each sender loop picks the first
+gateway that is usable now (circuit closed or due for a probe, not throttled), takes a chunk of
+that gateway's rate-limit tokens, claims that many due deliveries (one statement, priority
+first), submits them through the adapter and writes every result back (one statement, shielded
+from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback. On stop they finish the
+batch in hand and exit.
+
+Each live dispatcher heartbeats a row in `dispatchers` and takes an equal share of every
+gateway's `rate_per_second`, so the limit holds for the sum of all dispatcher processes.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from broadcaster import metrics, queue, receipts
+from broadcaster import metrics, queue, receipts, roster
 from broadcaster.alerts import WAKEUP_CHANNEL
+from broadcaster.circuit import CircuitBreaker
 from broadcaster.fanout import fan_out_next
 from broadcaster.queue import Claimed, Outcome
 from broadcaster.ratelimit import TokenBucket
@@ -30,6 +37,7 @@ from broadcaster.settings import Settings
 from gateway_adapters.base import (
     GatewayAdapter,
     GatewayError,
+    GatewayMisconfigured,
     GatewayThrottled,
     OutboundMessage,
     ReceiptSink,
@@ -42,6 +50,10 @@ log = logging.getLogger(__name__)
 # Separate budget for the status write, after the gateway call (courier uses 35 s / 15 s).
 WRITE_TIMEOUT_SECONDS = 15.0
 MAX_BACKOFF_SECONDS = 300.0
+HEARTBEAT_SECONDS = 1.0
+# A dispatcher whose heartbeat is older than this no longer counts for the rate-limit shares.
+LIVE_SECONDS = 3.0
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def worker_name() -> str:
@@ -52,6 +64,24 @@ def retry_delay(attempts: int, base: float) -> float:
     """Exponential backoff with full jitter on top of the floor, capped."""
     delay = min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, attempts - 1))
     return delay + random.uniform(0, base)
+
+
+@dataclass
+class Lane:
+    """One gateway as this dispatcher sees it: its adapter, its share of the rate limit, its
+    circuit breaker, and how long it asked us to hold off (throttling)."""
+
+    adapter: GatewayAdapter
+    bucket: TokenBucket
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    paused_until: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.adapter.config.name
+
+    def usable(self) -> bool:
+        return time.monotonic() >= self.paused_until and self.breaker.state == "closed"
 
 
 class Dispatcher:
@@ -69,30 +99,45 @@ class Dispatcher:
             )
         self.settings = settings
         self.pool = pool
-        self.adapters = list(adapters)
         self.database_url = database_url
         self.worker = worker or worker_name()
+        self.lanes = [
+            Lane(
+                a,
+                TokenBucket(a.config.rate_per_second),
+                CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds),
+            )
+            for a in adapters
+        ]
         self._wakeup = asyncio.Event()
-        self._buckets = {a.config.name: TokenBucket(a.config.rate_per_second) for a in adapters}
-        self._paused_until: dict[str, float] = {}
+        self._live = 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; returns after in-flight batches are written or released."""
+        """Run until `stop` is set; returns after in-flight batches are written."""
         from broadcaster.database import connect
 
         listener = await connect(self.database_url)
         await listener.add_listener(WAKEUP_CHANNEL, self._on_notify)
-        for adapter in self.adapters:
-            await adapter.start(self._receipt_sink(adapter.config.name))
-        primary = self.adapters[0]  # fail-over across gateways comes with the gateway work
+        for lane in self.lanes:
+            await lane.adapter.start(self._receipt_sink(lane.name))
+        await self._heartbeat()
+        # Let the dispatchers already running see us and lower their shares before we send.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS * 1.5)
+        await self._heartbeat()
+        loops = max(lane.adapter.config.concurrency for lane in self.lanes)
         tasks = [asyncio.create_task(self._fanout_loop(stop), name="fanout")]
         tasks += [
-            asyncio.create_task(self._sender_loop(primary, stop), name=f"send-{i}")
-            for i in range(primary.config.concurrency)
+            asyncio.create_task(self._sender_loop(stop), name=f"send-{i}") for i in range(loops)
         ]
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
         log.info(
-            "dispatcher started", extra={"worker": self.worker, "gateway": primary.config.name}
+            "dispatcher started",
+            extra={
+                "worker": self.worker,
+                "live": self._live,
+                "gateways": ",".join(x.name for x in self.lanes),
+            },
         )
         try:
             await stop.wait()
@@ -104,9 +149,22 @@ class Dispatcher:
                     result, asyncio.CancelledError
                 ):
                     log.error("dispatcher task failed", exc_info=result)
+            with contextlib.suppress(*DB_ERRORS):
+                await roster.leave(self.pool, self.worker)
             with contextlib.suppress(Exception):
                 await listener.close()
             log.info("dispatcher stopped", extra={"worker": self.worker})
+
+    # ------------------------------------------------------------------ coordination
+
+    async def _heartbeat(self) -> None:
+        live = await roster.heartbeat(self.pool, self.worker, LIVE_SECONDS)
+        metrics.DISPATCHERS_LIVE.set(live)
+        if live != self._live:
+            log.info("rate-limit shares re-balanced", extra={"live": live})
+        self._live = live
+        for lane in self.lanes:
+            lane.bucket.set_rate(lane.adapter.config.rate_per_second / live)
 
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
         """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: committed
@@ -130,12 +188,16 @@ class Dispatcher:
         waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(
-                waiters, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                waiters,
+                timeout=self.settings.poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             for w in waiters:
                 w.cancel()
         self._wakeup.clear()
+
+    # ------------------------------------------------------------------ loops
 
     async def _fanout_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -150,34 +212,76 @@ class Dispatcher:
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
                 self._wakeup.set()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DB_ERRORS:
                 log.exception("fan-out failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
 
-    async def _sender_loop(self, adapter: GatewayAdapter, stop: asyncio.Event) -> None:
-        name = adapter.config.name
+    def _pick_lane(self) -> Lane | None:
+        """The most preferred gateway usable now; a gateway whose circuit is half-open gets
+        one probe batch at a time."""
+        now = time.monotonic()
+        for lane in self.lanes:
+            if now >= lane.paused_until and lane.breaker.allow():
+                return lane
+        return None
+
+    async def _sender_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            pause = self._paused_until.get(name, 0.0) - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(min(pause, 1.0))
+            lane = self._pick_lane()
+            if lane is None:
+                await asyncio.sleep(0.05)
                 continue
+            # Tokens first, then the claim: rows are claimed when they can go out at once.
+            granted = await lane.bucket.take(lane.adapter.max_batch)
             try:
                 batch = await queue.claim(
-                    self.pool, adapter.max_batch, self.settings.lease_seconds, self.worker
+                    self.pool, granted, self.settings.lease_seconds, self.worker
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DB_ERRORS:
+                lane.bucket.give_back(granted)
+                lane.breaker.release_probe()
                 log.exception("claim failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
                 continue
+            lane.bucket.give_back(granted - len(batch))
             if not batch:
+                lane.breaker.release_probe()
                 await self._idle(stop)
                 continue
-            outcomes = await self._send(adapter, batch)
+            outcomes = await self._send(lane, batch)
             # The write must happen even if we are being cancelled: shield it.
-            await asyncio.shield(self._write(name, outcomes, batch))
+            await asyncio.shield(self._write(lane.name, outcomes, batch))
 
-    async def _send(self, adapter: GatewayAdapter, batch: list[Claimed]) -> list[Outcome]:
-        name = adapter.config.name
+    async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
+        ticks = 0
+        while not stop.is_set():
+            try:
+                await self._heartbeat()
+                if ticks % 2 == 0:
+                    metrics.QUEUE_DEPTH.set(await queue.queue_depth(self.pool))
+                    await receipts.sweep_pending(self.pool)
+                    ids = [
+                        r["id"]
+                        for r in await self.pool.fetch(
+                            "SELECT id FROM alerts WHERE status = 'dispatching'"
+                        )
+                    ]
+                    if ids:
+                        await queue.complete_alerts(self.pool, ids)
+                if ticks % 600 == 0:
+                    await roster.forget_dead(self.pool)
+            except DB_ERRORS:
+                log.exception("housekeeping failed")
+            for lane in self.lanes:
+                metrics.CIRCUIT_OPEN.labels(lane.name).set(lane.breaker.state != "closed")
+            ticks += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+
+    # ------------------------------------------------------------------ one batch
+
+    async def _send(self, lane: Lane, batch: list[Claimed]) -> list[Outcome]:
+        name = lane.name
         outcomes: list[Outcome] = []
         to_send: list[Claimed] = []
         for c in batch:
@@ -192,12 +296,12 @@ class Dispatcher:
             else:
                 to_send.append(c)
         if not to_send:
+            lane.breaker.release_probe()
             return outcomes
-        await self._buckets[name].acquire(len(to_send))
         messages = [OutboundMessage(c.id, c.phone, c.message, c.alert_id) for c in to_send]
         started = time.perf_counter()
         try:
-            results = await adapter.send_batch(messages)
+            results = await lane.adapter.send_batch(messages)
         except GatewayError as exc:
             kind = type(exc).__name__
             metrics.GATEWAY_REQUEST_SECONDS.labels(name, "error").observe(
@@ -211,14 +315,22 @@ class Dispatcher:
             # Messages the gateway took before the error must not be sent again.
             accepted = {r.delivery_id for r in exc.partial_results}
             outcomes += self._results(
-                name, [c for c in to_send if c.id in accepted], list(exc.partial_results)
+                lane, [c for c in to_send if c.id in accepted], list(exc.partial_results)
             )
-            outcomes += self._after_error(name, exc, [c for c in to_send if c.id not in accepted])
+            outcomes += self._after_error(lane, exc, [c for c in to_send if c.id not in accepted])
             return outcomes
         metrics.GATEWAY_REQUEST_SECONDS.labels(name, "ok").observe(time.perf_counter() - started)
-        return outcomes + self._results(name, to_send, results)
+        outcomes += self._results(lane, to_send, results)
+        if any(r.accepted for r in results) or not any(
+            r.retryable and not r.throttled for r in results
+        ):
+            lane.breaker.record_success()
+        else:
+            lane.breaker.record_failure()
+        return outcomes
 
-    def _results(self, name: str, sent: list[Claimed], results: list[SendResult]) -> list[Outcome]:
+    def _results(self, lane: Lane, sent: list[Claimed], results: list[SendResult]) -> list[Outcome]:
+        name = lane.name
         outcomes = []
         by_id = {r.delivery_id: r for r in results}
         for c in sent:
@@ -229,42 +341,56 @@ class Dispatcher:
                 outcomes.append(Outcome(c.id, "sent", name, r.gateway_message_id))
             elif r.retryable or r.throttled:
                 if r.throttled:
-                    self._pause(name, r.retry_after)
+                    self._pause(lane, r.retry_after)
                 outcomes.append(
-                    self._retry_or_fail(name, c, r.error or "failed", r.throttled, r.retry_after)
+                    self._retry_or_fail(lane, c, r.error or "failed", r.throttled, r.retry_after)
                 )
             else:
                 outcomes.append(Outcome(c.id, "failed", name, r.gateway_message_id, r.error))
         return outcomes
 
-    def _after_error(self, name: str, exc: GatewayError, batch: list[Claimed]) -> list[Outcome]:
+    def _after_error(self, lane: Lane, exc: GatewayError, batch: list[Claimed]) -> list[Outcome]:
         throttled = isinstance(exc, GatewayThrottled)
         retry_after = exc.retry_after if isinstance(exc, GatewayThrottled) else None
         if throttled:
-            self._pause(name, retry_after)
-        if not exc.retryable:
-            return [Outcome(c.id, "failed", name, error=str(exc)) for c in batch]
-        return [self._retry_or_fail(name, c, str(exc), throttled, retry_after) for c in batch]
+            self._pause(lane, retry_after)
+            lane.breaker.release_probe()
+        elif exc.retryable or isinstance(exc, GatewayMisconfigured):
+            # The gateway's fault, not the messages': count it against the gateway. Bad
+            # credentials open the circuit at once; the messages wait for a working gateway.
+            lane.breaker.record_failure(trip=isinstance(exc, GatewayMisconfigured))
+            if isinstance(exc, GatewayMisconfigured):
+                log.error("gateway misconfigured", extra={"gateway": lane.name})
+        else:
+            # The gateway refused the content itself: retrying elsewhere would not help.
+            lane.breaker.record_success()
+            return [Outcome(c.id, "failed", lane.name, error=str(exc)) for c in batch]
+        return [self._retry_or_fail(lane, c, str(exc), throttled, retry_after) for c in batch]
 
-    def _pause(self, name: str, retry_after: float | None) -> None:
+    @staticmethod
+    def _pause(lane: Lane, retry_after: float | None) -> None:
         """Stop submitting to a throttling gateway for Retry-After (1 s when it gave none)."""
         wait = retry_after if retry_after is not None else 1.0
-        self._paused_until[name] = max(self._paused_until.get(name, 0.0), time.monotonic() + wait)
+        lane.paused_until = max(lane.paused_until, time.monotonic() + wait)
 
     def _retry_or_fail(
-        self, name: str, c: Claimed, error: str, throttled: bool, retry_after: float | None
+        self, lane: Lane, c: Claimed, error: str, throttled: bool, retry_after: float | None
     ) -> Outcome:
-        """Back to the queue with backoff, or failed once the attempts are used up. Throttling
-        is not the message's fault: it waits for Retry-After and keeps its attempt."""
+        """Back to the queue, or failed once the attempts are used up.
+
+        Throttling is not the message's fault: it keeps its attempt and waits for Retry-After
+        unless another gateway can take it now. After a gateway failure the message goes again
+        at once when another gateway is usable (fail-over), else after exponential backoff."""
         now = datetime.now(UTC)
+        elsewhere = any(other is not lane and other.usable() for other in self.lanes)
         if throttled:
-            wait = retry_after if retry_after is not None else 1.0
+            wait = 0.0 if elsewhere else (retry_after if retry_after is not None else 1.0)
             due = now + timedelta(seconds=wait)
             return Outcome(c.id, "queued", error=error, due_at=due, refund_attempt=True)
         if c.attempts < self.settings.max_attempts:
-            delay = retry_delay(c.attempts, self.settings.retry_base_seconds)
+            delay = 0.0 if elsewhere else retry_delay(c.attempts, self.settings.retry_base_seconds)
             return Outcome(c.id, "queued", error=error, due_at=now + timedelta(seconds=delay))
-        return Outcome(c.id, "failed", name, error=error)
+        return Outcome(c.id, "failed", lane.name, error=error)
 
     async def _write(self, name: str, outcomes: list[Outcome], batch: list[Claimed]) -> None:
         try:
@@ -274,27 +400,9 @@ class Dispatcher:
                 if message_ids:
                     await receipts.apply_pending(self.pool, name, message_ids)
                 await queue.complete_alerts(self.pool, sorted({c.alert_id for c in batch}))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DB_ERRORS:
             # The lease runs out and the rows are claimed again; nothing is lost.
             log.exception("writing batch results failed", extra={"gateway": name})
             return
         for status, n in Counter(o.status for o in outcomes).items():
             metrics.DELIVERIES.labels(name, status).inc(n)
-
-    async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                metrics.QUEUE_DEPTH.set(await queue.queue_depth(self.pool))
-                await receipts.sweep_pending(self.pool)
-                ids = [
-                    r["id"]
-                    for r in await self.pool.fetch(
-                        "SELECT id FROM alerts WHERE status = 'dispatching'"
-                    )
-                ]
-                if ids:
-                    await queue.complete_alerts(self.pool, ids)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.exception("housekeeping failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)

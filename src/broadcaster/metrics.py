@@ -37,3 +37,11 @@ CALLBACKS_REJECTED = Counter(
 QUEUE_DEPTH = Gauge(
     "broadcaster_queue_depth", "Deliveries waiting to be submitted (queued or in flight)"
 )
+DISPATCHERS_LIVE = Gauge(
+    "broadcaster_dispatchers_live", "Dispatchers sharing the gateways' rate limits"
+)
+CIRCUIT_OPEN = Gauge(
+    "broadcaster_gateway_circuit_open",
+    "1 while a gateway's circuit is open or half-open",
+    ["gateway"],
+)

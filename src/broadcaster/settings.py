@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     poll_interval: float = Field(1.0, gt=0)
     max_attempts: int = Field(5, ge=1)
     retry_base_seconds: float = Field(2.0, gt=0)
+    # Consecutive failed submissions that open a gateway's circuit, and how long it stays open
+    # before a probe batch is let through.
+    breaker_failures: int = Field(3, ge=1)
+    breaker_open_seconds: float = Field(2.0, gt=0)
     metrics_port: int | None = None
     gateways: list[GatewaySettings] = Field(default_factory=list)
 

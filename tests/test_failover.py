@@ -1,0 +1,191 @@
+"""Fail-over between gateways, cancellation mid-broadcast, and rate-limit shares across
+dispatchers: in-process dispatchers, a real PostgreSQL, simulators on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from tests.test_fanout import DONUT, add_subscribers, queue_alert
+
+from broadcaster.alerts import cancel_alert
+from broadcaster.dispatcher import Dispatcher
+from broadcaster.settings import GatewaySettings, Settings, load_settings
+from gateway_adapters.registry import create_adapter
+from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
+
+SECRET = "failover-test-secret-0123456789abcdef"
+
+
+async def start_sim(**options: object) -> tuple[GatewaySimulator, int]:
+    sim = GatewaySimulator(
+        SimulatorOptions(token="t", webhook_secret=SECRET, hold_receipts=True, **options)  # type: ignore[arg-type]
+    )
+    return sim, await sim.start()
+
+
+def gateway(name: str, port: int, rate: float = 10_000, max_batch: int = 100) -> GatewaySettings:
+    return GatewaySettings(
+        name=name,
+        type="gatewayapi",
+        base_url=f"http://127.0.0.1:{port}",
+        token="t",
+        webhook_secret=SECRET,
+        rate_per_second=rate,
+        max_batch=max_batch,
+        concurrency=2,
+    )
+
+
+class Running:
+    """A dispatcher running in a task of this event loop."""
+
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, db_url: str, name: str = "d"
+    ) -> None:
+        self.adapters = [
+            create_adapter(g, "http://127.0.0.1:9/cb") for g in settings.gateway_configs()
+        ]
+        self.dispatcher = Dispatcher(settings, pool, self.adapters, db_url, worker=name)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.dispatcher.run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 15)
+        for a in self.adapters:
+            await a.close()
+
+
+async def wait_for(pool: asyncpg.Pool, sql: str, *args: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not await pool.fetchval(sql, *args):
+        assert time.monotonic() < deadline, f"timed out waiting for: {sql}"
+        await asyncio.sleep(0.05)
+
+
+OPEN = "SELECT count(*) = 0 FROM deliveries WHERE alert_id = $1 AND status IN ('queued', 'sending')"
+FANNED = "SELECT status <> 'queued' FROM alerts WHERE id = $1"
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[GatewaySimulator, int, GatewaySimulator, int]]:
+    a, pa = await start_sim(failure_ratio=1.0)
+    b, pb = await start_sim()
+    yield a, pa, b, pb
+    await a.close()
+    await b.close()
+
+
+async def test_traffic_moves_to_the_second_gateway_and_back(
+    db_url: str, pool: asyncpg.Pool, sims: tuple
+) -> None:
+    primary, pa, secondary, pb = sims
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        breaker_failures=2,
+        breaker_open_seconds=0.5,
+        gateways=[gateway("primary", pa), gateway("secondary", pb)],
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(300)])
+        first = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    try:
+        await wait_for(pool, FANNED, first)
+        await wait_for(pool, OPEN, first)
+        by_gateway = dict(
+            await pool.fetch(
+                "SELECT gateway, count(*) FROM deliveries WHERE alert_id = $1 AND status = 'sent' "
+                "GROUP BY gateway",
+                first,
+            )
+        )
+        assert by_gateway == {"secondary": 300}  # nobody missed, all through the second
+        assert primary.messages == [] and len(secondary.messages) == 300
+        # The primary recovers: a half-open probe succeeds and traffic moves back.
+        primary.options.failure_ratio = 0.0
+        await asyncio.sleep(0.6)
+        async with pool.acquire() as conn:
+            second = await queue_alert(conn, DONUT)
+        await wait_for(pool, FANNED, second)
+        await wait_for(pool, OPEN, second)
+        by_gateway = dict(
+            await pool.fetch(
+                "SELECT gateway, count(*) FROM deliveries WHERE alert_id = $1 AND status = 'sent' "
+                "GROUP BY gateway",
+                second,
+            )
+        )
+        assert sum(by_gateway.values()) == 300
+        assert by_gateway.get("primary", 0) >= 200, by_gateway
+    finally:
+        await running.close()
+    phones = [m["msisdn"] for m in primary.messages + secondary.messages]
+    assert len(phones) == 600 and len(set(phones)) == 300  # each subscriber once per alert
+
+
+async def test_cancel_stops_submissions_within_a_second(
+    db_url: str, pool: asyncpg.Pool, sims: tuple
+) -> None:
+    _, _, sim, port = sims
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        gateways=[gateway("primary", port, rate=200, max_batch=50)],
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(1000)])
+        alert = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    try:
+        while len(sim.messages) < 100:
+            await asyncio.sleep(0.02)
+        async with pool.acquire() as conn:
+            assert await cancel_alert(conn, alert)
+        await asyncio.sleep(1.0)
+        after_one_second = len(sim.messages)
+        await asyncio.sleep(1.0)
+        assert len(sim.messages) == after_one_second  # nothing new after the first second
+        await wait_for(pool, OPEN, alert)
+    finally:
+        await running.close()
+    counts = dict(
+        await pool.fetch(
+            "SELECT status, count(*) FROM deliveries WHERE alert_id = $1 GROUP BY status", alert
+        )
+    )
+    assert counts.get("sent", 0) == len(sim.messages)
+    assert counts.get("cancelled", 0) == 1000 - len(sim.messages) > 500
+    assert await pool.fetchval("SELECT status FROM alerts WHERE id = $1", alert) == "cancelled"
+
+
+async def test_rate_limit_is_shared_by_live_dispatchers(
+    db_url: str, pool: asyncpg.Pool, sims: tuple
+) -> None:
+    _, _, _, port = sims
+    settings = load_settings(
+        database_url=db_url, poll_interval=0.05, gateways=[gateway("primary", port, rate=600)]
+    )
+    one = Running(settings, pool, db_url, "one")
+    two = Running(settings, pool, db_url, "two")
+    try:
+        await asyncio.sleep(2.0)
+        for r in (one, two):
+            assert r.dispatcher._live == 2
+            assert r.dispatcher.lanes[0].bucket.rate == pytest.approx(300)
+        await two.close()
+        deadline = time.monotonic() + 5
+        while one.dispatcher._live != 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert one.dispatcher.lanes[0].bucket.rate == pytest.approx(600)
+        assert await pool.fetchval("SELECT array_agg(worker) FROM dispatchers") == ["one"]
+    finally:
+        await one.close()
+        if not two.task.done():
+            await two.close()
