@@ -76,3 +76,11 @@ async def test_migrate_then_services_start_and_keys_work(server_url: str, tmp_pa
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def test_simulator_protocol_switch() -> None:
+    unknown = run("simulate-gateway", "--protocol", "carrier-pigeon")
+    assert unknown.returncode == 2
+    assert "carrier-pigeon" in unknown.stderr and unknown.stderr.count("\n") == 1
+    help_text = run("simulate-gateway", "--protocol", "gatewayapi", "--help")
+    assert help_text.returncode == 0 and "--delivered-ratio" in help_text.stdout

@@ -380,8 +380,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PROTOCOLS = {
+    "gatewayapi": "gateway_adapters.simulator",
+    "twilio": "gateway_adapters.simulator_twilio",
+    "smpp": "gateway_adapters.simulator_smpp",
+}
+
+
+def _split_protocol(argv: list[str]) -> tuple[str, list[str]]:
+    """Take `--protocol NAME` (or `--protocol=NAME`) out of argv; GatewayAPI by default."""
+    rest: list[str] = []
+    protocol = "gatewayapi"
+    items = iter(argv)
+    for item in items:
+        if item == "--protocol":
+            protocol = next(items, "")
+        elif item.startswith("--protocol="):
+            protocol = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return protocol, rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; serves until SIGTERM or SIGINT."""
+    """Command-line entry point; serves until SIGTERM or SIGINT. `--protocol gatewayapi|twilio|
+    smpp` picks the wire format (each has its own options; see `--protocol X --help`)."""
+    protocol, argv = _split_protocol(list(sys.argv[1:] if argv is None else argv))
+    if protocol not in PROTOCOLS:
+        print(
+            f"broadcaster simulate-gateway: error: unknown --protocol {protocol!r}; "
+            f"choose from {', '.join(PROTOCOLS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if protocol != "gatewayapi":
+        import importlib
+
+        module = importlib.import_module(PROTOCOLS[protocol])
+        return int(module.main(argv))
     args = build_parser().parse_args(argv)
     options = SimulatorOptions(
         token=args.token,
