@@ -195,3 +195,20 @@ async def test_throttling_waits_for_retry_after_and_costs_no_attempt(
     assert len(gateway.accepted) == 10
     gaps = [b - a for a, b in zip(gateway.times, gateway.times[1:], strict=False)]
     assert all(gap >= 0.3 - 0.02 for gap in gaps[:2]), gaps
+
+
+async def test_alert_priority_and_expiry_reach_the_gateway(
+    db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
+) -> None:
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(3)])
+        alert = await queue_alert(conn, DONUT, "emergency")
+        await conn.execute(
+            "UPDATE alerts SET expires_at = now() + interval '1 hour' WHERE id = $1", alert
+        )
+    await dispatch_until(db_url, pool, simulator, no_open(pool))
+    assert len(simulator.messages) == 3
+    for m in simulator.messages:
+        assert m["priority"] == "VERY_URGENT"
+        assert 3500 <= m["validity_period"] <= 3600
+        assert m["encoding"] == "UTF8"

@@ -9,7 +9,7 @@ import socket
 import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -93,7 +93,10 @@ class FakeGateway:
         reply = self.replies.pop(0) if self.replies else self.reply
         if reply.delay:
             await asyncio.sleep(reply.delay)
-        text = reply.body if reply.body is not None else json.dumps({"ids": [message_id]})
+        # GatewayAPI answers one id per message object; a list root carries several.
+        count = len(body) if isinstance(body, list) else 1
+        ids = [message_id * 10 + i for i in range(count)] if count > 1 else [message_id]
+        text = reply.body if reply.body is not None else json.dumps({"ids": ids})
         return web.Response(status=reply.status, text=text, headers=reply.headers)
 
 
@@ -134,24 +137,28 @@ def msg(delivery_id: int, phone: str, text: str = "Police: stay indoors", alert:
 
 A, B = "Police: stay indoors", "Politi: bliv indendørs"
 
-# (messages, max_batch, expected requests as (message, userref, msisdns), order-free)
+# (messages, max_batch, expected message objects as (message, userref, msisdns), order-free,
+#  expected number of HTTP requests)
 REQUEST_CASES = {
     "one text, one request": (
         [msg(1, "+4520000001"), msg(2, "+4520000002"), msg(3, "+4520000003")],
         10,
         [(A, "17", [4520000001, 4520000002, 4520000003])],
+        1,
     ),
-    "grouped by text": (
+    "two texts batched in one request": (
         [msg(1, "+4520000001", A), msg(2, "+4520000002", B), msg(3, "+4520000003", A)],
         10,
         [(A, "17", [4520000001, 4520000003]), (B, "17", [4520000002])],
+        1,
     ),
     "grouped by alert": (
         [msg(1, "+4520000001", alert=17), msg(2, "+4520000002", alert=18)],
         10,
         [(A, "17", [4520000001]), (A, "18", [4520000002])],
+        1,
     ),
-    "chunked at max_batch": (
+    "chunked at max_batch recipients per request": (
         [msg(i, f"+45200000{i:02d}") for i in range(1, 6)],
         2,
         [
@@ -159,41 +166,99 @@ REQUEST_CASES = {
             (A, "17", [4520000003, 4520000004]),
             (A, "17", [4520000005]),
         ],
+        3,
+    ),
+    "small groups packed up to max_batch": (
+        [msg(1, "+4520000001", A), msg(2, "+4520000002", B), msg(3, "+4520000003", "C")],
+        2,
+        [(A, "17", [4520000001]), (B, "17", [4520000002]), ("C", "17", [4520000003])],
+        2,
     ),
 }
 
 
+def objects_of(request: Recorded) -> list[tuple[dict[str, Any], str]]:
+    """(message object, the id the fake gave it) for a dict or list root."""
+    if isinstance(request.body, list):
+        return [(o, str(request.message_id * 10 + i)) for i, o in enumerate(request.body)]
+    return [(request.body, str(request.message_id))]
+
+
 @pytest.mark.parametrize("case", REQUEST_CASES.values(), ids=REQUEST_CASES.keys())
 async def test_request_building(gateway: FakeGateway, make_adapter, case) -> None:
-    messages, max_batch, expected = case
+    messages, max_batch, expected, requests = case
     adapter = make_adapter(gateway.base_url, max_batch=max_batch, sender="POLITI")
 
     results = await adapter.send_batch(messages)
 
+    assert len(gateway.requests) == requests
+    objects = [pair for request in gateway.requests for pair in objects_of(request)]
     for request in gateway.requests:
         assert (request.method, request.path) == ("POST", "/rest/mtsms")
         assert request.headers["Authorization"] == "Token tok-123"
         assert request.headers["Content-Type"].startswith("application/json")
-        assert set(request.body) == {"sender", "message", "recipients", "callback_url", "userref"}
-        assert request.body["sender"] == "POLITI"
-        assert request.body["callback_url"] == CALLBACK_URL
-        assert all(type(r["msisdn"]) is int for r in request.body["recipients"])
+        total = sum(len(o["recipients"]) for o, _ in objects_of(request))
+        assert total <= max_batch
+    for body, _ in objects:
+        assert set(body) == {
+            "sender",
+            "message",
+            "recipients",
+            "callback_url",
+            "userref",
+            "priority",
+        }
+        assert body["sender"] == "POLITI"
+        assert body["callback_url"] == CALLBACK_URL
+        assert body["priority"] == "NORMAL"
+        assert all(type(r["msisdn"]) is int for r in body["recipients"])
     sent = sorted(
-        (r.body["message"], r.body["userref"], [x["msisdn"] for x in r.body["recipients"]])
-        for r in gateway.requests
+        (o["message"], o["userref"], [x["msisdn"] for x in o["recipients"]]) for o, _ in objects
     )
     assert sent == sorted(expected)
 
-    # One result per message, in input order, carrying the id of the request that sent it.
-    id_of = {
-        (r.body["message"], x["msisdn"]): str(r.message_id)
-        for r in gateway.requests
-        for x in r.body["recipients"]
-    }
+    # One result per message, in input order, carrying the id of the object that sent it.
+    id_of = {(o["message"], x["msisdn"]): i for o, i in objects for x in o["recipients"]}
     assert [r.delivery_id for r in results] == [m.delivery_id for m in messages]
     for message, result in zip(messages, results, strict=True):
         assert result.accepted and result.error is None
         assert result.gateway_message_id == id_of[(message.text, int(message.phone[1:]))]
+
+
+@pytest.mark.parametrize(
+    ("priority", "text", "expires_in", "expected"),
+    [
+        ("emergency", "Politi: bliv indendørs", None, {"priority": "VERY_URGENT"}),
+        ("high", "Police {stay} €", 3600, {"priority": "URGENT", "validity_period": 3599}),
+        (
+            "normal",
+            "Полиция",
+            10,
+            {"priority": "NORMAL", "encoding": "UCS2", "validity_period": 60},
+        ),
+        ("normal", "Politi 👮", None, {"priority": "NORMAL", "encoding": "UCS2"}),
+    ],
+)
+async def test_priority_validity_and_encoding(
+    gateway: FakeGateway,
+    make_adapter,
+    priority: str,
+    text: str,
+    expires_in: int | None,
+    expected: dict[str, Any],
+) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
+    adapter = make_adapter(gateway.base_url)
+    message = OutboundMessage(1, "+4520000001", text, 17, priority, expires)
+    [result] = await adapter.send_batch([message])
+    assert result.accepted
+    body = gateway.requests[0].body
+    optional = {k: body[k] for k in ("priority", "encoding", "validity_period") if k in body}
+    if "validity_period" in expected and expected["validity_period"] > 60:
+        # Seconds left at the moment of sending: allow for the time the test took.
+        assert expected["validity_period"] - 5 <= optional.pop("validity_period") <= 3600
+        expected = {k: v for k, v in expected.items() if k != "validity_period"}
+    assert optional == expected
 
 
 async def test_invalid_number_is_a_per_recipient_rejection(gateway: FakeGateway, make_adapter):
@@ -286,7 +351,7 @@ EXPECTED_STATES = {
     "SCHEDULED": DeliveryState.SENT,
     "BUFFERED": DeliveryState.SENT,
     "ENROUTE": DeliveryState.SENT,
-    "ACCEPTED": DeliveryState.SENT,
+    "ACCEPTED": DeliveryState.DELIVERED,  # final per GatewayAPI
 }
 
 

@@ -289,6 +289,10 @@ async def test_refused_requests(receiver: Receiver, make_adapter, case) -> None:
 
 BAD_BODIES: dict[str, Any] = {
     "not an object": [1, 2],
+    "empty list": [],
+    "bad priority": {"message": "hi", "recipients": [{"msisdn": 45300}], "priority": "NOW"},
+    "bad encoding": {"message": "hi", "recipients": [{"msisdn": 45300}], "encoding": "ASCII"},
+    "bad validity": {"message": "hi", "recipients": [{"msisdn": 45300}], "validity_period": -1},
     "no message": {"recipients": [{"msisdn": 4530000001}]},
     "empty message": {"message": "", "recipients": [{"msisdn": 4530000001}]},
     "no recipients": {"message": "hi", "recipients": []},
@@ -318,7 +322,15 @@ async def test_request_validation() -> None:
         assert body["message"], name
     assert good[0] == 200 and len(good[1]["ids"]) == 1
     assert messages == [
-        {"id": good[1]["ids"][0], "msisdn": 45300, "message": "hi", "userref": None}
+        {
+            "id": good[1]["ids"][0],
+            "msisdn": 45300,
+            "message": "hi",
+            "userref": None,
+            "priority": "NORMAL",
+            "encoding": "UTF8",
+            "validity_period": None,
+        }
     ]
 
 
@@ -377,3 +389,28 @@ async def test_serve_in_process_retries_and_counts_failed_callbacks(
     assert sorted(u.phone for u in finals) == sorted([ok, flaky])
     assert receiver.attempts == {ok: 1, flaky: 3, broken: 1 + simulator.CALLBACK_RETRIES}
     assert (stats["receipts_sent"], stats["receipts_failed"]) == (2, 1)
+
+
+async def test_list_root_gets_one_id_per_message_object() -> None:
+    headers = {"Authorization": f"Token {SIM_TOKEN}"}
+    body = [
+        {"message": "a", "recipients": [{"msisdn": 45301}, {"msisdn": 45302}]},
+        {
+            "message": "b",
+            "recipients": [{"msisdn": 45303}],
+            "priority": "VERY_URGENT",
+            "encoding": "UCS2",
+            "validity_period": 600,
+        },
+    ]
+    async with running_simulator() as url:
+        status, answer = await sim_get(url, "/rest/mtsms", "POST", json=body, headers=headers)
+        _, messages = await sim_get(url, "/_sim/messages")
+    assert status == 200 and len(answer["ids"]) == 2 and answer["ids"][0] != answer["ids"][1]
+    by_msisdn = {m["msisdn"]: m for m in messages}
+    assert by_msisdn[45301]["id"] == by_msisdn[45302]["id"] == answer["ids"][0]
+    assert by_msisdn[45303]["id"] == answer["ids"][1]
+    assert (by_msisdn[45303]["priority"], by_msisdn[45303]["validity_period"]) == (
+        "VERY_URGENT",
+        600,
+    )

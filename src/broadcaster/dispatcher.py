@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from broadcaster import metrics, queue, receipts, roster
-from broadcaster.alerts import WAKEUP_CHANNEL
+from broadcaster.alerts import PRIORITY_NAMES, WAKEUP_CHANNEL
 from broadcaster.circuit import CircuitBreaker
 from broadcaster.fanout import fan_out_next
 from broadcaster.queue import Claimed, Outcome
@@ -121,10 +121,11 @@ class Dispatcher:
         for lane in self.lanes:
             await lane.adapter.start(self._receipt_sink(lane.name))
         await self._heartbeat()
-        # Let the dispatchers already running see us and lower their shares before we send.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS * 1.5)
-        await self._heartbeat()
+        if self._live > 1:
+            # Let the dispatchers already running see us and lower their shares before we send.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS * 1.5)
+            await self._heartbeat()
         loops = max(lane.adapter.config.concurrency for lane in self.lanes)
         tasks = [asyncio.create_task(self._fanout_loop(stop), name="fanout")]
         tasks += [
@@ -298,7 +299,12 @@ class Dispatcher:
         if not to_send:
             lane.breaker.release_probe()
             return outcomes
-        messages = [OutboundMessage(c.id, c.phone, c.message, c.alert_id) for c in to_send]
+        messages = [
+            OutboundMessage(
+                c.id, c.phone, c.message, c.alert_id, PRIORITY_NAMES[c.priority], c.expires_at
+            )
+            for c in to_send
+        ]
         started = time.perf_counter()
         try:
             results = await lane.adapter.send_batch(messages)

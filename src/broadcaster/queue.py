@@ -30,7 +30,8 @@ WHERE d.id = ANY(ARRAY(
   AND a.id = d.alert_id
   AND s.id = d.subscriber_id
 RETURNING d.id, d.alert_id, d.attempts, d.priority, s.phone, s.status AS subscriber_status,
-          a.message, a.status AS alert_status, (a.expires_at <= now()) AS expired
+          a.message, a.status AS alert_status, (a.expires_at <= now()) AS expired,
+          a.expires_at
 """
 
 # Results of one batch. A row whose lease was taken over by another worker is left alone.
@@ -84,6 +85,7 @@ class Claimed:
     message: str
     alert_status: str
     expired: bool
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

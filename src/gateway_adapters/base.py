@@ -63,6 +63,8 @@ class OutboundMessage:
     phone: str
     text: str
     alert_id: int
+    priority: str = "normal"  # emergency | high | normal
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from gateway_adapters.base import (
     error_for_status,
     new_http_session,
 )
+from gateway_adapters.gsm7 import is_gsm7
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,12 @@ SIGNATURE_HEADER = "x-gwapi-signature"
 # call otherwise; we say it once per adapter instead (older PyJWT has no such warning).
 MIN_SECRET_BYTES = 32
 SHORT_KEY_WARNING: type[Warning] = getattr(jwt, "InsecureKeyLengthWarning", UserWarning)
+
+# Our alert priority -> GatewayAPI's message priority.
+PRIORITY_MAP = {"emergency": "VERY_URGENT", "high": "URGENT", "normal": "NORMAL"}
+# GatewayAPI wants a validity period in seconds; an alert about to expire still gets a minute so
+# the message is not refused outright (the dispatcher never submits after expiry).
+MIN_VALIDITY_SECONDS = 60
 
 # Provider status word -> our state. Anything not final maps to SENT so it never closes a delivery.
 STATUS_MAP: dict[str, DeliveryState] = {
@@ -52,7 +59,8 @@ STATUS_MAP: dict[str, DeliveryState] = {
     "SCHEDULED": DeliveryState.SENT,
     "BUFFERED": DeliveryState.SENT,
     "ENROUTE": DeliveryState.SENT,
-    "ACCEPTED": DeliveryState.SENT,
+    # Final per GatewayAPI: the mobile network accepted it on the end user's behalf.
+    "ACCEPTED": DeliveryState.DELIVERED,
 }
 
 
@@ -114,10 +122,13 @@ class GatewayApiAdapter:
     # -- sending ---------------------------------------------------------------------------------
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Send one request per (text, alert) group and chunk; one result per message, in order.
+        """One message object per (text, alert) group and chunk of at most max_batch recipients;
+        objects are packed into requests of at most max_batch recipients in all (GatewayAPI takes
+        a list of messages in one request and answers one id per message object). One result
+        per message, in order.
 
-        Raises the first chunk's `GatewayError` if any request failed, with the results of the
-        chunks that were accepted in `partial_results`.
+        Raises the first failed request's `GatewayError` with the results of the requests that
+        were accepted in `partial_results`.
         """
         results: dict[int, SendResult] = {}
         groups: dict[tuple[str, int], list[tuple[int, OutboundMessage]]] = {}
@@ -128,25 +139,34 @@ class GatewayApiAdapter:
                 continue
             groups.setdefault((message.text, message.alert_id), []).append((index, message))
 
-        chunks = [
+        objects = [
             members[start : start + self.max_batch]
             for members in groups.values()
             for start in range(0, len(members), self.max_batch)
         ]
+        requests: list[list[list[tuple[int, OutboundMessage]]]] = []
+        size = 0
+        for obj in objects:
+            if not requests or size + len(obj) > self.max_batch:
+                requests.append([])
+                size = 0
+            requests[-1].append(obj)
+            size += len(obj)
         outcomes = await asyncio.gather(
-            *(self._send_chunk([m for _, m in chunk]) for chunk in chunks),
+            *(self._send_request([[m for _, m in obj] for obj in req]) for req in requests),
             return_exceptions=True,
         )
 
         failure: GatewayError | None = None
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
+        for req, outcome in zip(requests, outcomes, strict=True):
             if isinstance(outcome, GatewayError):
                 failure = failure or outcome
                 continue
             if isinstance(outcome, BaseException):
                 raise outcome  # a bug or cancellation, not a gateway answer
-            for index, message in chunk:
-                results[index] = SendResult(message.delivery_id, True, gateway_message_id=outcome)
+            for obj, message_id in zip(req, outcome, strict=True):
+                for index, message in obj:
+                    results[index] = SendResult(message.delivery_id, True, message_id)
 
         ordered = [results[i] for i in sorted(results)]
         if failure is not None:
@@ -154,16 +174,29 @@ class GatewayApiAdapter:
             raise failure
         return ordered
 
-    async def _send_chunk(self, chunk: Sequence[OutboundMessage]) -> str:
-        """POST one text to up to max_batch recipients; return GatewayAPI's message id."""
+    def _message_object(self, chunk: Sequence[OutboundMessage]) -> dict[str, Any]:
+        """One GatewayAPI message: one text to many recipients, with the alert's urgency and
+        expiry, in UCS-2 when the text does not fit the GSM 7-bit alphabet."""
         first = chunk[0]
-        body = {
+        body: dict[str, Any] = {
             "sender": self.config.sender,
             "message": first.text,
             "recipients": [{"msisdn": msisdn_for_phone(m.phone)} for m in chunk],
             "callback_url": self.callback_url,
             "userref": str(first.alert_id),
+            "priority": PRIORITY_MAP.get(first.priority, "NORMAL"),
         }
+        if not is_gsm7(first.text):
+            body["encoding"] = "UCS2"
+        if first.expires_at is not None:
+            remaining = (first.expires_at - datetime.now(UTC)).total_seconds()
+            body["validity_period"] = max(MIN_VALIDITY_SECONDS, int(remaining))
+        return body
+
+    async def _send_request(self, objects: Sequence[Sequence[OutboundMessage]]) -> list[str]:
+        """POST one request; return GatewayAPI's message id per message object."""
+        built = [self._message_object(obj) for obj in objects]
+        body: Any = built[0] if len(built) == 1 else built
         headers = {"Authorization": f"Token {self.config.token}"}
         try:
             async with self._http().post(
@@ -175,8 +208,8 @@ class GatewayApiAdapter:
                     raise error_for_status(resp.status, text, resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise GatewayUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        log.debug("gatewayapi accepted %d recipients", len(chunk))
-        return _message_id(raw)
+        log.debug("gatewayapi accepted %d message objects", len(built))
+        return _message_ids(raw, len(built))
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -187,14 +220,16 @@ class GatewayApiAdapter:
         return [_parse_callback(self.config.webhook_secret, headers, body)]
 
 
-def _message_id(raw: bytes) -> str:
-    """The single id of a 2xx answer `{"ids": [12345], ...}`."""
+def _message_ids(raw: bytes, expected: int) -> list[str]:
+    """The ids of a 2xx answer `{"ids": [12345, ...], ...}`, one per message object."""
     try:
-        data = json.loads(raw)
-        first = data["ids"][0]
-        if isinstance(first, bool) or not isinstance(first, int | str) or first == "":
-            raise ValueError(f"bad id {first!r}")
-        return str(first)
+        ids = json.loads(raw)["ids"]
+        if not isinstance(ids, list) or len(ids) != expected:
+            raise ValueError(f"expected {expected} ids, got {ids!r}")
+        for one in ids:
+            if isinstance(one, bool) or not isinstance(one, int | str) or one == "":
+                raise ValueError(f"bad id {one!r}")
+        return [str(one) for one in ids]
     except (ValueError, LookupError, TypeError) as exc:
         # The gateway may or may not have taken the messages; treat it like a lost answer.
         raise GatewayUnavailable(f"unreadable 2xx answer: {raw[:200]!r}") from exc

@@ -148,24 +148,36 @@ class GatewaySimulator:
         if self._rng.random() < self.options.failure_ratio:
             return self._reject(500, "SIM-FAIL", "simulated internal error")
         try:
-            body = self._validate(await request.read())
+            bodies = self._validate(await request.read())
         except _BadRequest as exc:
             return self._reject(400, "SIM-BAD-REQUEST", str(exc))
 
-        message_id = next(self._ids)
-        msisdns = [r["msisdn"] for r in body["recipients"]]
-        userref = body.get("userref")
-        self.stats.recipients += len(msisdns)
-        for msisdn in msisdns:
-            self.messages.append(
-                {"id": message_id, "msisdn": msisdn, "message": body["message"], "userref": userref}
-            )
-        callback_url = body.get("callback_url")
-        if callback_url:
-            self._schedule_receipts(message_id, msisdns, userref, callback_url)
-        log.debug("accepted request %d with %d recipients", message_id, len(msisdns))
+        # The root is one message object or a list of them; one id per message object.
+        ids = []
+        for body in bodies:
+            message_id = next(self._ids)
+            ids.append(message_id)
+            msisdns = [r["msisdn"] for r in body["recipients"]]
+            userref = body.get("userref")
+            self.stats.recipients += len(msisdns)
+            for msisdn in msisdns:
+                self.messages.append(
+                    {
+                        "id": message_id,
+                        "msisdn": msisdn,
+                        "message": body["message"],
+                        "userref": userref,
+                        "priority": body.get("priority", "NORMAL"),
+                        "encoding": body.get("encoding", "UTF8"),
+                        "validity_period": body.get("validity_period"),
+                    }
+                )
+            callback_url = body.get("callback_url")
+            if callback_url:
+                self._schedule_receipts(message_id, msisdns, userref, callback_url)
+            log.debug("accepted message %d with %d recipients", message_id, len(msisdns))
         usage = {"countries": {}, "currency": "EUR", "total_cost": 0.0}
-        return web.json_response({"ids": [message_id], "usage": usage})
+        return web.json_response({"ids": ids, "usage": usage})
 
     def _authorized(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -177,15 +189,22 @@ class GatewaySimulator:
         self.stats.rejected_requests += 1
         return web.json_response({"code": code, "message": message}, status=status)
 
-    @staticmethod
-    def _validate(raw: bytes) -> dict[str, Any]:
-        """The request body, or `_BadRequest` saying what is wrong with it."""
+    @classmethod
+    def _validate(cls, raw: bytes) -> list[dict[str, Any]]:
+        """The message objects of a request, or `_BadRequest` saying what is wrong."""
         try:
-            body = json.loads(raw)
+            root = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise _BadRequest("body is not JSON") from None
+        bodies = root if isinstance(root, list) else [root]
+        if not bodies:
+            raise _BadRequest("empty list of messages")
+        return [cls._validate_message(body) for body in bodies]
+
+    @staticmethod
+    def _validate_message(body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise _BadRequest("body is not a JSON object")
+            raise _BadRequest("a message is not a JSON object")
         message = body.get("message")
         if not isinstance(message, str) or not message:
             raise _BadRequest("message must be a non-empty string")
@@ -199,6 +218,13 @@ class GatewaySimulator:
         for key in ("callback_url", "userref", "sender"):
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise _BadRequest(f"{key} must be a string")
+        if body.get("priority", "NORMAL") not in ("BULK", "NORMAL", "URGENT", "VERY_URGENT"):
+            raise _BadRequest("priority must be BULK, NORMAL, URGENT or VERY_URGENT")
+        if body.get("encoding", "UTF8") not in ("UTF8", "UCS2"):
+            raise _BadRequest("encoding must be UTF8 or UCS2")
+        validity = body.get("validity_period")
+        if validity is not None and (not isinstance(validity, int) or validity <= 0):
+            raise _BadRequest("validity_period must be a positive number of seconds")
         return body
 
     # -- receipts --------------------------------------------------------------------------------
