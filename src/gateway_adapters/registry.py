@@ -6,13 +6,15 @@ import aiohttp
 
 from gateway_adapters.base import GatewayAdapter, GatewayConfig
 from gateway_adapters.gatewayapi import GatewayApiAdapter
+from gateway_adapters.twilio import TwilioAdapter
 
 ADAPTERS: dict[str, type] = {
     GatewayApiAdapter.type: GatewayApiAdapter,
+    TwilioAdapter.type: TwilioAdapter,
 }
 
 # Static check that each registered class really fulfils the protocol (mypy verifies this line).
-_CONFORMS: tuple[type[GatewayAdapter], ...] = (GatewayApiAdapter,)
+_CONFORMS: tuple[type[GatewayAdapter], ...] = (GatewayApiAdapter, TwilioAdapter)
 
 
 class UnknownGatewayType(KeyError, ValueError):

@@ -1,0 +1,376 @@
+"""Twilio Programmable Messaging adapter: one REST request per message, signed status callbacks.
+
+Twilio takes one recipient per request, so a batch is sent as concurrent requests (at most
+`config.concurrency` in flight per adapter) and every message gets Twilio's own message SID.
+Status callbacks are form posts signed with HMAC-SHA1 by the account's auth token.
+
+Configuration: `token` is "ACCOUNT_SID:AUTH_TOKEN"; `sender` is the From number or alphanumeric
+sender id, or a Messaging Service SID ("MG...").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import aiohttp
+
+from gateway_adapters.base import (
+    CallbackRejected,
+    DeliveryState,
+    GatewayConfig,
+    GatewayMisconfigured,
+    GatewayThrottled,
+    GatewayUnavailable,
+    OutboundMessage,
+    ReceiptSink,
+    ReceiptUpdate,
+    SendResult,
+    error_for_status,
+    new_http_session,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+DEFAULT_BASE_URL = "https://api.twilio.com"
+SIGNATURE_HEADER = "x-twilio-signature"
+MESSAGING_SERVICE_PREFIX = "MG"
+THROTTLE_CODE = 20429  # "Too Many Requests", sometimes with a status other than 429
+
+# Provider status word -> our state. Anything not final maps to SENT so it never closes a delivery.
+STATUS_MAP: dict[str, DeliveryState] = {
+    "queued": DeliveryState.SENT,
+    "accepted": DeliveryState.SENT,
+    "scheduled": DeliveryState.SENT,
+    "sending": DeliveryState.SENT,
+    "sent": DeliveryState.SENT,
+    "delivered": DeliveryState.DELIVERED,
+    "read": DeliveryState.DELIVERED,
+    "undelivered": DeliveryState.FAILED,
+    "failed": DeliveryState.FAILED,
+    "canceled": DeliveryState.FAILED,
+}
+
+
+def state_for_status(status: str) -> DeliveryState:
+    """Our state for a Twilio status word; unknown words are transient (SENT)."""
+    return STATUS_MAP.get(status.strip().lower(), DeliveryState.SENT)
+
+
+def split_token(token: str) -> tuple[str, str]:
+    """'ACxxx:secret' -> ('ACxxx', 'secret'); ValueError when either part is missing."""
+    account_sid, sep, auth_token = token.partition(":")
+    account_sid, auth_token = account_sid.strip(), auth_token.strip()
+    if not sep or not account_sid or not auth_token:
+        raise ValueError("twilio token must be 'ACCOUNT_SID:AUTH_TOKEN' (both parts non-empty)")
+    return account_sid, auth_token
+
+
+def messages_url(base_url: str, account_sid: str) -> str:
+    """The Messages resource of an account."""
+    return f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+
+
+def twilio_signature(
+    auth_token: str, url: str, params: Mapping[str, str] | Iterable[tuple[str, str]]
+) -> str:
+    """X-Twilio-Signature of a form POST: base64(HMAC-SHA1(auth token, URL + name+value pairs
+    sorted by name))."""
+    pairs = params.items() if isinstance(params, Mapping) else params
+    data = url + "".join(name + value for name, value in sorted(pairs))
+    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def is_e164(phone: str) -> bool:
+    """'+' followed by 2..15 ASCII digits."""
+    digits = phone[1:]
+    return (
+        phone.startswith("+") and digits.isascii() and digits.isdigit() and 2 <= len(digits) <= 15
+    )
+
+
+class TwilioAdapter:
+    """`GatewayAdapter` for Twilio's Messages REST API."""
+
+    type: ClassVar[str] = "twilio"
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        callback_url: str,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.config = config
+        self.callback_url = callback_url
+        try:
+            self.account_sid, self._auth_token = split_token(config.token)
+        except ValueError as exc:
+            raise ValueError(f"gateway {config.name!r}: {exc}") from None
+        sender = config.sender.strip()
+        self._sender_field = (
+            "MessagingServiceSid" if sender.startswith(MESSAGING_SERVICE_PREFIX) else "From"
+        )
+        self._sender = sender
+        # Created lazily, so an adapter can be built outside a running event loop.
+        self._session = session
+        self._own_session = session is None
+        self._url = messages_url(config.base_url or DEFAULT_BASE_URL, self.account_sid)
+        # Built by hand: aiohttp.BasicAuth is deprecated in newer aiohttp, and its replacement
+        # does not exist in the oldest aiohttp we support.
+        credentials = base64.b64encode(f"{self.account_sid}:{self._auth_token}".encode())
+        self._headers = {"Authorization": "Basic " + credentials.decode("ascii")}
+        # Per request as well, because a shared session may have been built with another timeout.
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        # One cap for the adapter, not per batch: the dispatcher runs several batches at once and
+        # Twilio limits concurrent requests per account.
+        self._in_flight = asyncio.Semaphore(max(1, config.concurrency))
+
+    @property
+    def max_batch(self) -> int:
+        return max(1, self.config.max_batch)
+
+    async def start(self, on_receipts: ReceiptSink) -> None:
+        """Nothing to open: receipts arrive as HTTP callbacks."""
+
+    async def close(self) -> None:
+        """Close the HTTP session if this adapter created it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_http_session(self.config)
+        return self._session
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send each message as its own request; one result per message, in order.
+
+        Per-message failures become results. An answer saying the account or URL is wrong
+        (401/403/404) raises `GatewayMisconfigured` for the batch: requests not yet started are
+        dropped, the ones already on the wire are awaited (their answers say whether the message
+        went out), and the accepted results ride along in `partial_results`.
+        """
+        broken: list[GatewayMisconfigured] = []
+
+        async def send(message: OutboundMessage) -> SendResult | None:
+            async with self._in_flight:
+                if broken:
+                    return None  # the account is broken: do not even try
+                try:
+                    return await self._send_one(message)
+                except GatewayMisconfigured as exc:
+                    broken.append(exc)
+                    return None
+
+        tasks = [asyncio.create_task(send(m)) for m in messages]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:  # only left running when we ourselves are cancelled
+                task.cancel()
+
+        if broken:
+            error = broken[0]
+            error.partial_results = tuple(r for r in outcomes if r is not None and r.accepted)
+            raise error
+        results = [r for r in outcomes if r is not None]
+        log.debug(
+            "twilio accepted %d of %d messages", sum(r.accepted for r in results), len(results)
+        )
+        return results
+
+    async def _send_one(self, message: OutboundMessage) -> SendResult:
+        """POST one message; its result, or `GatewayMisconfigured` when the account is wrong."""
+        if not is_e164(message.phone):
+            # Twilio would answer 21211; no need to spend a request on it.
+            return SendResult(message.delivery_id, False, error="invalid phone number")
+        form = {"To": message.phone, self._sender_field: self._sender, "Body": message.text}
+        if self.callback_url:
+            form["StatusCallback"] = self.callback_url
+        try:
+            async with self._http().post(
+                self._url, data=form, headers=self._headers, timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return SendResult(
+                message.delivery_id, False, error=f"{type(exc).__name__}: {exc}", retryable=True
+            )
+        return _result(message.delivery_id, status, raw, retry_after)
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[ReceiptUpdate]:
+        """Verify one signed status callback and translate it; raise `CallbackRejected` if it
+        fails. `url` must be the URL Twilio called, as it called it."""
+        signature = _header(headers, SIGNATURE_HEADER)
+        if not signature:
+            raise CallbackRejected("missing X-Twilio-Signature", status=401)
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CallbackRejected("body is not form-encoded UTF-8", status=400) from exc
+        if not self._signed(signature.strip(), url, pairs):
+            raise CallbackRejected("invalid X-Twilio-Signature", status=401)
+
+        params = dict(pairs)
+        account_sid = params.get("AccountSid")
+        if account_sid is not None and account_sid != self.account_sid:
+            raise CallbackRejected("callback for another account", status=401)
+        message_sid = params.get("MessageSid", "").strip()
+        status = params.get("MessageStatus", "").strip()
+        if not message_sid or not status:
+            missing = [k for k in ("MessageSid", "MessageStatus") if not params.get(k, "").strip()]
+            raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
+        error_code = params.get("ErrorCode", "").strip()
+        return [
+            ReceiptUpdate(
+                gateway_message_id=message_sid,
+                phone=_normalised_phone(params.get("To")),
+                state=state_for_status(status),
+                provider_status=status,
+                error=f"twilio {error_code}" if error_code else None,
+                raw=params,
+            )
+        ]
+
+    def _signed(self, signature: str, url: str, pairs: list[tuple[str, str]]) -> bool:
+        """Whether `signature` signs the parameters for `url` (or the callback URL we gave
+        Twilio, which is what it calls even when a proxy rewrote the URL we see)."""
+        urls = dict.fromkeys([*_port_variants(url), *_port_variants(self.callback_url)])
+        # Compare against every candidate so the time taken does not depend on which matched.
+        matches = [
+            hmac.compare_digest(
+                twilio_signature(self._auth_token, candidate, pairs).encode(), signature.encode()
+            )
+            for candidate in urls
+            if candidate
+        ]
+        return any(matches)
+
+
+# Submit-time errors about the sender (invalid From, From cannot send SMS, From missing).
+SENDER_CODES = frozenset({21212, 21606, 21603})
+
+
+def _result(delivery_id: int, status: int, raw: bytes, retry_after: str | None) -> SendResult:
+    """Map one HTTP answer of the Messages resource to a result (or raise when misconfigured)."""
+    data = _json_object(raw)
+    if 200 <= status < 300:
+        sid = data.get("sid")
+        if isinstance(sid, str) and sid:
+            return SendResult(delivery_id, True, gateway_message_id=sid)
+        # Twilio may or may not have taken it; treat it like a lost answer.
+        return SendResult(
+            delivery_id, False, error=f"unreadable 2xx answer: {raw[:200]!r}", retryable=True
+        )
+
+    code = _code(data.get("code"))
+    text = raw.decode("utf-8", "replace")
+    error = error_for_status(status, text, retry_after)
+    described = _describe(code, data.get("message")) or str(error)
+    if isinstance(error, GatewayMisconfigured):
+        raise error
+    if code in SENDER_CODES:
+        # Our From / Messaging Service is wrong: every message would fail, so it is the
+        # gateway's configuration, not this recipient.
+        raise GatewayMisconfigured(described)
+    if isinstance(error, GatewayThrottled) or code == THROTTLE_CODE:
+        return SendResult(
+            delivery_id,
+            False,
+            error=described,
+            retryable=True,
+            retry_after=parse_retry_after(retry_after),
+            throttled=True,
+        )
+    if isinstance(error, GatewayUnavailable):
+        return SendResult(delivery_id, False, error=described, retryable=True)
+    # Any other 4xx is about this request, i.e. this one message: submit-time codes 21xxx mean a
+    # bad or unreachable To, STOP, region not enabled, ... The message fails for good; the batch
+    # goes on.
+    return SendResult(delivery_id, False, error=described)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe(code: int | None, message: Any) -> str | None:
+    """'twilio 21211: <message>' for an answer carrying a Twilio error code."""
+    if code is None:
+        return None
+    text = str(message)[:200] if message not in (None, "") else "error"
+    return f"twilio {code}: {text}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)  # fast path for CIMultiDict and exact-case dicts
+    if value is not None:
+        return value
+    for key, val in headers.items():
+        if key.lower() == name:
+            return val
+    return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _port_variants(url: str) -> list[str]:
+    """`url` as given and with its default port toggled: Twilio does not sign URLs consistently
+    with or without an explicit :443 (its own validator checks both)."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return [url]
+    default = _DEFAULT_PORTS.get(parts.scheme.lower())
+    if default is None or "@" in parts.netloc or not parts.hostname:
+        return [url]
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    if port is None:
+        return [url, urlunsplit(parts._replace(netloc=f"{host}:{default}"))]
+    if port == default:
+        return [url, urlunsplit(parts._replace(netloc=host))]
+    return [url]
+
+
+def _normalised_phone(value: str | None) -> str | None:
+    """'+4520123456' (or without '+') -> '+4520123456'; None for anything else."""
+    if not value:
+        return None
+    candidate = value.strip()
+    candidate = candidate if candidate.startswith("+") else "+" + candidate
+    return candidate if is_e164(candidate) else None
