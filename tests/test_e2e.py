@@ -24,6 +24,7 @@ from broadcaster.seed import insert_subscribers, synthetic_subscribers
 
 TOKEN = "e2e-token"
 SECRET = "e2e-webhook-secret-0123456789abcdef"
+TWILIO_TOKEN = "ACe2e:e2e-auth-token"
 FINAL = ("delivered", "failed", "expired", "cancelled")
 # North of a slanted line through Hillerød: about half of the district.
 NORTH = {
@@ -42,36 +43,37 @@ class Stack:
     api_url: str = field(default_factory=lambda: f"http://127.0.0.1:{procs.free_port()}")
     config: Path | None = None
 
-    def start_simulator(self, *args: str) -> None:
+    def start_simulator(self, *args: str, protocol: str = "gatewayapi") -> None:
         port = procs.free_port()
+        if protocol == "twilio":
+            auth = ["--token", TWILIO_TOKEN]
+        else:
+            auth = ["--token", TOKEN, "--webhook-secret", SECRET]
+        argv = procs.broadcaster_argv(
+            "simulate-gateway",
+            "--protocol",
+            protocol,
+            "--port",
+            str(port),
+            *auth,
+            "--seed",
+            "1",
+            *args,
+        )
         self.children.append(
-            procs.start(
-                "simulator",
-                procs.broadcaster_argv(
-                    "simulate-gateway",
-                    "--port",
-                    str(port),
-                    "--token",
-                    TOKEN,
-                    "--webhook-secret",
-                    SECRET,
-                    "--seed",
-                    "1",
-                    *args,
-                ),
-                env={},
-                log_dir=self.log_dir,
-                ready_line="listening on",
-            )
+            procs.start("simulator", argv, env={}, log_dir=self.log_dir, ready_line="listening on")
         )
         self.sim_url = f"http://127.0.0.1:{port}"
 
-    def write_config(self, rate: float, max_batch: int = 1000, concurrency: int = 4) -> None:
+    def write_config(
+        self, rate: float, max_batch: int = 1000, concurrency: int = 4, kind: str = "gatewayapi"
+    ) -> None:
         self.config = self.tmp / "gateways.toml"
+        token = TWILIO_TOKEN if kind == "twilio" else TOKEN
         self.config.write_text(
-            f'[[gateways]]\nname = "primary"\ntype = "gatewayapi"\nbase_url = "{self.sim_url}"\n'
-            f'token = "{TOKEN}"\nwebhook_secret = "{SECRET}"\nrate_per_second = {rate}\n'
-            f"max_batch = {max_batch}\nconcurrency = {concurrency}\n"
+            f'[[gateways]]\nname = "primary"\ntype = "{kind}"\nbase_url = "{self.sim_url}"\n'
+            f'token = "{token}"\nwebhook_secret = "{SECRET}"\nrate_per_second = {rate}\n'
+            f'max_batch = {max_batch}\nconcurrency = {concurrency}\nsender = "+4570000000"\n'
         )
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -272,3 +274,46 @@ async def test_sigterm_stops_claiming_and_leaves_nothing_in_flight(
         "SELECT count(*) FROM deliveries WHERE alert_id = $1 AND status = 'queued'", alert_id
     )
     assert left > 0  # it stopped mid-broadcast, the rest waits for another dispatcher
+
+
+async def test_twilio_broadcast_with_throttling_and_invalid_numbers(
+    stack: Stack, seeded: tuple, pool: asyncpg.Pool
+) -> None:
+    subs, locs, key = seeded
+    center, radius = (12.3111, 55.9267), 6_000.0
+    stack.start_simulator(
+        "--receipt-delay-ms",
+        "50",
+        "--throttle-ratio",
+        "0.05",
+        "--invalid-ratio",
+        "0.02",
+        protocol="twilio",
+    )
+    stack.write_config(rate=5_000, max_batch=50, concurrency=8, kind="twilio")
+    stack.start_service()
+    expected = expected_phones(
+        subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius
+    )
+    assert 200 < len(expected) < 1500
+
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        alert_id = await post_alert(
+            http, key, {"type": "Circle", "center": list(center), "radius_m": radius}
+        )
+        status = await wait_final(http, alert_id, key)
+    async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
+        accepted = Counter(m["to"] for m in (await sim.get("/_sim/messages")).json())
+        stats = (await sim.get("/_sim/stats")).json()
+    counts = status["deliveries"]
+    rejected = await pool.fetchval(
+        "SELECT array_agg(s.phone) FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+        "WHERE d.error LIKE 'twilio 21211%' AND d.status = 'failed'"
+    )
+    assert stats["throttled_requests"] > 0  # throttled messages were submitted again
+    assert rejected  # permanent rejections end as failed, with the provider's reason
+    assert max(accepted.values()) == 1  # nobody twice
+    assert set(accepted) | set(rejected) == expected  # nobody missed
+    assert counts["delivered"] == len(accepted)
+    assert counts["failed"] == len(rejected)
+    assert status["recipients"] == len(expected)
