@@ -317,3 +317,45 @@ async def test_twilio_broadcast_with_throttling_and_invalid_numbers(
     assert counts["delivered"] == len(accepted)
     assert counts["failed"] == len(rejected)
     assert status["recipients"] == len(expected)
+
+
+async def test_duplicate_and_out_of_order_receipts_change_nothing_twice(
+    stack: Stack, seeded: tuple, pool: asyncpg.Pool
+) -> None:
+    subs, locs, key = seeded
+    center, radius = (12.3111, 55.9267), 5_000.0
+    stack.start_simulator(
+        "--receipt-delay-ms",
+        "0",
+        "--delivered-ratio",
+        "0.8",
+        "--duplicate-receipts",
+        "--enroute-after-final",
+    )
+    stack.write_config(rate=20_000, max_batch=200)
+    stack.start_service()
+    expected = expected_phones(
+        subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius
+    )
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        alert_id = await post_alert(
+            http, key, {"type": "Circle", "center": list(center), "radius_m": radius}
+        )
+        status = await wait_final(http, alert_id, key)
+        # Let the late duplicates and ENROUTEs arrive, then check nothing moved.
+        async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
+            deadline = time.monotonic() + 30
+            while (await sim.get("/_sim/stats")).json()["receipts_pending"]:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            stats = (await sim.get("/_sim/stats")).json()
+        later = (
+            await http.get(f"/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {key}"})
+        ).json()
+    assert stats["receipts_sent"] == 4 * len(expected)  # final, ENROUTE, and both twice
+    assert later["deliveries"] == status["deliveries"]
+    counts = later["deliveries"]
+    assert counts["delivered"] + counts["failed"] == len(expected)
+    assert 0.7 < counts["delivered"] / len(expected) < 0.9
+    stored = await pool.fetchval("SELECT count(*) FROM delivery_receipts")
+    assert stored == 4 * len(expected)  # every receipt kept for audit

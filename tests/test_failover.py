@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -189,3 +191,72 @@ async def test_rate_limit_is_shared_by_live_dispatchers(
         await one.close()
         if not two.task.done():
             await two.close()
+
+
+async def test_gateway_down_then_back_mid_broadcast(db_url: str, pool: asyncpg.Pool) -> None:
+    """The preferred gateway stops answering (connection refused) for a while during a
+    rate-limited broadcast: traffic moves to the second gateway and back once it returns."""
+    primary, pa = await start_sim()
+    secondary, pb = await start_sim()
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        breaker_failures=2,
+        breaker_open_seconds=0.3,
+        gateways=[
+            gateway("primary", pa, rate=300, max_batch=30),
+            gateway("secondary", pb, rate=300, max_batch=30),
+        ],
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(900)])
+        alert = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    try:
+        while len(primary.messages) < 100:
+            await asyncio.sleep(0.02)
+        await primary.close()  # down: connections refused
+        await asyncio.sleep(1.0)
+        restarted = datetime.now(UTC)
+        primary = GatewaySimulator(primary.options)
+        await primary.start(port=pa)  # back on the same port
+        await wait_for(pool, FANNED, alert)
+        await wait_for(pool, OPEN, alert)
+    finally:
+        await running.close()
+        await primary.close()
+        await secondary.close()
+    rows = await pool.fetch(
+        "SELECT gateway, status, sent_at FROM deliveries WHERE alert_id = $1", alert
+    )
+    assert {r["status"] for r in rows} == {"sent"}  # nobody missed
+    via = Counter(r["gateway"] for r in rows)
+    assert via["secondary"] > 0 and via["primary"] > 100
+    assert any(r["gateway"] == "primary" and r["sent_at"] > restarted for r in rows)  # and back
+
+
+async def test_gateway_timing_out_fails_over(db_url: str, pool: asyncpg.Pool) -> None:
+    slow, ps = await start_sim(latency_ms=2000)
+    fast, pf = await start_sim()
+    primary = gateway("primary", ps).model_copy(update={"timeout_seconds": 0.2})
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        breaker_failures=1,
+        breaker_open_seconds=30,
+        gateways=[primary, gateway("fast", pf)],
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(50)])
+        alert = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    try:
+        await wait_for(pool, FANNED, alert)
+        await wait_for(pool, OPEN, alert)
+    finally:
+        await running.close()
+        await slow.close()
+        await fast.close()
+    rows = await pool.fetch("SELECT gateway, status, attempts FROM deliveries")
+    assert {(r["gateway"], r["status"]) for r in rows} == {("fast", "sent")}
+    assert len(fast.messages) == 50

@@ -50,6 +50,10 @@ class SimulatorOptions:
     delivered_ratio: float = 1.0
     receipt_delay_ms: float = 200.0
     send_enroute: bool = False
+    # Receipt faults real gateways produce: every receipt posted twice, and the transient
+    # ENROUTE arriving after the final status instead of before it.
+    duplicate_receipts: bool = False
+    enroute_after_final: bool = False
     hold_receipts: bool = False
     receipt_concurrency: int = 32
     seed: int | None = None
@@ -243,6 +247,10 @@ class GatewaySimulator:
                 failed = self._receipt(message_id, msisdn, userref, "UNDELIVERABLE")
                 failed.update(error=FAILURE_ERROR, code=FAILURE_CODE)
                 job.payloads.append(failed)
+            if self.options.enroute_after_final:
+                job.payloads.append(self._receipt(message_id, msisdn, userref, "ENROUTE"))
+            if self.options.duplicate_receipts:
+                job.payloads += [dict(p) for p in job.payloads]
             self._pending += len(job.payloads)
             jobs.append(job)
 
@@ -401,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--delivered-ratio", type=_ratio, default=defaults.delivered_ratio)
     add("--receipt-delay-ms", type=_non_negative, default=defaults.receipt_delay_ms)
     add("--send-enroute", action="store_true", help="post ENROUTE before each final receipt")
+    add("--duplicate-receipts", action="store_true", help="post every receipt twice")
+    add("--enroute-after-final", action="store_true", help="post ENROUTE after the final receipt")
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
     add("--seed", type=int, default=None, help="seed for reproducible outcomes")
     return parser
@@ -453,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         delivered_ratio=args.delivered_ratio,
         receipt_delay_ms=args.receipt_delay_ms,
         send_enroute=args.send_enroute,
+        duplicate_receipts=args.duplicate_receipts,
+        enroute_after_final=args.enroute_after_final,
         hold_receipts=args.hold_receipts,
         seed=args.seed,
     )
