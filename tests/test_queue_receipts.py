@@ -76,7 +76,9 @@ async def test_claim_uses_the_due_index(pool: asyncpg.Pool) -> None:
         # sort every open row per claim.
         await make_deliveries(conn, 20_000)
         await conn.execute("ANALYZE")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 60.0, "w"))
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 60.0, "w", 2)
+        )
     assert "deliveries_due" in plan, plan
     assert "Seq Scan on deliveries" not in plan, plan
     assert "Sort" not in plan, plan
@@ -195,3 +197,20 @@ async def test_applying_a_receipt_does_not_scan_deliveries(pool: asyncpg.Pool) -
         )
     assert "Seq Scan on deliveries" not in plan, plan
     assert "Seq Scan on subscribers" not in plan, plan
+
+
+async def test_a_batch_holds_one_priority_and_the_emergency_lane_only_emergencies(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        normal = await make_deliveries(conn, 30, priority=2)
+        high = await make_deliveries(conn, 5, priority=1)
+    assert await queue.claim(pool, 100, 60, "urgent", max_priority=0) == []
+    first = await queue.claim(pool, 100, 60, "w")
+    assert {c.id for c in first} == set(high)  # not padded with normal ones
+    async with pool.acquire() as conn:
+        emergency = await make_deliveries(conn, 3, priority=0)
+    assert {c.id for c in await queue.claim(pool, 100, 60, "urgent", max_priority=0)} == set(
+        emergency
+    )
+    assert {c.id for c in await queue.claim(pool, 100, 60, "w")} == set(normal)

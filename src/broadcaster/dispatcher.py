@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from broadcaster import metrics, queue, receipts, roster
-from broadcaster.alerts import PRIORITY_NAMES, WAKEUP_CHANNEL
+from broadcaster.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
 from broadcaster.circuit import CircuitBreaker
 from broadcaster.fanout import fan_out_next
 from broadcaster.queue import Claimed, Outcome
@@ -53,6 +53,7 @@ MAX_BACKOFF_SECONDS = 300.0
 HEARTBEAT_SECONDS = 1.0
 # A dispatcher whose heartbeat is older than this no longer counts for the rate-limit shares.
 LIVE_SECONDS = 3.0
+EMERGENCY, NORMAL = PRIORITIES["emergency"], PRIORITIES["normal"]
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -131,6 +132,8 @@ class Dispatcher:
         tasks += [
             asyncio.create_task(self._sender_loop(stop), name=f"send-{i}") for i in range(loops)
         ]
+        # One more loop for emergencies only, so they never wait for a bulk batch to finish.
+        tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
         log.info(
             "dispatcher started",
@@ -226,17 +229,18 @@ class Dispatcher:
                 return lane
         return None
 
-    async def _sender_loop(self, stop: asyncio.Event) -> None:
+    async def _sender_loop(self, stop: asyncio.Event, max_priority: int = NORMAL) -> None:
+        urgent = max_priority == EMERGENCY
         while not stop.is_set():
             lane = self._pick_lane()
             if lane is None:
                 await asyncio.sleep(0.05)
                 continue
             # Tokens first, then the claim: rows are claimed when they can go out at once.
-            granted = await lane.bucket.take(lane.adapter.max_batch)
+            granted = await lane.bucket.take(lane.adapter.max_batch, urgent=urgent)
             try:
                 batch = await queue.claim(
-                    self.pool, granted, self.settings.lease_seconds, self.worker
+                    self.pool, granted, self.settings.lease_seconds, self.worker, max_priority
                 )
             except DB_ERRORS:
                 lane.bucket.give_back(granted)

@@ -24,6 +24,11 @@ FROM alerts a, subscribers s
 WHERE d.id = ANY(ARRAY(
         SELECT id FROM deliveries
         WHERE status IN ('queued', 'sending') AND due_at <= now()
+          AND priority = (SELECT priority FROM deliveries
+                          WHERE status IN ('queued', 'sending') AND due_at <= now()
+                            AND priority <= $4
+                          ORDER BY priority, due_at, id LIMIT 1
+                          FOR UPDATE SKIP LOCKED)
         ORDER BY priority, due_at, id
         LIMIT $1
         FOR UPDATE SKIP LOCKED))
@@ -102,9 +107,15 @@ class Outcome:
 
 
 async def claim(
-    conn: asyncpg.Connection | asyncpg.Pool, limit: int, lease_seconds: float, worker: str
+    conn: asyncpg.Connection | asyncpg.Pool,
+    limit: int,
+    lease_seconds: float,
+    worker: str,
+    max_priority: int = 2,
 ) -> list[Claimed]:
-    rows = await conn.fetch(CLAIM, limit, lease_seconds, worker)
+    """Claim up to `limit` due deliveries of the most urgent priority present (at most
+    `max_priority`: 0 claims emergencies only)."""
+    rows = await conn.fetch(CLAIM, limit, lease_seconds, worker, max_priority)
     return [Claimed(**dict(r)) for r in rows]
 
 

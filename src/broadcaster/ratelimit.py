@@ -46,12 +46,21 @@ class TokenBucket:
                 self._refill()
             self._tokens -= n
 
-    async def take(self, most: int) -> int:
+    async def take(self, most: int, *, urgent: bool = False) -> int:
         """Wait for a chunk of tokens and take up to `most` of them; returns how many.
 
         Taking tokens before claiming rows means the rows are claimed at the moment they can be
         sent, so an emergency alert queued meanwhile is claimed first, not behind a batch that
-        sat waiting for the limiter."""
+        sat waiting for the limiter. An `urgent` taker does not queue behind the others: it
+        takes whatever whole tokens there are (the rate still holds; the others wait longer)."""
+        if urgent:
+            while True:
+                self._refill()
+                if self._tokens >= 1:
+                    granted = int(min(most, self._tokens))
+                    self._tokens -= granted
+                    return granted
+                await asyncio.sleep((1 - self._tokens) / self.rate)
         async with self._lock:
             self._refill()
             chunk = max(1.0, min(float(most), self.rate * MIN_CHUNK_SECONDS, self.burst))

@@ -6,15 +6,17 @@ import aiohttp
 
 from gateway_adapters.base import GatewayAdapter, GatewayConfig
 from gateway_adapters.gatewayapi import GatewayApiAdapter
+from gateway_adapters.smpp import SmppAdapter
 from gateway_adapters.twilio import TwilioAdapter
 
 ADAPTERS: dict[str, type] = {
     GatewayApiAdapter.type: GatewayApiAdapter,
+    SmppAdapter.type: SmppAdapter,
     TwilioAdapter.type: TwilioAdapter,
 }
 
 # Static check that each registered class really fulfils the protocol (mypy verifies this line).
-_CONFORMS: tuple[type[GatewayAdapter], ...] = (GatewayApiAdapter, TwilioAdapter)
+_CONFORMS: tuple[type[GatewayAdapter], ...] = (GatewayApiAdapter, TwilioAdapter, SmppAdapter)
 
 
 class UnknownGatewayType(KeyError, ValueError):

@@ -87,6 +87,8 @@ class GatewaySimulator:
         self.options = options or SimulatorOptions()
         self.stats = _Stats()
         self.messages: list[dict[str, Any]] = []
+        # (wall-clock time, recipients, userref) per accepted message object: rate measurements.
+        self.timeline: list[tuple[float, int, str | None]] = []
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
         self._queue: asyncio.Queue[_ReceiptJob] = asyncio.Queue()
@@ -102,6 +104,7 @@ class GatewaySimulator:
                 web.post("/rest/mtsms", self._handle_send),
                 web.get("/_sim/messages", self._handle_messages),
                 web.get("/_sim/stats", self._handle_stats),
+                web.get("/_sim/timeline", self._handle_timeline),
                 web.post("/_sim/release", self._handle_release),
                 web.post("/_sim/reset", self._handle_reset),
             ]
@@ -164,6 +167,7 @@ class GatewaySimulator:
             msisdns = [r["msisdn"] for r in body["recipients"]]
             userref = body.get("userref")
             self.stats.recipients += len(msisdns)
+            self.timeline.append((time.time(), len(msisdns), userref))
             for msisdn in msisdns:
                 self.messages.append(
                     {
@@ -327,6 +331,9 @@ class GatewaySimulator:
         stats = dict(vars(self.stats), receipts_pending=self._pending)
         return web.json_response(stats)
 
+    async def _handle_timeline(self, request: web.Request) -> web.Response:
+        return web.json_response(self.timeline)
+
     async def _handle_release(self, request: web.Request) -> web.Response:
         held, self._held = self._held, []
         for job in held:
@@ -337,6 +344,7 @@ class GatewaySimulator:
         # Receipts already under way keep going (and keep counting as pending): they are work,
         # not history. Ids keep increasing so old receipts cannot be confused with new messages.
         self.messages.clear()
+        self.timeline.clear()
         self.stats = _Stats()
         return web.json_response({"reset": True})
 

@@ -1,0 +1,175 @@
+"""What every benchmark needs: a fresh database on the configured server (embedded PostgreSQL
+unless DATABASE_URL is set), seeded subscribers, child processes on free ports that are stopped
+again, and a one-line JSON result plus a human-readable line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from broadcaster import procs
+from broadcaster.database import connect, resolve_url
+from broadcaster.geo import SCALE
+from broadcaster.migrate import apply_migrations
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-webhook-secret-0123456789abcdef"
+TOKEN = "bench-token"
+# Everyone in the benchmarks lives inside this box around Hillerød; zones are the box itself.
+BOX = (12.20, 55.85, 12.45, 56.00)
+ZONE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[BOX[0], BOX[1]], [BOX[2], BOX[1]], [BOX[2], BOX[3]], [BOX[0], BOX[3]], [BOX[0], BOX[1]]]
+    ],
+}
+
+
+def server_url() -> str:
+    return resolve_url(
+        os.environ.get("DATABASE_URL"), Path(os.environ.get("BROADCASTER_DATA_DIR", ROOT / ".data"))
+    )
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def fresh_database(name: str) -> str:
+    server = server_url()
+    admin = await connect(server)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(server, name)
+    conn = await connect(url)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+async def seed_box(url: str, n: int, seed: int = 1) -> None:
+    """n active subscribers, one location each, uniformly inside BOX (COPY, set-based)."""
+    rng = np.random.default_rng(seed)
+    lon = rng.uniform(BOX[0], BOX[2], n)
+    lat = rng.uniform(BOX[1], BOX[3], n)
+    conn = await connect(url)
+    try:
+        await conn.copy_records_to_table(
+            "subscribers",
+            columns=["id", "phone"],
+            records=((i + 1, f"+453{i:07d}") for i in range(n)),
+        )
+        await conn.copy_records_to_table(
+            "subscriber_locations",
+            columns=["subscriber_id", "position"],
+            records=((i + 1, (float(lon[i]) * SCALE, float(lat[i]) * SCALE)) for i in range(n)),
+        )
+        await conn.execute("SELECT setval('subscribers_id_seq', $1)", n)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+def gateway_toml(
+    path: Path,
+    sim_url: str,
+    *,
+    rate: float,
+    max_batch: int = 1000,
+    concurrency: int = 4,
+    name: str = "primary",
+    kind: str = "gatewayapi",
+) -> Path:
+    path.write_text(
+        f'[[gateways]]\nname = "{name}"\ntype = "{kind}"\nbase_url = "{sim_url}"\n'
+        f'token = "{TOKEN}"\nwebhook_secret = "{SECRET}"\nrate_per_second = {rate}\n'
+        f"max_batch = {max_batch}\nconcurrency = {concurrency}\n"
+    )
+    return path
+
+
+@contextmanager
+def children() -> Iterator[tuple[list[procs.Child], Path]]:
+    """A list to put started children in, and a log directory; all are stopped on exit."""
+    started: list[procs.Child] = []
+    log_dir = Path(tempfile.mkdtemp(prefix="broadcaster-bench-"))
+    try:
+        yield started, log_dir
+    finally:
+        for child in reversed(started):
+            child.stop()
+
+
+def start_simulator(started: list[procs.Child], log_dir: Path, *args: str) -> str:
+    port = procs.free_port()
+    started.append(
+        procs.start(
+            "simulator",
+            procs.broadcaster_argv(
+                "simulate-gateway",
+                "--port",
+                str(port),
+                "--token",
+                TOKEN,
+                "--webhook-secret",
+                SECRET,
+                *args,
+            ),
+            env={},
+            log_dir=log_dir,
+            ready_line="listening on",
+        )
+    )
+    return f"http://127.0.0.1:{port}"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+
+
+async def postgres_version(url: str) -> str:
+    conn = await connect(url)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def report(name: str, figures: dict[str, Any], human: str) -> None:
+    """One JSON line (for scripts) and one line for people."""
+    print(json.dumps({"bench": name, **figures, "machine": machine()}), flush=True)
+    print(f"{name}: {human}", flush=True)
+
+
+def run(coro: Any) -> None:
+    try:
+        asyncio.run(coro)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except subprocess.SubprocessError as exc:
+        sys.exit(f"{exc}")

@@ -1,0 +1,741 @@
+"""An SMSC simulator speaking SMPP 3.4 over TCP, for tests, the demo and benchmarks.
+
+It accepts bind_transceiver (checking system_id and password), answers submit_sm with ids in
+upper-case hex and later sends one delivery receipt per accepted part as deliver_sm, naming the
+same id in decimal (so clients must normalise ids). A receipt counts as delivered only once the
+client answers its deliver_sm with ESME_ROK; refused or unanswered receipts are sent again, after
+a reconnect if need be. Long messages are reassembled from their UDH parts and recorded whole.
+
+In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`.
+As a process: `python -m gateway_adapters.simulator_smpp --port 0 [--http-port 0]`; the HTTP side
+port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset and
+POST /_sim/disconnect (drop every SMPP connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import inspect
+import itertools
+import logging
+import random
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway_adapters.smpp_codec import (
+    DATA_CODING_DEFAULT,
+    ESM_CLASS_DELIVERY_RECEIPT,
+    ESM_CLASS_UDHI,
+    ESME_RALYBND,
+    ESME_RBINDFAIL,
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_RINVDSTADR,
+    ESME_RINVESMCLASS,
+    ESME_ROK,
+    ESME_RTHROTTLED,
+    MAX_SEQUENCE,
+    TAG_MESSAGE_STATE,
+    TAG_RECEIPTED_MESSAGE_ID,
+    BindTransceiver,
+    BindTransceiverResp,
+    ConcatInfo,
+    DeliverSm,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Pdu,
+    PduError,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+    decode,
+    decode_text,
+    encode,
+    fits_gsm7,
+    gsm7_encode,
+    read_frame,
+    receipt_text,
+    split_udh,
+)
+
+log = logging.getLogger(__name__)
+
+FIRST_MESSAGE_ID = 0x0A000001  # hex '0A000001', decimal '0167772161': padding in both forms
+SMSC_SYSTEM_ID = "SMSCSIM"
+STAT_STATE_VALUES = {"DELIVRD": 2, "UNDELIV": 5}  # message_state TLV values
+FAILURE_ERR = "069"
+
+
+@dataclass
+class SmscOptions:
+    """How the simulated SMSC behaves."""
+
+    system_id: str = "sim"
+    password: str = "sim-pass"
+    latency_ms: float = 0.0  # before each submit_sm_resp
+    throttle_ratio: float = 0.0  # submit_sm answered ESME_RTHROTTLED
+    invalid_ratio: float = 0.0  # submit_sm answered ESME_RINVDSTADR
+    delivered_ratio: float = 1.0  # receipts DELIVRD, the rest UNDELIV
+    receipt_delay_ms: float = 200.0
+    hold_receipts: bool = False  # keep receipts until release()
+    receipt_tlvs: bool = False  # add receipted_message_id (hex) and message_state TLVs
+    redelivery_delay_ms: float = 100.0  # after a refused receipt
+    response_timeout_ms: float = 10_000.0  # for deliver_sm_resp; then the receipt goes again
+    receipt_window: int = 10  # deliver_sm awaiting their answer at once
+    seed: int | None = None
+
+
+@dataclass
+class SmscStats:
+    connections: int = 0
+    binds: int = 0
+    bind_failures: int = 0
+    unbinds: int = 0
+    enquire_links: int = 0  # enquire_link received from clients
+    submits: int = 0  # submit_sm received (each part counts)
+    accepted: int = 0  # parts answered ESME_ROK
+    throttled: int = 0
+    invalid: int = 0
+    max_in_flight: int = 0  # most submit_sm received and not yet answered on one connection
+    receipts_sent: int = 0  # deliver_sm written, redeliveries included
+    receipts_acked: int = 0
+    receipts_refused: int = 0  # answered with an error status
+    receipts_unanswered: int = 0  # connection lost or answer timed out
+
+
+@dataclass
+class _Receipt:
+    message_id: int
+    recipient: str
+    recipient_ton: int
+    recipient_npi: int
+    sender: str
+    sender_ton: int
+    sender_npi: int
+    stat: str
+    submitted: datetime
+    snippet: str
+    attempts: int = 0
+
+
+@dataclass
+class _Partial:
+    """Parts of a long message received so far, by sequence number."""
+
+    parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+
+
+class _Session:
+    """One client connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.bound = False
+        self.closed = False
+        self.in_flight = 0
+        self.pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._sequence = 0
+
+    def send(self, pdu: Pdu) -> None:
+        if self.closed:
+            raise ConnectionResetError("session closed")
+        self.writer.write(encode(pdu))
+
+    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
+        self._sequence = self._sequence % MAX_SEQUENCE + 1
+        pdu.sequence_number = self._sequence
+        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        self.pending[pdu.sequence_number] = future
+        try:
+            self.send(pdu)
+            async with asyncio.timeout(seconds):
+                return await future
+        finally:
+            self.pending.pop(pdu.sequence_number, None)
+
+    def resolve(self, pdu: Pdu) -> None:
+        future = self.pending.pop(pdu.sequence_number, None)
+        if future is not None and not future.done():
+            future.set_result(pdu)
+
+    def lose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.bound = False
+        self.writer.close()
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionResetError("session closed"))
+        self.pending.clear()
+
+
+class SmscSimulator:
+    """The simulator's state and servers; `start()` binds it, `close()` stops everything."""
+
+    def __init__(self, options: SmscOptions | None = None) -> None:
+        self.options = options or SmscOptions()
+        self.stats = SmscStats()
+        self.messages: list[dict[str, Any]] = []
+        self._rng = random.Random(self.options.seed)
+        self._ids = itertools.count(FIRST_MESSAGE_ID)
+        self._sessions: set[_Session] = set()
+        self._partials: dict[tuple[str, str, int, int], _Partial] = {}
+        self._ready: asyncio.Queue[_Receipt] = asyncio.Queue()
+        self._held: list[_Receipt] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._unacked = 0  # receipts created and not yet acknowledged
+        self._bound = asyncio.Event()  # set whenever a session binds
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._slots = asyncio.Semaphore(max(1, self.options.receipt_window))
+        self.port = 0
+        self.http_port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen for SMPP clients; return the actual port."""
+        self._server = await asyncio.start_server(self._serve, host, port)
+        self._spawn(self._pump())
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def start_http(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve the /_sim/* inspection endpoints; return the actual port."""
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/_sim/messages", self._handle_messages),
+                web.get("/_sim/stats", self._handle_stats),
+                web.post("/_sim/release", self._handle_release),
+                web.post("/_sim/reset", self._handle_reset),
+                web.post("/_sim/disconnect", self._handle_disconnect),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self.http_port = self._runner.addresses[0][1]
+        return self.http_port
+
+    async def close(self) -> None:
+        """Stop serving, drop every connection and every receipt not yet delivered."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._server is not None:
+            self._server.close()
+        self.drop_connections()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- controls --------------------------------------------------------------------------------
+
+    @property
+    def receipts_pending(self) -> int:
+        """Receipts created and not yet acknowledged (held, delayed, queued or in flight)."""
+        return self._unacked
+
+    @property
+    def bound_sessions(self) -> int:
+        return sum(1 for s in self._sessions if s.bound)
+
+    def release(self) -> int:
+        """Send the held receipts now; returns how many."""
+        held, self._held = self._held, []
+        for receipt in held:
+            self._ready.put_nowait(receipt)
+        return len(held)
+
+    def reset(self) -> None:
+        """Forget recorded messages and statistics. Ids keep increasing, so receipts under way
+        cannot be confused with new messages."""
+        self.messages.clear()
+        self._partials.clear()
+        self.stats = SmscStats()
+
+    def drop_connections(self) -> int:
+        """Close every client connection, as a network failure would; returns how many."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.lose()
+        return len(sessions)
+
+    async def enquire_link_all(self, seconds: float = 2.0) -> list[int]:
+        """Send enquire_link on every bound connection; the command_status of each answer."""
+        sessions = [s for s in self._sessions if s.bound]
+        answers = await asyncio.gather(*(s.request(EnquireLink(), seconds) for s in sessions))
+        return [a.command_status for a in answers if isinstance(a, EnquireLinkResp)]
+
+    # -- connections -----------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        session = _Session(reader, writer)
+        self._sessions.add(session)
+        self.stats.connections += 1
+        try:
+            while not session.closed:
+                pdu = await self._read(session)
+                if pdu is None:
+                    continue
+                if pdu.is_response:
+                    session.resolve(pdu)
+                elif isinstance(pdu, BindTransceiver):
+                    if not self._bind(session, pdu):
+                        await writer.drain()
+                        break
+                elif isinstance(pdu, EnquireLink):
+                    self.stats.enquire_links += 1
+                    session.send(EnquireLinkResp(sequence_number=pdu.sequence_number))
+                elif isinstance(pdu, Unbind):
+                    self.stats.unbinds += 1
+                    session.send(UnbindResp(sequence_number=pdu.sequence_number))
+                    await writer.drain()
+                    break
+                elif isinstance(pdu, SubmitSm):
+                    self._submit(session, pdu)
+                else:
+                    nack = GenericNack(
+                        sequence_number=pdu.sequence_number, command_status=ESME_RINVCMDID
+                    )
+                    session.send(nack)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, OSError, PduError):
+            pass  # the client went away (or sent garbage we cannot resynchronise from)
+        finally:
+            session.lose()
+            self._sessions.discard(session)
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _read(self, session: _Session) -> Pdu | None:
+        frame = await read_frame(session.reader)
+        try:
+            return decode(frame)
+        except PduError as exc:
+            session.send(
+                GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)
+            )
+            return None
+
+    def _bind(self, session: _Session, pdu: BindTransceiver) -> bool:
+        ok = hmac.compare_digest(
+            pdu.system_id.encode(), self.options.system_id.encode()
+        ) & hmac.compare_digest(pdu.password.encode(), self.options.password.encode())
+        if session.bound:
+            status = ESME_RALYBND
+        elif ok:
+            status = ESME_ROK
+        else:
+            status = ESME_RBINDFAIL
+        answer = BindTransceiverResp(
+            sequence_number=pdu.sequence_number,
+            command_status=status,
+            system_id=SMSC_SYSTEM_ID if status == ESME_ROK else "",
+        )
+        session.send(answer)
+        if status == ESME_RBINDFAIL:
+            self.stats.bind_failures += 1
+            return False
+        if status == ESME_ROK:
+            self.stats.binds += 1
+            session.bound = True
+            self._bound.set()
+        return True
+
+    # -- submit_sm -------------------------------------------------------------------------------
+
+    def _submit(self, session: _Session, pdu: SubmitSm) -> None:
+        self.stats.submits += 1
+        if not session.bound:
+            session.send(
+                SubmitSmResp(sequence_number=pdu.sequence_number, command_status=ESME_RINVBNDSTS)
+            )
+            return
+        # Every outcome is drawn now, in arrival order, so a seed gives the same outcomes
+        # whatever the latency does to the order of the answers.
+        throttle, invalid, delivered = (self._rng.random() for _ in range(3))
+        concat: ConcatInfo | None = None
+        data = pdu.message_bytes
+        if throttle < self.options.throttle_ratio:
+            status = ESME_RTHROTTLED
+        elif invalid < self.options.invalid_ratio or not pdu.destination_addr.isdigit():
+            status = ESME_RINVDSTADR
+        else:
+            status = ESME_ROK
+            if pdu.esm_class & ESM_CLASS_UDHI:
+                try:
+                    concat, data = split_udh(data)
+                except PduError:
+                    status = ESME_RINVESMCLASS
+        session.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, session.in_flight)
+        stat = "DELIVRD" if delivered < self.options.delivered_ratio else "UNDELIV"
+        self._spawn(self._answer_submit(session, pdu, status, concat, data, stat))
+
+    async def _answer_submit(
+        self,
+        session: _Session,
+        pdu: SubmitSm,
+        status: int,
+        concat: ConcatInfo | None,
+        data: bytes,
+        stat: str,
+    ) -> None:
+        try:
+            if self.options.latency_ms > 0:
+                await asyncio.sleep(self.options.latency_ms / 1000)
+        finally:
+            session.in_flight -= 1
+        if session.closed:
+            return  # the client never learns the answer: nothing was accepted
+        message_id = ""
+        if status == ESME_ROK:
+            number = next(self._ids)
+            message_id = f"{number:08X}"
+            self.stats.accepted += 1
+            self._record_part(session, pdu, concat, data, message_id)
+            if pdu.registered_delivery & 0x03:
+                text = decode_text(data, pdu.data_coding)
+                self._schedule_receipt(pdu, number, stat, text)
+        elif status == ESME_RTHROTTLED:
+            self.stats.throttled += 1
+        else:
+            self.stats.invalid += 1
+        answer = SubmitSmResp(
+            sequence_number=pdu.sequence_number, command_status=status, message_id=message_id
+        )
+        with contextlib.suppress(OSError):
+            session.send(answer)
+
+    def _record_part(
+        self,
+        session: _Session,
+        pdu: SubmitSm,
+        concat: ConcatInfo | None,
+        data: bytes,
+        message_id: str,
+    ) -> None:
+        """Record the message once all its parts are in (a short message at once)."""
+        parts = [(data, message_id)]
+        if concat is not None and concat.total > 1:
+            key = (pdu.source_addr, pdu.destination_addr, concat.ref, concat.total)
+            partial = self._partials.setdefault(key, _Partial())
+            partial.parts[concat.seq] = (data, message_id)
+            if len(partial.parts) < concat.total:
+                return
+            del self._partials[key]
+            parts = [partial.parts[seq] for seq in sorted(partial.parts)]
+        # Joined before decoding, so a client that splits a character across parts still reads.
+        text = decode_text(b"".join(d for d, _ in parts), pdu.data_coding)
+        self.messages.append(
+            {
+                "id": parts[-1][1],
+                "part_ids": [i for _, i in parts],
+                "parts": len(parts),
+                "source_addr": pdu.source_addr,
+                "source_addr_ton": pdu.source_addr_ton,
+                "source_addr_npi": pdu.source_addr_npi,
+                "destination_addr": pdu.destination_addr,
+                "dest_addr_ton": pdu.dest_addr_ton,
+                "dest_addr_npi": pdu.dest_addr_npi,
+                "data_coding": pdu.data_coding,
+                "priority_flag": pdu.priority_flag,
+                "validity_period": pdu.validity_period,
+                "registered_delivery": pdu.registered_delivery,
+                "text": text,
+            }
+        )
+        log.debug("accepted a message of %d parts", len(parts))
+
+    # -- receipts --------------------------------------------------------------------------------
+
+    def _schedule_receipt(self, pdu: SubmitSm, number: int, stat: str, text: str) -> None:
+        receipt = _Receipt(
+            message_id=number,
+            recipient=pdu.destination_addr,
+            recipient_ton=pdu.dest_addr_ton,
+            recipient_npi=pdu.dest_addr_npi,
+            sender=pdu.source_addr,
+            sender_ton=pdu.source_addr_ton,
+            sender_npi=pdu.source_addr_npi,
+            stat=stat,
+            submitted=datetime.now(UTC),
+            snippet="".join(c for c in text if fits_gsm7(c))[:20],
+        )
+        self._unacked += 1
+        if self.options.hold_receipts:
+            self._held.append(receipt)
+            return
+        # A timer rather than a sleeping task per receipt: cheap at benchmark volumes.
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def enqueue() -> None:
+            if timer is not None:
+                self._timers.discard(timer)
+            self._ready.put_nowait(receipt)
+
+        timer = loop.call_later(max(0.0, self.options.receipt_delay_ms / 1000), enqueue)
+        self._timers.add(timer)
+
+    async def _pump(self) -> None:
+        """Hand each ready receipt to a bound connection, `receipt_window` at a time."""
+        while True:
+            receipt = await self._ready.get()
+            session = await self._bound_session()
+            await self._slots.acquire()
+            if session.closed:  # lost while we waited for a slot
+                self._slots.release()
+                self._ready.put_nowait(receipt)
+                continue
+            self._spawn(self._deliver(session, receipt))
+
+    async def _bound_session(self) -> _Session:
+        while True:
+            for session in self._sessions:
+                if session.bound and not session.closed:
+                    return session
+            self._bound.clear()
+            await self._bound.wait()
+
+    async def _deliver(self, session: _Session, receipt: _Receipt) -> None:
+        receipt.attempts += 1
+        self.stats.receipts_sent += 1
+        try:
+            answer = await session.request(
+                self._receipt_pdu(receipt), self.options.response_timeout_ms / 1000
+            )
+        except (OSError, TimeoutError):  # lost connection or no answer: send it again
+            self.stats.receipts_unanswered += 1
+            self._ready.put_nowait(receipt)
+            return
+        finally:
+            self._slots.release()
+        if answer.command_status == ESME_ROK and not isinstance(answer, GenericNack):
+            self.stats.receipts_acked += 1
+            self._unacked -= 1
+            return
+        self.stats.receipts_refused += 1
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def again() -> None:
+            if timer is not None:
+                self._timers.discard(timer)
+            self._ready.put_nowait(receipt)
+
+        timer = loop.call_later(self.options.redelivery_delay_ms / 1000, again)
+        self._timers.add(timer)
+
+    def _receipt_pdu(self, receipt: _Receipt) -> DeliverSm:
+        delivered = receipt.stat == "DELIVRD"
+        text = receipt_text(
+            f"{receipt.message_id:010d}",
+            receipt.stat,
+            err="000" if delivered else FAILURE_ERR,
+            submitted=receipt.submitted,
+            done=datetime.now(UTC),
+            delivered=delivered,
+            text=receipt.snippet,
+        )
+        tlvs: dict[int, bytes] = {}
+        if self.options.receipt_tlvs:
+            # receipted_message_id is written like the submit_sm_resp id (hex, here).
+            tlvs[TAG_RECEIPTED_MESSAGE_ID] = f"{receipt.message_id:08X}".encode() + b"\x00"
+            tlvs[TAG_MESSAGE_STATE] = bytes((STAT_STATE_VALUES[receipt.stat],))
+        return DeliverSm(
+            source_addr_ton=receipt.recipient_ton,
+            source_addr_npi=receipt.recipient_npi,
+            source_addr=receipt.recipient,
+            dest_addr_ton=receipt.sender_ton,
+            dest_addr_npi=receipt.sender_npi,
+            destination_addr=receipt.sender,
+            esm_class=ESM_CLASS_DELIVERY_RECEIPT,
+            data_coding=DATA_CODING_DEFAULT,
+            short_message=gsm7_encode(text),
+            tlvs=tlvs,
+        )
+
+    # -- inspection over HTTP --------------------------------------------------------------------
+
+    def stats_dict(self) -> dict[str, Any]:
+        return dict(
+            asdict(self.stats),
+            receipts_pending=self.receipts_pending,
+            receipts_held=len(self._held),
+            bound_sessions=self.bound_sessions,
+        )
+
+    async def _handle_messages(self, request: web.Request) -> web.Response:
+        return web.json_response(self.messages)
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats_dict())
+
+    async def _handle_release(self, request: web.Request) -> web.Response:
+        return web.json_response({"released": self.release()})
+
+    async def _handle_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _handle_disconnect(self, request: web.Request) -> web.Response:
+        return web.json_response({"disconnected": self.drop_connections()})
+
+
+async def serve(
+    options: SmscOptions,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    http_port: int | None = None,
+    ready: Callable[[int, int | None], object] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set (or forever); `ready(port, http_port)` is called once bound."""
+    simulator = SmscSimulator(options)
+    try:
+        actual_port = await simulator.start(host, port)
+        actual_http = await simulator.start_http(host, http_port) if http_port is not None else None
+        if ready is not None:
+            result = ready(actual_port, actual_http)
+            if inspect.isawaitable(result):
+                await result
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await simulator.close()
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+
+
+def _ratio(value: str) -> float:
+    number = _number(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    number = _number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = SmscOptions()
+    parser = argparse.ArgumentParser(
+        prog="broadcaster simulate-gateway --protocol smpp",
+        description="Run an SMPP 3.4 SMSC simulator.",
+    )
+    add = parser.add_argument
+    # Accepted so the generic simulator command can pass its whole command line on.
+    add("--protocol", choices=["smpp"], default="smpp", help=argparse.SUPPRESS)
+    add("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    add("--port", type=_port, default=2775, help="SMPP port, 0 = any free (default %(default)s)")
+    add("--http-port", type=_port, default=None, help="port of the /_sim/* HTTP endpoints")
+    add("--system-id", default=defaults.system_id, help="expected system_id")
+    add("--password", default=defaults.password, help="expected password")
+    add("--latency-ms", type=_non_negative, default=defaults.latency_ms)
+    add("--throttle-ratio", type=_ratio, default=defaults.throttle_ratio)
+    add("--invalid-ratio", type=_ratio, default=defaults.invalid_ratio)
+    add("--delivered-ratio", type=_ratio, default=defaults.delivered_ratio)
+    add("--receipt-delay-ms", type=_non_negative, default=defaults.receipt_delay_ms)
+    add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
+    add("--receipt-tlvs", action="store_true", help="add receipted_message_id/message_state")
+    add("--seed", type=int, default=None, help="seed for reproducible outcomes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; serves until SIGTERM or SIGINT."""
+    args = build_parser().parse_args(argv)
+    options = SmscOptions(
+        system_id=args.system_id,
+        password=args.password,
+        latency_ms=args.latency_ms,
+        throttle_ratio=args.throttle_ratio,
+        invalid_ratio=args.invalid_ratio,
+        delivered_ratio=args.delivered_ratio,
+        receipt_delay_ms=args.receipt_delay_ms,
+        hold_receipts=args.hold_receipts,
+        receipt_tlvs=args.receipt_tlvs,
+        seed=args.seed,
+    )
+
+    def announce(port: int, http_port: int | None) -> None:
+        line = f"simulator listening on smpp://{args.host}:{port}"
+        if http_port is not None:
+            line += f" http://{args.host}:{http_port}"
+        print(line, flush=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            options, args.host, args.port, http_port=args.http_port, ready=announce, stop=stop
+        )
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:  # e.g. the port is taken
+        print(f"broadcaster simulate-gateway: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

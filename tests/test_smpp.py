@@ -1,0 +1,543 @@
+"""SmppAdapter against the SMSC simulator over real TCP: in-process on a free port, and once as a
+subprocess stopped by its PID."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway_adapters.base import (
+    CallbackRejected,
+    DeliveryState,
+    GatewayConfig,
+    GatewayMisconfigured,
+    GatewayUnavailable,
+    OutboundMessage,
+    ReceiptUpdate,
+)
+from gateway_adapters.registry import create_adapter, known_types
+from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
+from gateway_adapters.smpp import SmppAdapter, SmppConfigError
+from gateway_adapters.smpp_codec import ESME_ROK, canonical_message_id, split_message
+
+SYSTEM_ID, PASSWORD = "sim", "sim-pass"
+STARTUP_TIMEOUT = 10.0
+
+
+def msg(delivery_id: int, text: str = "Police: stay indoors", **extra: Any) -> OutboundMessage:
+    return OutboundMessage(
+        delivery_id=delivery_id,
+        phone=f"+4520{delivery_id:06d}",
+        text=text,
+        alert_id=17,
+        **extra,
+    )
+
+
+def config(url: str, token: str = f"{SYSTEM_ID}:{PASSWORD}", **extra: Any) -> GatewayConfig:
+    settings: dict[str, Any] = {"timeout_seconds": 2.0, **extra}
+    return GatewayConfig(name="smsc", type="smpp", base_url=url, token=token, **settings)
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until `check()` holds; fail the test if it does not within `within` seconds."""
+    async with asyncio.timeout(within):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+class Sink:
+    """An on_receipts that records what it was given; `gate` (when set) holds each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[ReceiptUpdate]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail_next = 0  # raise on this many calls
+        self.entered = asyncio.Event()
+
+    async def __call__(self, updates: list[ReceiptUpdate]) -> None:
+        self.calls.append(list(updates))
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("database is down")
+
+    @property
+    def updates(self) -> list[ReceiptUpdate]:
+        return [u for call in self.calls for u in call]
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[Callable[..., Awaitable[SmscSimulator]]]:
+    """Starts simulators with the given options on free ports; closes them afterwards."""
+    started: list[SmscSimulator] = []
+
+    async def start(**options: Any) -> SmscSimulator:
+        options.setdefault("receipt_delay_ms", 0)
+        sim = SmscSimulator(SmscOptions(system_id=SYSTEM_ID, password=PASSWORD, **options))
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        await sim.close()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[tuple[SmppAdapter, Sink]]]]:
+    """Builds, starts and finally closes adapters bound to a simulator."""
+    adapters: list[SmppAdapter] = []
+
+    async def make(
+        sim: SmscSimulator | str, token: str = f"{SYSTEM_ID}:{PASSWORD}", **options: Any
+    ) -> tuple[SmppAdapter, Sink]:
+        url = sim if isinstance(sim, str) else f"smpp://127.0.0.1:{sim.port}"
+        options.setdefault("reconnect_initial", 0.05)
+        adapter = SmppAdapter(config(url, token), "unused", **options)
+        adapters.append(adapter)
+        sink = Sink()
+        await adapter.start(sink)
+        return adapter, sink
+
+    yield make
+    for adapter in adapters:
+        await adapter.close()
+
+
+# -- sending --------------------------------------------------------------------------------------
+
+
+async def test_batch_larger_than_the_window_never_exceeds_it(smsc, connect) -> None:
+    sim = await smsc(latency_ms=20)
+    adapter, _ = await connect(sim, window=4)
+    assert adapter.bound and sim.stats.binds == 1
+
+    # Two batches at once, as the dispatcher's sender loops do: they share one window.
+    first, second = await asyncio.gather(
+        adapter.send_batch([msg(i) for i in range(15)]),
+        adapter.send_batch([msg(i) for i in range(15, 30)]),
+    )
+    results = first + second
+    assert [r.delivery_id for r in results] == list(range(30))
+    assert all(r.accepted and not r.retryable for r in results)
+    assert sim.stats.max_in_flight == 4  # the window was used in full and never exceeded
+
+    # The stored id is the simulator's hex id in canonical (decimal) form.
+    by_phone = {m["destination_addr"]: m for m in sim.messages}
+    for r in results:
+        record = by_phone[f"4520{r.delivery_id:06d}"]
+        assert r.gateway_message_id == str(int(record["id"], 16))
+    assert len({r.gateway_message_id for r in results}) == 30
+
+
+async def test_addresses_priority_and_validity(smsc, connect) -> None:
+    sim = await smsc()
+    adapter, _ = await connect(sim)
+    expires = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+    await adapter.send_batch([msg(1, priority="emergency", expires_at=expires), msg(2)])
+    first, second = sorted(sim.messages, key=lambda m: m["destination_addr"])
+    assert (first["source_addr"], first["source_addr_ton"], first["source_addr_npi"]) == (
+        "POLITI",
+        5,
+        0,
+    )
+    assert (first["destination_addr"], first["dest_addr_ton"], first["dest_addr_npi"]) == (
+        "4520000001",
+        1,
+        1,
+    )
+    assert (first["priority_flag"], first["validity_period"]) == (3, "310203040506000+")
+    assert (second["priority_flag"], second["validity_period"]) == (0, "")
+    assert first["registered_delivery"] == 1
+
+
+async def test_numeric_sender_is_an_international_number(smsc) -> None:
+    sim = await smsc()
+    adapter = SmppAdapter(
+        config(f"smpp://127.0.0.1:{sim.port}", sender="+4512345678"), "", reconnect_initial=0.05
+    )
+    try:
+        await adapter.start(Sink())
+        await adapter.send_batch([msg(1)])
+    finally:
+        await adapter.close()
+    [record] = sim.messages
+    assert (record["source_addr"], record["source_addr_ton"], record["source_addr_npi"]) == (
+        "4512345678",
+        1,
+        1,
+    )
+
+
+async def test_throttled_answers_are_retryable_and_stop_the_batch(smsc, connect) -> None:
+    sim = await smsc(throttle_ratio=1.0, latency_ms=5)
+    adapter, _ = await connect(sim, window=3)
+    results = await adapter.send_batch([msg(i) for i in range(20)])
+    for r in results:
+        assert (r.accepted, r.throttled, r.retryable, r.retry_after) == (False, True, True, 1.0)
+        assert r.error == "smpp 0x00000058"
+    # After the first throttling answer nothing new was submitted: at most one window's worth.
+    assert 1 <= sim.stats.submits <= 3
+    assert sim.messages == []
+
+
+async def test_invalid_destination_is_a_permanent_rejection(smsc, connect) -> None:
+    sim = await smsc(invalid_ratio=1.0)
+    adapter, _ = await connect(sim)
+    results = await adapter.send_batch([msg(1), msg(2)])
+    for r in results:
+        assert (r.accepted, r.retryable, r.throttled, r.error) == (
+            False,
+            False,
+            False,
+            "smpp 0x0000000B",
+        )
+    assert sim.stats.invalid == 2
+
+
+async def test_mixed_outcomes_follow_the_seeded_simulator(smsc, connect) -> None:
+    sim = await smsc(invalid_ratio=0.5, seed=7)
+    adapter, _ = await connect(sim)
+    results = await adapter.send_batch([msg(i) for i in range(40)])
+    accepted = [r for r in results if r.accepted]
+    rejected = [r for r in results if not r.accepted]
+    assert accepted and rejected
+    assert len(accepted) == sim.stats.accepted == len(sim.messages)
+    assert all(r.error == "smpp 0x0000000B" and not r.retryable for r in rejected)
+
+
+async def test_malformed_phone_is_rejected_without_submitting(smsc, connect) -> None:
+    sim = await smsc()
+    adapter, _ = await connect(sim)
+    bad = OutboundMessage(delivery_id=9, phone="+45abc", text="x", alert_id=1)
+    [result] = await adapter.send_batch([bad])
+    assert (result.accepted, result.error, result.retryable) == (False, "invalid msisdn", False)
+    assert sim.stats.submits == 0
+
+
+async def test_long_messages_are_reassembled_at_the_smsc(smsc, connect) -> None:
+    sim = await smsc(latency_ms=10)
+    adapter, _ = await connect(sim)
+    gsm = "Politi: bliv indendørs [zone {A}] €" * 10  # extension chars near the split points
+    ucs2 = "Полиция: оставайтесь дома 😀 " * 8
+    assert len(split_message(gsm, 1)) == 3 and len(split_message(ucs2, 1)) == 4
+    results = await adapter.send_batch([msg(1, gsm), msg(2, ucs2)])
+    assert all(r.accepted for r in results)
+
+    by_phone = {m["destination_addr"]: m for m in sim.messages}
+    assert len(sim.messages) == 2 and sim.stats.accepted == 7
+    for r, text, parts, coding in ((results[0], gsm, 3, 0), (results[1], ucs2, 4, 8)):
+        record = by_phone[f"4520{r.delivery_id:06d}"]
+        assert (record["text"], record["parts"], record["data_coding"]) == (text, parts, coding)
+        # The message is known by its last part's id.
+        assert r.gateway_message_id == canonical_message_id(record["part_ids"][-1], 16)
+
+
+async def test_long_message_receipts_speak_through_the_last_part(smsc, connect) -> None:
+    # Receipts at once, submits slow: the first part's receipt arrives before the last part is
+    # accepted, so the adapter must hold it until it knows the message's id.
+    sim = await smsc(latency_ms=30, receipt_delay_ms=0)
+    adapter, sink = await connect(sim)
+    [result] = await adapter.send_batch([msg(1, "a" * 400)])
+    await eventually(lambda: sim.stats.receipts_acked == 3)
+    assert [(u.gateway_message_id, u.state) for u in sink.updates] == [
+        (result.gateway_message_id, DeliveryState.DELIVERED)
+    ]
+
+
+async def test_failed_parts_are_reported_under_the_message_id(smsc, connect) -> None:
+    sim = await smsc(latency_ms=30, receipt_delay_ms=0, delivered_ratio=0.0)
+    adapter, sink = await connect(sim)
+    [result] = await adapter.send_batch([msg(1, "a" * 400)])
+    await eventually(lambda: sim.stats.receipts_acked == 3)
+    assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 3
+    assert {u.state for u in sink.updates} == {DeliveryState.FAILED}
+    statuses = sorted(u.provider_status for u in sink.updates)
+    assert statuses == ["UNDELIV", "UNDELIV (part)", "UNDELIV (part)"]
+
+
+# -- receipts -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("delivered_ratio", "receipt_tlvs", "state", "error"),
+    [
+        (1.0, False, DeliveryState.DELIVERED, None),
+        (0.0, False, DeliveryState.FAILED, "UNDELIV err:069"),
+        (1.0, True, DeliveryState.DELIVERED, None),  # id from receipted_message_id (hex)
+    ],
+)
+async def test_receipts_reach_on_receipts_with_canonical_ids(
+    smsc, connect, delivered_ratio, receipt_tlvs, state, error
+) -> None:
+    sim = await smsc(delivered_ratio=delivered_ratio, receipt_tlvs=receipt_tlvs)
+    adapter, sink = await connect(sim)
+    results = await adapter.send_batch([msg(i) for i in range(5)])
+    await eventually(lambda: len(sink.updates) == 5)
+    assert sorted(u.gateway_message_id for u in sink.updates) == sorted(
+        r.gateway_message_id for r in results if r.gateway_message_id
+    )
+    for update in sink.updates:
+        assert (update.state, update.error, update.phone) == (state, error, None)
+        assert update.occurred_at is not None
+    # The receipt named the id in zero-padded decimal (text) or hex (TLV), never as we store it.
+    assert sink.updates[0].raw["id"].startswith("0A" if receipt_tlvs else "0167")
+    await eventually(lambda: sim.receipts_pending == 0)
+
+
+async def test_deliver_sm_is_answered_only_after_on_receipts_returned(smsc, connect) -> None:
+    sim = await smsc(hold_receipts=True)
+    adapter, sink = await connect(sim)
+    sink.gate = asyncio.Event()
+    [result] = await adapter.send_batch([msg(1)])
+    assert sim.release() == 1
+    await asyncio.wait_for(sink.entered.wait(), 3)
+    await asyncio.sleep(0.1)  # time for a premature answer to reach the simulator
+    assert (sim.stats.receipts_sent, sim.stats.receipts_acked) == (1, 0)
+    sink.gate.set()
+    await eventually(lambda: sim.stats.receipts_acked == 1)
+    assert sim.receipts_pending == 0
+    assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id]
+
+
+async def test_failed_commit_answers_syserr_and_the_smsc_redelivers(smsc, connect) -> None:
+    sim = await smsc(redelivery_delay_ms=20)
+    adapter, sink = await connect(sim)
+    sink.fail_next = 1
+    [result] = await adapter.send_batch([msg(1)])
+    await eventually(lambda: sim.stats.receipts_acked == 1)
+    assert sim.stats.receipts_refused == 1  # answered ESME_RSYSERR, then sent again
+    assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 2
+
+
+async def test_unanswered_receipts_are_redelivered_after_a_reconnect(smsc, connect) -> None:
+    sim = await smsc(hold_receipts=True)
+    adapter, sink = await connect(sim)
+    sink.gate = asyncio.Event()  # the first commit never finishes ...
+    [result] = await adapter.send_batch([msg(1)])
+    sim.release()
+    await asyncio.wait_for(sink.entered.wait(), 3)
+    sim.drop_connections()  # ... because the connection drops under it
+    sink.gate = None
+    await eventually(lambda: sim.stats.receipts_acked == 1)
+    assert sim.stats.binds == 2 and sim.stats.receipts_unanswered == 1
+    assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 2
+
+
+# -- connection -----------------------------------------------------------------------------------
+
+
+async def test_enquire_link_both_ways(smsc, connect) -> None:
+    sim = await smsc()
+    adapter, _ = await connect(sim, enquire_link_interval=0.05)
+    await eventually(lambda: sim.stats.enquire_links >= 2)  # the adapter's keepalive
+    assert await sim.enquire_link_all() == [ESME_ROK]  # the adapter answers the SMSC's
+    assert adapter.bound
+
+
+async def test_unanswered_enquire_link_drops_the_connection() -> None:
+    """A peer that binds and then goes silent: the keepalive gives up and reconnects."""
+    binds = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal binds
+        head = await reader.readexactly(16)
+        await reader.readexactly(int.from_bytes(head[:4]) - 16)
+        binds += 1
+        sequence = head[12:16]
+        writer.write(
+            bytes.fromhex("00000011 80000009 00000000".replace(" ", "")) + sequence + b"\0"
+        )
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # ignore everything from now on
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    adapter = SmppAdapter(
+        config(f"smpp://127.0.0.1:{port}"),
+        "",
+        enquire_link_interval=0.05,
+        enquire_link_timeout=0.1,
+        reconnect_initial=0.05,
+    )
+    try:
+        await adapter.start(Sink())
+        await eventually(lambda: binds >= 2)
+    finally:
+        await adapter.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_reconnects_after_the_server_drops_the_connection(smsc, connect) -> None:
+    sim = await smsc(latency_ms=300)
+    adapter, _ = await connect(sim)
+    pending = asyncio.create_task(adapter.send_batch([msg(1), msg(2)]))
+    await eventually(lambda: sim.stats.submits == 2)
+    sim.drop_connections()
+    for r in await pending:  # outstanding submits fail, and may be tried again
+        assert (r.accepted, r.retryable, r.error) == (False, True, "smpp connection lost")
+
+    await eventually(lambda: not adapter.bound or sim.stats.binds == 2)
+    if not adapter.bound:
+        with pytest.raises(GatewayUnavailable):
+            await adapter.send_batch([msg(3)])
+    await eventually(lambda: adapter.bound and sim.stats.binds == 2)
+    sim.options.latency_ms = 0
+    [result] = await adapter.send_batch([msg(4)])
+    assert result.accepted
+
+
+async def test_bind_failure_with_a_wrong_password_is_a_clear_error(smsc) -> None:
+    sim = await smsc()
+    adapter = SmppAdapter(config(f"smpp://127.0.0.1:{sim.port}", token="sim:wrong"), "")
+    try:
+        with pytest.raises(GatewayMisconfigured, match=r"ESME_RBINDFAIL \(0x0000000D\)"):
+            await adapter.start(Sink())
+        assert sim.stats.bind_failures == 1
+        await asyncio.sleep(0.1)
+        assert sim.stats.connections == 1  # no retry loop hammering the SMSC
+        with pytest.raises(GatewayUnavailable, match="not bound"):
+            await adapter.send_batch([msg(1)])
+    finally:
+        await adapter.close()
+
+
+async def test_unreachable_at_start_keeps_trying_in_the_background() -> None:
+    with socket.socket() as probe:  # a port nobody listens on (yet)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    adapter = SmppAdapter(config(f"smpp://127.0.0.1:{port}"), "", reconnect_initial=0.02)
+    sim = SmscSimulator(SmscOptions(system_id=SYSTEM_ID, password=PASSWORD))
+    try:
+        await adapter.start(Sink())  # returns: the SMSC may come up later
+        with pytest.raises(GatewayUnavailable):
+            await adapter.send_batch([msg(1)])
+        await sim.start(port=port)
+        await eventually(lambda: adapter.bound)
+    finally:
+        await adapter.close()
+        await sim.close()
+
+
+async def test_close_unbinds(smsc, connect) -> None:
+    sim = await smsc()
+    adapter, _ = await connect(sim)
+    await adapter.close()
+    assert sim.stats.unbinds == 1
+    assert not adapter.bound
+    await eventually(lambda: sim.bound_sessions == 0)
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def test_registered_and_built_by_the_registry() -> None:
+    assert "smpp" in known_types()
+    adapter = create_adapter(config("smpp://smsc.example:2776"), "unused")
+    assert isinstance(adapter, SmppAdapter)
+    assert (adapter.endpoint.host, adapter.endpoint.port, adapter.endpoint.system_id) == (
+        "smsc.example",
+        2776,
+        "sim",
+    )
+    assert (adapter.window, adapter.submit_id_base, adapter.receipt_id_base) == (10, 16, 10)
+    assert adapter.enquire_link_interval == 30.0 and adapter.registered_delivery == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "message"),
+    [
+        ("http://smsc.example", "a:b", "smpp://host:port"),
+        ("smpp://smsc.example", "no-colon", "system_id:password"),
+        ("smpp://smsc.example", "a:123456789", "password is longer"),
+        ("smpp://smsc.example", "abcdefghijklmnop:b", "system_id is longer"),
+    ],
+)
+def test_bad_configuration_is_refused(url: str, token: str, message: str) -> None:
+    with pytest.raises(SmppConfigError, match=message):
+        SmppAdapter(config(url, token), "")
+
+
+def test_parse_callback_is_refused() -> None:
+    adapter = SmppAdapter(config("smpp://smsc.example"), "")
+    with pytest.raises(CallbackRejected) as info:
+        adapter.parse_callback({}, b"", "https://x/callbacks/smsc")
+    assert info.value.status == 404
+
+
+# -- the simulator as a process -------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def simulator_process(*args: str) -> AsyncIterator[tuple[str, str]]:
+    """Start `python -m gateway_adapters.simulator_smpp`; yield (smpp URL, http URL)."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gateway_adapters.simulator_smpp", "--port", "0"),
+        *("--http-port", "0", *args),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)).decode()
+        prefix = "simulator listening on "
+        assert line.startswith(prefix), f"unexpected first line {line!r}"
+        smpp_url, http_url = line.removeprefix(prefix).split()
+        yield smpp_url, http_url
+    finally:
+        # Stop it by its own PID only; escalate if SIGTERM is not enough.
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, "the simulator should exit cleanly on SIGTERM"
+
+
+async def test_simulator_process(connect) -> None:
+    async with simulator_process("--receipt-delay-ms", "0", "--seed", "3") as (smpp_url, http):
+        assert smpp_url.startswith("smpp://127.0.0.1:") and http.startswith("http://127.0.0.1:")
+        adapter, sink = await connect(smpp_url)
+        results = await adapter.send_batch([msg(1), msg(2, "a" * 200)])
+        assert all(r.accepted for r in results)
+        await eventually(lambda: len(sink.updates) == 2)
+
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{http}/_sim/messages") as resp:
+                messages = await resp.json()
+            assert sorted((m["destination_addr"], m["parts"]) for m in messages) == [
+                ("4520000001", 1),
+                ("4520000002", 2),
+            ]
+            async with client.post(f"{http}/_sim/disconnect") as resp:
+                assert (await resp.json())["disconnected"] == 1
+            async with asyncio.timeout(10):  # the adapter binds again
+                while True:
+                    async with client.get(f"{http}/_sim/stats") as resp:
+                        stats = await resp.json()
+                    if stats["binds"] >= 2 and adapter.bound:
+                        break
+                    await asyncio.sleep(0.02)
+            assert stats["receipts_pending"] == 0
+            [again] = await adapter.send_batch([msg(3)])
+            assert again.accepted
+            async with client.post(f"{http}/_sim/reset") as resp:
+                assert resp.status == 200
+            async with client.get(f"{http}/_sim/messages") as resp:
+                assert await resp.json() == []
+        await adapter.close()
