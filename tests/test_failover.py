@@ -273,3 +273,44 @@ async def test_gateway_timing_out_fails_over(db_url: str, pool: asyncpg.Pool) ->
     rows = await pool.fetch("SELECT gateway, status, attempts FROM deliveries")
     assert {(r["gateway"], r["status"]) for r in rows} == {("fast", "sent")}
     assert len(fast.messages) == 50
+
+
+async def test_smpp_broadcast_with_receipts_over_the_connection(
+    db_url: str, pool: asyncpg.Pool
+) -> None:
+    """SMPP end to end through the dispatcher: submit_sm to the SMSC simulator, receipts back
+    as deliver_sm (ids in another base) committed through the dispatcher's sink."""
+    from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
+
+    smsc = SmscSimulator(SmscOptions(receipt_delay_ms=20, delivered_ratio=0.9, seed=3))
+    port = await smsc.start()
+    smpp = GatewaySettings(
+        name="operator",
+        type="smpp",
+        base_url=f"smpp://127.0.0.1:{port}",
+        token="sim:sim-pass",
+        rate_per_second=5_000,
+        max_batch=50,
+        concurrency=2,
+        sender="POLITI",
+    )
+    settings = load_settings(database_url=db_url, poll_interval=0.05, gateways=[smpp])
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(200)])
+        long_text = "Politiet: " + "bliv indendørs og luk vinduerne. " * 6  # 2 SMS parts
+        alert_id = await queue_alert(conn, DONUT)
+        await conn.execute("UPDATE alerts SET message = $2 WHERE id = $1", alert_id, long_text)
+    running = Running(settings, pool, db_url)
+    try:
+        await wait_for(pool, FANNED, alert_id)
+        await wait_for(
+            pool, "SELECT count(*) = 0 FROM deliveries WHERE status NOT IN ('delivered', 'failed')"
+        )
+    finally:
+        await running.close()
+        await smsc.close()
+    counts = dict(await pool.fetch("SELECT status, count(*) FROM deliveries GROUP BY status"))
+    assert sum(counts.values()) == 200
+    assert 150 < counts["delivered"] < 200
+    assert len(smsc.messages) == 200  # reassembled long messages, one per recipient
+    assert {m["text"] for m in smsc.messages} == {long_text}
