@@ -314,3 +314,36 @@ async def test_smpp_broadcast_with_receipts_over_the_connection(
     assert 150 < counts["delivered"] < 200
     assert len(smsc.messages) == 200  # reassembled long messages, one per recipient
     assert {m["text"] for m in smsc.messages} == {long_text}
+
+
+async def test_a_gateway_refusing_to_bind_does_not_stop_the_others(
+    db_url: str, pool: asyncpg.Pool
+) -> None:
+    from gateway_adapters.simulator_smpp import SmscSimulator
+
+    smsc = SmscSimulator()
+    port = await smsc.start()
+    fallback, pf = await start_sim()
+    wrong = GatewaySettings(
+        name="operator",
+        type="smpp",
+        base_url=f"smpp://127.0.0.1:{port}",
+        token="sim:wrongpw",
+        rate_per_second=5_000,
+    )
+    settings = load_settings(
+        database_url=db_url, poll_interval=0.05, gateways=[wrong, gateway("fallback", pf)]
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(20)])
+        alert = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    try:
+        await wait_for(pool, FANNED, alert)
+        await wait_for(pool, OPEN, alert)
+        assert not running.task.done()
+    finally:
+        await running.close()
+        await smsc.close()
+        await fallback.close()
+    assert len(fallback.messages) == 20 and smsc.messages == []

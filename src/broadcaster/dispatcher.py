@@ -120,7 +120,12 @@ class Dispatcher:
         listener = await connect(self.database_url)
         await listener.add_listener(WAKEUP_CHANNEL, self._on_notify)
         for lane in self.lanes:
-            await lane.adapter.start(self._receipt_sink(lane.name))
+            try:
+                await lane.adapter.start(self._receipt_sink(lane.name))
+            except GatewayError as exc:
+                # One gateway refusing us (bad SMPP credentials) must not stop the others.
+                log.error("gateway failed to start: %s", exc, extra={"gateway": lane.name})
+                lane.breaker.record_failure(trip=True)
         await self._heartbeat()
         if self._live > 1:
             # Let the dispatchers already running see us and lower their shares before we send.
