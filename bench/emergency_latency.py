@@ -1,8 +1,8 @@
 """Time from POST /v1/alerts (emergency) to the gateway's first submit for that alert, idle and
 while a large normal broadcast runs; and alert-creation latency under that load.
 
-`broadcaster serve` (API + dispatcher) and the GatewayAPI simulator (receipts held) run as child
-processes; subscribers live in one box, the normal broadcast covers all of them, each emergency
+`broadcaster api`, `broadcaster dispatcher` and the GatewayAPI simulator (receipts held) run as
+child processes; subscribers live in one box, the normal broadcast covers all of them, each emergency
 covers a small circle of a few dozen.
 
     python bench/emergency_latency.py [--subscribers 500000] [--samples 20] [--rate 0]
@@ -96,20 +96,22 @@ async def main(subscribers: int, samples: int, rate: float) -> None:
         config = gateway_toml(log_dir / "gw.toml", sim, rate=rate or 1_000_000, max_batch=1000)
         port = procs.free_port()
         api = f"http://127.0.0.1:{port}"
+        env = {
+            "DATABASE_URL": url,
+            "BROADCASTER_CONFIG": str(config),
+            "BROADCASTER_PORT": str(port),
+            "BROADCASTER_PUBLIC_URL": api,
+            "BROADCASTER_LOG_LEVEL": "warning",
+        }
+        # The production layout: API and dispatcher as separate processes.
         started.append(
-            procs.start(
-                "serve",
-                procs.broadcaster_argv("serve"),
-                env={
-                    "DATABASE_URL": url,
-                    "BROADCASTER_CONFIG": str(config),
-                    "BROADCASTER_PORT": str(port),
-                    "BROADCASTER_PUBLIC_URL": api,
-                    "BROADCASTER_LOG_LEVEL": "warning",
-                },
-                log_dir=log_dir,
-                ready_url=f"{api}/readyz",
-            )
+            procs.start("api", procs.broadcaster_argv("api"), env=env, log_dir=log_dir,
+                        ready_url=f"{api}/readyz")
+        )
+        started.append(
+            procs.start("dispatcher", procs.broadcaster_argv("dispatcher"),
+                        env={**env, "BROADCASTER_LOG_LEVEL": "info"}, log_dir=log_dir,
+                        ready_line="dispatcher started")
         )
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=headers) as http:
