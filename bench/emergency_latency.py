@@ -2,8 +2,8 @@
 while a large normal broadcast runs; and alert-creation latency under that load.
 
 `broadcaster api`, `broadcaster dispatcher` and the GatewayAPI simulator (receipts held) run as
-child processes; subscribers live in one box, the normal broadcast covers all of them, each emergency
-covers a small circle of a few dozen.
+child processes; subscribers live in one box, the normal broadcast covers all of them, each
+emergency covers a small circle of a few dozen.
 
     python bench/emergency_latency.py [--subscribers 500000] [--samples 20] [--rate 0]
 """
@@ -105,13 +105,22 @@ async def main(subscribers: int, samples: int, rate: float) -> None:
         }
         # The production layout: API and dispatcher as separate processes.
         started.append(
-            procs.start("api", procs.broadcaster_argv("api"), env=env, log_dir=log_dir,
-                        ready_url=f"{api}/readyz")
+            procs.start(
+                "api",
+                procs.broadcaster_argv("api"),
+                env=env,
+                log_dir=log_dir,
+                ready_url=f"{api}/readyz",
+            )
         )
         started.append(
-            procs.start("dispatcher", procs.broadcaster_argv("dispatcher"),
-                        env={**env, "BROADCASTER_LOG_LEVEL": "info"}, log_dir=log_dir,
-                        ready_line="dispatcher started")
+            procs.start(
+                "dispatcher",
+                procs.broadcaster_argv("dispatcher"),
+                env={**env, "BROADCASTER_LOG_LEVEL": "info"},
+                log_dir=log_dir,
+                ready_line="dispatcher started",
+            )
         )
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=headers) as http:
