@@ -209,3 +209,15 @@ async def test_slanted_edges_are_exact_to_well_under_a_metre(pool: asyncpg.Pool)
         await fan_out_next(conn)
         got = await recipients(conn, alert_id)
     assert got == {ids[0]}
+
+
+async def test_deleting_a_subscriber_deletes_their_deliveries(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        ids = await add_subscribers(conn, [[(12.05, 55.05)], [(12.06, 55.06)]])
+        for _ in range(2):
+            await queue_alert(conn, DONUT)
+            await fan_out_next(conn)
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == 4
+        await conn.execute("DELETE FROM subscribers WHERE id = $1", ids[0])
+        left = await conn.fetch("SELECT DISTINCT subscriber_id FROM deliveries")
+    assert [r["subscriber_id"] for r in left] == [ids[1]]

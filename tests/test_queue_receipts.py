@@ -214,3 +214,43 @@ async def test_a_batch_holds_one_priority_and_the_emergency_lane_only_emergencie
         emergency
     )
     assert {c.id for c in await queue.claim(pool, 100, 60, "w")} == set(normal)
+
+
+async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool) -> None:
+    """Statistics never show rows in flight (they are few), so the write-back must find this
+    worker's rows through an index, not by scanning every delivery per batch."""
+    from tests.test_fanout import DONUT, queue_alert
+
+    from broadcaster.fanout import fan_out_next
+
+    async with pool.acquire() as conn:
+        await conn.execute("ANALYZE deliveries")  # statistics of an empty table
+        await conn.execute(
+            "INSERT INTO subscribers (phone) SELECT '+4531' || lpad(g::text, 6, '0') "
+            "FROM generate_series(1, 20000) g"
+        )
+        await conn.execute(
+            "INSERT INTO subscriber_locations (subscriber_id, position) "
+            "SELECT id, point(12.05e6 + id, 55.05e6) FROM subscribers"
+        )
+        await queue_alert(conn, DONUT)
+        result = await fan_out_next(conn)
+        assert result is not None and result.recipients == 20_000
+    claimed = await queue.claim(pool, 1000, 60, "w")
+    async with pool.acquire() as conn:
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN " + queue.COMPLETE,
+                [c.id for c in claimed],
+                ["sent"] * 1000,
+                ["gw"] * 1000,
+                ["m"] * 1000,
+                [None] * 1000,
+                [None] * 1000,
+                "w",
+                [False] * 1000,
+            )
+        )
+    assert "Seq Scan on deliveries" not in plan, plan
+    assert "deliveries_open_by_alert" not in plan, plan

@@ -92,6 +92,8 @@ async def fan_out_next(conn: asyncpg.Connection) -> FanoutResult | None:
             log.info("alert expired before fan-out", extra={"alert_id": alert["id"]})
             return FanoutResult(alert["id"], 0, expired=True)
         query = FANOUT_CIRCLE if alert["area_type"] == "Circle" else FANOUT_POLYGON
+        # The DISTINCT over a large zone sorts in memory instead of spilling to disk.
+        await conn.execute("SET LOCAL work_mem = '64MB'")
         status = await conn.execute(query, alert["id"], alert["priority"])
         recipients = int(status.split()[-1])
         await conn.execute(MARK_FANNED_OUT, alert["id"], recipients)
