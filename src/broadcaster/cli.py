@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from broadcaster import logs
@@ -39,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser(
         "simulate-gateway", help="run the gateway simulator (see --help)", add_help=False
+    )
+    imp = sub.add_parser(
+        "import-subscribers",
+        help="import subscribers and their locations from a CSV file",
+        description="Import a CSV file (header: phone,lat,lon[,label][,language][,status]; one "
+        "row per location) in one transaction. An existing subscriber's status changes only "
+        "where the file states one: an opted-out subscriber stays opted out unless a row for "
+        "the number explicitly says active or pending.",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="import the valid rows and report the invalid ones (default: stop at the first)",
     )
     demo = sub.add_parser("demo", help="broadcast to a North Zealand zone end to end")
     demo.add_argument("--subscribers", type=int, default=34_000)
@@ -81,6 +96,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _serve(settings, url, run_dispatcher=args.command == "serve")
     if args.command == "dispatcher":
         return _run(_dispatcher(settings, url))
+    if args.command == "import-subscribers":
+        from broadcaster.importer import import_command
+
+        return _run(import_command(url, args.file, skip_invalid=args.skip_invalid))
     raise AssertionError(args.command)
 
 
