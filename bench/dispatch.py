@@ -1,0 +1,303 @@
+"""End-to-end dispatch throughput per protocol: SMS/s from the first submit until every delivery
+is 'sent', against the machine's own ceiling measured in the same run.
+
+For each protocol: a fresh database with --recipients subscribers inside the zone, that
+protocol's simulator (receipts held, so they cost no CPU), one `broadcaster dispatcher` with a
+rate limit far above what the machine can do, and one normal alert over the whole zone inserted
+directly with `broadcaster.alerts.create_alert`. The clock starts at the simulator's first
+accepted message and stops at the alert's completed_at (nothing left to submit); the sustained
+rate is the one between 10 % and 90 % of the sends. Ceilings: claim+complete (one process with
+as many loops as the dispatcher's concurrency) for GatewayAPI, the per-message HTTP ceiling at
+the same concurrency for Twilio.
+
+    python bench/dispatch.py [--protocol gatewayapi|twilio|smpp|all] [--recipients N]
+                             [--max-batch N] [--concurrency N] [--no-ceiling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ceilings import claim_complete_ceiling, http_ceiling
+from harness import (
+    SECRET,
+    TOKEN,
+    ZONE,
+    children,
+    fresh_database,
+    postgres_version,
+    report,
+    run,
+    seed_box,
+    start_simulator,
+)
+
+from broadcaster import procs
+from broadcaster.alerts import NewAlert, create_alert
+from broadcaster.database import connect
+from broadcaster.geo import parse_area
+
+RATE = 10_000_000  # far above anything the machine does: the limiter never waits
+TWILIO_TOKEN = "ACbench0000:bench-auth-token"
+SMPP_SYSTEM_ID, SMPP_PASSWORD = "bench", "benchpw"  # SMPP passwords are at most 8 characters
+DEFAULTS: dict[str, dict[str, int]] = {
+    "gatewayapi": {"recipients": 500_000, "max_batch": 1000, "concurrency": 4},
+    "twilio": {"recipients": 100_000, "max_batch": 100, "concurrency": 64},
+    "smpp": {"recipients": 200_000, "max_batch": 1000, "concurrency": 4},
+}
+QUICK_RECIPIENTS = {"gatewayapi": 20_000, "twilio": 3_000, "smpp": 5_000}
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux), None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backend_cpu(conn: Any) -> dict[int, float]:
+    """CPU seconds so far of every server process working for this database (same host)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    cpu = {r["pid"]: _cpu_seconds(r["pid"]) for r in pids}
+    return {pid: s for pid, s in cpu.items() if s is not None}
+
+
+def _start_gateway(
+    protocol: str, started: list[procs.Child], log_dir: Path
+) -> tuple[str, str, str, str]:
+    """Start the protocol's simulator; (base_url for the config, token, stats URL, stats key)."""
+    if protocol == "gatewayapi":
+        sim = start_simulator(started, log_dir, "--hold-receipts")
+        return sim, TOKEN, f"{sim}/_sim/stats", "recipients"
+    port = procs.free_port()
+    if protocol == "twilio":
+        args = ["--protocol", "twilio", "--port", str(port), "--token", TWILIO_TOKEN]
+        base = stats = f"http://127.0.0.1:{port}"
+        token, key = TWILIO_TOKEN, "recipients"
+    else:
+        http_port = procs.free_port()
+        args = ["--protocol", "smpp", "--port", str(port), "--http-port", str(http_port)]
+        args += ["--system-id", SMPP_SYSTEM_ID, "--password", SMPP_PASSWORD]
+        base, stats = f"smpp://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}"
+        token, key = f"{SMPP_SYSTEM_ID}:{SMPP_PASSWORD}", "accepted"
+    started.append(
+        procs.start(
+            "simulator",
+            procs.broadcaster_argv("simulate-gateway", *args, "--hold-receipts"),
+            env={},
+            log_dir=log_dir,
+            ready_line="listening on",
+        )
+    )
+    return base, token, f"{stats}/_sim/stats", key
+
+
+def _config(
+    path: Path, protocol: str, base_url: str, token: str, max_batch: int, concurrency: int
+) -> Path:
+    path.write_text(
+        f'[[gateways]]\nname = "primary"\ntype = "{protocol}"\nbase_url = "{base_url}"\n'
+        f'token = "{token}"\nwebhook_secret = "{SECRET}"\nrate_per_second = {RATE}\n'
+        f'max_batch = {max_batch}\nconcurrency = {concurrency}\nsender = "POLITI"\n'
+    )
+    return path
+
+
+async def dispatch_once(
+    protocol: str, recipients: int, max_batch: int, concurrency: int, timeout: float
+) -> dict[str, Any]:
+    """One broadcast of `recipients` through `protocol`; the figures of that run."""
+    url = await fresh_database(f"broadcaster_bench_dispatch_{protocol}")
+    await seed_box(url, recipients)
+    with children() as (started, log_dir):
+        base_url, token, stats_url, stats_key = _start_gateway(protocol, started, log_dir)
+        config = _config(log_dir / "gw.toml", protocol, base_url, token, max_batch, concurrency)
+        dispatcher = procs.start(
+            "dispatcher",
+            procs.broadcaster_argv("dispatcher"),
+            env={
+                "DATABASE_URL": url,
+                "BROADCASTER_CONFIG": str(config),
+                "BROADCASTER_LOG_LEVEL": "info",
+                "BROADCASTER_POLL_INTERVAL": "0.2",
+            },
+            log_dir=log_dir,
+            ready_line="dispatcher started",
+        )
+        started.append(dispatcher)
+        simulator = started[0]
+        conn = await connect(url)
+        try:
+            created = time.time()
+            alert_id, _ = await create_alert(
+                conn, NewAlert("bench", ZONE, parse_area(ZONE), "normal", None, None), None, None
+            )
+            deadline = created + timeout
+            first = None
+            while first is None and time.time() < deadline:
+                if _get_json(stats_url)[stats_key] > 0:
+                    first = time.time()
+                else:
+                    await asyncio.sleep(0.01)
+            cpu0 = (
+                _cpu_seconds(dispatcher.pid),
+                _cpu_seconds(simulator.pid),
+                await _backend_cpu(conn),
+            )
+            status = None
+            while time.time() < deadline:
+                status = await conn.fetchval("SELECT status FROM alerts WHERE id = $1", alert_id)
+                if status != "dispatching" and status != "queued":
+                    break
+                await asyncio.sleep(0.05)
+            wall = time.time()
+            cpu1 = (
+                _cpu_seconds(dispatcher.pid),
+                _cpu_seconds(simulator.pid),
+                await _backend_cpu(conn),
+            )
+            accepted = _get_json(stats_url)[stats_key]
+            if protocol == "gatewayapi" and first is not None:
+                timeline = _get_json(stats_url.replace("/stats", "/timeline"))
+                first = float(timeline[0][0]) if timeline else first
+            row = await conn.fetchrow(
+                """
+                SELECT a.recipients, extract(epoch FROM a.fanned_out_at) AS fanout_started,
+                       extract(epoch FROM a.completed_at) AS completed,
+                       extract(epoch FROM percentile_disc(0.1) WITHIN GROUP (ORDER BY d.sent_at))
+                         AS p10,
+                       extract(epoch FROM percentile_disc(0.9) WITHIN GROUP (ORDER BY d.sent_at))
+                         AS p90,
+                       count(*) FILTER (WHERE d.status = 'sent') AS sent,
+                       count(*) FILTER (WHERE d.status = 'failed') AS failed
+                FROM alerts a JOIN deliveries d ON d.alert_id = a.id
+                WHERE a.id = $1
+                GROUP BY a.id
+                """,
+                alert_id,
+            )
+        finally:
+            await conn.close()
+    done = status == "completed" and row is not None and row["sent"] == recipients
+    end = float(row["completed"]) if row and row["completed"] else wall
+    seconds = end - first if first is not None else None
+    sent = int(row["sent"]) if row else 0
+    p10, p90 = (float(row["p10"]), float(row["p90"])) if row and row["p10"] else (0.0, 0.0)
+    backend = sum(s - cpu0[2].get(pid, 0.0) for pid, s in cpu1[2].items())
+
+    def busy(a: float | None, b: float | None) -> float | None:
+        """Cores kept busy between the first submit and the end."""
+        if a is None or b is None or not seconds:
+            return None
+        return round((b - a) / seconds, 2)
+
+    return {
+        "protocol": protocol,
+        "recipients": recipients,
+        "max_batch": max_batch,
+        "concurrency": concurrency,
+        "completed": done,
+        "alert_status": status,
+        "sent": sent,
+        "failed": int(row["failed"]) if row else 0,
+        "simulator_accepted": accepted,
+        "seconds_first_submit_to_all_sent": round(seconds, 3) if seconds else None,
+        "seconds_alert_to_first_submit": round(first - created, 3) if first else None,
+        "sms_per_s": round(sent / seconds, 1) if seconds and seconds > 0 else None,
+        "sms_per_s_sustained_p10_p90": round(0.8 * sent / (p90 - p10), 1) if p90 > p10 else None,
+        "cpu_cores_busy": {
+            "dispatcher": busy(cpu0[0], cpu1[0]),
+            "simulator": busy(cpu0[1], cpu1[1]),
+            "postgres_backends": busy(0.0, backend),
+        },
+        "url": url,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    protocols = list(DEFAULTS) if args.protocol == "all" else [args.protocol]
+    for protocol in protocols:
+        d = DEFAULTS[protocol]
+        recipients = args.recipients or (QUICK_RECIPIENTS[protocol] if args.quick else 0)
+        recipients = recipients or d["recipients"]
+        figures = await dispatch_once(
+            protocol,
+            recipients,
+            args.max_batch or d["max_batch"],
+            args.concurrency or d["concurrency"],
+            args.timeout,
+        )
+        url = figures.pop("url")
+        rate = figures["sms_per_s"]
+        ceiling_text = ""
+        if not args.no_ceiling and protocol == "gatewayapi":
+            tasks = figures["concurrency"]
+            ceiling = await claim_complete_ceiling(
+                url, recipients, 1, batch=figures["max_batch"], tasks=tasks
+            )
+            figures["ceiling"] = {
+                "kind": "claim+complete",
+                "workers": 1,
+                "tasks": tasks,
+                "msg_per_s": ceiling,
+            }
+            figures["ratio_to_ceiling"] = round(rate / ceiling, 3) if rate else None
+            ceiling_text = f"; claim+complete ceiling {ceiling:,.0f} msg/s"
+        elif not args.no_ceiling and protocol == "twilio":
+            requests = min(recipients, 50_000)
+            http = await http_ceiling(requests, figures["concurrency"], 1)
+            figures["ceiling"] = {"kind": "http per message", **http}
+            ceiling = http["msg_per_s"]
+            figures["ratio_to_ceiling"] = round(rate / ceiling, 3) if rate else None
+            ceiling_text = f"; per-message HTTP ceiling {ceiling:,.0f} msg/s"
+        if figures.get("ratio_to_ceiling") is not None:
+            ceiling_text += f" (ratio {figures['ratio_to_ceiling']:.2f})"
+        figures["postgres"] = await postgres_version(url)
+        state = "" if figures["completed"] else f" — NOT COMPLETE ({figures['alert_status']})"
+        report(
+            "dispatch",
+            figures,
+            f"{protocol}: {figures['sent']:,} SMS in "
+            f"{figures['seconds_first_submit_to_all_sent'] or float('nan'):.2f} s = "
+            f"{rate or 0:,.0f} SMS/s (sustained "
+            f"{figures['sms_per_s_sustained_p10_p90'] or float('nan'):,.0f}; batch "
+            f"{figures['max_batch']}, concurrency {figures['concurrency']})"
+            f"{ceiling_text}{state}",
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=[*DEFAULTS, "all"], default="all")
+    parser.add_argument(
+        "--recipients",
+        type=int,
+        default=0,
+        help="default: 500,000 gatewayapi, 100,000 twilio, 200,000 smpp",
+    )
+    parser.add_argument("--max-batch", type=int, default=0, help="default: 1000 / 100 / 1000")
+    parser.add_argument("--concurrency", type=int, default=0, help="default: 4 / 64 / 4")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per protocol")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling runs")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    run(main(parser.parse_args()))

@@ -1,0 +1,168 @@
+"""Fan-out time: one alert over a zone holding half of --total subscribers.
+
+Half of the subscribers live uniformly inside the benchmark box (the alert's zone), the other
+half in a larger box around it but outside the zone; ids are shuffled so the zone's subscribers
+are spread over the whole table, as registration order would have them. Each repeat creates a
+fresh alert on that zone and times the real `broadcaster.fanout.fan_out_next` (one transaction:
+claim the alert, INSERT ... SELECT the deliveries, mark it); deliveries are truncated between
+repeats. Target from the issue: 500,000 of 1,000,000 in at most 3 s.
+
+    python bench/fanout.py [--total 1000000] [--repeats 3] [--explain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import BOX, ZONE, fresh_database, postgres_version, report, run
+
+from broadcaster.alerts import NewAlert, create_alert
+from broadcaster.database import connect
+from broadcaster.fanout import FANOUT_POLYGON, fan_out_next
+from broadcaster.geo import SCALE, parse_area
+
+# Everyone outside the zone lives in this larger box around it (and not inside BOX).
+MARGIN = 0.25
+OUTER = (BOX[0] - MARGIN, BOX[1] - MARGIN, BOX[2] + MARGIN, BOX[3] + MARGIN)
+TARGET_SECONDS = 3.0
+
+
+def positions(total: int, inside: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lon, lat, is_inside) for `total` subscribers in id order, `inside` of them in BOX."""
+    rng = np.random.default_rng(seed)
+    is_inside = np.zeros(total, dtype=bool)
+    is_inside[rng.permutation(total)[:inside]] = True
+    lon = np.empty(total)
+    lat = np.empty(total)
+    lon[is_inside] = rng.uniform(BOX[0], BOX[2], inside)
+    lat[is_inside] = rng.uniform(BOX[1], BOX[3], inside)
+    outside = total - inside
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    have = 0
+    while have < outside:  # rejection sampling: the outer box minus the zone
+        x = rng.uniform(OUTER[0], OUTER[2], 2 * outside)
+        y = rng.uniform(OUTER[1], OUTER[3], 2 * outside)
+        keep = ~((x >= BOX[0]) & (x <= BOX[2]) & (y >= BOX[1]) & (y <= BOX[3]))
+        xs.append(x[keep])
+        ys.append(y[keep])
+        have += int(keep.sum())
+    lon[~is_inside] = np.concatenate(xs)[:outside]
+    lat[~is_inside] = np.concatenate(ys)[:outside]
+    return lon, lat, is_inside
+
+
+async def seed_half_inside(url: str, total: int, inside: int, seed: int = 1) -> None:
+    """`total` active subscribers with one location each, `inside` of them in the zone (COPY)."""
+    lon, lat, _ = positions(total, inside, seed)
+    conn = await connect(url)
+    try:
+        await conn.copy_records_to_table(
+            "subscribers",
+            columns=["id", "phone"],
+            records=((i + 1, f"+453{i:07d}") for i in range(total)),
+        )
+        await conn.copy_records_to_table(
+            "subscriber_locations",
+            columns=["subscriber_id", "position"],
+            records=((i + 1, (float(lon[i]) * SCALE, float(lat[i]) * SCALE)) for i in range(total)),
+        )
+        await conn.execute("SELECT setval('subscribers_id_seq', $1)", total)
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def explain(url: str) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the fan-out INSERT for a new alert, rolled back."""
+    conn = await connect(url)
+    try:
+        await conn.execute("TRUNCATE deliveries")
+        alert_id, _ = await create_alert(
+            conn, NewAlert("explain", ZONE, parse_area(ZONE), "normal", None, None), None, None
+        )
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + FANOUT_POLYGON, alert_id, 2)
+        finally:
+            await tr.rollback()
+        await conn.execute("UPDATE alerts SET status = 'cancelled' WHERE id = $1", alert_id)
+        return "\n".join(r[0] for r in rows)
+    finally:
+        await conn.close()
+
+
+async def main(total: int, repeats: int, show_plan: bool) -> None:
+    inside = total // 2
+    url = await fresh_database("broadcaster_bench_fanout")
+    t0 = time.perf_counter()
+    await seed_half_inside(url, total, inside)
+    seed_seconds = time.perf_counter() - t0
+    if show_plan:
+        print(await explain(url), file=sys.stderr, flush=True)
+    conn = await connect(url)
+    runs: list[float] = []
+    try:
+        for _ in range(repeats):
+            await conn.execute("TRUNCATE deliveries")
+            await create_alert(
+                conn, NewAlert("bench", ZONE, parse_area(ZONE), "normal", None, None), None, None
+            )
+            try:
+                await conn.execute("CHECKPOINT")  # no checkpoint of the last run's writes in ours
+            except Exception:  # not a superuser on an external server
+                pass
+            t0 = time.perf_counter()
+            result = await fan_out_next(conn)
+            seconds = time.perf_counter() - t0
+            assert result is not None
+            if result.recipients != inside:
+                raise RuntimeError(f"fan-out found {result.recipients} of {inside} recipients")
+            runs.append(seconds)
+        await conn.execute("TRUNCATE deliveries")
+    finally:
+        await conn.close()
+    best, median = min(runs), statistics.median(runs)
+    scaled = median * 500_000 / inside  # the issue's case: 500,000 recipients
+    figures = {
+        "subscribers": total,
+        "recipients": inside,
+        "repeats": repeats,
+        "seconds": [round(s, 3) for s in runs],
+        "seconds_median": round(median, 3),
+        "seconds_best": round(best, 3),
+        "rows_per_s_median": round(inside / median, 1),
+        "target_seconds_for_500k": TARGET_SECONDS,
+        "seconds_for_500k_at_median_rate": round(scaled, 2),
+        "meets_target": scaled <= TARGET_SECONDS,
+        "seed_seconds": round(seed_seconds, 1),
+        "postgres": await postgres_version(url),
+    }
+    report(
+        "fanout",
+        figures,
+        f"{inside:,} of {total:,} subscribers in the zone: fan-out median {median:.2f} s "
+        f"(best {best:.2f} s, {inside / median:,.0f} rows/s); at that rate 500,000 take "
+        f"{scaled:.2f} s (target ≤ {TARGET_SECONDS:.0f} s)",
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--total", type=int, default=1_000_000, help="subscribers (half inside)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--explain", action="store_true", help="print the plan to stderr")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.total, args.repeats = 20_000, 2
+    run(main(args.total, args.repeats, args.explain))

@@ -1,0 +1,433 @@
+"""Delivery receipts committed per second: GatewayAPI HTTP callbacks into one API process, and
+SMPP deliver_sm into one dispatcher.
+
+(a) HTTP. A fresh database with --receipts subscribers and as many deliveries in state 'sent'
+    through gateway 'primary', GatewayAPI style (one message id per 1000 recipients), made with
+    set-based SQL; one `broadcaster api` process with a gatewayapi gateway 'primary' and its
+    webhook secret; a load generator in its own process (aiohttp, --concurrency requests in
+    flight, tokens signed before the clock starts) POSTs one JWT-signed receipt per delivery
+    to /v1/callbacks/primary. Each answer comes after the receipt's transaction committed, so
+    receipts/s is counted from the first POST to the last answer; a count of 'delivered'
+    deliveries confirms it. Next to it, in the same run: a FastAPI no-op POST route under the
+    same server stack and client (bench/ceilings.api_ceiling), the ceiling of one API process.
+(b) SMPP. A broadcast to --smpp-receipts subscribers through an 'smpp' gateway to the SMSC
+    simulator (SmscSimulator, receipts held) and one `broadcaster dispatcher`; once every
+    delivery is 'sent', the receipts are released and the database is polled until every
+    delivery is 'delivered'. The dispatcher commits them through its receipt sink in batches
+    and answers each deliver_sm after the commit; the simulator keeps --smsc-window deliver_sm
+    unanswered at most (SmscOptions.receipt_window), so that window bounds each batch.
+
+    python bench/receipts.py [--receipts 50000] [--concurrency 64] [--api-requests 20000]
+                             [--smpp-receipts 50000] [--smsc-window 10 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    SECRET,
+    ZONE,
+    children,
+    fresh_database,
+    gateway_toml,
+    postgres_version,
+    report,
+    run,
+    seed_box,
+)
+
+from broadcaster import procs
+from broadcaster.alerts import NewAlert, create_alert
+from broadcaster.database import connect
+from broadcaster.geo import parse_area
+
+SCRIPT = str(Path(__file__).resolve())
+PER_MESSAGE_ID = 1000  # GatewayAPI: one id per message object of up to 1000 recipients
+FIRST_MSISDN = 4530000000  # harness.seed_box numbers subscribers +4530000000, +4530000001, ...
+SMPP_SYSTEM_ID, SMPP_PASSWORD = "bench", "benchpw"  # SMPP passwords are at most 8 characters
+
+# ------------------------------------------------------------------------------ (a) HTTP
+
+# Every subscriber got a delivery of one alert, accepted by 'primary' under one id per 1000.
+SEED_SENT = """
+WITH alert AS (
+    INSERT INTO alerts (message, area, priority, status, recipients, fanned_out_at)
+    VALUES ('bench', '{}'::jsonb, 2, 'dispatching', (SELECT count(*) FROM subscribers), now())
+    RETURNING id
+)
+INSERT INTO deliveries (alert_id, subscriber_id, priority, status, attempts, gateway,
+                        gateway_message_id, sent_at)
+SELECT alert.id, s.id, 2, 'sent', 1, 'primary', ((s.id - 1) / $1 + 1)::text, now()
+FROM alert, subscribers s
+"""
+
+
+async def http_receipts(receipts: int, concurrency: int) -> dict[str, Any]:
+    url = await fresh_database("broadcaster_bench_receipts")
+    await seed_box(url, receipts)
+    conn = await connect(url)
+    try:
+        await conn.execute(SEED_SENT, PER_MESSAGE_ID)
+        await conn.execute("ANALYZE deliveries")
+    finally:
+        await conn.close()
+    with children() as (started, log_dir):
+        port = procs.free_port()
+        api = f"http://127.0.0.1:{port}"
+        # The gateway's base_url is never called: the API only receives callbacks.
+        config = gateway_toml(log_dir / "gw.toml", "http://127.0.0.1:9", rate=1000)
+        started.append(
+            procs.start(
+                "api",
+                procs.broadcaster_argv("api"),
+                env={
+                    "DATABASE_URL": url,
+                    "BROADCASTER_CONFIG": str(config),
+                    "BROADCASTER_PORT": str(port),
+                    "BROADCASTER_PUBLIC_URL": api,
+                    "BROADCASTER_LOG_LEVEL": "warning",
+                },
+                log_dir=log_dir,
+                ready_url=f"{api}/readyz",
+            )
+        )
+        api_pid = started[-1].pid
+        conn = await connect(url)
+        try:
+            cpu0 = (_cpu_seconds(api_pid), await _backend_cpu(conn), _children_cpu())
+            out = await _subprocess_json(
+                SCRIPT,
+                "--load-generator",
+                "--target",
+                f"{api}/v1/callbacks/primary",
+                "--receipts",
+                str(receipts),
+                "--concurrency",
+                str(concurrency),
+            )
+            cpu1 = (_cpu_seconds(api_pid), await _backend_cpu(conn), _children_cpu())
+        finally:
+            await conn.close()
+    conn = await connect(url)
+    try:
+        delivered = await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        )
+        stored = await conn.fetchval("SELECT count(*) FROM delivery_receipts WHERE applied")
+    finally:
+        await conn.close()
+    seconds = out["seconds"]
+    backends = sum(t - cpu0[1].get(pid, 0.0) for pid, t in cpu1[1].items())
+    return {
+        "receipts": receipts,
+        "concurrency": concurrency,
+        "answered_2xx": out["ok"],
+        "answered_other": out["failed"],
+        "delivered_in_db": delivered,
+        "receipts_applied_in_db": stored,
+        "seconds": round(seconds, 3),
+        "receipts_per_s": round(delivered / seconds, 1),
+        "latency_ms": out["latency_ms"],
+        # CPU cores kept busy while the receipts came in (the load generator includes its
+        # signing of every receipt before the clock started).
+        "cpu_cores_busy": {
+            "api": round((cpu1[0] - cpu0[0]) / seconds, 2),
+            "postgres_backends": round(backends / seconds, 2),
+        },
+        "load_generator_cpu_seconds": round(cpu1[2] - cpu0[2], 2),
+        "postgres": await postgres_version(url),
+    }
+
+
+def _signed_receipts(n: int) -> list[tuple[bytes, str]]:
+    """(body, X-Gwapi-Signature) per delivery, as the GatewayAPI simulator signs them."""
+    import jwt
+
+    now = int(time.time())
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns about short HMAC keys
+        for i in range(n):
+            payload = {
+                "id": i // PER_MESSAGE_ID + 1,
+                "msisdn": FIRST_MSISDN + i,
+                "status": "DELIVERED",
+                "time": now,
+            }
+            body = json.dumps(payload).encode()
+            out.append((body, jwt.encode(payload, SECRET, algorithm="HS256")))
+    return out
+
+
+async def _load_generator(target: str, receipts: int, concurrency: int) -> None:
+    """POST every receipt once, `concurrency` in flight; prints a JSON line with the figures."""
+    import aiohttp
+
+    signed = _signed_receipts(receipts)
+    ok = failed = 0
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        indexes = iter(range(receipts))
+
+        async def worker() -> None:
+            nonlocal ok, failed
+            for i in indexes:
+                body, token = signed[i]
+                headers = {"Content-Type": "application/json", "X-Gwapi-Signature": token}
+                t0 = time.perf_counter()
+                async with session.post(target, data=body, headers=headers) as r:
+                    await r.read()
+                latencies.append(time.perf_counter() - t0)
+                if 200 <= r.status < 300:
+                    ok += 1
+                else:
+                    failed += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    latencies.sort()
+    pct = {
+        f"p{q}": round(1000 * latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))], 1)
+        for q in (50, 99)
+    }
+    print(json.dumps({"seconds": seconds, "ok": ok, "failed": failed, "latency_ms": pct}))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backend_cpu(conn: Any) -> dict[int, float]:
+    """CPU seconds so far of the server processes working for this database (same host)."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    return {r["pid"]: _cpu_seconds(r["pid"]) for r in rows}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _subprocess_json(*argv: str) -> dict[str, Any]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        out, _ = await child.communicate()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    if child.returncode != 0:
+        raise RuntimeError(f"{Path(argv[0]).name} {argv[1]} failed (status {child.returncode})")
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+# ------------------------------------------------------------------------------ (b) SMPP
+
+
+async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str, Any]:
+    url = await fresh_database("broadcaster_bench_receipts_smpp")
+    await seed_box(url, receipts)
+    with children() as (started, log_dir):
+        port, http_port = procs.free_port(), procs.free_port()
+        argv = [SCRIPT, "--serve-smsc", "--port", str(port), "--http-port", str(http_port)]
+        argv += ["--smsc-window", str(window)]
+        started.append(
+            procs.start(
+                "smsc", [sys.executable, *argv], env={}, log_dir=log_dir, ready_line="listening on"
+            )
+        )
+        sim = f"http://127.0.0.1:{http_port}"
+        config = log_dir / "gw.toml"
+        config.write_text(
+            f'[[gateways]]\nname = "smsc"\ntype = "smpp"\nbase_url = "smpp://127.0.0.1:{port}"\n'
+            f'token = "{SMPP_SYSTEM_ID}:{SMPP_PASSWORD}"\nrate_per_second = 10000000\n'
+            f'max_batch = 200\nconcurrency = 4\nsender = "POLITI"\n'
+        )
+        started.append(
+            procs.start(
+                "dispatcher",
+                procs.broadcaster_argv("dispatcher"),
+                env={
+                    "DATABASE_URL": url,
+                    "BROADCASTER_CONFIG": str(config),
+                    "BROADCASTER_LOG_LEVEL": "info",
+                    "BROADCASTER_POLL_INTERVAL": "0.2",
+                },
+                log_dir=log_dir,
+                ready_line="dispatcher started",
+            )
+        )
+        conn = await connect(url)
+        try:
+            t0 = time.time()
+            alert_id, _ = await create_alert(
+                conn, NewAlert("bench", ZONE, parse_area(ZONE), "normal", None, None), None, None
+            )
+            deadline = t0 + timeout
+            sent = 0
+            while time.time() < deadline:
+                sent = await _count(conn, alert_id, "sent")
+                if sent == receipts:
+                    break
+                await asyncio.sleep(0.1)
+            send_seconds = time.time() - t0
+            if sent != receipts:
+                raise RuntimeError(f"only {sent} of {receipts} deliveries were sent")
+            held = _sim(sim, "GET", "/_sim/stats")["receipts_held"]
+            start = time.time()
+            released = _sim(sim, "POST", "/_sim/release")["released"]
+            delivered = 0
+            deadline = start + timeout
+            while time.time() < deadline:
+                delivered = await _count(conn, alert_id, "delivered")
+                if delivered == receipts:
+                    break
+                await asyncio.sleep(0.05)
+            seconds = time.time() - start
+        finally:
+            await conn.close()
+    if delivered != receipts:
+        raise RuntimeError(f"only {delivered} of {receipts} receipts were committed")
+    return {
+        "receipts": receipts,
+        "smsc_window": window,
+        "held": held,
+        "released": released,
+        "delivered_in_db": delivered,
+        "seconds": round(seconds, 3),
+        "receipts_per_s": round(delivered / seconds, 1),
+        "send_seconds": round(send_seconds, 2),
+    }
+
+
+async def _count(conn: Any, alert_id: int, status: str) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE alert_id = $1 AND status = $2", alert_id, status
+        )
+    )
+
+
+def _sim(base: str, method: str, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base}{path}", method=method, data=b"" if method == "POST" else None
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return dict(json.loads(r.read()))
+
+
+async def _serve_smsc(port: int, http_port: int, window: int) -> None:
+    """The SMSC simulator with receipts held and a chosen receipt window (not a CLI option)."""
+    from gateway_adapters.simulator_smpp import SmscOptions, serve
+
+    options = SmscOptions(
+        system_id=SMPP_SYSTEM_ID,
+        password=SMPP_PASSWORD,
+        hold_receipts=True,
+        receipt_window=window,
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+
+    def ready(smpp: int, http: int | None) -> None:
+        print(f"listening on smpp://127.0.0.1:{smpp} http://127.0.0.1:{http}", flush=True)
+
+    await serve(options, "127.0.0.1", port, http_port=http_port, ready=ready, stop=stop)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+async def main(args: argparse.Namespace) -> None:
+    from ceilings import api_ceiling
+
+    figures: dict[str, Any] = {}
+    parts = []
+    if args.only in (None, "http"):
+        http = await http_receipts(args.receipts, args.concurrency)
+        ceiling = await api_ceiling(args.api_requests, args.concurrency)
+        figures["http_gatewayapi"] = http
+        figures["api_noop_ceiling"] = ceiling
+        figures["http_share_of_ceiling"] = round(http["receipts_per_s"] / ceiling["req_per_s"], 3)
+        parts.append(
+            f"HTTP (GatewayAPI, 1 API process, {args.concurrency} in flight): "
+            f"{http['receipts_per_s']:,.0f} receipts/s committed "
+            f"({http['delivered_in_db']:,} of {args.receipts:,} delivered in the DB), "
+            f"FastAPI no-op ceiling {ceiling['req_per_s']:,.0f} req/s"
+        )
+    if args.only in (None, "smpp"):
+        smpp = {
+            f"window_{w}": await smpp_receipts(args.smpp_receipts, w, args.timeout)
+            for w in args.smsc_window
+        }
+        figures["smpp"] = smpp
+        parts.append(
+            "SMPP deliver_sm via the dispatcher: "
+            + ", ".join(
+                f"{s['receipts_per_s']:,.0f}/s (SMSC window {s['smsc_window']})"
+                for s in smpp.values()
+            )
+        )
+    report("receipts", figures, "; ".join(parts))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--receipts", type=int, default=50_000, help="HTTP receipts")
+    parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
+    parser.add_argument("--api-requests", type=int, default=20_000, help="no-op ceiling POSTs")
+    parser.add_argument("--smpp-receipts", type=int, default=50_000)
+    parser.add_argument(
+        "--smsc-window",
+        type=int,
+        nargs="+",
+        default=[10, 200],
+        help="deliver_sm the SMSC keeps unanswered at most (one run each)",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
+    parser.add_argument("--only", choices=["http", "smpp"], help="run one part only")
+    # Internal modes: the child processes this script starts.
+    parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-smsc", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_generator:
+        import uvloop
+
+        uvloop.run(_load_generator(args.target, args.receipts, args.concurrency))
+    elif args.serve_smsc:
+        import uvloop
+
+        uvloop.run(_serve_smsc(args.port, args.http_port, args.smsc_window[0]))
+    else:
+        run(main(args))
