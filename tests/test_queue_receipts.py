@@ -233,9 +233,22 @@ async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool
             "INSERT INTO subscriber_locations (subscriber_id, position) "
             "SELECT id, point(12.05e6 + id, 55.05e6) FROM subscribers"
         )
+        # A previous broadcast, finished and analyzed: the statistics say nothing is open.
+        await queue_alert(conn, DONUT)
+        await fan_out_next(conn)
+        await conn.execute("UPDATE deliveries SET status = 'sent'")
+        await conn.execute("ANALYZE deliveries")
         await queue_alert(conn, DONUT)
         result = await fan_out_next(conn)
         assert result is not None and result.recipients == 20_000
+    async with pool.acquire() as conn:
+        claim_plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 60.0, "w", 2)
+        )
+    # The fan-out refreshed the statistics: the claim walks the due index rather than sorting
+    # every open row.
+    assert "deliveries_due" in claim_plan, claim_plan
+    assert "Sort" not in claim_plan, claim_plan
     claimed = await queue.claim(pool, 1000, 60, "w")
     async with pool.acquire() as conn:
         plan = "\n".join(

@@ -17,6 +17,8 @@ from broadcaster.geo import BOUNDARY_TOLERANCE, EARTH_RADIUS_M, SCALE
 
 log = logging.getLogger(__name__)
 
+ANALYZE_AFTER_ROWS = 10_000
+
 CLAIM_QUEUED_ALERT = """
 SELECT id, priority, expires_at, area->>'type' AS area_type, expires_at <= now() AS expired
 FROM alerts
@@ -96,6 +98,12 @@ async def fan_out_next(conn: asyncpg.Connection) -> FanoutResult | None:
         await conn.execute("SET LOCAL work_mem = '64MB'")
         status = await conn.execute(query, alert["id"], alert["priority"])
         recipients = int(status.split()[-1])
+        if recipients >= ANALYZE_AFTER_ROWS:
+            # Statistics that include the new rows, before anyone claims them: with the old ones
+            # (no rows open) the planner sorted every open delivery on each claim instead of
+            # walking the due index, and a 500k broadcast slowed down to a crawl. Inside the
+            # transaction ANALYZE counts our own uncommitted rows as live.
+            await conn.execute("ANALYZE deliveries")
         await conn.execute(MARK_FANNED_OUT, alert["id"], recipients)
         if recipients:
             await conn.execute("SELECT pg_notify($1, 'deliveries')", WAKEUP_CHANNEL)
