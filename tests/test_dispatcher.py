@@ -212,3 +212,14 @@ async def test_alert_priority_and_expiry_reach_the_gateway(
         assert m["priority"] == "VERY_URGENT"
         assert 3500 <= m["validity_period"] <= 3600
         assert m["encoding"] == "UTF8"
+
+
+def test_retry_delay_grows_exponentially_with_bounded_jitter() -> None:
+    from broadcaster.dispatcher import MAX_BACKOFF_SECONDS, retry_delay
+
+    for attempt in range(1, 8):
+        floor = 2.0 * 2 ** (attempt - 1)
+        delays = [retry_delay(attempt, 2.0) for _ in range(50)]
+        assert all(floor <= d <= floor + 2.0 for d in delays), (attempt, delays)
+        assert len(set(delays)) > 1  # jittered
+    assert retry_delay(30, 2.0) == MAX_BACKOFF_SECONDS

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import tenacity
 
 from broadcaster import metrics, queue, receipts, roster
 from broadcaster.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
@@ -62,9 +63,13 @@ def worker_name() -> str:
 
 
 def retry_delay(attempts: int, base: float) -> float:
-    """Exponential backoff with full jitter on top of the floor, capped."""
-    delay = min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, attempts - 1))
-    return delay + random.uniform(0, base)
+    """Seconds before submission number `attempts + 1`: exponential backoff from `base` with up
+    to `base` of jitter, capped (tenacity's strategy). The dispatcher stores the result as the
+    delivery's due_at, so the schedule survives a restart; tenacity only computes it."""
+    strategy = tenacity.wait_exponential_jitter(initial=base, max=MAX_BACKOFF_SECONDS, jitter=base)
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, attempts)
+    return float(strategy(state))
 
 
 @dataclass
