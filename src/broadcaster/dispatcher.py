@@ -66,7 +66,9 @@ def retry_delay(attempts: int, base: float) -> float:
     """Seconds before submission number `attempts + 1`: exponential backoff from `base` with up
     to `base` of jitter, capped (tenacity's strategy). The dispatcher stores the result as the
     delivery's due_at, so the schedule survives a restart; tenacity only computes it."""
-    strategy = tenacity.wait_exponential_jitter(initial=base, max=MAX_BACKOFF_SECONDS, jitter=base)
+    strategy = tenacity.wait_exponential_jitter(
+        multiplier=base, max=MAX_BACKOFF_SECONDS, jitter=base
+    )
     state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = max(1, attempts)
     return float(strategy(state))
