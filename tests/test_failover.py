@@ -217,8 +217,8 @@ async def test_gateway_down_then_back_mid_broadcast(db_url: str, pool: asyncpg.P
         breaker_failures=2,
         breaker_open_seconds=0.3,
         gateways=[
-            gateway("primary", pa, rate=300, max_batch=30),
-            gateway("secondary", pb, rate=300, max_batch=30),
+            gateway("primary", pa, rate=150, max_batch=30),
+            gateway("secondary", pb, rate=150, max_batch=30),
         ],
     )
     async with pool.acquire() as conn:

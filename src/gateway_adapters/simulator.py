@@ -12,29 +12,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
-import inspect
 import itertools
 import json
 import logging
 import random
-import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import jwt
 from aiohttp import web
 
 from gateway_adapters.gatewayapi import SHORT_KEY_WARNING
+from gateway_adapters.simulator_common import (
+    CALLBACK_BACKOFF_SECONDS,
+    CALLBACK_RETRIES,
+    HttpGatewaySimulator,
+    ReceiptJob,
+    add_fault_options,
+    http_serve,
+    non_negative,
+    number,
+    options_from_args,
+    port,
+    ratio,
+    serve_http_until_signalled,
+    simulator_parser,
+)
+from gateway_adapters.simulator_common import (
+    HttpStats as _Stats,
+)
 
 log = logging.getLogger(__name__)
 
-CALLBACK_RETRIES = 5  # retries after the first attempt
-CALLBACK_BACKOFF_SECONDS = 0.05  # doubled per retry: 0.05 .. 0.8 s
 FAILURE_ERROR = "Simulated delivery failure"
 FAILURE_CODE = "SIM-0001"
 
@@ -59,90 +71,33 @@ class SimulatorOptions:
     seed: int | None = None
 
 
-@dataclass
-class _Stats:
-    requests: int = 0
-    recipients: int = 0
-    rejected_requests: int = 0
-    receipts_sent: int = 0
-    receipts_failed: int = 0
-
-
-@dataclass
-class _ReceiptJob:
-    """The receipts of one recipient, posted in order by one worker (ENROUTE before final)."""
-
-    callback_url: str
-    payloads: list[dict[str, Any]] = field(default_factory=list)
+_ReceiptJob = ReceiptJob[dict[str, Any]]
 
 
 class _BadRequest(Exception):
     pass
 
 
-class GatewaySimulator:
+class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
     """The simulator's state and HTTP app; `start()` binds it, `close()` stops everything."""
 
     def __init__(self, options: SimulatorOptions | None = None) -> None:
         self.options = options or SimulatorOptions()
+        super().__init__(self.options)
         self.stats = _Stats()
         self.messages: list[dict[str, Any]] = []
         # (wall-clock time, recipients, userref) per accepted message object: rate measurements.
         self.timeline: list[tuple[float, int, str | None]] = []
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
-        self._queue: asyncio.Queue[_ReceiptJob] = asyncio.Queue()
-        self._held: list[_ReceiptJob] = []
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._pending = 0  # receipts not yet posted or given up (held, delayed, queued, in flight)
-        self._workers: list[asyncio.Task[None]] = []
-        self._client: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application()
         self.app.add_routes(
             [
                 web.post("/rest/mtsms", self._handle_send),
-                web.get("/_sim/messages", self._handle_messages),
-                web.get("/_sim/stats", self._handle_stats),
+                *self._inspection_routes(),
                 web.get("/_sim/timeline", self._handle_timeline),
-                web.post("/_sim/release", self._handle_release),
-                web.post("/_sim/reset", self._handle_reset),
+                *self._control_routes(),
             ]
         )
-
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Bind and start the workers; return the actual port."""
-        concurrency = max(1, self.options.receipt_concurrency)
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency),
-            timeout=aiohttp.ClientTimeout(total=10),
-        )
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(concurrency)]
-        # A short shutdown timeout: a simulator has nothing worth waiting for on exit.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        actual_port: int = self._runner.addresses[0][1]
-        return actual_port
-
-    async def close(self) -> None:
-        """Stop serving, drop receipts not yet posted, and release every resource."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -255,24 +210,8 @@ class GatewaySimulator:
                 job.payloads.append(self._receipt(message_id, msisdn, userref, "ENROUTE"))
             if self.options.duplicate_receipts:
                 job.payloads += [dict(p) for p in job.payloads]
-            self._pending += len(job.payloads)
             jobs.append(job)
-
-        if self.options.hold_receipts:
-            self._held.extend(jobs)
-            return
-        # A timer rather than sleeping workers, so the delay does not eat into the pool.
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-
-        def enqueue() -> None:
-            if timer is not None:
-                self._timers.discard(timer)
-            for job in jobs:
-                self._queue.put_nowait(job)
-
-        timer = loop.call_later(max(0.0, self.options.receipt_delay_ms / 1000), enqueue)
-        self._timers.add(timer)
+        self._schedule_jobs(jobs)
 
     @staticmethod
     def _receipt(message_id: int, msisdn: int, userref: str | None, status: str) -> dict[str, Any]:
@@ -286,136 +225,49 @@ class GatewaySimulator:
             "userref": userref,
         }
 
-    async def _worker(self) -> None:
-        while True:
-            job = await self._queue.get()
-            try:
-                for payload in job.payloads:
-                    ok = await self._post_receipt(job.callback_url, payload)
-                    self._pending -= 1
-                    if ok:
-                        self.stats.receipts_sent += 1
-                    else:
-                        self.stats.receipts_failed += 1
-            finally:
-                self._queue.task_done()
-
     async def _post_receipt(self, url: str, payload: dict[str, Any]) -> bool:
         """POST one signed receipt, retrying a few times; True once the receiver took it."""
-        assert self._client is not None
         with warnings.catch_warnings():
             # The default secret is short on purpose (easy to type); that is fine for a simulator.
             warnings.simplefilter("ignore", SHORT_KEY_WARNING)
             signature = jwt.encode(payload, self.options.webhook_secret, algorithm="HS256")
-        headers = {"X-Gwapi-Signature": signature}
-        for attempt in range(CALLBACK_RETRIES + 1):
-            if attempt:
-                await asyncio.sleep(CALLBACK_BACKOFF_SECONDS * 2 ** (attempt - 1))
-            try:
-                async with self._client.post(url, json=payload, headers=headers) as resp:
-                    await resp.read()
-                    if 200 <= resp.status < 300:
-                        return True
-                    log.debug("callback answered %d (attempt %d)", resp.status, attempt + 1)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                log.debug("callback failed: %s (attempt %d)", exc, attempt + 1)
-        log.warning("gave up on a receipt for message %s", payload["id"])
-        return False
+        request = {"json": payload, "headers": {"X-Gwapi-Signature": signature}}
+        policy = (CALLBACK_RETRIES, CALLBACK_BACKOFF_SECONDS, log)
+        what = f"a receipt for message {payload['id']}"
+        return await self._post_with_retries(url, request, policy, what)
 
     # -- inspection ------------------------------------------------------------------------------
-
-    async def _handle_messages(self, request: web.Request) -> web.Response:
-        return web.json_response(self.messages)
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        stats = dict(vars(self.stats), receipts_pending=self._pending)
-        return web.json_response(stats)
 
     async def _handle_timeline(self, request: web.Request) -> web.Response:
         return web.json_response(self.timeline)
 
-    async def _handle_release(self, request: web.Request) -> web.Response:
-        held, self._held = self._held, []
-        for job in held:
-            self._queue.put_nowait(job)
-        return web.json_response({"released": sum(len(job.payloads) for job in held)})
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        # Receipts already under way keep going (and keep counting as pending): they are work,
-        # not history. Ids keep increasing so old receipts cannot be confused with new messages.
+    def _reset(self) -> None:
+        # Ids keep increasing so old receipts cannot be confused with new messages.
         self.messages.clear()
         self.timeline.clear()
         self.stats = _Stats()
-        return web.json_response({"reset": True})
 
 
-async def serve(
-    options: SimulatorOptions,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    ready: Callable[[int], object] | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Serve until `stop` is set (or forever); `ready(port)` is called once bound."""
-    simulator = GatewaySimulator(options)
-    try:
-        actual_port = await simulator.start(host, port)
-        if ready is not None:
-            result = ready(actual_port)
-            if inspect.isawaitable(result):
-                await result
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await simulator.close()
+# `serve(options, host, port, *, ready, stop)`: serve until `stop` is set (or forever);
+# `ready(port)` is called once bound.
+serve = http_serve(GatewaySimulator)
 
 
 # -- command line --------------------------------------------------------------------------------
 
 
-def _number(value: str, kind: type[float] | type[int] = float) -> float:
-    try:
-        return kind(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-
-
-def _ratio(value: str) -> float:
-    number = _number(value)
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return number
-
-
-def _non_negative(value: str) -> float:
-    number = _number(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return number
-
-
-def _port(value: str) -> int:
-    number = int(_number(value, int))
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {value}")
-    return number
+_number, _ratio, _non_negative, _port = number, ratio, non_negative, port
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = SimulatorOptions()
-    parser = argparse.ArgumentParser(
-        prog="broadcaster simulate-gateway",
-        description="Run a GatewayAPI-compatible SMS gateway simulator.",
+    parser = simulator_parser(
+        "broadcaster simulate-gateway", "Run a GatewayAPI-compatible SMS gateway simulator."
     )
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    add("--port", type=_port, default=9100, help="port to bind, 0 = any free (default %(default)s)")
     add("--token", default=defaults.token, help="expected API token")
     add("--webhook-secret", default=defaults.webhook_secret, help="HS256 key signing receipts")
-    add("--latency-ms", type=_non_negative, default=defaults.latency_ms)
-    add("--failure-ratio", type=_ratio, default=defaults.failure_ratio)
-    add("--delivered-ratio", type=_ratio, default=defaults.delivered_ratio)
-    add("--receipt-delay-ms", type=_non_negative, default=defaults.receipt_delay_ms)
+    add_fault_options(parser, defaults, [("failure", None)])
     add("--send-enroute", action="store_true", help="post ENROUTE before each final receipt")
     add("--duplicate-receipts", action="store_true", help="post every receipt twice")
     add("--enroute-after-final", action="store_true", help="post ENROUTE after the final receipt")
@@ -463,36 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(PROTOCOLS[protocol])
         return int(module.main(argv))
     args = build_parser().parse_args(argv)
-    options = SimulatorOptions(
-        token=args.token,
-        webhook_secret=args.webhook_secret,
-        latency_ms=args.latency_ms,
-        failure_ratio=args.failure_ratio,
-        delivered_ratio=args.delivered_ratio,
-        receipt_delay_ms=args.receipt_delay_ms,
-        send_enroute=args.send_enroute,
-        duplicate_receipts=args.duplicate_receipts,
-        enroute_after_final=args.enroute_after_final,
-        hold_receipts=args.hold_receipts,
-        seed=args.seed,
-    )
-
-    def announce(port: int) -> None:
-        print(f"simulator listening on http://{args.host}:{port}", flush=True)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(options, args.host, args.port, ready=announce, stop=stop)
-
-    try:
-        asyncio.run(run())
-    except OSError as exc:  # e.g. the port is taken
-        print(f"broadcaster simulate-gateway: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    options = options_from_args(SimulatorOptions, args)
+    return serve_http_until_signalled(serve, options, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,9 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import inspect
 import itertools
 import logging
 import random
-import signal
-import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +28,15 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway_adapters.simulator_common import (
+    add_fault_options,
+    call_later_tracked,
+    notify_ready,
+    options_from_args,
+    port,
+    run_until_signalled,
+    simulator_parser,
+)
 from gateway_adapters.smpp_codec import (
     DATA_CODING_DEFAULT,
     ESM_CLASS_DELIVERY_RECEIPT,
@@ -500,16 +506,8 @@ class SmscSimulator:
             self._held.append(receipt)
             return
         # A timer rather than a sleeping task per receipt: cheap at benchmark volumes.
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-
-        def enqueue() -> None:
-            if timer is not None:
-                self._timers.discard(timer)
-            self._ready.put_nowait(receipt)
-
-        timer = loop.call_later(max(0.0, self.options.receipt_delay_ms / 1000), enqueue)
-        self._timers.add(timer)
+        delay = max(0.0, self.options.receipt_delay_ms / 1000)
+        call_later_tracked(self._timers, delay, lambda: self._ready.put_nowait(receipt))
 
     async def _pump(self) -> None:
         """Hand each ready receipt to a bound connection, `receipt_window` at a time."""
@@ -549,16 +547,8 @@ class SmscSimulator:
             self._unacked -= 1
             return
         self.stats.receipts_refused += 1
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-
-        def again() -> None:
-            if timer is not None:
-                self._timers.discard(timer)
-            self._ready.put_nowait(receipt)
-
-        timer = loop.call_later(self.options.redelivery_delay_ms / 1000, again)
-        self._timers.add(timer)
+        delay = self.options.redelivery_delay_ms / 1000
+        call_later_tracked(self._timers, delay, lambda: self._ready.put_nowait(receipt))
 
     def _receipt_pdu(self, receipt: _Receipt) -> DeliverSm:
         delivered = receipt.stat == "DELIVRD"
@@ -630,10 +620,7 @@ async def serve(
     try:
         actual_port = await simulator.start(host, port)
         actual_http = await simulator.start_http(host, http_port) if http_port is not None else None
-        if ready is not None:
-            result = ready(actual_port, actual_http)
-            if inspect.isawaitable(result):
-                await result
+        await notify_ready(ready, actual_port, actual_http)
         await (stop or asyncio.Event()).wait()
     finally:
         await simulator.close()
@@ -642,56 +629,26 @@ async def serve(
 # -- command line --------------------------------------------------------------------------------
 
 
-def _number(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-
-
-def _ratio(value: str) -> float:
-    number = _number(value)
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return number
-
-
-def _non_negative(value: str) -> float:
-    number = _number(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return number
-
-
 def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {value}")
-    return number
+    return port(value, invalid="not a port")
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = SmscOptions()
-    parser = argparse.ArgumentParser(
-        prog="broadcaster simulate-gateway --protocol smpp",
-        description="Run an SMPP 3.4 SMSC simulator.",
+    parser = simulator_parser(
+        "broadcaster simulate-gateway --protocol smpp",
+        "Run an SMPP 3.4 SMSC simulator.",
+        default_port=2775,
+        port_type=_port,
+        port_help="SMPP port, 0 = any free (default %(default)s)",
     )
     add = parser.add_argument
     # Accepted so the generic simulator command can pass its whole command line on.
     add("--protocol", choices=["smpp"], default="smpp", help=argparse.SUPPRESS)
-    add("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    add("--port", type=_port, default=2775, help="SMPP port, 0 = any free (default %(default)s)")
     add("--http-port", type=_port, default=None, help="port of the /_sim/* HTTP endpoints")
     add("--system-id", default=defaults.system_id, help="expected system_id")
     add("--password", default=defaults.password, help="expected password")
-    add("--latency-ms", type=_non_negative, default=defaults.latency_ms)
-    add("--throttle-ratio", type=_ratio, default=defaults.throttle_ratio)
-    add("--invalid-ratio", type=_ratio, default=defaults.invalid_ratio)
-    add("--delivered-ratio", type=_ratio, default=defaults.delivered_ratio)
-    add("--receipt-delay-ms", type=_non_negative, default=defaults.receipt_delay_ms)
+    add_fault_options(parser, defaults, [("throttle", None), ("invalid", None)])
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
     add("--receipt-tlvs", action="store_true", help="add receipted_message_id/message_state")
     add("--seed", type=int, default=None, help="seed for reproducible outcomes")
@@ -701,18 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; serves until SIGTERM or SIGINT."""
     args = build_parser().parse_args(argv)
-    options = SmscOptions(
-        system_id=args.system_id,
-        password=args.password,
-        latency_ms=args.latency_ms,
-        throttle_ratio=args.throttle_ratio,
-        invalid_ratio=args.invalid_ratio,
-        delivered_ratio=args.delivered_ratio,
-        receipt_delay_ms=args.receipt_delay_ms,
-        hold_receipts=args.hold_receipts,
-        receipt_tlvs=args.receipt_tlvs,
-        seed=args.seed,
-    )
+    options = options_from_args(SmscOptions, args)
 
     def announce(port: int, http_port: int | None) -> None:
         line = f"simulator listening on smpp://{args.host}:{port}"
@@ -720,21 +666,11 @@ def main(argv: list[str] | None = None) -> int:
             line += f" http://{args.host}:{http_port}"
         print(line, flush=True)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(
+    return run_until_signalled(
+        lambda stop: serve(
             options, args.host, args.port, http_port=args.http_port, ready=announce, stop=stop
         )
-
-    try:
-        asyncio.run(run())
-    except OSError as exc:  # e.g. the port is taken
-        print(f"broadcaster simulate-gateway: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    )
 
 
 if __name__ == "__main__":

@@ -15,21 +15,29 @@ import asyncio
 import base64
 import binascii
 import hmac
-import inspect
 import logging
 import random
-import signal
-import sys
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
+from gateway_adapters.simulator_common import (
+    CALLBACK_BACKOFF_SECONDS,
+    CALLBACK_RETRIES,
+    HttpGatewaySimulator,
+    HttpStats,
+    ReceiptJob,
+    add_fault_options,
+    http_serve,
+    options_from_args,
+    serve_http_until_signalled,
+    simulator_parser,
+)
 from gateway_adapters.twilio import (
     API_VERSION,
     MESSAGING_SERVICE_PREFIX,
@@ -41,8 +49,6 @@ from gateway_adapters.twilio import (
 
 log = logging.getLogger(__name__)
 
-CALLBACK_RETRIES = 5  # retries after the first attempt
-CALLBACK_BACKOFF_SECONDS = 0.05  # doubled per retry: 0.05 .. 0.8 s
 FAILURE_STATUS = "undelivered"
 FAILURE_CODE = "30003"  # Twilio: unreachable destination handset
 RETRY_AFTER_SECONDS = "1"
@@ -66,22 +72,14 @@ class TwilioSimulatorOptions:
     seed: int | None = None
 
 
-@dataclass
-class _Stats:
-    requests: int = 0
-    recipients: int = 0  # accepted messages; named like the GatewayAPI simulator's stats
-    rejected_requests: int = 0  # every non-2xx answer, throttling included
-    throttled_requests: int = 0
-    receipts_sent: int = 0
-    receipts_failed: int = 0
+class _Stats(HttpStats):
+    # `recipients` counts accepted messages (named like the GatewayAPI simulator's stats).
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled_requests = 0
 
 
-@dataclass
-class _ReceiptJob:
-    """The callbacks of one message, posted in order by one worker ("sent" before final)."""
-
-    callback_url: str
-    payloads: list[dict[str, str]] = field(default_factory=list)
+_ReceiptJob = ReceiptJob[dict[str, str]]
 
 
 class _Refusal(Exception):
@@ -92,66 +90,23 @@ class _Refusal(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class TwilioSimulator:
+class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
     """The simulator's state and HTTP app; `start()` binds it, `close()` stops everything."""
 
     def __init__(self, options: TwilioSimulatorOptions | None = None) -> None:
         self.options = options or TwilioSimulatorOptions()
+        super().__init__(self.options)
         self.account_sid, self.auth_token = split_token(self.options.token)
         self.stats = _Stats()
         self.messages: list[dict[str, Any]] = []
         self._rng = random.Random(self.options.seed)
-        self._queue: asyncio.Queue[_ReceiptJob] = asyncio.Queue()
-        self._held: list[_ReceiptJob] = []
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._pending = 0  # callbacks not yet posted or given up (held, delayed, queued, in flight)
-        self._workers: list[asyncio.Task[None]] = []
-        self._client: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application()
         self.app.add_routes(
             [
                 web.post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json", self._handle_send),
-                web.get("/_sim/messages", self._handle_messages),
-                web.get("/_sim/stats", self._handle_stats),
-                web.post("/_sim/release", self._handle_release),
-                web.post("/_sim/reset", self._handle_reset),
+                *self._inspection_routes(),
+                *self._control_routes(),
             ]
         )
-
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Bind and start the workers; return the actual port."""
-        concurrency = max(1, self.options.receipt_concurrency)
-        self._client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency),
-            timeout=aiohttp.ClientTimeout(total=10),
-        )
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(concurrency)]
-        # A short shutdown timeout: a simulator has nothing worth waiting for on exit.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        actual_port: int = self._runner.addresses[0][1]
-        return actual_port
-
-    async def close(self) -> None:
-        """Stop serving, drop callbacks not yet posted, and release every resource."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -259,22 +214,7 @@ class TwilioSimulator:
             job.payloads.append(self._callback(sid, form, "delivered"))
         else:
             job.payloads.append(self._callback(sid, form, FAILURE_STATUS, FAILURE_CODE))
-        self._pending += len(job.payloads)
-
-        if self.options.hold_receipts:
-            self._held.append(job)
-            return
-        # A timer rather than sleeping workers, so the delay does not eat into the pool.
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-
-        def enqueue() -> None:
-            if timer is not None:
-                self._timers.discard(timer)
-            self._queue.put_nowait(job)
-
-        timer = loop.call_later(max(0.0, self.options.receipt_delay_ms / 1000), enqueue)
-        self._timers.add(timer)
+        self._schedule_jobs([job])
 
     def _callback(
         self, sid: str, form: dict[str, str], status: str, error_code: str | None = None
@@ -297,79 +237,24 @@ class TwilioSimulator:
             params["ErrorCode"] = error_code
         return params
 
-    async def _worker(self) -> None:
-        while True:
-            job = await self._queue.get()
-            try:
-                for payload in job.payloads:
-                    ok = await self._post_callback(job.callback_url, payload)
-                    self._pending -= 1
-                    if ok:
-                        self.stats.receipts_sent += 1
-                    else:
-                        self.stats.receipts_failed += 1
-            finally:
-                self._queue.task_done()
-
-    async def _post_callback(self, url: str, params: dict[str, str]) -> bool:
+    async def _post_receipt(self, url: str, params: dict[str, str]) -> bool:
         """POST one signed callback, retrying a few times; True once the receiver took it."""
-        assert self._client is not None
-        headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, url, params)}
-        for attempt in range(CALLBACK_RETRIES + 1):
-            if attempt:
-                await asyncio.sleep(CALLBACK_BACKOFF_SECONDS * 2 ** (attempt - 1))
-            try:
-                async with self._client.post(url, data=params, headers=headers) as resp:
-                    await resp.read()
-                    if 200 <= resp.status < 300:
-                        return True
-                    log.debug("callback answered %d (attempt %d)", resp.status, attempt + 1)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                log.debug("callback failed: %s (attempt %d)", exc, attempt + 1)
-        log.warning("gave up on a status callback for message %s", params["MessageSid"])
-        return False
+        signature = twilio_signature(self.auth_token, url, params)
+        request = {"data": params, "headers": {"X-Twilio-Signature": signature}}
+        policy = (CALLBACK_RETRIES, CALLBACK_BACKOFF_SECONDS, log)
+        what = f"a status callback for message {params['MessageSid']}"
+        return await self._post_with_retries(url, request, policy, what)
 
     # -- inspection ------------------------------------------------------------------------------
 
-    async def _handle_messages(self, request: web.Request) -> web.Response:
-        return web.json_response(self.messages)
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(vars(self.stats), receipts_pending=self._pending))
-
-    async def _handle_release(self, request: web.Request) -> web.Response:
-        held, self._held = self._held, []
-        for job in held:
-            self._queue.put_nowait(job)
-        return web.json_response({"released": sum(len(job.payloads) for job in held)})
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        # Callbacks already under way keep going (and keep counting as pending): they are work,
-        # not history.
+    def _reset(self) -> None:
         self.messages.clear()
         self.stats = _Stats()
-        return web.json_response({"reset": True})
 
 
-async def serve(
-    options: TwilioSimulatorOptions,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    ready: Callable[[int], object] | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Serve until `stop` is set (or forever); `ready(port)` is called once bound."""
-    simulator = TwilioSimulator(options)
-    try:
-        actual_port = await simulator.start(host, port)
-        if ready is not None:
-            result = ready(actual_port)
-            if inspect.isawaitable(result):
-                await result
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await simulator.close()
+# `serve(options, host, port, *, ready, stop)`: serve until `stop` is set (or forever);
+# `ready(port)` is called once bound.
+serve = http_serve(TwilioSimulator)
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -394,25 +279,17 @@ def _positive_int(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Imported here, not at the top: simulator.main dispatches to this module, and a module-level
-    # import in both directions would break whichever of the two is run with `-m`.
-    from gateway_adapters.simulator import _non_negative, _port, _ratio
-
     defaults = TwilioSimulatorOptions()
-    parser = argparse.ArgumentParser(
-        prog="broadcaster simulate-gateway",
-        description="Run a Twilio-compatible SMS gateway simulator.",
+    parser = simulator_parser(
+        "broadcaster simulate-gateway", "Run a Twilio-compatible SMS gateway simulator."
     )
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    add("--port", type=_port, default=9100, help="port to bind, 0 = any free (default %(default)s)")
     add("--token", type=_token, default=defaults.token, help="expected ACCOUNT_SID:AUTH_TOKEN")
-    add("--latency-ms", type=_non_negative, default=defaults.latency_ms)
-    add("--failure-ratio", type=_ratio, default=defaults.failure_ratio, help="answer 500")
-    add("--throttle-ratio", type=_ratio, default=defaults.throttle_ratio, help="answer 429")
-    add("--invalid-ratio", type=_ratio, default=defaults.invalid_ratio, help="answer 400/21211")
-    add("--delivered-ratio", type=_ratio, default=defaults.delivered_ratio)
-    add("--receipt-delay-ms", type=_non_negative, default=defaults.receipt_delay_ms)
+    add_fault_options(
+        parser,
+        defaults,
+        [("failure", "answer 500"), ("throttle", "answer 429"), ("invalid", "answer 400/21211")],
+    )
     add("--receipt-concurrency", type=_positive_int, default=defaults.receipt_concurrency)
     add("--send-sent", action="store_true", help="post 'sent' before each final status")
     add("--hold-receipts", action="store_true", help="keep callbacks until POST /_sim/release")
@@ -423,36 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; serves until SIGTERM or SIGINT."""
     args = build_parser().parse_args(argv)
-    options = TwilioSimulatorOptions(
-        token=args.token,
-        latency_ms=args.latency_ms,
-        failure_ratio=args.failure_ratio,
-        throttle_ratio=args.throttle_ratio,
-        invalid_ratio=args.invalid_ratio,
-        delivered_ratio=args.delivered_ratio,
-        receipt_delay_ms=args.receipt_delay_ms,
-        send_sent=args.send_sent,
-        hold_receipts=args.hold_receipts,
-        receipt_concurrency=args.receipt_concurrency,
-        seed=args.seed,
-    )
-
-    def announce(port: int) -> None:
-        print(f"simulator listening on http://{args.host}:{port}", flush=True)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(options, args.host, args.port, ready=announce, stop=stop)
-
-    try:
-        asyncio.run(run())
-    except OSError as exc:  # e.g. the port is taken
-        print(f"broadcaster simulate-gateway: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    options = options_from_args(TwilioSimulatorOptions, args)
+    return serve_http_until_signalled(serve, options, args.host, args.port)
 
 
 if __name__ == "__main__":
