@@ -347,3 +347,33 @@ async def test_a_gateway_refusing_to_bind_does_not_stop_the_others(
         await smsc.close()
         await fallback.close()
     assert len(fallback.messages) == 20 and smsc.messages == []
+
+
+async def test_throttling_simulator_is_honoured_and_costs_no_attempt(
+    db_url: str, pool: asyncpg.Pool
+) -> None:
+    sim, port = await start_sim(
+        throttle_ratio=0.4, throttle_retry_after=0.2, drop_ratio=0.0, seed=5
+    )
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        max_attempts=1,
+        gateways=[gateway("primary", port, max_batch=10)],
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(100)])
+        alert = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    try:
+        await wait_for(pool, FANNED, alert)
+        await wait_for(pool, OPEN, alert)
+    finally:
+        await running.close()
+        await sim.close()
+    rows = await pool.fetch("SELECT status, attempts FROM deliveries")
+    # With max_attempts=1 a counted throttle would have failed deliveries.
+    assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
+    assert sim.stats.rejected_requests > 0
+    msisdns = [m["msisdn"] for m in sim.messages]
+    assert len(msisdns) == len(set(msisdns)) == 100

@@ -21,6 +21,7 @@ from gateway_adapters.base import (
     DeliveryState,
     GatewayConfig,
     GatewayMisconfigured,
+    GatewayThrottled,
     GatewayUnavailable,
     OutboundMessage,
     ReceiptUpdate,
@@ -272,6 +273,8 @@ async def test_hold_and_release(receiver: Receiver, make_adapter) -> None:
 ERROR_CASES = {
     "failure ratio 1": (("--failure-ratio", "1.0"), SIM_TOKEN, GatewayUnavailable),
     "wrong token": ((), "not-the-token", GatewayMisconfigured),
+    "throttle ratio 1": (("--throttle-ratio", "1.0"), SIM_TOKEN, GatewayThrottled),
+    "drop ratio 1": (("--drop-ratio", "1.0"), SIM_TOKEN, GatewayUnavailable),
 }
 
 
@@ -279,12 +282,21 @@ ERROR_CASES = {
 async def test_refused_requests(receiver: Receiver, make_adapter, case) -> None:
     args, token, error = case
     async with running_simulator(*args) as url:
-        with pytest.raises(error):
+        with pytest.raises(error) as caught:
             await make_adapter(url, token=token).send_batch(batch(3))
         _, messages = await sim_get(url, "/_sim/messages")
         _, stats = await sim_get(url, "/_sim/stats")
     assert messages == []
     assert (stats["requests"], stats["rejected_requests"], stats["recipients"]) == (1, 1, 0)
+    if error is GatewayThrottled:
+        assert caught.value.retry_after == 1.0  # the simulator's Retry-After
+
+
+async def test_throttle_retry_after_is_configurable(receiver: Receiver, make_adapter) -> None:
+    async with running_simulator("--throttle-ratio", "1", "--throttle-retry-after", "3") as url:
+        with pytest.raises(GatewayThrottled) as caught:
+            await make_adapter(url).send_batch(batch(1))
+    assert caught.value.retry_after == 3.0
 
 
 BAD_BODIES: dict[str, Any] = {

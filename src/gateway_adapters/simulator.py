@@ -59,6 +59,10 @@ class SimulatorOptions:
     webhook_secret: str = "sim-secret"
     latency_ms: float = 0.0
     failure_ratio: float = 0.0
+    # Answer 429 with Retry-After (seconds), or drop the connection without answering.
+    throttle_ratio: float = 0.0
+    throttle_retry_after: float = 1.0
+    drop_ratio: float = 0.0
     delivered_ratio: float = 1.0
     receipt_delay_ms: float = 200.0
     send_enroute: bool = False
@@ -109,6 +113,15 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
             return self._reject(401, "SIM-AUTH", "missing or wrong API token")
         if self._rng.random() < self.options.failure_ratio:
             return self._reject(500, "SIM-FAIL", "simulated internal error")
+        if self._rng.random() < self.options.drop_ratio:
+            self.stats.rejected_requests += 1
+            if request.transport is not None:
+                request.transport.close()  # the client sees the connection reset, no answer
+            raise web.HTTPServiceUnavailable()
+        if self._rng.random() < self.options.throttle_ratio:
+            response = self._reject(429, "SIM-THROTTLED", "too many requests (simulated)")
+            response.headers["Retry-After"] = f"{self.options.throttle_retry_after:g}"
+            return response
         try:
             bodies = self._validate(await request.read())
         except _BadRequest as exc:
@@ -267,7 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--token", default=defaults.token, help="expected API token")
     add("--webhook-secret", default=defaults.webhook_secret, help="HS256 key signing receipts")
-    add_fault_options(parser, defaults, [("failure", None)])
+    add_fault_options(
+        parser,
+        defaults,
+        [("failure", "answer 500"), ("throttle", "answer 429"), ("drop", "drop the connection")],
+    )
+    add(
+        "--throttle-retry-after",
+        type=non_negative,
+        default=defaults.throttle_retry_after,
+        help="Retry-After seconds on 429 answers",
+    )
     add("--send-enroute", action="store_true", help="post ENROUTE before each final receipt")
     add("--duplicate-receipts", action="store_true", help="post every receipt twice")
     add("--enroute-after-final", action="store_true", help="post ENROUTE after the final receipt")
