@@ -377,3 +377,32 @@ async def test_throttling_simulator_is_honoured_and_costs_no_attempt(
     assert sim.stats.rejected_requests > 0
     msisdns = [m["msisdn"] for m in sim.messages]
     assert len(msisdns) == len(set(msisdns)) == 100
+
+
+async def test_throttling_halves_the_rate_and_it_recovers_gradually(
+    db_url: str, pool: asyncpg.Pool
+) -> None:
+    sim, port = await start_sim(throttle_ratio=1.0, throttle_retry_after=0.1)
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        gateways=[gateway("primary", port, rate=1000, max_batch=10)],
+    )
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(400)])
+        alert = await queue_alert(conn, DONUT)
+    running = Running(settings, pool, db_url)
+    lane = running.dispatcher.lanes[0]
+    try:
+        await wait_for(pool, FANNED, alert)
+        deadline = time.monotonic() + 10
+        while lane.speed > 0.25:  # several throttling episodes
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert lane.bucket.rate <= 250
+        sim.options.throttle_ratio = 0.0  # the gateway recovers
+        await wait_for(pool, OPEN, alert)
+        assert 0.25 < lane.speed  # regained step by step with the successful batches
+    finally:
+        await running.close()
+        await sim.close()

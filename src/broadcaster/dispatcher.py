@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_SECONDS = 15.0
 MAX_BACKOFF_SECONDS = 300.0
 HEARTBEAT_SECONDS = 1.0
+# After throttling a gateway's rate is halved (down to MIN_SPEED of the share) and regains
+# SPEED_STEP of the share per successful batch.
+MIN_SPEED = 0.05
+SPEED_STEP = 0.05
 # A dispatcher whose heartbeat is older than this no longer counts for the rate-limit shares.
 LIVE_SECONDS = 3.0
 EMERGENCY, NORMAL = PRIORITIES["emergency"], PRIORITIES["normal"]
@@ -83,10 +87,28 @@ class Lane:
     bucket: TokenBucket
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     paused_until: float = 0.0
+    # Fraction of our share we use: halved on each throttling answer, regained step by step on
+    # successful batches (additive increase, multiplicative decrease), so a gateway that
+    # throttles is not hit at full speed again the moment Retry-After runs out.
+    speed: float = 1.0
+    share: float = 0.0
 
     @property
     def name(self) -> str:
         return self.adapter.config.name
+
+    def set_share(self, share: float) -> None:
+        self.share = share
+        self.bucket.set_rate(max(share * self.speed, 1.0))
+
+    def slow_down(self) -> None:
+        self.speed = max(MIN_SPEED, self.speed / 2)
+        self.set_share(self.share)
+
+    def speed_up(self) -> None:
+        if self.speed < 1.0:
+            self.speed = min(1.0, self.speed + SPEED_STEP)
+            self.set_share(self.share)
 
     def usable(self) -> bool:
         return time.monotonic() >= self.paused_until and self.breaker.state == "closed"
@@ -180,7 +202,7 @@ class Dispatcher:
             log.info("rate-limit shares re-balanced", extra={"live": live})
         self._live = live
         for lane in self.lanes:
-            lane.bucket.set_rate(lane.adapter.config.rate_per_second / live)
+            lane.set_share(lane.adapter.config.rate_per_second / live)
 
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
         """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: committed
@@ -349,6 +371,8 @@ class Dispatcher:
             lane.breaker.record_success()
         else:
             lane.breaker.record_failure()
+        if not any(r.throttled for r in results):
+            lane.speed_up()
         return outcomes
 
     def _results(self, lane: Lane, sent: list[Claimed], results: list[SendResult]) -> list[Outcome]:
@@ -391,8 +415,11 @@ class Dispatcher:
 
     @staticmethod
     def _pause(lane: Lane, retry_after: float | None) -> None:
-        """Stop submitting to a throttling gateway for Retry-After (1 s when it gave none)."""
+        """Stop submitting to a throttling gateway for Retry-After (1 s when it gave none), and
+        come back slower."""
         wait = retry_after if retry_after is not None else 1.0
+        if time.monotonic() >= lane.paused_until:
+            lane.slow_down()  # once per throttling episode, not once per throttled message
         lane.paused_until = max(lane.paused_until, time.monotonic() + wait)
 
     def _retry_or_fail(
