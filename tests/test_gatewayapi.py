@@ -511,3 +511,28 @@ async def test_registry() -> None:
         create_adapter(GatewayConfig(name="gw2", type="carrier-pigeon", base_url="x"), "")
     assert isinstance(caught.value, ValueError)
     assert "carrier-pigeon" in str(caught.value) and "gatewayapi" in str(caught.value)
+
+
+def test_every_adapter_declares_its_limits_and_the_registry_caps_the_config() -> None:
+    from gateway_adapters.base import AdapterLimits
+    from gateway_adapters.registry import ADAPTERS, capped
+
+    for name, cls in ADAPTERS.items():
+        assert isinstance(cls.limits, AdapterLimits), name
+    config = GatewayConfig(
+        name="gw",
+        type="gatewayapi",
+        base_url="http://127.0.0.1:9",
+        concurrency=100,
+        rate_per_second=50_000,
+    )
+    assert capped(config, AdapterLimits(None, 40, 10_000)) == GatewayConfig(
+        name="gw",
+        type="gatewayapi",
+        base_url="http://127.0.0.1:9",
+        concurrency=40,
+        rate_per_second=10_000,
+    )
+    assert capped(config, AdapterLimits(None, None, None)) is config
+    adapter = create_adapter(config, CALLBACK_URL)
+    assert adapter.config.concurrency == 40  # GatewayAPI: 40 open connections per IP

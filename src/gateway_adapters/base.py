@@ -56,6 +56,16 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterLimits:
+    """What a provider allows, declared by its adapter; None where the provider sets no fixed
+    limit (it depends on the account). The registry caps a gateway's configuration to these."""
+
+    recipients_per_request: int | None
+    concurrent_requests: int | None
+    messages_per_second: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One SMS to one recipient. `phone` is E.164 with a leading '+'."""
 
@@ -148,6 +158,7 @@ class GatewayAdapter(Protocol):
     """What the dispatcher and the callback endpoint need from a gateway."""
 
     type: ClassVar[str]
+    limits: ClassVar[AdapterLimits]
     config: GatewayConfig
 
     @property

@@ -18,6 +18,7 @@ import aiohttp
 import jwt
 
 from gateway_adapters.base import (
+    AdapterLimits,
     CallbackRejected,
     DeliveryState,
     GatewayConfig,
@@ -81,6 +82,8 @@ class GatewayApiAdapter:
     """`GatewayAdapter` for GatewayAPI's REST API."""
 
     type: ClassVar[str] = "gatewayapi"
+    # GatewayAPI takes many recipients per request and allows 40 open connections per IP.
+    limits: ClassVar[AdapterLimits] = AdapterLimits(None, 40, None)
 
     def __init__(
         self,

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from typing import Any
+
 import aiohttp
 
-from gateway_adapters.base import GatewayAdapter, GatewayConfig
+from gateway_adapters.base import AdapterLimits, GatewayAdapter, GatewayConfig
 from gateway_adapters.gatewayapi import GatewayApiAdapter
 from gateway_adapters.smpp import SmppAdapter
 from gateway_adapters.twilio import TwilioAdapter
 
-ADAPTERS: dict[str, type] = {
+log = logging.getLogger(__name__)
+
+ADAPTERS: dict[str, Any] = {
     GatewayApiAdapter.type: GatewayApiAdapter,
     SmppAdapter.type: SmppAdapter,
     TwilioAdapter.type: TwilioAdapter,
@@ -43,5 +49,25 @@ def create_adapter(
             f"gateway {config.name!r}: unknown type {config.type!r}; "
             f"known types: {', '.join(known_types())}"
         ) from None
-    adapter: GatewayAdapter = cls(config, callback_url, session)
+    adapter: GatewayAdapter = cls(capped(config, cls.limits), callback_url, session)
     return adapter
+
+
+def capped(config: GatewayConfig, limits: AdapterLimits) -> GatewayConfig:
+    """The configuration within what the provider allows (logged when it had to be lowered).
+    Recipients per request stay the dispatcher's batch size: an adapter whose provider takes one
+    recipient per request sends a batch as that many requests."""
+    changes: dict[str, Any] = {}
+    if limits.concurrent_requests is not None and config.concurrency > limits.concurrent_requests:
+        changes["concurrency"] = limits.concurrent_requests
+    if (
+        limits.messages_per_second is not None
+        and config.rate_per_second > limits.messages_per_second
+    ):
+        changes["rate_per_second"] = limits.messages_per_second
+    if changes:
+        log.warning(
+            "gateway %s: configuration lowered to the provider's limits: %s", config.name, changes
+        )
+        return dataclasses.replace(config, **changes)
+    return config

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from gateway_adapters.base import (
+    AdapterLimits,
     CallbackRejected,
     DeliveryState,
     GatewayConfig,
@@ -275,6 +276,8 @@ class SmppAdapter:
     """`GatewayAdapter` for an SMSC speaking SMPP 3.4 (bind_transceiver)."""
 
     type: ClassVar[str] = "smpp"
+    # One recipient per submit_sm, over one bound connection; the operator sets the rate.
+    limits: ClassVar[AdapterLimits] = AdapterLimits(1, None, None)
 
     # Defaults of the SMPP options (see the module docstring for why they are not in the file).
     window: int = 10  # unacknowledged submit_sm in flight on the connection

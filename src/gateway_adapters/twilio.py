@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import aiohttp
 
 from gateway_adapters.base import (
+    AdapterLimits,
     CallbackRejected,
     DeliveryState,
     GatewayConfig,
@@ -103,6 +104,8 @@ class TwilioAdapter:
     """`GatewayAdapter` for Twilio's Messages REST API."""
 
     type: ClassVar[str] = "twilio"
+    # One recipient per request; concurrency and rate depend on the account (sender type).
+    limits: ClassVar[AdapterLimits] = AdapterLimits(1, None, None)
 
     def __init__(
         self,
