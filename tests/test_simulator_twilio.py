@@ -514,3 +514,12 @@ async def test_serve_in_process_retries_and_counts_failed_callbacks(
     assert sorted(u.phone for u in finals) == sorted([ok, flaky])
     assert receiver.attempts == {ok: 1, flaky: 3, broken: 1 + simulator_twilio.CALLBACK_RETRIES}
     assert (stats["receipts_sent"], stats["receipts_failed"]) == (2, 1)
+
+
+async def test_dropped_connections_are_retryable_results(receiver: Receiver, make_adapter) -> None:
+    messages = batch(3)
+    async with running_simulator("--drop-ratio", "1.0") as url:
+        results = await make_adapter(url).send_batch(messages)
+        _, listed = await sim_request(url, "/_sim/messages")
+    assert [(r.accepted, r.retryable, r.throttled) for r in results] == [(False, True, False)] * 3
+    assert listed == []

@@ -113,12 +113,12 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
             return self._reject(401, "SIM-AUTH", "missing or wrong API token")
         if self._rng.random() < self.options.failure_ratio:
             return self._reject(500, "SIM-FAIL", "simulated internal error")
-        if self._rng.random() < self.options.drop_ratio:
+        if self.options.drop_ratio and self._rng.random() < self.options.drop_ratio:
             self.stats.rejected_requests += 1
             if request.transport is not None:
                 request.transport.close()  # the client sees the connection reset, no answer
             raise web.HTTPServiceUnavailable()
-        if self._rng.random() < self.options.throttle_ratio:
+        if self.options.throttle_ratio and self._rng.random() < self.options.throttle_ratio:
             response = self._reject(429, "SIM-THROTTLED", "too many requests (simulated)")
             response.headers["Retry-After"] = f"{self.options.throttle_retry_after:g}"
             return response

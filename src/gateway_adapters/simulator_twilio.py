@@ -64,6 +64,7 @@ class TwilioSimulatorOptions:
     failure_ratio: float = 0.0  # answer 500
     throttle_ratio: float = 0.0  # answer 429 / 20429
     invalid_ratio: float = 0.0  # answer 400 / 21211 for a well-formed request
+    drop_ratio: float = 0.0  # close the connection without answering
     delivered_ratio: float = 1.0
     receipt_delay_ms: float = 200.0
     send_sent: bool = False
@@ -121,6 +122,11 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
                 raise _Refusal(404, 20404, "The requested resource was not found")
             if self._rng.random() < self.options.failure_ratio:
                 raise _Refusal(500, 20500, "Internal Server Error (simulated)")
+            if self.options.drop_ratio and self._rng.random() < self.options.drop_ratio:
+                self.stats.rejected_requests += 1
+                if request.transport is not None:
+                    request.transport.close()  # the client sees the connection reset
+                raise web.HTTPServiceUnavailable()
             if self._rng.random() < self.options.throttle_ratio:
                 self.stats.throttled_requests += 1
                 raise _Refusal(429, THROTTLE_CODE, "Too Many Requests (simulated)")
@@ -288,7 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_options(
         parser,
         defaults,
-        [("failure", "answer 500"), ("throttle", "answer 429"), ("invalid", "answer 400/21211")],
+        [
+            ("failure", "answer 500"),
+            ("throttle", "answer 429"),
+            ("invalid", "answer 400/21211"),
+            ("drop", "drop the connection"),
+        ],
     )
     add("--receipt-concurrency", type=_positive_int, default=defaults.receipt_concurrency)
     add("--send-sent", action="store_true", help="post 'sent' before each final status")
