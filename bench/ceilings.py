@@ -1,8 +1,8 @@
 """The machine's own ceilings, measured in the same run, to read the other benchmarks against.
 
 (a) claim+complete: a deliveries table filled by the real fan-out, drained by the real
-    `queue.claim(pool, batch, ...)` followed by `queue.complete(...)` with 'sent' outcomes (one
-    gateway message id per batch, as GatewayAPI answers) and no HTTP at all; 1 and 2 worker
+    `queue.claim(conn, batch, ...)` followed by `Batch.finish(...)` (write-back and commit) with
+    'sent' outcomes (one gateway message id per batch, as GatewayAPI answers) and no HTTP at all; 1 and 2 worker
     processes (each its own pool, uvloop as in production), msg/s.
 (b) HTTP: a bare aiohttp server answering a fixed JSON body (it reads the request body, parses
     nothing) and a bare aiohttp client, each in its own process with uvloop; per message (one
@@ -159,24 +159,25 @@ async def _claim_worker(url: str, name: str, batch: int, tasks: int) -> None:
     totals = {"rows": 0, "claims": 0, "claim_s": 0.0, "complete_s": 0.0}
     message_ids = itertools.count(1)
 
-    async def loop(worker: str) -> None:
-        while True:
-            t0 = time.perf_counter()
-            claimed = await queue.claim(pool, batch, 120.0, worker)
-            t1 = time.perf_counter()
-            totals["claims"] += 1
-            totals["claim_s"] += t1 - t0
-            if not claimed:
-                return
-            message_id = f"{name}-{next(message_ids)}"
-            outcomes = [Outcome(c.id, "sent", "primary", message_id) for c in claimed]
-            await queue.complete(pool, outcomes, worker)
-            totals["complete_s"] += time.perf_counter() - t1
-            totals["rows"] += len(claimed)
+    async def loop() -> None:
+        async with pool.acquire() as conn:
+            while True:
+                t0 = time.perf_counter()
+                claimed = await queue.claim(conn, batch, 120.0)
+                t1 = time.perf_counter()
+                totals["claims"] += 1
+                totals["claim_s"] += t1 - t0
+                if not claimed.rows:
+                    return
+                message_id = f"{name}-{next(message_ids)}"
+                await claimed.finish(
+                    [Outcome(c.id, "sent", "primary", message_id) for c in claimed.rows]
+                )
+                totals["complete_s"] += time.perf_counter() - t1
+                totals["rows"] += len(claimed)
 
     start = time.time()
-    # One worker name for all loops of a process, as the dispatcher's sender loops share one.
-    await asyncio.gather(*(loop(name) for _ in range(tasks)))
+    await asyncio.gather(*(loop() for _ in range(tasks)))
     end = time.time()
     await pool.close()
     print(json.dumps({**totals, "start": start, "end": end}), flush=True)

@@ -206,9 +206,8 @@ async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
     stack.start_simulator("--latency-ms", "50", "--receipt-delay-ms", "50")
     stack.write_config(rate=600, max_batch=100, concurrency=2)
     stack.start_service("api")
-    lease = {"BROADCASTER_LEASE_SECONDS": "3"}
-    victim = stack.start_dispatcher("dispatcher-a", **lease)
-    stack.start_dispatcher("dispatcher-b", **lease)
+    victim = stack.start_dispatcher("dispatcher-a")
+    stack.start_dispatcher("dispatcher-b")
     expected = expected_phones(
         subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius
     )
@@ -221,17 +220,18 @@ async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
         async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
             while (await sim.get("/_sim/stats")).json()["recipients"] < 400:
                 await asyncio.sleep(0.05)
-        # Kill it while it holds leased rows (it claims a batch, then waits on the rate limit
-        # or the gateway), so the other dispatcher must take those rows over.
+        # Kill it while it holds claimed rows (its transaction is open while it waits on the
+        # rate limit or the gateway), so the other dispatcher must take those rows over.
         held = 0
-        for _ in range(200):
+        for _ in range(500):
             held = await pool.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status = 'sending' AND claimed_by LIKE $1",
-                f"%-{victim.pid}-%",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND application_name LIKE $1",
+                f"dispatcher %-{victim.pid}-%",
             )
             if held:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         victim.kill()  # SIGKILL: no chance to release its rows
         assert held > 0
         status = await wait_final(http, alert_id, key)

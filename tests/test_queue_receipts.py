@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from broadcaster import queue, receipts
+from broadcaster.database import connect
 from broadcaster.queue import Outcome
 from gateway_adapters.base import DeliveryState, ReceiptUpdate
 
@@ -38,36 +39,90 @@ async def test_concurrent_claims_are_disjoint_and_priority_first(pool: asyncpg.P
     async with pool.acquire() as conn:
         normal = await make_deliveries(conn, 300, priority=2)
         emergency = await make_deliveries(conn, 50, priority=0)
-    batches = await asyncio.gather(*(queue.claim(pool, 100, 60, f"w{i}") for i in range(4)))
-    ids = [c.id for b in batches for c in b]
-    assert len(ids) == len(set(ids)) == 350
-    assert set(ids) == set(normal) | set(emergency)
-    first = await queue.claim(pool, 10, 60, "late")
-    assert first == []  # everything is leased
-    # A fresh claim takes emergencies before normal ones.
-    async with pool.acquire() as conn:
-        await conn.execute("UPDATE deliveries SET status = 'queued', due_at = now()")
-    got = await queue.claim(pool, 50, 60, "w")
-    assert {c.id for c in got} == set(emergency)
+    conns = [await pool.acquire() for _ in range(5)]
+    try:
+        batches = await asyncio.gather(*(queue.claim(c, 100, 60) for c in conns[:4]))
+        ids = [c.id for b in batches for c in b.rows]
+        assert len(ids) == len(set(ids)) == 350
+        assert set(ids) == set(normal) | set(emergency)
+        assert all(c.attempts == 1 for b in batches for c in b.rows)
+        late = await queue.claim(conns[4], 10, 60)
+        assert late.rows == []  # everything is held
+        for b in batches:
+            await b.abandon()
+        # Given back untouched: a fresh claim takes emergencies before normal ones.
+        got = await queue.claim(conns[4], 50, 60)
+        assert {c.id for c in got.rows} == set(emergency)
+        await got.abandon()
+    finally:
+        for c in conns:
+            await pool.release(c)
+    assert await pool.fetchval("SELECT sum(attempts) FROM deliveries") == 0
 
 
-async def test_expired_lease_is_reclaimed_and_stale_writer_is_ignored(
-    pool: asyncpg.Pool,
+async def test_claimed_rows_come_back_when_the_holder_dies_or_hangs(
+    pool: asyncpg.Pool, db_url: str
 ) -> None:
     async with pool.acquire() as conn:
         ids = await make_deliveries(conn, 5)
-    crashed = await queue.claim(pool, 5, 0.2, "crashed")
-    assert len(crashed) == 5
-    assert await queue.claim(pool, 5, 60, "other") == []
-    await asyncio.sleep(0.3)
-    taken = await queue.claim(pool, 5, 60, "other")
-    assert {c.id for c in taken} == set(ids)
-    assert all(c.attempts == 2 for c in taken)
-    # The crashed worker's late write must not overwrite the new owner's row.
-    await queue.complete(pool, [Outcome(i, "failed", error="late") for i in ids], "crashed")
-    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sending'") == 5
-    await queue.complete(pool, [Outcome(i, "sent", "gw", "m1") for i in ids], "other")
+    async with pool.acquire() as holder, pool.acquire() as other:
+        crashed = await queue.claim(holder, 5, 60)
+        assert len(crashed) == 5
+        assert (await queue.claim(other, 5, 60)).rows == []
+        # The holder's process dies: its connection drops and the server rolls back.
+        await other.execute("SELECT pg_terminate_backend($1)", holder.get_server_pid())
+        for _ in range(100):
+            taken = await queue.claim(other, 5, 60)
+            if taken.rows:
+                break
+            await asyncio.sleep(0.02)
+        assert {c.id for c in taken.rows} == set(ids)
+        assert all(c.attempts == 1 for c in taken.rows)  # the lost attempt did not count
+        # A late write by the dead holder fails; nothing it wrote survives.
+        with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresError, OSError)):
+            await crashed.finish([Outcome(i, "failed", error="late") for i in ids])
+        await taken.finish([Outcome(i, "sent", "gw", "m1") for i in ids])
     assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 5
+    assert await pool.fetchval("SELECT sum(attempts) FROM deliveries") == 5
+
+    # A holder that hangs (idle in its transaction past the hold time) is cut off by the server.
+    async with pool.acquire() as conn:
+        more = await make_deliveries(conn, 3)
+    hung_conn = await connect(db_url)
+    try:
+        hung = await queue.claim(hung_conn, 3, 0.3)
+        assert {c.id for c in hung.rows} == set(more)
+        await asyncio.sleep(0.8)
+        async with pool.acquire() as conn:
+            again = await queue.claim(conn, 3, 60)
+            assert {c.id for c in again.rows} == set(more)
+            await again.abandon()
+    finally:
+        hung_conn.terminate()
+
+
+async def test_finish_writes_outcomes_and_refunds_throttled_attempts(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        ids = await make_deliveries(conn, 3)
+        batch = await queue.claim(conn, 3, 60)
+        await batch.finish(
+            [
+                Outcome(ids[0], "sent", "gw", "m-1"),
+                Outcome(ids[1], "queued", error="throttled", refund_attempt=True),
+                Outcome(ids[2], "failed", "gw", error="bad number"),
+            ]
+        )
+        rows = {
+            r["id"]: r
+            for r in await conn.fetch(
+                "SELECT id, status, attempts, gateway_message_id, sent_at, final_at FROM deliveries"
+            )
+        }
+    assert (rows[ids[0]]["status"], rows[ids[0]]["attempts"]) == ("sent", 1)
+    assert rows[ids[0]]["gateway_message_id"] == "m-1" and rows[ids[0]]["sent_at"] is not None
+    assert (rows[ids[1]]["status"], rows[ids[1]]["attempts"]) == ("queued", 0)
+    assert (rows[ids[2]]["status"], rows[ids[2]]["attempts"]) == ("failed", 1)
+    assert rows[ids[2]]["final_at"] is not None
 
 
 async def test_claim_uses_the_due_index(pool: asyncpg.Pool) -> None:
@@ -76,9 +131,7 @@ async def test_claim_uses_the_due_index(pool: asyncpg.Pool) -> None:
         # sort every open row per claim.
         await make_deliveries(conn, 20_000)
         await conn.execute("ANALYZE")
-        plan = "\n".join(
-            r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 60.0, "w", 2)
-        )
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 2))
     assert "deliveries_due" in plan, plan
     assert "Seq Scan on deliveries" not in plan, plan
     assert "Sort" not in plan, plan
@@ -95,11 +148,7 @@ async def sent_delivery(conn: asyncpg.Connection, message_id: str | None) -> tup
         "WHERE d.id = $1",
         delivery,
     )
-    if message_id is None:
-        await conn.execute(
-            "UPDATE deliveries SET status = 'sending', claimed_by = 'w' WHERE id = $1", delivery
-        )
-    else:
+    if message_id is not None:
         await conn.execute(
             "UPDATE deliveries SET status = 'sent', gateway = 'gw', "
             "gateway_message_id = $2 WHERE id = $1",
@@ -139,13 +188,14 @@ async def test_receipts_are_monotonic(
 async def test_receipt_before_the_send_result_is_applied_when_it_is_written(
     pool: asyncpg.Pool,
 ) -> None:
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, pool.acquire() as dispatcher:
         delivery, phone = await sent_delivery(conn, None)
+        batch = await queue.claim(dispatcher, 1, 60)  # in flight: the gateway took it
         await receipts.record_receipts(
             conn, "gw", [update("m-9", phone, DeliveryState.DELIVERED, "DELIVERED")]
         )
         assert await conn.fetchval("SELECT applied FROM delivery_receipts") is False
-    await queue.complete(pool, [Outcome(delivery, "sent", "gw", "m-9")], "w")
+        await batch.finish([Outcome(delivery, "sent", "gw", "m-9")])
     await receipts.apply_pending(pool, "gw", ["m-9"])
     assert await pool.fetchval("SELECT status FROM deliveries") == "delivered"
     assert await pool.fetchval("SELECT applied FROM delivery_receipts") is True
@@ -205,15 +255,15 @@ async def test_a_batch_holds_one_priority_and_the_emergency_lane_only_emergencie
     async with pool.acquire() as conn:
         normal = await make_deliveries(conn, 30, priority=2)
         high = await make_deliveries(conn, 5, priority=1)
-    assert await queue.claim(pool, 100, 60, "urgent", max_priority=0) == []
-    first = await queue.claim(pool, 100, 60, "w")
-    assert {c.id for c in first} == set(high)  # not padded with normal ones
-    async with pool.acquire() as conn:
-        emergency = await make_deliveries(conn, 3, priority=0)
-    assert {c.id for c in await queue.claim(pool, 100, 60, "urgent", max_priority=0)} == set(
-        emergency
-    )
-    assert {c.id for c in await queue.claim(pool, 100, 60, "w")} == set(normal)
+    async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+        assert (await queue.claim(a, 100, 60, max_priority=0)).rows == []
+        first = await queue.claim(a, 100, 60)
+        assert {r.id for r in first.rows} == set(high)  # not padded with normal ones
+        emergency = await make_deliveries(c, 3, priority=0)
+        urgent = await queue.claim(b, 100, 60, max_priority=0)
+        assert {r.id for r in urgent.rows} == set(emergency)
+        await urgent.finish([Outcome(r.id, "sent", "gw", "m") for r in urgent.rows])
+        assert {r.id for r in (await queue.claim(c, 100, 60)).rows} == set(normal)
 
 
 async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool) -> None:
@@ -242,28 +292,48 @@ async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool
         result = await fan_out_next(conn)
         assert result is not None and result.recipients == 20_000
     async with pool.acquire() as conn:
-        claim_plan = "\n".join(
-            r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 60.0, "w", 2)
-        )
+        claim_plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 2))
     # The fan-out refreshed the statistics: the claim walks the due index rather than sorting
     # every open row.
     assert "deliveries_due" in claim_plan, claim_plan
     assert "Sort" not in claim_plan, claim_plan
-    claimed = await queue.claim(pool, 1000, 60, "w")
     async with pool.acquire() as conn:
+        claimed = await queue.claim(conn, 1000, 60)
         plan = "\n".join(
             r[0]
             for r in await conn.fetch(
                 "EXPLAIN " + queue.COMPLETE,
-                [c.id for c in claimed],
+                [c.id for c in claimed.rows],
                 ["sent"] * 1000,
                 ["gw"] * 1000,
                 ["m"] * 1000,
                 [None] * 1000,
                 [None] * 1000,
-                "w",
                 [False] * 1000,
             )
         )
+        await claimed.abandon()
     assert "Seq Scan on deliveries" not in plan, plan
     assert "deliveries_open_by_alert" not in plan, plan
+
+
+async def test_cancelling_skips_rows_in_flight_and_does_not_wait_for_them(
+    pool: asyncpg.Pool,
+) -> None:
+    from broadcaster.alerts import cancel_alert
+
+    async with pool.acquire() as conn:
+        ids = await make_deliveries(conn, 10)
+        alert_id = await conn.fetchval("SELECT alert_id FROM deliveries LIMIT 1")
+    async with pool.acquire() as dispatcher, pool.acquire() as api:
+        batch = await queue.claim(dispatcher, 4, 60)  # out at the gateway right now
+        assert await asyncio.wait_for(cancel_alert(api, alert_id), 2) is True
+        statuses = dict(await api.fetch("SELECT id, status FROM deliveries"))
+        held = {c.id for c in batch.rows}
+        assert {statuses[i] for i in held} == {"queued"}
+        assert {statuses[i] for i in set(ids) - held} == {"cancelled"}
+        await batch.finish([Outcome(i, "sent", "gw", "m") for i in held])
+    # What the gateway took is recorded as sent; a claim now finds nothing.
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 4
+    async with pool.acquire() as conn:
+        assert (await queue.claim(conn, 10, 60)).rows == []

@@ -132,11 +132,14 @@ WHERE id = $1 AND status IN ('queued', 'dispatching')
 RETURNING id
 """
 
-# Rows in flight ('sending') are ended by the dispatcher holding them, which sees the
-# cancellation when it writes its batch or claims the next one.
+# Rows in flight are locked by the dispatcher submitting them and skipped here (cancelling
+# does not wait for a gateway): that dispatcher writes them as sent, or, if they go back to the
+# queue, the next claim sees the alert cancelled and cancels them.
 CANCEL_DELIVERIES = """
 UPDATE deliveries SET status = 'cancelled', error = 'alert cancelled', final_at = now()
-WHERE alert_id = $1 AND status = 'queued'
+WHERE id = ANY(ARRAY(SELECT id FROM deliveries
+                     WHERE alert_id = $1 AND status IN ('queued', 'sending')
+                     FOR UPDATE SKIP LOCKED))
 """
 
 

@@ -177,7 +177,15 @@ async def _dispatcher(settings: Settings, url: str) -> int:
     from broadcaster.dispatcher import Dispatcher
     from gateway_adapters.registry import create_adapter
 
-    pool = await create_pool(url, min_size=2, max_size=max(4, _concurrency(settings) + 4))
+    from broadcaster.dispatcher import worker_name
+
+    worker = worker_name()
+    # Sender loops (one connection each while a batch is out), the emergency loop, fan-out,
+    # housekeeping and receipts arriving on gateway connections.
+    loops = min(_concurrency(settings), settings.batches_in_flight)
+    pool = await create_pool(
+        url, min_size=2, max_size=max(4, loops + 4), application_name=f"dispatcher {worker}"
+    )
     try:
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
@@ -191,7 +199,7 @@ async def _dispatcher(settings: Settings, url: str) -> int:
         stop = asyncio.Event()
         _on_signals(stop.set)
         try:
-            await Dispatcher(settings, pool, adapters, url).run(stop)
+            await Dispatcher(settings, pool, adapters, url, worker).run(stop)
         finally:
             for adapter in adapters:
                 await adapter.close()
@@ -201,7 +209,7 @@ async def _dispatcher(settings: Settings, url: str) -> int:
 
 
 def _concurrency(settings: Settings) -> int:
-    return sum(g.concurrency for g in settings.gateways)
+    return max((g.concurrency for g in settings.gateways), default=1)
 
 
 def _on_signals(callback: Callable[[], Any]) -> None:

@@ -112,10 +112,19 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str | None = None
+) -> asyncpg.Pool:
+    """A pool; `application_name` shows in pg_stat_activity (which process holds what)."""
+    server_settings = {"application_name": application_name[:63]} if application_name else None
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, timeout=10, init=_init_connection
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=10,
+            init=_init_connection,
+            server_settings=server_settings,
         )
     except CONNECT_ERRORS as exc:
         raise _explain(url, exc) from None

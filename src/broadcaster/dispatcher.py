@@ -58,6 +58,8 @@ MIN_SPEED = 0.05
 SPEED_STEP = 0.05
 # A dispatcher whose heartbeat is older than this no longer counts for the rate-limit shares.
 LIVE_SECONDS = 3.0
+# Housekeeping looks for alerts with nothing left to submit every this many heartbeats.
+COMPLETION_SWEEP_TICKS = 5
 EMERGENCY, NORMAL = PRIORITIES["emergency"], PRIORITIES["normal"]
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -141,6 +143,8 @@ class Dispatcher:
         ]
         self._wakeup = asyncio.Event()
         self._live = 1
+        # Alerts this dispatcher wrote results for, not yet checked for completion.
+        self._touched: set[int] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; returns after in-flight batches are written."""
@@ -161,7 +165,10 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS * 1.5)
             await self._heartbeat()
-        loops = max(lane.adapter.config.concurrency for lane in self.lanes)
+        loops = min(
+            max(lane.adapter.config.concurrency for lane in self.lanes),
+            self.settings.batches_in_flight,
+        )
         tasks = [asyncio.create_task(self._fanout_loop(stop), name="fanout")]
         tasks += [
             asyncio.create_task(self._sender_loop(stop), name=f"send-{i}") for i in range(loops)
@@ -273,23 +280,58 @@ class Dispatcher:
             # Tokens first, then the claim: rows are claimed when they can go out at once.
             granted = await lane.bucket.take(lane.adapter.max_batch, urgent=urgent)
             try:
-                batch = await queue.claim(
-                    self.pool, granted, self.settings.lease_seconds, self.worker, max_priority
-                )
+                claimed = await self._claim_and_send(lane, granted, max_priority)
             except DB_ERRORS:
                 lane.bucket.give_back(granted)
                 lane.breaker.release_probe()
                 log.exception("claim failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
                 continue
-            lane.bucket.give_back(granted - len(batch))
-            if not batch:
+            if not claimed:
                 lane.breaker.release_probe()
+                if not urgent:
+                    await self._complete_touched_alerts()
                 await self._idle(stop)
-                continue
-            outcomes = await self._send(lane, batch)
-            # The write must happen even if we are being cancelled: shield it.
-            await asyncio.shield(self._write(lane.name, outcomes, batch))
+            elif claimed < granted and not urgent:
+                # The queue is running dry: the alerts of this batch may be done.
+                await self._complete_touched_alerts()
+
+    async def _claim_and_send(self, lane: Lane, granted: int, max_priority: int) -> int:
+        """Claim up to `granted` deliveries, submit them and write the results; returns how
+        many were claimed. The rows stay locked by this connection's transaction until their
+        results are committed."""
+        async with self.pool.acquire() as conn:
+            batch = await queue.claim(conn, granted, self.settings.lease_seconds, max_priority)
+            lane.bucket.give_back(granted - len(batch))
+            if not batch.rows:
+                return 0
+            try:
+                outcomes = await self._send(lane, batch.rows)
+            except BaseException:
+                with contextlib.suppress(*DB_ERRORS):
+                    await batch.abandon()
+                raise
+            # The write must happen even if we are being cancelled, and the connection must
+            # not go back to the pool while it runs.
+            writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                await writing
+                raise
+            return len(batch)
+
+    async def _complete_touched_alerts(self) -> None:
+        """Complete the alerts this dispatcher wrote results for since the last check, if they
+        have nothing left to submit. Checked when the queue runs dry rather than per batch:
+        during a large broadcast the check walks the open index past every row already sent."""
+        if not self._touched:
+            return
+        ids, self._touched = sorted(self._touched), set()
+        try:
+            await queue.complete_alerts(self.pool, ids)
+        except DB_ERRORS:
+            log.exception("completing alerts failed; housekeeping retries")
 
     async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
         ticks = 0
@@ -299,6 +341,9 @@ class Dispatcher:
                 if ticks % 2 == 0:
                     metrics.QUEUE_DEPTH.set(await queue.queue_depth(self.pool))
                     await receipts.sweep_pending(self.pool)
+                if ticks % COMPLETION_SWEEP_TICKS == 0:
+                    # Safety net for alerts whose last batch another dispatcher wrote before
+                    # dying; the sender loops complete their own alerts as the queue runs dry.
                     ids = [
                         r["id"]
                         for r in await self.pool.fetch(
@@ -441,17 +486,23 @@ class Dispatcher:
             return Outcome(c.id, "queued", error=error, due_at=now + timedelta(seconds=delay))
         return Outcome(c.id, "failed", lane.name, error=error)
 
-    async def _write(self, name: str, outcomes: list[Outcome], batch: list[Claimed]) -> None:
+    async def _write(self, name: str, batch: queue.Batch, outcomes: list[Outcome]) -> None:
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                await queue.complete(self.pool, outcomes, self.worker)
-                message_ids = sorted({o.message_id for o in outcomes if o.message_id})
-                if message_ids:
-                    await receipts.apply_pending(self.pool, name, message_ids)
-                await queue.complete_alerts(self.pool, sorted({c.alert_id for c in batch}))
+                await batch.finish(outcomes)
         except DB_ERRORS:
-            # The lease runs out and the rows are claimed again; nothing is lost.
+            # Nothing was committed: the rows are due again as they were.
             log.exception("writing batch results failed", extra={"gateway": name})
+            with contextlib.suppress(*DB_ERRORS):
+                await batch.abandon()
             return
+        self._touched.update(c.alert_id for c in batch.rows)
         for status, n in Counter(o.status for o in outcomes).items():
             metrics.DELIVERIES.labels(name, status).inc(n)
+        message_ids = sorted({o.message_id for o in outcomes if o.message_id})
+        if message_ids:
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                    await receipts.apply_pending(batch.conn, name, message_ids)
+            except DB_ERRORS:
+                log.exception("applying early receipts failed; the sweep retries")

@@ -54,8 +54,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Messages longer than this many SMS segments are refused at the API.
     max_segments: int = Field(6, ge=1, le=255)
-    # Dispatcher tuning.
+    # Dispatcher tuning. A claimed batch is held by an open transaction; one that sits idle for
+    # lease_seconds (a hung dispatcher) is ended by the server and its rows are due again.
+    # Keep it above the gateways' timeout_seconds plus the 15 s write budget.
     lease_seconds: float = Field(120.0, gt=0)
+    # Bulk batches each dispatcher submits at once (each holds one database connection while
+    # it is out); at most the largest gateway concurrency.
+    batches_in_flight: int = Field(8, ge=1, le=256)
     poll_interval: float = Field(1.0, gt=0)
     max_attempts: int = Field(5, ge=1)
     retry_base_seconds: float = Field(2.0, gt=0)
