@@ -174,10 +174,8 @@ def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
 
 
 async def _dispatcher(settings: Settings, url: str) -> int:
-    from broadcaster.dispatcher import Dispatcher
+    from broadcaster.dispatcher import Dispatcher, worker_name
     from gateway_adapters.registry import create_adapter
-
-    from broadcaster.dispatcher import worker_name
 
     worker = worker_name()
     # Sender loops (one connection each while a batch is out), the emergency loop, fan-out,

@@ -141,7 +141,10 @@ class Dispatcher:
             )
             for a in adapters
         ]
-        self._wakeup = asyncio.Event()
+        # Wake-ups are counted: a loop sleeps only if none came since it last looked at the queue,
+        # and no loop can swallow another's (as clearing one shared event could).
+        self._wakeups = 0
+        self._woken = asyncio.Event()
         self._live = 1
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
@@ -187,7 +190,7 @@ class Dispatcher:
         try:
             await stop.wait()
         finally:
-            self._wakeup.set()
+            self._wake_all()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(
@@ -224,13 +227,19 @@ class Dispatcher:
         return sink
 
     def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
+        self._wake_all()
 
-    async def _idle(self, stop: asyncio.Event) -> None:
-        """Sleep until a notification, the poll interval, or stop, whichever comes first."""
-        if stop.is_set():
+    def _wake_all(self) -> None:
+        self._wakeups += 1
+        woken, self._woken = self._woken, asyncio.Event()
+        woken.set()
+
+    async def _idle(self, stop: asyncio.Event, seen: int) -> None:
+        """Sleep until a notification, the poll interval, or stop, whichever comes first; at
+        once if a notification came after `seen` (the count when the caller looked)."""
+        if stop.is_set() or self._wakeups != seen:
             return
-        waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(stop.wait())]
+        waiters = [asyncio.ensure_future(self._woken.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(
                 waiters,
@@ -240,23 +249,23 @@ class Dispatcher:
         finally:
             for w in waiters:
                 w.cancel()
-        self._wakeup.clear()
 
     # ------------------------------------------------------------------ loops
 
     async def _fanout_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            seen = self._wakeups
             try:
                 async with self.pool.acquire() as conn:
                     started = time.perf_counter()
                     result = await fan_out_next(conn)
                 if result is None:
-                    await self._idle(stop)
+                    await self._idle(stop, seen)
                     continue
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
-                self._wakeup.set()
+                self._wake_all()
             except DB_ERRORS:
                 log.exception("fan-out failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
@@ -279,6 +288,7 @@ class Dispatcher:
                 continue
             # Tokens first, then the claim: rows are claimed when they can go out at once.
             granted = await lane.bucket.take(lane.adapter.max_batch, urgent=urgent)
+            seen = self._wakeups
             try:
                 claimed = await self._claim_and_send(lane, granted, max_priority)
             except DB_ERRORS:
@@ -291,7 +301,7 @@ class Dispatcher:
                 lane.breaker.release_probe()
                 if not urgent:
                     await self._complete_touched_alerts()
-                await self._idle(stop)
+                await self._idle(stop, seen)
             elif claimed < granted and not urgent:
                 # The queue is running dry: the alerts of this batch may be done.
                 await self._complete_touched_alerts()

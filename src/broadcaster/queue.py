@@ -46,8 +46,8 @@ WHERE d.id = ANY(ARRAY(
 # The results of one claimed batch, in the claim's transaction (which holds the rows, so they are
 # as claimed). Rows are found by primary key (`d.id = ANY($1)`, an index condition; a join on
 # unnest alone was planned as a scan of deliveries, and a status condition would let the
-# planner walk every open delivery). An attempt is counted here; `refund` leaves it uncounted (throttling is
-# not the message's failure).
+# planner walk every open delivery). An attempt is counted here; `refund` leaves it uncounted
+# (throttling is not the message's failure).
 COMPLETE = """
 UPDATE deliveries d
 SET status = r.status,
