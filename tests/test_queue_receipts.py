@@ -337,3 +337,11 @@ async def test_cancelling_skips_rows_in_flight_and_does_not_wait_for_them(
     assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 4
     async with pool.acquire() as conn:
         assert (await queue.claim(conn, 10, 60)).rows == []
+
+
+async def test_claimed_fields_follow_the_claim_columns(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await make_deliveries(conn, 1)
+        async with conn.transaction():
+            [row] = await conn.fetch(queue.CLAIM, 1, 2)
+    assert tuple(row.keys()) == queue.Claimed._fields

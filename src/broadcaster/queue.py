@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 from asyncpg.transaction import Transaction
@@ -80,8 +80,11 @@ SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(NamedTuple):
+    """One claimed delivery, fields in CLAIM's column order. NamedTuples rather than frozen
+    dataclasses here and in Outcome: one of each is made per message, and building a frozen
+    dataclass was a quarter of the dispatcher's CPU time."""
+
     id: int
     alert_id: int
     attempts: int  # counting this one
@@ -94,8 +97,7 @@ class Claimed:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What became of one claimed delivery."""
 
     id: int
@@ -164,7 +166,7 @@ async def claim(
     if not rows:
         await tx.rollback()
         return Batch(conn, None, [])
-    return Batch(conn, tx, [Claimed(**dict(r)) for r in rows])
+    return Batch(conn, tx, list(map(Claimed._make, rows)))
 
 
 async def complete_alerts(

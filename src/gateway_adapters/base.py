@@ -12,7 +12,7 @@ import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import aiohttp
 
@@ -65,9 +65,9 @@ class AdapterLimits:
     messages_per_second: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
-    """One SMS to one recipient. `phone` is E.164 with a leading '+'."""
+class OutboundMessage(NamedTuple):
+    """One SMS to one recipient. `phone` is E.164 with a leading '+'. (A NamedTuple, like
+    SendResult: one is made per message, and a frozen dataclass costs several times more.)"""
 
     delivery_id: int
     phone: str
@@ -77,8 +77,7 @@ class OutboundMessage:
     expires_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
+class SendResult(NamedTuple):
     """The gateway's answer for one message of a batch.
 
     `accepted` False with an `error` is a permanent per-recipient rejection (invalid number, ...)
