@@ -1,9 +1,9 @@
 """The machine's own ceilings, measured in the same run, to read the other benchmarks against.
 
 (a) claim+complete: a deliveries table filled by the real fan-out, drained by the real
-    `queue.claim(conn, batch, ...)` followed by `Batch.finish(...)` (write-back and commit) with
-    'sent' outcomes (one gateway message id per batch, as GatewayAPI answers) and no HTTP at all; 1 and 2 worker
-    processes (each its own pool, uvloop as in production), msg/s.
+    `queue.claim(conn, batch, ...)` followed by `Batch.finish(...)` (write-back and commit)
+    with 'sent' outcomes (one gateway message id per batch, as GatewayAPI answers) and no HTTP
+    at all; 1 and 2 worker processes (each its own pool, uvloop as in production), msg/s.
 (b) HTTP: a bare aiohttp server answering a fixed JSON body (it reads the request body, parses
     nothing) and a bare aiohttp client, each in its own process with uvloop; per message (one
     small POST per message, --concurrency in flight) and batched (--batch recipients per POST,

@@ -23,8 +23,17 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results.json"
 SKIP = {"harness", "run_all"}
-FIRST = ["rate_limit", "emergency_latency", "ceilings", "fanout", "dispatch"]
-# Small sizes for scripts that have no --quick of their own.
+FIRST = [
+    "rate_limit",
+    "emergency_latency",
+    "ceilings",
+    "fanout",
+    "dispatch",
+    "district",
+    "broadcast",
+]
+# Small sizes for scripts that have no --quick of their own. (broadcast.py and district.py have
+# one: 10,000 recipients with receipts flowing, and 5,000 subscribers at 1,000 msg/s.)
 QUICK = {
     "rate_limit": ["--rate", "200", "--seconds", "5"],
     "emergency_latency": ["--subscribers", "20000", "--samples", "5"],
