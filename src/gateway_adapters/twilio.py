@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -132,6 +133,12 @@ class TwilioAdapter:
         # does not exist in the oldest aiohttp we support.
         credentials = base64.b64encode(f"{self.account_sid}:{self._auth_token}".encode())
         self._headers = {"Authorization": "Basic " + credentials.decode("ascii")}
+        self._form_headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
+        # The form fields every message shares.
+        tail = {self._sender_field: self._sender}
+        if callback_url:
+            tail["StatusCallback"] = callback_url
+        self._form_tail = urlencode(tail)
         # Per request as well, because a shared session may have been built with another timeout.
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         # One cap for the adapter, not per batch: the dispatcher runs several batches at once and
@@ -200,12 +207,11 @@ class TwilioAdapter:
         if not is_e164(message.phone):
             # Twilio would answer 21211; no need to spend a request on it.
             return SendResult(message.delivery_id, False, error="invalid phone number")
-        form = {"To": message.phone, self._sender_field: self._sender, "Body": message.text}
-        if self.callback_url:
-            form["StatusCallback"] = self.callback_url
+        # Encoded by hand: aiohttp's FormData was a fifth of the dispatcher's CPU per message.
+        body = f"To={quote_plus(message.phone)}&Body={_form_value(message.text)}&{self._form_tail}"
         try:
             async with self._http().post(
-                self._url, data=form, headers=self._headers, timeout=self._timeout
+                self._url, data=body.encode(), headers=self._form_headers, timeout=self._timeout
             ) as resp:
                 raw = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
@@ -270,6 +276,12 @@ class TwilioAdapter:
 
 # Submit-time errors about the sender (invalid From, From cannot send SMS, From missing).
 SENDER_CODES = frozenset({21212, 21606, 21603})
+
+
+@functools.lru_cache(maxsize=64)
+def _form_value(text: str) -> str:
+    """A form-encoded message text (a broadcast sends one text many times)."""
+    return quote_plus(text)
 
 
 def _result(delivery_id: int, status: int, raw: bytes, retry_after: str | None) -> SendResult:
