@@ -303,13 +303,7 @@ async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool
             r[0]
             for r in await conn.fetch(
                 "EXPLAIN " + queue.COMPLETE,
-                [c.id for c in claimed.rows],
-                ["sent"] * 1000,
-                ["gw"] * 1000,
-                ["m"] * 1000,
-                [None] * 1000,
-                [None] * 1000,
-                [False] * 1000,
+                *queue.complete_args([Outcome(c.id, "sent", "gw", "m") for c in claimed.rows]),
             )
         )
         await claimed.abandon()
