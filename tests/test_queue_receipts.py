@@ -9,6 +9,7 @@ import pytest
 
 from broadcaster import queue, receipts
 from broadcaster.database import connect
+from broadcaster.dispatcher import DB_ERRORS
 from broadcaster.queue import Outcome
 from gateway_adapters.base import DeliveryState, ReceiptUpdate
 
@@ -79,7 +80,7 @@ async def test_claimed_rows_come_back_when_the_holder_dies_or_hangs(
         assert {c.id for c in taken.rows} == set(ids)
         assert all(c.attempts == 1 for c in taken.rows)  # the lost attempt did not count
         # A late write by the dead holder fails; nothing it wrote survives.
-        with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresError, OSError)):
+        with pytest.raises(DB_ERRORS):
             await crashed.finish([Outcome(i, "failed", error="late") for i in ids])
         await taken.finish([Outcome(i, "sent", "gw", "m1") for i in ids])
     assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 5
@@ -131,7 +132,7 @@ async def test_claim_uses_the_due_index(pool: asyncpg.Pool) -> None:
         # sort every open row per claim.
         await make_deliveries(conn, 20_000)
         await conn.execute("ANALYZE")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 2))
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 2, "60000"))
     assert "deliveries_due" in plan, plan
     assert "Seq Scan on deliveries" not in plan, plan
     assert "Sort" not in plan, plan
@@ -292,7 +293,9 @@ async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool
         result = await fan_out_next(conn)
         assert result is not None and result.recipients == 20_000
     async with pool.acquire() as conn:
-        claim_plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 2))
+        claim_plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + queue.CLAIM, 1000, 2, "60000")
+        )
     # The fan-out refreshed the statistics: the claim walks the due index rather than sorting
     # every open row.
     assert "deliveries_due" in claim_plan, claim_plan
@@ -337,5 +340,5 @@ async def test_claimed_fields_follow_the_claim_columns(pool: asyncpg.Pool) -> No
     async with pool.acquire() as conn:
         await make_deliveries(conn, 1)
         async with conn.transaction():
-            [row] = await conn.fetch(queue.CLAIM, 1, 2)
+            [row] = await conn.fetch(queue.CLAIM, 1, 2, "60000")
     assert tuple(row.keys()) == queue.Claimed._fields

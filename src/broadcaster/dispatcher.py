@@ -61,7 +61,15 @@ LIVE_SECONDS = 3.0
 # Housekeeping looks for alerts with nothing left to submit every this many heartbeats.
 COMPLETION_SWEEP_TICKS = 5
 EMERGENCY, NORMAL = PRIORITIES["emergency"], PRIORITIES["normal"]
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: what asyncpg raises on a connection the server ended between statements
+# (a claim's transaction cut off by idle_in_transaction_session_timeout).
+DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 def worker_name() -> str:

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import asyncpg
 from asyncpg.transaction import Transaction
 
+# The claim also sets idle_in_transaction_session_timeout for its transaction ($3, in ms;
+# set_config(..., true) is SET LOCAL), evaluated once as an init plan: one round trip less.
 CLAIM = """
 SELECT d.id, d.alert_id, d.attempts + 1 AS attempts, d.priority, s.phone,
        s.status AS subscriber_status, a.message, a.status AS alert_status,
@@ -41,6 +43,7 @@ WHERE d.id = ANY(ARRAY(
         ORDER BY priority, due_at, id
         LIMIT $1
         FOR UPDATE SKIP LOCKED))
+  AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true)) IS NOT NULL
 """
 
 # The results of one claimed batch, in the claim's transaction (which holds the rows, so they are
@@ -174,10 +177,7 @@ async def claim(
     tx = conn.transaction()
     await tx.start()
     try:
-        await conn.execute(
-            f"SET LOCAL idle_in_transaction_session_timeout = {max(1, int(hold_seconds * 1000))}"
-        )
-        rows = await conn.fetch(CLAIM, limit, max_priority)
+        rows = await conn.fetch(CLAIM, limit, max_priority, str(max(1, int(hold_seconds * 1000))))
     except BaseException:
         with contextlib.suppress(Exception):
             await tx.rollback()
