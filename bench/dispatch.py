@@ -11,7 +11,8 @@ as many loops as the dispatcher's concurrency) for GatewayAPI, the per-message H
 the same concurrency for Twilio.
 
     python bench/dispatch.py [--protocol gatewayapi|twilio|smpp|all] [--recipients N]
-                             [--max-batch N] [--concurrency N] [--no-ceiling]
+                             [--max-batch N] [--concurrency N] [--dispatchers N]
+                             [--no-ceiling]
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ QUICK_RECIPIENTS = {"gatewayapi": 20_000, "twilio": 3_000, "smpp": 5_000}
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
+
+
+def _dispatchers_cpu(pool: list[procs.Child]) -> float | None:
+    seconds = [_cpu_seconds(p.pid) for p in pool]
+    return None if None in seconds else sum(s for s in seconds if s is not None)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -124,7 +130,12 @@ def _config(
 
 
 async def dispatch_once(
-    protocol: str, recipients: int, max_batch: int, concurrency: int, timeout: float
+    protocol: str,
+    recipients: int,
+    max_batch: int,
+    concurrency: int,
+    timeout: float,
+    dispatchers: int = 1,
 ) -> dict[str, Any]:
     """One broadcast of `recipients` through `protocol`; the figures of that run."""
     url = await fresh_database(f"broadcaster_bench_dispatch_{protocol}")
@@ -132,19 +143,22 @@ async def dispatch_once(
     with children() as (started, log_dir):
         base_url, token, stats_url, stats_key = _start_gateway(protocol, started, log_dir)
         config = _config(log_dir / "gw.toml", protocol, base_url, token, max_batch, concurrency)
-        dispatcher = procs.start(
-            "dispatcher",
-            procs.broadcaster_argv("dispatcher"),
-            env={
-                "DATABASE_URL": url,
-                "BROADCASTER_CONFIG": str(config),
-                "BROADCASTER_LOG_LEVEL": "info",
-                "BROADCASTER_POLL_INTERVAL": "0.2",
-            },
-            log_dir=log_dir,
-            ready_line="dispatcher started",
-        )
-        started.append(dispatcher)
+        pool = [
+            procs.start(
+                f"dispatcher-{i}",
+                procs.broadcaster_argv("dispatcher"),
+                env={
+                    "DATABASE_URL": url,
+                    "BROADCASTER_CONFIG": str(config),
+                    "BROADCASTER_LOG_LEVEL": "info",
+                    "BROADCASTER_POLL_INTERVAL": "0.2",
+                },
+                log_dir=log_dir,
+                ready_line="dispatcher started",
+            )
+            for i in range(dispatchers)
+        ]
+        started.extend(pool)
         simulator = started[0]
         conn = await connect(url)
         try:
@@ -160,7 +174,7 @@ async def dispatch_once(
                 else:
                     await asyncio.sleep(0.01)
             cpu0 = (
-                _cpu_seconds(dispatcher.pid),
+                _dispatchers_cpu(pool),
                 _cpu_seconds(simulator.pid),
                 await _backend_cpu(conn),
             )
@@ -172,7 +186,7 @@ async def dispatch_once(
                 await asyncio.sleep(0.05)
             wall = time.time()
             cpu1 = (
-                _cpu_seconds(dispatcher.pid),
+                _dispatchers_cpu(pool),
                 _cpu_seconds(simulator.pid),
                 await _backend_cpu(conn),
             )
@@ -216,6 +230,7 @@ async def dispatch_once(
         "recipients": recipients,
         "max_batch": max_batch,
         "concurrency": concurrency,
+        "dispatchers": dispatchers,
         "completed": done,
         "alert_status": status,
         "sent": sent,
@@ -246,6 +261,7 @@ async def main(args: argparse.Namespace) -> None:
             args.max_batch or d["max_batch"],
             args.concurrency or d["concurrency"],
             args.timeout,
+            args.dispatchers,
         )
         url = figures.pop("url")
         rate = figures["sms_per_s"]
@@ -253,11 +269,11 @@ async def main(args: argparse.Namespace) -> None:
         if not args.no_ceiling and protocol == "gatewayapi":
             tasks = figures["concurrency"]
             ceiling = await claim_complete_ceiling(
-                url, recipients, 1, batch=figures["max_batch"], tasks=tasks
+                url, recipients, args.dispatchers, batch=figures["max_batch"], tasks=tasks
             )
             figures["ceiling"] = {
                 "kind": "claim+complete",
-                "workers": 1,
+                "workers": args.dispatchers,
                 "tasks": tasks,
                 "msg_per_s": ceiling,
             }
@@ -281,7 +297,8 @@ async def main(args: argparse.Namespace) -> None:
             f"{figures['seconds_first_submit_to_all_sent'] or float('nan'):.2f} s = "
             f"{rate or 0:,.0f} SMS/s (sustained "
             f"{figures['sms_per_s_sustained_p10_p90'] or float('nan'):,.0f}; batch "
-            f"{figures['max_batch']}, concurrency {figures['concurrency']})"
+            f"{figures['max_batch']}, concurrency {figures['concurrency']}, "
+            f"{args.dispatchers} dispatcher process(es))"
             f"{ceiling_text}{state}",
         )
 
@@ -298,6 +315,9 @@ if __name__ == "__main__":
     parser.add_argument("--max-batch", type=int, default=0, help="default: 1000 / 100 / 1000")
     parser.add_argument("--concurrency", type=int, default=0, help="default: 4 / 64 / 4")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per protocol")
+    parser.add_argument(
+        "--dispatchers", type=int, default=1, help="dispatcher processes (and ceiling workers)"
+    )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling runs")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     run(main(parser.parse_args()))
