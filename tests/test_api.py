@@ -380,6 +380,51 @@ async def test_signed_callback_is_recorded_and_applied(
     assert await pool.fetchval("SELECT count(*) FROM delivery_receipts WHERE applied") == 3
 
 
+async def test_callback_answers_only_after_commit_and_503_while_the_database_is_down(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, server_url: str
+) -> None:
+    name = await pool.fetchval("SELECT current_database()")
+    payload = receipt(78, 4520000002)
+    post = {
+        "content": json.dumps(payload),
+        "headers": {"X-Gwapi-Signature": jwt.encode(payload, SECRET, "HS256")},
+    }
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        r = await client.post("/v1/callbacks/primary", **post)
+        problem = assert_problem(r, 503, "try again")
+        assert r.headers["retry-after"] == "1"
+        assert problem["instance"] == "/v1/callbacks/primary"
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    # The gateway tries again and this time it is stored.
+    r = await client.post("/v1/callbacks/primary", **post)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"received": 1}
+    assert await pool.fetchval("SELECT count(*) FROM delivery_receipts") == 1
+
+
+async def test_callback_edge_cases_are_problem_json(client: httpx.AsyncClient) -> None:
+    payload = receipt(79, 4520000003)
+    headers = {"X-Gwapi-Signature": jwt.encode(payload, SECRET, "HS256")}
+    too_large = b"{" + b" " * (300 * 1024) + b"}"
+    assert_problem(
+        await client.post("/v1/callbacks/primary", content=too_large, headers=headers), 413
+    )
+    assert_problem(await client.post("/v1/callbacks/primary", content=b"[1]", headers=headers), 400)
+    assert_problem(await client.get("/v1/callbacks/primary"), 405)
+    assert_problem(await client.post("/v1/callbacks/", content=b"{}"), 404)
+    assert_problem(await client.post("/v1/callbacks/primary/x", content=b"{}"), 404)
+    # Still documented.
+    assert "/v1/callbacks/{gateway}" in (await client.get("/openapi.json")).json()["paths"]
+
+
 # ---------------------------------------------------------------- ops
 
 

@@ -29,7 +29,12 @@ from gateway_adapters.base import (
     OutboundMessage,
     ReceiptUpdate,
 )
-from gateway_adapters.gatewayapi import STATUS_MAP, GatewayApiAdapter
+from gateway_adapters.gatewayapi import (
+    STATUS_MAP,
+    GatewayApiAdapter,
+    _hs256_key,
+    _verified_claims,
+)
 from gateway_adapters.registry import create_adapter, known_types
 
 CALLBACK_URL = "https://broadcaster.example/callbacks/gw1"
@@ -494,6 +499,115 @@ async def test_callback_rejected_without_secret() -> None:
         assert caught.value.status == 401
     finally:
         await adapter.close()
+
+
+# -- the HS256 fast path agrees with PyJWT ---------------------------------------------------------
+
+
+def _segment(data: dict[str, Any] | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _hs256(header: dict[str, Any] | bytes, payload: dict[str, Any] | bytes) -> str:
+    import hashlib
+    import hmac
+
+    signing_input = f"{_segment(header)}.{_segment(payload)}"
+    digest = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_segment(digest)}"
+
+
+def _parity_tokens() -> dict[str, str]:
+    good = receipt()
+    plain = jwt.encode(good, SECRET, algorithm="HS256")
+    head, body, sig = plain.split(".")
+    hs256 = {"alg": "HS256", "typ": "JWT"}
+    # The last character of a 32-byte signature carries 2 unused bits: another character
+    # decodes to the same bytes, which PyJWT refuses as non-canonical.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = alphabet[alphabet.index(sig[-1]) ^ 1]
+    now = int(datetime.now(UTC).timestamp())
+    return {
+        "plain": plain,
+        "header without typ": _hs256({"alg": "HS256"}, good),
+        "spaced JSON": _hs256(b'{ "alg" : "HS256" }', b' {"id": 12345, "msisdn": 4520123456} '),
+        "header with kid": _hs256({**hs256, "kid": "k1"}, good),
+        "kid not a string": _hs256({**hs256, "kid": 5}, good),
+        "crit header": _hs256({**hs256, "crit": ["exp"]}, good),
+        "alg HS384": _hs256({"alg": "HS384", "typ": "JWT"}, good),
+        "alg none": unsigned_token(good),
+        "alg missing": _hs256({"typ": "JWT"}, good),
+        "padded signature": f"{plain}=" if len(sig) % 4 else plain,
+        "padded payload": f"{head}.{body}{'=' * (-len(body) % 4)}.{sig}",
+        "non-canonical signature": f"{head}.{body}.{sig[:-1]}{twin}",
+        "tampered payload": f"{head}.{_segment({**good, 'status': 'FAILED'})}.{sig}",
+        "tampered signature": f"{head}.{body}.{sig[::-1]}",
+        "wrong secret": jwt.encode(good, "another-secret-of-at-least-32-bytes", algorithm="HS256"),
+        "expired": _hs256(hs256, {**good, "exp": now - 60}),
+        "expires later": _hs256(hs256, {**good, "exp": now + 600}),
+        "not yet valid": _hs256(hs256, {**good, "nbf": now + 600}),
+        "issued in the future": _hs256(hs256, {**good, "iat": now + 600}),
+        "iat not a number": _hs256(hs256, {**good, "iat": "yesterday"}),
+        "audience": _hs256(hs256, {**good, "aud": "someone"}),
+        "subject not a string": _hs256(hs256, {**good, "sub": 5}),
+        "payload not an object": _hs256(hs256, b"[1, 2]"),
+        "payload not JSON": _hs256(hs256, b"{nope"),
+        "two segments": f"{head}.{body}",
+        "four segments": f"{plain}.x",
+        "not base64": f"{head}.{body[:-2]}!!.{sig}",
+        "non-ASCII": f"{head}.{body}\u00e6.{sig}",
+    }
+
+
+PARITY_TOKENS = _parity_tokens()
+
+
+@pytest.mark.parametrize("token", PARITY_TOKENS.values(), ids=PARITY_TOKENS.keys())
+def test_fast_path_accepts_only_what_pyjwt_accepts_with_the_same_claims(token: str) -> None:
+    try:
+        expected = jwt.decode(token, SECRET, algorithms=["HS256"])
+    except jwt.PyJWTError:
+        expected = None
+    key = _hs256_key(SECRET)
+    assert key is not None
+    fast = _verified_claims(token, key)
+    # The fast path may leave a token to PyJWT (None), but never accepts what PyJWT refuses,
+    # and what it accepts it reads as PyJWT does.
+    assert fast is None or fast == expected
+    # parse_callback (fast path, PyJWT behind it) decides as PyJWT alone does.
+    adapter = callback_adapter()
+    body = json.dumps(receipt()).encode()
+    try:
+        adapter.parse_callback({"X-Gwapi-Signature": token}, body, CALLBACK_URL)
+        outcome = "accepted"
+    except CallbackRejected as exc:
+        outcome = "signature" if exc.status == 401 else "claims"
+    if expected is None:
+        assert outcome == "signature"
+    else:
+        assert outcome in ("accepted", "claims")  # claims may then miss fields or differ
+
+
+def test_fast_path_takes_the_tokens_gatewayapi_sends() -> None:
+    key = _hs256_key(SECRET)
+    assert key is not None
+    for name in ("plain", "header without typ", "spaced JSON", "expires later"):
+        claims = _verified_claims(PARITY_TOKENS[name], key)
+        if name == "expires later":
+            assert claims is None  # registered claims: PyJWT checks them
+        else:
+            assert claims is not None and claims["id"] == 12345, name
+
+
+def test_secret_pyjwt_refuses_as_hmac_key_disables_the_fast_path() -> None:
+    assert _hs256_key("") is None
+    assert (
+        _hs256_key("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQY=\n-----END PUBLIC KEY-----")
+        is None
+    )
+    assert _hs256_key("ssh-rsa AAAAB3NzaC1yc2E") is None
+    assert _hs256_key("short") == b"short"
 
 
 # -- registry -------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -15,6 +15,8 @@ from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from starlette.datastructures import URL, Headers
+from starlette.types import Receive, Scope, Send
 
 from broadcaster import metrics, problems, queue
 from broadcaster.alerts import (
@@ -31,8 +33,8 @@ from broadcaster.dispatcher import Dispatcher
 from broadcaster.geo import SCALE, AreaError, parse_area
 from broadcaster.migrate import NotMigrated, ensure_migrated
 from broadcaster.phone import PhoneError, normalise
-from broadcaster.problems import Problem
-from broadcaster.receipts import record_receipts
+from broadcaster.problems import PROBLEM_JSON, Problem
+from broadcaster.receipt_writer import ReceiptsUnavailable, ReceiptWriter
 from broadcaster.settings import Settings
 from broadcaster.sms import segment_count
 from gateway_adapters.base import CallbackRejected, GatewayAdapter
@@ -121,7 +123,9 @@ def require(scope: str) -> Any:
 # ---------------------------------------------------------------- app
 
 
-def create_app(settings: Settings, database_url: str, *, run_dispatcher: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, database_url: str, *, run_dispatcher: bool = False
+) -> BroadcasterApi:
     """The FastAPI app; pool, HTTP session, adapters (and optionally the dispatcher) live in the
     lifespan, so nothing connects at import time."""
 
@@ -137,6 +141,7 @@ def create_app(settings: Settings, database_url: str, *, run_dispatcher: bool = 
         app.state.pool = pool
         app.state.settings = settings
         app.state.adapters = adapters
+        app.state.receipt_writer = writer = ReceiptWriter(pool)
         stop = asyncio.Event()
         dispatcher_task = None
         if run_dispatcher:
@@ -146,13 +151,15 @@ def create_app(settings: Settings, database_url: str, *, run_dispatcher: bool = 
             yield
         finally:
             stop.set()
+            # Receipts still queued are committed (or refused) before the pool goes away.
+            await writer.close()
             if dispatcher_task is not None:
                 await dispatcher_task
             for adapter in adapters.values():
                 await adapter.close()
             await pool.close()
 
-    app = FastAPI(title="broadcaster", version="0.1.0", lifespan=lifespan)
+    app = BroadcasterApi(title="broadcaster", version="0.1.0", lifespan=lifespan)
     problems.install(app)
     _routes(app)
     return app
@@ -282,19 +289,143 @@ def _routes(app: FastAPI) -> None:
         return status
 
     @app.post("/v1/callbacks/{gateway}", tags=["callbacks"])
-    async def callback(gateway: str, request: Request, pool: PoolDep) -> dict[str, int]:
-        adapter: GatewayAdapter | None = request.app.state.adapters.get(gateway)
-        if adapter is None:
-            raise Problem(404, "Unknown gateway", f"no gateway named {gateway!r} is configured")
+    async def callback(gateway: str, request: Request) -> dict[str, int]:
+        """A gateway's delivery receipts, in its own format and signed by it. 200 once they are
+        committed. (Answered by `BroadcasterApi` in front of the routing; declared here for the
+        OpenAPI schema and for the 405 on other methods.)"""
         body = await request.body()
+        url = str(request.url)
+        return {
+            "received": await receive_callback(request.app, gateway, request.headers, body, url)
+        }
+
+
+# ---------------------------------------------------------------- gateway callbacks
+
+CALLBACK_PREFIX = "/v1/callbacks/"
+# A receipt is a few hundred bytes; a body this large is not one.
+MAX_CALLBACK_BYTES = 256 * 1024
+
+
+async def receive_callback(
+    app: FastAPI, gateway: str, headers: Headers, body: bytes, url: str
+) -> int:
+    """Verify and parse one callback request, commit its receipts; returns how many. Raises
+    `Problem`: 404 unknown gateway, 401/400 refused by the adapter, 503 not committed."""
+    adapter: GatewayAdapter | None = app.state.adapters.get(gateway)
+    if adapter is None:
+        raise Problem(404, "Unknown gateway", f"no gateway named {gateway!r} is configured")
+    try:
+        updates = adapter.parse_callback(headers, body, url)
+    except CallbackRejected as exc:
+        reason = "signature" if exc.status == 401 else "malformed"
+        metrics.CALLBACKS_REJECTED.labels(gateway, reason).inc()
+        raise Problem(exc.status, "Callback rejected", str(exc)) from None
+    writer: ReceiptWriter = app.state.receipt_writer
+    try:
+        return await writer.write(gateway, updates)
+    except ReceiptsUnavailable:
+        raise Problem(
+            503,
+            "Service unavailable",
+            "the receipts could not be stored; try again",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
+class BroadcasterApi(FastAPI):
+    """The FastAPI app, with POST /v1/callbacks/{gateway} answered before FastAPI's machinery.
+
+    Gateways post one callback per SMS, so this is the API's busiest path by far; FastAPI's
+    per-request work (telemetry checks, middleware, routing, request objects, dependencies)
+    cost more than verifying a receipt and committing it with the group commit of
+    `ReceiptWriter`. Everything else, other methods on the same path included, goes through
+    FastAPI. Errors are problem+json as elsewhere."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = _route_path(scope)
+            if path.startswith(CALLBACK_PREFIX):
+                gateway = path[len(CALLBACK_PREFIX) :]
+                if gateway and "/" not in gateway:
+                    await self._callback(gateway, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _callback(self, gateway: str, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            updates = adapter.parse_callback(request.headers, body, str(request.url))
-        except CallbackRejected as exc:
-            reason = "signature" if exc.status == 401 else "malformed"
-            metrics.CALLBACKS_REJECTED.labels(gateway, reason).inc()
-            raise Problem(exc.status, "Callback rejected", str(exc)) from None
-        async with pool.acquire() as conn:
-            stored = await record_receipts(conn, gateway, updates)
-        for state, n in Counter(str(u.state) for u in updates).items():
-            metrics.RECEIPTS.labels(gateway, state).inc(n)
-        return {"received": stored}
+            body = await _read_body(receive)
+            if body is None:
+                return  # the client went away
+            adapter = self.state.adapters.get(gateway)
+            # Only adapters that check the URL (Twilio signs it) get it: building it is not free.
+            url = str(URL(scope=scope)) if getattr(adapter, "callback_uses_url", True) else ""
+            stored = await receive_callback(self, gateway, Headers(scope=scope), body, url)
+        except Problem as exc:
+            await _send_problem(send, scope, exc)
+            return
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            await _send_problem(
+                send,
+                scope,
+                Problem(500, "Internal error", "an unexpected error occurred; it has been logged"),
+            )
+            return
+        await _send(send, 200, b'{"received":%d}' % stored, b"application/json")
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the root path, as Starlette's router sees it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            raise Problem(
+                413, "Content too large", f"a callback is at most {MAX_CALLBACK_BYTES} bytes"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_problem(send: Send, scope: Scope, exc: Problem) -> None:
+    body = {
+        "type": exc.type,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "instance": scope["path"],
+        **exc.extra,
+    }
+    extra = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()
+    ]
+    await _send(send, exc.status, json.dumps(body).encode(), PROBLEM_JSON.encode(), extra)
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import hashlib
 import hmac
 import json
 import logging
@@ -89,8 +88,11 @@ def twilio_signature(
     sorted by name))."""
     pairs = params.items() if isinstance(params, Mapping) else params
     data = url + "".join(name + value for name, value in sorted(pairs))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return _signature(auth_token.encode(), data).decode("ascii")
+
+
+def _signature(key: bytes, data: str) -> bytes:
+    return base64.b64encode(hmac.digest(key, data.encode(), "sha1"))
 
 
 def is_e164(phone: str) -> bool:
@@ -125,6 +127,9 @@ class TwilioAdapter:
             "MessagingServiceSid" if sender.startswith(MESSAGING_SERVICE_PREFIX) else "From"
         )
         self._sender = sender
+        self._auth_key = self._auth_token.encode()
+        # The URLs a callback may be signed for that do not depend on the request.
+        self._callback_variants = _port_variants(callback_url)
         # Created lazily, so an adapter can be built outside a running event loop.
         self._session = session
         self._own_session = session is None
@@ -262,12 +267,13 @@ class TwilioAdapter:
     def _signed(self, signature: str, url: str, pairs: list[tuple[str, str]]) -> bool:
         """Whether `signature` signs the parameters for `url` (or the callback URL we gave
         Twilio, which is what it calls even when a proxy rewrote the URL we see)."""
-        urls = dict.fromkeys([*_port_variants(url), *_port_variants(self.callback_url)])
+        urls = dict.fromkeys([*_port_variants(url), *self._callback_variants])
+        # What every candidate signature covers after the URL (see `twilio_signature`).
+        signed_params = "".join(name + value for name, value in sorted(pairs))
+        expected = signature.encode()
         # Compare against every candidate so the time taken does not depend on which matched.
         matches = [
-            hmac.compare_digest(
-                twilio_signature(self._auth_token, candidate, pairs).encode(), signature.encode()
-            )
+            hmac.compare_digest(_signature(self._auth_key, candidate + signed_params), expected)
             for candidate in urls
             if candidate
         ]

@@ -1,0 +1,225 @@
+"""Group commit of delivery receipts for the API: the receipts of concurrent callback requests
+share one statement and one commit.
+
+A callback handler verifies and parses its request, then awaits `ReceiptWriter.write`, which
+returns once the receipts are committed (the handler answers 2xx only then) or raises
+`ReceiptsUnavailable` (the handler answers 503 and the gateway tries again later).
+
+Batching is natural: a receipt that arrives while no flush runs is written at once (no timer
+adds latency at low load); whatever arrives while flushes run queues up and goes into the next
+one, up to `max_batch` receipts. Two flushes may run at once (`max_flushes`), each on its own
+connection: with one, every request waited for the round trip and the WAL flush of the commit
+before it as well as its own, and the whole process moved in lockstep with its flushes (the API
+idle while the database committed, and the other way round). Their row locks cannot deadlock:
+each flush locks its deliveries in id order; if it happened anyway, the requests would be
+retried one by one (below).
+
+A failed flush fails every request in it, except that when the database refused the batch
+itself (bad data, a deadlock) and not because it is unreachable, each request is tried again on
+its own, so one receipt the database cannot take does not fail the others with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from prometheus_client import Counter as Metric
+
+from broadcaster import metrics
+from broadcaster.receipts import record_batch
+from gateway_adapters.base import ReceiptUpdate
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes that say the database or the connection is not there; retrying the requests
+# of a failed batch one by one would only fail them more slowly.
+_OUTAGE_CLASSES = ("08", "53", "57", "58")
+
+
+class ReceiptsUnavailable(Exception):
+    """The receipts were not committed (the database is unreachable or refused them)."""
+
+
+@dataclass(slots=True)
+class _Request:
+    gateway: str
+    updates: Sequence[ReceiptUpdate]
+    done: asyncio.Future[int]
+
+
+class ReceiptWriter:
+    """Commits receipts for many concurrent requests in shared transactions (one process)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch: int = 1000,
+        max_flushes: int = 2,
+        acquire_timeout: float = 10.0,
+        statement_timeout: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._max_batch = max(1, max_batch)
+        self._max_flushes = max(1, max_flushes)
+        self._acquire_timeout = acquire_timeout
+        self._statement_timeout = statement_timeout
+        self._queue: deque[_Request] = deque()
+        self._flushers: set[asyncio.Task[None]] = set()
+        # A connection per flusher, held from its first flush until close (a pool acquire and
+        # release per flush cost a reset round trip each time); given back after a failure.
+        self._idle_conns: list[asyncpg.pool.PoolConnectionProxy] = []
+        self._closed = False
+        self._receipt_counters: dict[tuple[str, str], Metric] = {}
+        # For tests and the benchmark: how many flushes ran and how many receipts they carried.
+        self.flushes = 0
+        self.flushed_receipts = 0
+
+    async def write(self, gateway: str, updates: Sequence[ReceiptUpdate]) -> int:
+        """Commit `updates` of `gateway`; returns how many were stored once they are committed.
+        Raises `ReceiptsUnavailable` when they were not."""
+        if not updates:
+            return 0
+        if self._closed:
+            raise ReceiptsUnavailable("the receipt writer is shut down")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(gateway, updates, done))
+        if len(self._flushers) < self._max_flushes:
+            flusher = asyncio.create_task(self._drain(), name="receipt-writer")
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)  # if cancelled before it ran
+        return await done
+
+    async def close(self) -> None:
+        """Refuse new receipts and wait until the queued ones are committed (or failed)."""
+        self._closed = True
+        while self._flushers:
+            await asyncio.shield(next(iter(self._flushers)))
+        while self._idle_conns:
+            await self._release(self._idle_conns.pop())
+
+    # ---------------------------------------------------------------------------- flushing
+
+    async def _drain(self) -> None:
+        """Flush until the queue is empty; started by a write while fewer than `max_flushes`
+        flushers run."""
+        me = asyncio.current_task()
+        conn = self._idle_conns.pop() if self._idle_conns else None
+        try:
+            while self._queue:
+                conn = await self._flush(self._take(), conn)
+        except BaseException:
+            # Cancelled (the event loop is going away): nothing may wait forever, and the
+            # connection may be mid-statement.
+            self._flushers.discard(me)
+            while self._queue:
+                _fail([self._queue.popleft()], "the receipt writer stopped")
+            if conn is not None:
+                await self._release(conn)
+            raise
+        # Leave the set in the same step that found the queue empty: a write coming after it
+        # starts a new flusher instead of counting on this one.
+        self._flushers.discard(me)
+        if conn is not None:
+            self._idle_conns.append(conn)
+
+    def _take(self) -> list[_Request]:
+        batch = [self._queue.popleft()]
+        size = len(batch[0].updates)
+        while self._queue and size + len(self._queue[0].updates) <= self._max_batch:
+            request = self._queue.popleft()
+            batch.append(request)
+            size += len(request.updates)
+        return batch
+
+    async def _flush(
+        self, batch: list[_Request], conn: asyncpg.pool.PoolConnectionProxy | None
+    ) -> asyncpg.pool.PoolConnectionProxy | None:
+        """Commit one batch and answer its requests; returns the connection to go on with."""
+        try:
+            conn = await self._commit(batch, conn)
+        except Exception as exc:
+            conn = None  # _commit gave it back
+            reason = _describe(exc)
+            if len(batch) > 1 and not _is_outage(exc):
+                log.warning(
+                    "receipt batch refused (%s); committing its requests one by one", reason
+                )
+                for request in batch:
+                    conn = await self._flush([request], conn)
+                return conn
+            log.error("receipts not committed: %s (%d requests answered 503)", reason, len(batch))
+            log.debug("receipt flush failure", exc_info=True)  # may quote receipt data
+            _fail(batch, reason)
+        else:
+            for request in batch:
+                if not request.done.done():  # its handler may have been cancelled meanwhile
+                    request.done.set_result(len(request.updates))
+        finally:
+            # Only left unresolved when we were cancelled: no handler may wait forever.
+            _fail(batch, "the receipt writer stopped")
+        return conn
+
+    async def _commit(
+        self, batch: list[_Request], conn: asyncpg.pool.PoolConnectionProxy | None
+    ) -> asyncpg.pool.PoolConnectionProxy:
+        pairs = [(r.gateway, r.updates) for r in batch]
+        try:
+            if conn is None:
+                conn = await self._pool.acquire(timeout=self._acquire_timeout)
+                # The statement's generic plan is index lookups like its custom plans (the
+                # tests check both); left to choose, PostgreSQL planned it anew every time
+                # (about half of a small flush's database time). Reset when released.
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+            stored = await record_batch(conn, pairs, statement_timeout=self._statement_timeout)
+        except BaseException:
+            # It may be broken (or in an unknown state after a timeout): give it back, the pool
+            # resets or closes it, and the next flush takes a fresh one.
+            if conn is not None:
+                await self._release(conn)
+            raise
+        self.flushes += 1
+        self.flushed_receipts += stored
+        self._count(pairs)
+        return conn
+
+    async def _release(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        try:
+            await self._pool.release(conn, timeout=self._acquire_timeout)
+        except Exception as exc:  # a broken connection: the pool has dropped it anyway
+            log.debug("releasing a receipt connection failed: %s", _describe(exc))
+
+    def _count(self, pairs: list[tuple[str, Sequence[ReceiptUpdate]]]) -> None:
+        counts = Counter((gateway, str(u.state)) for gateway, updates in pairs for u in updates)
+        for key, n in counts.items():
+            counter = self._receipt_counters.get(key)
+            if counter is None:
+                counter = self._receipt_counters[key] = metrics.RECEIPTS.labels(*key)
+            counter.inc(n)
+
+
+def _fail(batch: list[_Request], reason: str) -> None:
+    for request in batch:
+        if not request.done.done():
+            request.done.set_exception(ReceiptsUnavailable(reason))
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether the error says the database is unreachable (rather than refusing this batch)."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError):
+        return True  # the connection is closed or broken
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in _OUTAGE_CLASSES
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's type and SQLSTATE only: messages can quote receipt data (phone numbers)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
