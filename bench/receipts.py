@@ -6,19 +6,30 @@ SMPP deliver_sm into one dispatcher.
     set-based SQL; one `broadcaster api` process with a gatewayapi gateway 'primary' and its
     webhook secret; a load generator in its own process (aiohttp, --concurrency requests in
     flight, tokens signed before the clock starts) POSTs one JWT-signed receipt per delivery
-    to /v1/callbacks/primary. Each answer comes after the receipt's transaction committed, so
-    receipts/s is counted from the first POST to the last answer; a count of 'delivered'
-    deliveries confirms it. Next to it, in the same run: a FastAPI no-op POST route under the
-    same server stack and client (bench/ceilings.api_ceiling), the ceiling of one API process.
+    to /v1/callbacks/primary. Each answer comes after the receipt's transaction committed.
+    Measured as the ceiling is: the first min(receipts, 20 x concurrency) receipts warm up (open
+    the connections, let the server settle) untimed, then receipts/s is counted over the rest,
+    from the first POST to the last answer; a count of 'delivered' deliveries confirms all of
+    them. Next to it, in the same run: a FastAPI no-op POST route under the same server stack
+    and client (bench/ceilings.api_ceiling), the ceiling of one API process, measured just
+    before and just after the receipts (the mean of the two is the ceiling).
 (b) SMPP. A broadcast to --smpp-receipts subscribers through an 'smpp' gateway to the SMSC
     simulator (SmscSimulator, receipts held) and one `broadcaster dispatcher`; once every
     delivery is 'sent', the receipts are released and the database is polled until every
     delivery is 'delivered'. The dispatcher commits them through its receipt sink in batches
-    and answers each deliver_sm after the commit; the simulator keeps --smsc-window deliver_sm
-    unanswered at most (SmscOptions.receipt_window), so that window bounds each batch.
+    (SmppAdapter.receipt_batch, up to receipt_concurrency batches committing at once) and
+    answers each deliver_sm after its batch committed; the simulator keeps --smsc-window
+    deliver_sm unanswered at most (SmscOptions.receipt_window): receipts/s is about that window
+    divided by the time from the simulator's send to the dispatcher's answer. The default
+    window is 1000 (SMSC_WINDOW): SMSCs let an operator set an ESME account's window, and 1000
+    lets two full batches of 500 commit while the next arrive. CPU per receipt is reported for
+    the dispatcher, the simulator and the dispatcher's PostgreSQL backends (on 2 cores, 20,000
+    receipts/s needs at most 100 us in all). Next to it, in the same run: the same simulator
+    and SmppAdapter in a client process whose sink stores nothing (smpp_ceiling), the most the
+    dispatcher could reach with this simulator, and a floor of what the simulator can emit.
 
     python bench/receipts.py [--receipts 50000] [--concurrency 64] [--api-requests 20000]
-                             [--smpp-receipts 50000] [--smsc-window 10 ...]
+                             [--smpp-receipts 50000] [--smsc-window 1000 ...] [--only smpp]
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +71,10 @@ SCRIPT = str(Path(__file__).resolve())
 PER_MESSAGE_ID = 1000  # GatewayAPI: one id per message object of up to 1000 recipients
 FIRST_MSISDN = 4530000000  # harness.seed_box numbers subscribers +4530000000, +4530000001, ...
 SMPP_SYSTEM_ID, SMPP_PASSWORD = "bench", "benchpw"  # SMPP passwords are at most 8 characters
+# deliver_sm the simulated SMSC keeps unanswered (its window towards us). SMSCs make this
+# configurable per ESME account; 1000 is within what they allow, and it lets the dispatcher
+# have several batches committing at once (see the docstring).
+SMSC_WINDOW = 1000
 
 # ------------------------------------------------------------------------------ (a) HTTP
 
@@ -130,23 +146,31 @@ async def http_receipts(receipts: int, concurrency: int) -> dict[str, Any]:
         stored = await conn.fetchval("SELECT count(*) FROM delivery_receipts WHERE applied")
     finally:
         await conn.close()
-    seconds = out["seconds"]
+    seconds, total = out["seconds"], out["seconds"] + out["warmup_seconds"]
     backends = sum(t - cpu0[1].get(pid, 0.0) for pid, t in cpu1[1].items())
+    api_cpu = cpu1[0] - cpu0[0]
+    if delivered != receipts:
+        raise RuntimeError(f"only {delivered} of {receipts} receipts were committed")
     return {
         "receipts": receipts,
         "concurrency": concurrency,
+        "warmup_receipts": out["warmup"],
         "answered_2xx": out["ok"],
         "answered_other": out["failed"],
         "delivered_in_db": delivered,
         "receipts_applied_in_db": stored,
         "seconds": round(seconds, 3),
-        "receipts_per_s": round(delivered / seconds, 1),
+        "receipts_per_s": round(out["timed"] / seconds, 1),
         "latency_ms": out["latency_ms"],
-        # CPU cores kept busy while the receipts came in (the load generator includes its
-        # signing of every receipt before the clock started).
+        # CPU cores kept busy while the receipts came in, warm-up included (the load generator
+        # includes its signing of every receipt before the clock started), and CPU per receipt.
         "cpu_cores_busy": {
-            "api": round((cpu1[0] - cpu0[0]) / seconds, 2),
-            "postgres_backends": round(backends / seconds, 2),
+            "api": round(api_cpu / total, 2),
+            "postgres_backends": round(backends / total, 2),
+        },
+        "cpu_us_per_receipt": {
+            "api": round(1e6 * api_cpu / receipts, 1),
+            "postgres_backends": round(1e6 * backends / receipts, 1),
         },
         "load_generator_cpu_seconds": round(cpu1[2] - cpu0[2], 2),
         "postgres": await postgres_version(url),
@@ -174,7 +198,8 @@ def _signed_receipts(n: int) -> list[tuple[bytes, str]]:
 
 
 async def _load_generator(target: str, receipts: int, concurrency: int) -> None:
-    """POST every receipt once, `concurrency` in flight; prints a JSON line with the figures."""
+    """POST every receipt once, `concurrency` in flight, the way bench/ceilings.py's client
+    hammers the no-op route (warm-up first, then the timed part); prints a JSON line."""
     import aiohttp
 
     signed = _signed_receipts(receipts)
@@ -183,9 +208,8 @@ async def _load_generator(target: str, receipts: int, concurrency: int) -> None:
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        indexes = iter(range(receipts))
 
-        async def worker() -> None:
+        async def worker(indexes: Iterator[int]) -> None:
             nonlocal ok, failed
             for i in indexes:
                 body, token = signed[i]
@@ -199,15 +223,34 @@ async def _load_generator(target: str, receipts: int, concurrency: int) -> None:
                 else:
                     failed += 1
 
+        warm = min(receipts, concurrency * 20)
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        indexes = iter(range(warm))
+        await asyncio.gather(*(worker(indexes) for _ in range(concurrency)))
+        latencies.clear()
+        warmup_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        indexes = iter(range(warm, receipts))
+        await asyncio.gather(*(worker(indexes) for _ in range(concurrency)))
         seconds = time.perf_counter() - start
     latencies.sort()
     pct = {
         f"p{q}": round(1000 * latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))], 1)
         for q in (50, 99)
     }
-    print(json.dumps({"seconds": seconds, "ok": ok, "failed": failed, "latency_ms": pct}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "warmup_seconds": warmup_seconds,
+                "warmup": warm,
+                "timed": receipts - warm,
+                "ok": ok,
+                "failed": failed,
+                "latency_ms": pct,
+            }
+        )
+    )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -256,13 +299,7 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
     await seed_box(url, receipts)
     with children() as (started, log_dir):
         port, http_port = procs.free_port(), procs.free_port()
-        argv = [SCRIPT, "--serve-smsc", "--port", str(port), "--http-port", str(http_port)]
-        argv += ["--smsc-window", str(window)]
-        started.append(
-            procs.start(
-                "smsc", [sys.executable, *argv], env={}, log_dir=log_dir, ready_line="listening on"
-            )
-        )
+        smsc_pid = _start_smsc(started, log_dir, port, http_port, window)
         sim = f"http://127.0.0.1:{http_port}"
         config = log_dir / "gw.toml"
         config.write_text(
@@ -284,6 +321,7 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
                 ready_line="dispatcher started",
             )
         )
+        dispatcher_pid = started[-1].pid
         conn = await connect(url)
         try:
             t0 = time.time()
@@ -301,6 +339,7 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
             if sent != receipts:
                 raise RuntimeError(f"only {sent} of {receipts} deliveries were sent")
             held = _sim(sim, "GET", "/_sim/stats")["receipts_held"]
+            cpu0 = (_cpu_seconds(dispatcher_pid), _cpu_seconds(smsc_pid), await _backend_cpu(conn))
             start = time.time()
             released = _sim(sim, "POST", "/_sim/release")["released"]
             delivered = 0
@@ -311,20 +350,127 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
                     break
                 await asyncio.sleep(0.05)
             seconds = time.time() - start
+            cpu1 = (_cpu_seconds(dispatcher_pid), _cpu_seconds(smsc_pid), await _backend_cpu(conn))
+            stats = _sim(sim, "GET", "/_sim/stats")
         finally:
             await conn.close()
     if delivered != receipts:
         raise RuntimeError(f"only {delivered} of {receipts} receipts were committed")
+    cpu = {
+        "dispatcher": cpu1[0] - cpu0[0],
+        "smsc_simulator": cpu1[1] - cpu0[1],
+        # the dispatcher's connections (the polling connection of this script is left out)
+        "postgres_backends": sum(t - cpu0[2].get(pid, 0.0) for pid, t in cpu1[2].items()),
+    }
+    cpu["total"] = sum(cpu.values())
     return {
         "receipts": receipts,
         "smsc_window": window,
         "held": held,
         "released": released,
         "delivered_in_db": delivered,
+        "deliver_sm_sent": stats["receipts_sent"],  # more than receipts if any were resent
+        "deliver_sm_refused": stats["receipts_refused"],
         "seconds": round(seconds, 3),
         "receipts_per_s": round(delivered / seconds, 1),
         "send_seconds": round(send_seconds, 2),
+        # CPU while the receipts came in: per receipt, and cores kept busy. On a machine of
+        # 2 cores, 20,000 receipts/s needs a total of at most 100 us per receipt.
+        "cpu_us_per_receipt": {k: round(1e6 * v / receipts, 1) for k, v in cpu.items()},
+        "cpu_cores_busy": {k: round(v / seconds, 2) for k, v in cpu.items()},
     }
+
+
+async def smpp_ceiling(receipts: int, window: int, timeout: float) -> dict[str, Any]:
+    """The same SMSC simulator process and SmppAdapter, in a client process whose on_receipts
+    returns at once: receipts/s without the database, the most the dispatcher could reach
+    with this simulator (and a floor of what the simulator can emit)."""
+    with children() as (started, log_dir):
+        port, http_port = procs.free_port(), procs.free_port()
+        smsc_pid = _start_smsc(started, log_dir, port, http_port, window)
+        out = await _subprocess_json(
+            SCRIPT,
+            "--smpp-client",
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--smsc-pid",
+            str(smsc_pid),
+            "--smpp-receipts",
+            str(receipts),
+            "--timeout",
+            str(timeout),
+        )
+    return {"smsc_window": window, **out}
+
+
+def _start_smsc(
+    started: list[procs.Child], log_dir: Path, port: int, http_port: int, window: int
+) -> int:
+    argv = [SCRIPT, "--serve-smsc", "--port", str(port), "--http-port", str(http_port)]
+    argv += ["--smsc-window", str(window)]
+    started.append(
+        procs.start(
+            "smsc", [sys.executable, *argv], env={}, log_dir=log_dir, ready_line="listening on"
+        )
+    )
+    return started[-1].pid
+
+
+async def _smpp_client(
+    port: int, http_port: int, smsc_pid: int, receipts: int, timeout: float
+) -> None:
+    """Submit `receipts` messages through an SmppAdapter, release the receipts and take them
+    with a sink that stores nothing; prints a JSON line with the figures."""
+    from gateway_adapters.base import GatewayConfig, OutboundMessage, ReceiptUpdate
+    from gateway_adapters.smpp import SmppAdapter
+
+    sim = f"http://127.0.0.1:{http_port}"
+    taken = 0
+    all_taken = asyncio.Event()
+
+    async def sink(updates: list[ReceiptUpdate]) -> None:
+        nonlocal taken
+        taken += len(updates)
+        if taken >= receipts:
+            all_taken.set()
+
+    config = GatewayConfig(
+        name="smsc",
+        type="smpp",
+        base_url=f"smpp://127.0.0.1:{port}",
+        token=f"{SMPP_SYSTEM_ID}:{SMPP_PASSWORD}",
+        max_batch=1000,
+    )
+    adapter = SmppAdapter(config, "unused")
+    await adapter.start(sink)
+    try:
+        messages = [OutboundMessage(i, f"+{FIRST_MSISDN + i}", "bench", 1) for i in range(receipts)]
+        for i in range(0, receipts, 1000):
+            results = await adapter.send_batch(messages[i : i + 1000])
+            if not all(r.accepted for r in results):
+                raise RuntimeError("the simulator refused a message")
+        cpu0 = (time.process_time(), _cpu_seconds(smsc_pid))
+        start = time.perf_counter()
+        released = (await asyncio.to_thread(_sim, sim, "POST", "/_sim/release"))["released"]
+        await asyncio.wait_for(all_taken.wait(), timeout)
+        while (await asyncio.to_thread(_sim, sim, "GET", "/_sim/stats"))["receipts_pending"]:
+            await asyncio.sleep(0.01)  # the last answers are on their way to the simulator
+        seconds = time.perf_counter() - start
+        cpu1 = (time.process_time(), _cpu_seconds(smsc_pid))
+    finally:
+        await adapter.close()
+    cpu = {"adapter": cpu1[0] - cpu0[0], "smsc_simulator": cpu1[1] - cpu0[1]}
+    figures = {
+        "receipts": receipts,
+        "released": released,
+        "taken": taken,
+        "seconds": round(seconds, 3),
+        "receipts_per_s": round(receipts / seconds, 1),
+        "cpu_us_per_receipt": {k: round(1e6 * v / receipts, 1) for k, v in cpu.items()},
+    }
+    print(json.dumps(figures))
 
 
 async def _count(conn: Any, alert_id: int, status: str) -> int:
@@ -372,8 +518,16 @@ async def main(args: argparse.Namespace) -> None:
     figures: dict[str, Any] = {}
     parts = []
     if args.only in (None, "http"):
+        # The ceiling just before and just after, their mean next to the receipts: on a shared
+        # machine the speed drifts within a run, and one side alone skewed the ratio.
+        before = await api_ceiling(args.api_requests, args.concurrency)
         http = await http_receipts(args.receipts, args.concurrency)
-        ceiling = await api_ceiling(args.api_requests, args.concurrency)
+        after = await api_ceiling(args.api_requests, args.concurrency)
+        ceiling = {
+            **after,
+            "req_per_s": round((before["req_per_s"] + after["req_per_s"]) / 2, 1),
+            "req_per_s_before_and_after": [before["req_per_s"], after["req_per_s"]],
+        }
         figures["http_gatewayapi"] = http
         figures["api_noop_ceiling"] = ceiling
         figures["http_share_of_ceiling"] = round(http["receipts_per_s"] / ceiling["req_per_s"], 3)
@@ -388,13 +542,19 @@ async def main(args: argparse.Namespace) -> None:
             f"window_{w}": await smpp_receipts(args.smpp_receipts, w, args.timeout)
             for w in args.smsc_window
         }
+        top = max(args.smsc_window)
+        ceiling = await smpp_ceiling(args.smpp_receipts, top, args.timeout)
         figures["smpp"] = smpp
+        figures["smpp_no_database_ceiling"] = ceiling
         parts.append(
             "SMPP deliver_sm via the dispatcher: "
             + ", ".join(
-                f"{s['receipts_per_s']:,.0f}/s (SMSC window {s['smsc_window']})"
+                f"{s['receipts_per_s']:,.0f}/s (SMSC window {s['smsc_window']}; CPU us/receipt "
+                + ", ".join(f"{k} {v}" for k, v in s["cpu_us_per_receipt"].items())
+                + ")"
                 for s in smpp.values()
             )
+            + f"; without the database (SMSC window {top}) {ceiling['receipts_per_s']:,.0f}/s"
         )
     report("receipts", figures, "; ".join(parts))
 
@@ -409,14 +569,16 @@ if __name__ == "__main__":
         "--smsc-window",
         type=int,
         nargs="+",
-        default=[10, 200],
-        help="deliver_sm the SMSC keeps unanswered at most (one run each)",
+        default=[SMSC_WINDOW],
+        help="deliver_sm the SMSC keeps unanswered at most (one run each; default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase, seconds")
     parser.add_argument("--only", choices=["http", "smpp"], help="run one part only")
     # Internal modes: the child processes this script starts.
     parser.add_argument("--load-generator", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-smsc", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smpp-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smsc-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
@@ -429,5 +591,11 @@ if __name__ == "__main__":
         import uvloop
 
         uvloop.run(_serve_smsc(args.port, args.http_port, args.smsc_window[0]))
+    elif args.smpp_client:
+        import uvloop
+
+        uvloop.run(
+            _smpp_client(args.port, args.http_port, args.smsc_pid, args.smpp_receipts, args.timeout)
+        )
     else:
         run(main(args))

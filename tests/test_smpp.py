@@ -25,9 +25,25 @@ from gateway_adapters.base import (
     ReceiptUpdate,
 )
 from gateway_adapters.registry import create_adapter, known_types
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
+from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator, _Receipt
 from gateway_adapters.smpp import SmppAdapter, SmppConfigError
-from gateway_adapters.smpp_codec import ESME_ROK, canonical_message_id, split_message
+from gateway_adapters.smpp_codec import (
+    ESME_ROK,
+    BindTransceiver,
+    BindTransceiverResp,
+    DeliverSm,
+    DeliverSmResp,
+    FrameReader,
+    SubmitSm,
+    SubmitSmResp,
+    canonical_message_id,
+    decode,
+    encode,
+    gsm7_encode,
+    parse_delivery_receipt,
+    receipt_text,
+    split_message,
+)
 
 SYSTEM_ID, PASSWORD = "sim", "sim-pass"
 STARTUP_TIMEOUT = 10.0
@@ -271,6 +287,53 @@ async def test_failed_parts_are_reported_under_the_message_id(smsc, connect) -> 
 # -- receipts -------------------------------------------------------------------------------------
 
 
+async def test_a_part_receipt_read_right_behind_its_response_is_known_as_a_part(connect) -> None:
+    # An SMSC writes a part's submit_sm_resp and that part's receipt in one go, after another
+    # receipt: a receipt worker runs before the sending coroutine does, and must still know the
+    # part (else it would report the part as a message of its own).
+    answered: list[tuple[int, int]] = []
+
+    def receipt(sequence: int, message_id: int) -> bytes:
+        text = f"id:{message_id} sub:001 dlvrd:001 stat:DELIVRD err:000"
+        return encode(
+            DeliverSm(sequence_number=sequence, esm_class=0x04, short_message=text.encode())
+        )
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parts = 0
+        frames = FrameReader(reader)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                for frame in await frames.frames():
+                    pdu = decode(frame)
+                    if isinstance(pdu, BindTransceiver):
+                        bound = BindTransceiverResp(sequence_number=pdu.sequence_number)
+                        writer.write(encode(bound))
+                    elif isinstance(pdu, SubmitSm):
+                        parts += 1  # message ids 1, 2, ... (hex in responses, decimal in receipts)
+                        resp = SubmitSmResp(
+                            sequence_number=pdu.sequence_number, message_id=f"{parts:X}"
+                        )
+                        before = receipt(900, 99) if parts == 1 else b""
+                        writer.write(before + encode(resp) + receipt(900 + parts, parts))
+                    elif isinstance(pdu, DeliverSmResp):
+                        answered.append((pdu.sequence_number, pdu.command_status))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        adapter, sink = await connect(f"smpp://127.0.0.1:{port}")
+        [result] = await adapter.send_batch([msg(1, "a" * 200)])  # two parts
+        assert result.gateway_message_id == "2"
+        await eventually(lambda: len(answered) == 3)
+        assert sorted(answered) == [(900, ESME_ROK), (901, ESME_ROK), (902, ESME_ROK)]
+        # The unrelated receipt and the last part's, which speaks for the message; not part 1's.
+        assert sorted(u.gateway_message_id for u in sink.updates) == ["2", "99"]
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize(
     ("delivered_ratio", "receipt_tlvs", "state", "error"),
     [
@@ -334,6 +397,184 @@ async def test_unanswered_receipts_are_redelivered_after_a_reconnect(smsc, conne
     await eventually(lambda: sim.stats.receipts_acked == 1)
     assert sim.stats.binds == 2 and sim.stats.receipts_unanswered == 1
     assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 2
+
+
+class GatedSink:
+    """An on_receipts whose calls each wait for their own gate: `calls[i]` holds the i-th call's
+    receipts; `fail` lists the calls (by index) that raise once let through."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[ReceiptUpdate]] = []
+        self.gates: list[asyncio.Event] = []
+        self.fail: set[int] = set()
+
+    async def __call__(self, updates: list[ReceiptUpdate]) -> None:
+        index = len(self.calls)
+        self.calls.append(list(updates))
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        if index in self.fail:
+            raise RuntimeError("database is down")
+
+    def open_all(self) -> None:
+        for gate in self.gates:
+            gate.set()
+
+    @property
+    def ids(self) -> list[str]:
+        return [u.gateway_message_id for call in self.calls for u in call]
+
+
+async def start_with(sim: SmscSimulator, sink: Any, **options: Any) -> SmppAdapter:
+    options.setdefault("reconnect_initial", 0.05)
+    adapter = SmppAdapter(config(f"smpp://127.0.0.1:{sim.port}"), "unused", **options)
+    await adapter.start(sink)
+    return adapter
+
+
+async def test_concurrent_batches_are_each_answered_after_their_own_commit(smsc) -> None:
+    sim = await smsc(hold_receipts=True)
+    sink = GatedSink()
+    adapter = await start_with(sim, sink, receipt_batch=2, receipt_concurrency=2)
+    try:
+        results = await adapter.send_batch([msg(i) for i in range(4)])
+        sim.release()
+        await eventually(lambda: len(sink.calls) == 2)  # two batches committing at once
+        first, second = sink.calls
+        assert len(first) + len(second) == 4 and sim.stats.receipts_acked == 0
+        sink.gates[1].set()  # the second commits first: only its receipts are answered
+        await eventually(lambda: sim.stats.receipts_acked == len(second))
+        await asyncio.sleep(0.05)
+        assert sim.stats.receipts_acked == len(second) and sim.receipts_pending == len(first)
+        sink.gates[0].set()
+        await eventually(lambda: sim.receipts_pending == 0)
+        assert sorted(sink.ids) == sorted(str(r.gateway_message_id) for r in results)
+        assert sim.stats.receipts_sent == sim.stats.receipts_acked == 4
+    finally:
+        sink.open_all()
+        await adapter.close()
+
+
+async def test_a_failed_batch_is_refused_while_the_one_beside_it_is_answered(smsc) -> None:
+    sim = await smsc(hold_receipts=True, redelivery_delay_ms=20)
+    sink = GatedSink()
+    sink.fail = {0}
+    adapter = await start_with(sim, sink, receipt_batch=2, receipt_concurrency=2)
+    try:
+        results = await adapter.send_batch([msg(i) for i in range(4)])
+        sim.release()
+        await eventually(lambda: len(sink.calls) == 2)
+        failed = [u.gateway_message_id for u in sink.calls[0]]
+        sink.open_all()
+        # The failed batch's receipts are refused (ESME_RSYSERR) and come again; the others not.
+        async with asyncio.timeout(5):
+            while sim.receipts_pending:
+                sink.open_all()
+                await asyncio.sleep(0.01)
+        assert sim.stats.receipts_refused == len(failed)
+        assert sim.stats.receipts_acked == 4
+        assert sorted(sink.ids) == sorted([str(r.gateway_message_id) for r in results] + failed)
+    finally:
+        sink.open_all()
+        await adapter.close()
+
+
+async def test_a_deliver_sm_unanswered_in_time_is_sent_again(smsc) -> None:
+    # The commit of the first copy hangs past the SMSC's response timeout: the SMSC sends the
+    # receipt again, another worker commits and answers that copy, and the late answer to the
+    # first copy counts for nothing.
+    sim = await smsc(hold_receipts=True, response_timeout_ms=100)
+    sink = GatedSink()
+    adapter = await start_with(sim, sink, receipt_concurrency=2)
+    try:
+        [result] = await adapter.send_batch([msg(1)])
+        sim.release()
+        await eventually(lambda: len(sink.calls) == 2)  # the copy sent again
+        assert sim.stats.receipts_unanswered >= 1 and sim.stats.receipts_acked == 0
+        sink.gates[1].set()
+        await eventually(lambda: sim.stats.receipts_acked == 1)
+        assert sim.receipts_pending == 0
+        sink.open_all()  # the first copy's commit ends; its answer finds nothing to settle
+        await asyncio.sleep(0.05)
+        assert sim.stats.receipts_acked == 1
+        assert sink.ids[:2] == [result.gateway_message_id] * 2
+    finally:
+        sink.open_all()
+        await adapter.close()
+
+
+async def test_many_receipts_fill_the_window_without_exceeding_it(smsc, connect) -> None:
+    sim = await smsc(hold_receipts=True, receipt_window=64, delivered_ratio=0.8, seed=5)
+    adapter, sink = await connect(sim, receipt_batch=25, receipt_concurrency=3)
+    sink.gate = asyncio.Event()  # commits wait: the SMSC's window fills up meanwhile
+    results = []
+    for start in range(0, 1000, 250):
+        results += await adapter.send_batch([msg(i) for i in range(start, start + 250)])
+    sim.release()
+    await eventually(lambda: sim.stats.receipts_sent == 64)
+    await asyncio.sleep(0.05)
+    assert sim.stats.receipts_sent == 64 and len(sink.updates) <= 64
+    sink.gate.set()
+    await eventually(lambda: sim.receipts_pending == 0, within=20)
+    assert sim.stats.max_receipts_out == 64
+    assert sim.stats.receipts_sent == sim.stats.receipts_acked == 1000
+    assert max(len(call) for call in sink.calls) <= 25
+    # Every receipt committed exactly once, each with its message's outcome.
+    assert sorted(u.gateway_message_id for u in sink.updates) == sorted(
+        r.gateway_message_id for r in results
+    )
+    states = {u.state for u in sink.updates}
+    assert states == {DeliveryState.DELIVERED, DeliveryState.FAILED}
+
+
+def test_simulator_writes_the_deliver_sm_a_receipt_is() -> None:
+    # The simulator builds deliver_sm from parts encoded in advance; the bytes must be what the
+    # codec encodes for that DeliverSm, and read back as the receipt it stands for.
+    for tlvs, stat in [(False, "DELIVRD"), (True, "UNDELIV")]:
+        sim = SmscSimulator(SmscOptions(receipt_tlvs=tlvs))
+        submitted = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
+        receipt = _Receipt(
+            message_id=0x0A000001,
+            recipient="4520000001",
+            recipient_ton=1,
+            recipient_npi=1,
+            sender="POLITI",
+            sender_ton=5,
+            sender_npi=0,
+            stat=stat,
+            submitted=submitted,
+            snippet="Politiet: indbrud ¡",
+        )
+        done = datetime(2026, 11, 24, 0, 1, tzinfo=UTC)
+        frame = sim._receipt_frame(receipt, 77, "2611240001")
+        text = receipt_text(
+            "0167772161",
+            stat,
+            err="000" if stat == "DELIVRD" else "069",
+            submitted=submitted,
+            done=done,
+            delivered=stat == "DELIVRD",
+            text=receipt.snippet,
+        )
+        expected = DeliverSm(
+            sequence_number=77,
+            source_addr_ton=1,
+            source_addr_npi=1,
+            source_addr="4520000001",
+            dest_addr_ton=5,
+            dest_addr_npi=0,
+            destination_addr="POLITI",
+            esm_class=0x04,
+            short_message=gsm7_encode(text),
+            tlvs={0x001E: b"0A000001\x00", 0x0427: bytes((5,))} if tlvs else {},
+        )
+        assert frame == encode(expected)
+        pdu = decode(frame)
+        assert isinstance(pdu, DeliverSm)
+        parsed = parse_delivery_receipt(pdu)
+        assert (parsed.stat, parsed.done_date) == (stat, done)
+        assert parsed.message_id == ("0A000001" if tlvs else "0167772161")
 
 
 # -- connection -----------------------------------------------------------------------------------
@@ -443,6 +684,17 @@ async def test_close_unbinds(smsc, connect) -> None:
 
 
 # -- configuration --------------------------------------------------------------------------------
+
+
+def test_simulator_receipt_window_on_the_command_line() -> None:
+    from gateway_adapters.simulator_common import options_from_args
+    from gateway_adapters.simulator_smpp import build_parser
+
+    options = options_from_args(SmscOptions, build_parser().parse_args(["--receipt-window", "500"]))
+    assert options.receipt_window == 500
+    assert options_from_args(SmscOptions, build_parser().parse_args([])).receipt_window == 10
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--receipt-window", "0"])
 
 
 def test_registered_and_built_by_the_registry() -> None:

@@ -7,20 +7,25 @@ fields), never produced by the encoder under test.
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway_adapters import gsm7
+from gateway_adapters import gsm7, smpp_codec
 from gateway_adapters.base import DeliveryState
 from gateway_adapters.smpp_codec import (
     DATA_CODING_DEFAULT,
     DATA_CODING_UCS2,
+    DELIVER_SM_RESP,
+    ENQUIRE_LINK_RESP,
     ESM_CLASS_UDHI,
     ESME_RBINDFAIL,
     ESME_RINVCMDID,
     ESME_RINVMSGLEN,
+    ESME_RSYSERR,
     ESME_RTHROTTLED,
+    GENERIC_NACK,
     GSM7_BASIC_TABLE,
     GSM7_EXTENSION_TABLE,
     STAT_STATES,
@@ -31,6 +36,7 @@ from gateway_adapters.smpp_codec import (
     DeliverSmResp,
     EnquireLink,
     EnquireLinkResp,
+    FrameReader,
     GenericNack,
     MessageTooLong,
     Pdu,
@@ -46,12 +52,16 @@ from gateway_adapters.smpp_codec import (
     decode,
     decode_text,
     encode,
+    encode_response,
+    gsm7_char,
     gsm7_decode,
     gsm7_encode,
     is_delivery_receipt,
     parse_delivery_receipt,
     parse_receipt_text,
     read_frame,
+    receipt_text,
+    receipt_time,
     split_message,
     split_udh,
     status_name,
@@ -254,6 +264,126 @@ async def test_read_frame_refuses_impossible_lengths(length: str) -> None:
         await read_frame(reader)
 
 
+async def test_frame_reader_gives_every_whole_pdu_that_arrived() -> None:
+    first = hx("00000010 00000015 00000000 00000001")
+    second = encode(DeliverSmResp(sequence_number=2))
+    third = encode(SubmitSm(sequence_number=3, destination_addr="4520000001", short_message=b"x"))
+    reader = asyncio.StreamReader()
+    frames = FrameReader(reader, chunk=7)  # small reads: PDUs arrive in pieces
+    reader.feed_data(first + second + third[:5])
+    assert await frames.frames() == [first]  # reads stop once a PDU is whole
+    assert await frames.frames() == [second]
+    reader.feed_data(third[5:])  # the rest of the third, which began in an earlier read
+    assert await frames.frames() == [third]
+    reader.feed_data(first[:10])
+    reader.feed_eof()
+    with pytest.raises(asyncio.IncompleteReadError):
+        await frames.frames()
+
+
+async def test_frame_reader_reads_a_burst_at_once() -> None:
+    pdus = [encode(DeliverSmResp(sequence_number=n)) for n in range(1, 101)]
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"".join(pdus))
+    assert await FrameReader(reader).frames() == pdus
+
+
+@pytest.mark.parametrize("length", ["0000000F", "00100001"])
+async def test_frame_reader_refuses_impossible_lengths(length: str) -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(hx(length + "00000015 00000000 00000001"))
+    with pytest.raises(PduError):
+        await FrameReader(reader).frames()
+
+
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        DeliverSmResp(sequence_number=7),
+        DeliverSmResp(sequence_number=0x7FFFFFFF, command_status=ESME_RSYSERR),
+        SubmitSmResp(sequence_number=8, command_status=ESME_RTHROTTLED),
+        EnquireLinkResp(sequence_number=9),
+        UnbindResp(sequence_number=10),
+        GenericNack(sequence_number=11, command_status=ESME_RINVCMDID),
+    ],
+)
+def test_encode_response_is_encode(pdu: Pdu) -> None:
+    assert encode_response(pdu.command_id, pdu.sequence_number, pdu.command_status) == encode(pdu)
+    assert (DELIVER_SM_RESP, ENQUIRE_LINK_RESP, GENERIC_NACK) == (
+        DeliverSmResp.command_id,
+        EnquireLinkResp.command_id,
+        GenericNack.command_id,
+    )
+
+
+def _short_message_pdus(rng: random.Random, n: int) -> list[Pdu]:
+    """Varied submit_sm/deliver_sm: empty and non-ASCII fields, any octets, TLVs or none."""
+    pdus: list[Pdu] = []
+    for _ in range(n):
+        cls = rng.choice([SubmitSm, DeliverSm])
+        pdus.append(
+            cls(
+                sequence_number=rng.randrange(1, 0x7FFFFFFF),
+                command_status=rng.choice([0, ESME_RSYSERR]),
+                service_type=rng.choice(["", "CMT"]),
+                source_addr_ton=rng.randrange(256),
+                source_addr_npi=rng.choice([0, 1, 10]),
+                source_addr=rng.choice(["", "4520000001", "Æble"]),
+                dest_addr_ton=rng.choice([0, 5]),
+                destination_addr=rng.choice(["", "POLITI"]),
+                esm_class=rng.choice([0, 0x04, 0x0A, 0x40]),
+                protocol_id=rng.choice([0, 10]),
+                priority_flag=rng.randrange(4),
+                schedule_delivery_time=rng.choice(["", "240102030405000+"]),
+                validity_period=rng.choice(["", "240102030405000+"]),
+                registered_delivery=rng.choice([0, 1, 10]),
+                replace_if_present_flag=rng.choice([0, 1]),
+                data_coding=rng.choice([0, 8, 10]),
+                sm_default_msg_id=rng.choice([0, 10]),
+                short_message=bytes(rng.randrange(256) for _ in range(rng.randrange(60))),
+                tlvs=rng.choice([{}, {0x001E: b"0A\x00"}, {0x0427: b"\x05", 0x0424: b"\n\x00"}]),
+            )
+        )
+    return pdus
+
+
+def _decode_field_by_field(frame: bytes) -> Pdu | None:
+    """What decode gives when it reads a submit_sm/deliver_sm field by field; None for an error."""
+    _, command_id, status, sequence = smpp_codec.HEADER.unpack_from(frame)
+    cls = SubmitSm if command_id == SubmitSm.command_id else DeliverSm
+    try:
+        values = cls.decode_fields(smpp_codec._Reader(frame, smpp_codec.HEADER_SIZE), status)
+    except PduError:
+        return None
+    return cls(sequence_number=sequence, command_status=status, **values)
+
+
+def test_short_message_pdus_read_in_one_go_equal_the_field_by_field_reading() -> None:
+    rng = random.Random(7)
+    for pdu in _short_message_pdus(rng, 3000):
+        frame = encode(pdu)
+        assert decode(frame) == pdu == _decode_field_by_field(frame)
+        assert type(decode(frame)) is type(pdu)
+        # Damaged copies: both readings agree on the PDU, or both refuse it.
+        body = bytearray(frame[16:])
+        damage = rng.randrange(3)
+        if damage == 0 and body:
+            del body[rng.randrange(len(body)) :]
+        elif damage == 1 and body:
+            body[rng.randrange(len(body))] = rng.choice([0x00, 0x0A, 0xFF])
+        else:
+            body += bytes([rng.randrange(256)])
+        header = smpp_codec.HEADER.pack(
+            16 + len(body), pdu.command_id, pdu.command_status, pdu.sequence_number
+        )
+        damaged = header + bytes(body)
+        try:
+            fast: Pdu | None = decode(damaged)
+        except PduError:
+            fast = None
+        assert fast == _decode_field_by_field(damaged)
+
+
 def test_status_names() -> None:
     assert status_name(ESME_RTHROTTLED) == "ESME_RTHROTTLED (0x00000058)"
     assert status_name(0x0B) == "ESME_RINVDSTADR (0x0000000B)"
@@ -295,6 +425,39 @@ def test_gsm7_decode_is_tolerant() -> None:
     assert gsm7_decode(b"caf\xe9") == "café"
     assert gsm7_decode(b"\x1b\x41") == "A"
     assert gsm7_decode(b"a\x1b") == "a "
+
+
+def _gsm7_decode_by_table(data: bytes) -> str:
+    """gsm7_decode's rules, one octet at a time from the tables."""
+    extension = {code: char for char, code in GSM7_EXTENSION_TABLE.items()}
+    out, i = [], 0
+    while i < len(data):
+        octet = data[i]
+        i += 1
+        if octet == 0x1B and i < len(data) and data[i] < 0x80:
+            out.append(extension.get(data[i], GSM7_BASIC_TABLE[data[i]]))
+            i += 1
+        elif octet == 0x1B:
+            out.append(" ")
+        else:
+            out.append(GSM7_BASIC_TABLE[octet] if octet < 0x80 else chr(octet))
+    return "".join(out)
+
+
+def test_gsm7_whole_text_agrees_with_the_tables() -> None:
+    alphabet = [c for c in GSM7_BASIC_TABLE if c != "\x1b"] + list(GSM7_EXTENSION_TABLE)
+    rng = random.Random(3)
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        septets = b"".join(gsm7_char(c) for c in text)
+        assert gsm7_encode(text) == septets
+        assert gsm7_decode(septets) == text
+    for first in range(256):
+        for second in (0x00, 0x0A, 0x1B, 0x20, 0x41, 0x65, 0x80, 0xE9):
+            data = bytes((first, second, 0x61))
+            assert gsm7_decode(data) == _gsm7_decode_by_table(data), data
+    with pytest.raises(ValueError, match="U\\+0436"):
+        gsm7_encode("Hello ж")
 
 
 def test_gsm7_tables_agree_with_the_shared_alphabet() -> None:
@@ -434,6 +597,44 @@ def test_parse_receipt_text_variants() -> None:
     }
     tricky = parse_receipt_text("id:1 stat:DELIVRD err:000 Text:id:2 stat:UNDELIV")
     assert (tricky["id"], tricky["stat"], tricky["text"]) == ("1", "DELIVRD", "id:2 stat:UNDELIV")
+
+
+def test_parse_receipt_text_of_the_usual_layout_agrees_with_the_general_reading() -> None:
+    # The usual layout is read by one match; it must give what the general reading gives,
+    # also for values that could confuse it (empty ones, 'text' as a value, odd punctuation).
+    rng = random.Random(5)
+    values = ["0167772161", "001", "", "text", "TEXT", "x-y", "id", "err", "2311231200"]
+    tails = ["", " text:", " text:Police: stay indoors", " text:id:2 stat:UNDELIV", " text:\na"]
+    for _ in range(3000):
+        fields = [rng.choice(values) for _ in range(7)]
+        text = "id:{} sub:{} dlvrd:{} submit date:{} done date:{} stat:{} err:{}".format(
+            *fields
+        ) + rng.choice(tails)
+        assert parse_receipt_text(text) == smpp_codec._read_receipt_fields(text), text
+
+
+def test_receipt_text_layout() -> None:
+    submitted = datetime(2023, 11, 23, 12, 0, 59, tzinfo=UTC)
+    done = datetime(2023, 11, 23, 12, 1, tzinfo=UTC)
+    assert receipt_text(
+        "0167772161", "DELIVRD", submitted=submitted, done=done, delivered=True, text="x" * 30
+    ) == (
+        "id:0167772161 sub:001 dlvrd:001 submit date:2311231200 done date:2311231201 "
+        "stat:DELIVRD err:000 text:" + "x" * 20
+    )
+    assert receipt_text(
+        "7", "UNDELIV", err="069", submitted=submitted, done=done, delivered=False
+    ) == (
+        "id:7 sub:001 dlvrd:000 submit date:2311231200 done date:2311231201 "
+        "stat:UNDELIV err:069 text:"
+    )
+
+
+def test_receipt_time_writes_like_strftime() -> None:
+    moment = datetime(1969, 12, 31, 23, 59, tzinfo=UTC)
+    for _ in range(2000):
+        assert receipt_time(moment) == f"{moment:%y%m%d%H%M}"
+        moment += timedelta(days=13, hours=5, minutes=7)
 
 
 def receipt_pdu(text: str, tlvs: dict[int, bytes] | None = None, esm: int = 0x04) -> DeliverSm:

@@ -6,6 +6,11 @@ same id in decimal (so clients must normalise ids). A receipt counts as delivere
 client answers its deliver_sm with ESME_ROK; refused or unanswered receipts are sent again, after
 a reconnect if need be. Long messages are reassembled from their UDH parts and recorded whole.
 
+Receipts go out `receipt_window` unanswered at most (over all connections), as an SMSC's window
+for deliver_sm. The simulator is the load generator of the receipt benchmark, so sending is
+cheap: each receipt's addresses and text snippet are encoded once when it is created, and as many
+deliver_sm as the window allows go out in one write.
+
 In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`.
 As a process: `python -m gateway_adapters.simulator_smpp --port 0 [--http-port 0]`; the HTTP side
 port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset and
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hmac
 import itertools
@@ -39,6 +45,7 @@ from gateway_adapters.simulator_common import (
 )
 from gateway_adapters.smpp_codec import (
     DATA_CODING_DEFAULT,
+    DELIVER_SM,
     ESM_CLASS_DELIVERY_RECEIPT,
     ESM_CLASS_UDHI,
     ESME_RALYBND,
@@ -49,15 +56,19 @@ from gateway_adapters.smpp_codec import (
     ESME_RINVESMCLASS,
     ESME_ROK,
     ESME_RTHROTTLED,
+    GENERIC_NACK,
+    HEADER,
+    HEADER_SIZE,
     MAX_SEQUENCE,
+    RESPONSE_BIT,
     TAG_MESSAGE_STATE,
     TAG_RECEIPTED_MESSAGE_ID,
     BindTransceiver,
     BindTransceiverResp,
     ConcatInfo,
-    DeliverSm,
     EnquireLink,
     EnquireLinkResp,
+    FrameReader,
     GenericNack,
     Pdu,
     PduError,
@@ -65,13 +76,15 @@ from gateway_adapters.smpp_codec import (
     SubmitSmResp,
     Unbind,
     UnbindResp,
+    c_octet,
     decode,
     decode_text,
     encode,
+    encode_tlvs,
     fits_gsm7,
     gsm7_encode,
-    read_frame,
-    receipt_text,
+    receipt_head,
+    receipt_time,
     split_udh,
 )
 
@@ -81,6 +94,7 @@ FIRST_MESSAGE_ID = 0x0A000001  # hex '0A000001', decimal '0167772161': padding i
 SMSC_SYSTEM_ID = "SMSCSIM"
 STAT_STATE_VALUES = {"DELIVRD": 2, "UNDELIV": 5}  # message_state TLV values
 FAILURE_ERR = "069"
+SEND_CHUNK = 256  # deliver_sm per write at most; answers are read between chunks
 
 
 @dataclass
@@ -118,6 +132,7 @@ class SmscStats:
     receipts_acked: int = 0
     receipts_refused: int = 0  # answered with an error status
     receipts_unanswered: int = 0  # connection lost or answer timed out
+    max_receipts_out: int = 0  # most deliver_sm awaiting their answer at once (the window)
 
 
 @dataclass
@@ -133,6 +148,25 @@ class _Receipt:
     submitted: datetime
     snippet: str
     attempts: int = 0
+    # Encoded once, at creation: the deliver_sm fields before esm_class (source and destination
+    # address), the submit date as receipts write it, and the snippet in GSM 03.38.
+    addresses: bytes = b""
+    submit_date: str = ""
+    snippet_septets: bytes = b""
+
+    def __post_init__(self) -> None:
+        # The receipt goes back from the recipient to the sender (c_octet checks the lengths).
+        self.addresses = b"".join(
+            (
+                b"\x00",  # service_type
+                bytes((self.recipient_ton, self.recipient_npi)),
+                c_octet(self.recipient, 21, "source_addr"),
+                bytes((self.sender_ton, self.sender_npi)),
+                c_octet(self.sender, 21, "destination_addr"),
+            )
+        )
+        self.submit_date = receipt_time(self.submitted)
+        self.snippet_septets = gsm7_encode(self.snippet)
 
 
 @dataclass
@@ -152,6 +186,9 @@ class _Session:
         self.closed = False
         self.in_flight = 0
         self.pending: dict[int, asyncio.Future[Pdu]] = {}
+        # deliver_sm awaiting their answer: sequence number -> (receipt, loop time it expires),
+        # in the order they were sent.
+        self.receipts_out: dict[int, tuple[_Receipt, float]] = {}
         self._sequence = 0
 
     def send(self, pdu: Pdu) -> None:
@@ -159,9 +196,12 @@ class _Session:
             raise ConnectionResetError("session closed")
         self.writer.write(encode(pdu))
 
-    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
+    def next_sequence(self) -> int:
         self._sequence = self._sequence % MAX_SEQUENCE + 1
-        pdu.sequence_number = self._sequence
+        return self._sequence
+
+    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
+        pdu.sequence_number = self.next_sequence()
         future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
         self.pending[pdu.sequence_number] = future
         try:
@@ -176,9 +216,10 @@ class _Session:
         if future is not None and not future.done():
             future.set_result(pdu)
 
-    def lose(self) -> None:
+    def lose(self) -> list[_Receipt]:
+        """Close the connection; the receipts it left unanswered (to send again)."""
         if self.closed:
-            return
+            return []
         self.closed = True
         self.bound = False
         self.writer.close()
@@ -186,6 +227,9 @@ class _Session:
             if not future.done():
                 future.set_exception(ConnectionResetError("session closed"))
         self.pending.clear()
+        unanswered = [receipt for receipt, _ in self.receipts_out.values()]
+        self.receipts_out.clear()
+        return unanswered
 
 
 class SmscSimulator:
@@ -199,7 +243,8 @@ class SmscSimulator:
         self._ids = itertools.count(FIRST_MESSAGE_ID)
         self._sessions: set[_Session] = set()
         self._partials: dict[tuple[str, str, int, int], _Partial] = {}
-        self._ready: asyncio.Queue[_Receipt] = asyncio.Queue()
+        self._ready: collections.deque[_Receipt] = collections.deque()
+        self._wake = asyncio.Event()  # set when a receipt is ready or a window slot frees
         self._held: list[_Receipt] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._unacked = 0  # receipts created and not yet acknowledged
@@ -207,7 +252,8 @@ class SmscSimulator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
-        self._slots = asyncio.Semaphore(max(1, self.options.receipt_window))
+        self._window = max(1, self.options.receipt_window)
+        self._free = self._window  # window slots not in use
         self.port = 0
         self.http_port: int | None = None
 
@@ -217,6 +263,7 @@ class SmscSimulator:
         """Listen for SMPP clients; return the actual port."""
         self._server = await asyncio.start_server(self._serve, host, port)
         self._spawn(self._pump())
+        self._spawn(self._expire())
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -277,8 +324,7 @@ class SmscSimulator:
     def release(self) -> int:
         """Send the held receipts now; returns how many."""
         held, self._held = self._held, []
-        for receipt in held:
-            self._ready.put_nowait(receipt)
+        self._make_ready(held)
         return len(held)
 
     def reset(self) -> None:
@@ -292,8 +338,15 @@ class SmscSimulator:
         """Close every client connection, as a network failure would; returns how many."""
         sessions = list(self._sessions)
         for session in sessions:
-            session.lose()
+            self._lose(session)
         return len(sessions)
+
+    def _lose(self, session: _Session) -> None:
+        """Close a connection; its unanswered receipts go out again (on the next one)."""
+        unanswered = session.lose()
+        self.stats.receipts_unanswered += len(unanswered)
+        self._free += len(unanswered)
+        self._make_ready(unanswered)
 
     async def enquire_link_all(self, seconds: float = 2.0) -> list[int]:
         """Send enquire_link on every bound connection; the command_status of each answer."""
@@ -311,50 +364,53 @@ class SmscSimulator:
         session = _Session(reader, writer)
         self._sessions.add(session)
         self.stats.connections += 1
+        frames = FrameReader(reader)
         try:
             while not session.closed:
-                pdu = await self._read(session)
-                if pdu is None:
-                    continue
-                if pdu.is_response:
-                    session.resolve(pdu)
-                elif isinstance(pdu, BindTransceiver):
-                    if not self._bind(session, pdu):
-                        await writer.drain()
-                        break
-                elif isinstance(pdu, EnquireLink):
-                    self.stats.enquire_links += 1
-                    session.send(EnquireLinkResp(sequence_number=pdu.sequence_number))
-                elif isinstance(pdu, Unbind):
-                    self.stats.unbinds += 1
-                    session.send(UnbindResp(sequence_number=pdu.sequence_number))
+                if not all(self._handle(session, frame) for frame in await frames.frames()):
                     await writer.drain()
                     break
-                elif isinstance(pdu, SubmitSm):
-                    self._submit(session, pdu)
-                else:
-                    nack = GenericNack(
-                        sequence_number=pdu.sequence_number, command_status=ESME_RINVCMDID
-                    )
-                    session.send(nack)
                 await writer.drain()
         except (asyncio.IncompleteReadError, OSError, PduError):
             pass  # the client went away (or sent garbage we cannot resynchronise from)
         finally:
-            session.lose()
+            self._lose(session)
             self._sessions.discard(session)
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    async def _read(self, session: _Session) -> Pdu | None:
-        frame = await read_frame(session.reader)
+    def _handle(self, session: _Session, frame: bytes) -> bool:
+        """Act on one PDU from a client; False when the connection is to end."""
+        _, command_id, status, sequence = HEADER.unpack_from(frame)
+        if command_id & RESPONSE_BIT and sequence in session.receipts_out:
+            # The answer to a deliver_sm (the receipt path: read from the header alone).
+            receipt, _ = session.receipts_out.pop(sequence)
+            self._settle(receipt, status == ESME_ROK and command_id != GENERIC_NACK)
+            return True
         try:
-            return decode(frame)
+            pdu = decode(frame)
         except PduError as exc:
             session.send(
                 GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)
             )
-            return None
+            return True
+        if pdu.is_response:
+            session.resolve(pdu)
+        elif isinstance(pdu, BindTransceiver):
+            return self._bind(session, pdu)
+        elif isinstance(pdu, EnquireLink):
+            self.stats.enquire_links += 1
+            session.send(EnquireLinkResp(sequence_number=pdu.sequence_number))
+        elif isinstance(pdu, Unbind):
+            self.stats.unbinds += 1
+            session.send(UnbindResp(sequence_number=pdu.sequence_number))
+            return False
+        elif isinstance(pdu, SubmitSm):
+            self._submit(session, pdu)
+        else:
+            nack = GenericNack(sequence_number=pdu.sequence_number, command_status=ESME_RINVCMDID)
+            session.send(nack)
+        return True
 
     def _bind(self, session: _Session, pdu: BindTransceiver) -> bool:
         ok = hmac.compare_digest(
@@ -489,37 +545,96 @@ class SmscSimulator:
     # -- receipts --------------------------------------------------------------------------------
 
     def _schedule_receipt(self, pdu: SubmitSm, number: int, stat: str, text: str) -> None:
-        receipt = _Receipt(
-            message_id=number,
-            recipient=pdu.destination_addr,
-            recipient_ton=pdu.dest_addr_ton,
-            recipient_npi=pdu.dest_addr_npi,
-            sender=pdu.source_addr,
-            sender_ton=pdu.source_addr_ton,
-            sender_npi=pdu.source_addr_npi,
-            stat=stat,
-            submitted=datetime.now(UTC),
-            snippet="".join(c for c in text if fits_gsm7(c))[:20],
-        )
+        try:
+            receipt = _Receipt(
+                message_id=number,
+                recipient=pdu.destination_addr,
+                recipient_ton=pdu.dest_addr_ton,
+                recipient_npi=pdu.dest_addr_npi,
+                sender=pdu.source_addr,
+                sender_ton=pdu.source_addr_ton,
+                sender_npi=pdu.source_addr_npi,
+                stat=stat,
+                submitted=datetime.now(UTC),
+                snippet="".join(c for c in text if fits_gsm7(c))[:20],
+            )
+        except ValueError:  # an address a deliver_sm cannot carry back (too long, not Latin-1)
+            log.debug("no receipt for message %d: its addresses do not fit a deliver_sm", number)
+            return
         self._unacked += 1
         if self.options.hold_receipts:
             self._held.append(receipt)
             return
         # A timer rather than a sleeping task per receipt: cheap at benchmark volumes.
         delay = max(0.0, self.options.receipt_delay_ms / 1000)
-        call_later_tracked(self._timers, delay, lambda: self._ready.put_nowait(receipt))
+        call_later_tracked(self._timers, delay, lambda: self._make_ready([receipt]))
+
+    def _make_ready(self, receipts: list[_Receipt]) -> None:
+        if receipts:
+            self._ready.extend(receipts)
+            self._wake.set()
 
     async def _pump(self) -> None:
-        """Hand each ready receipt to a bound connection, `receipt_window` at a time."""
+        """Send ready receipts as deliver_sm on a bound connection, `receipt_window` unanswered at
+        most, up to SEND_CHUNK in one write."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.response_timeout_ms / 1000
         while True:
-            receipt = await self._ready.get()
-            session = await self._bound_session()
-            await self._slots.acquire()
-            if session.closed:  # lost while we waited for a slot
-                self._slots.release()
-                self._ready.put_nowait(receipt)
+            if not self._ready or self._free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            self._spawn(self._deliver(session, receipt))
+            session = await self._bound_session()
+            count = min(self._free, len(self._ready), SEND_CHUNK)
+            if count <= 0:  # the state changed while we waited for a connection
+                continue
+            done_date = receipt_time(datetime.now(UTC))
+            expires = loop.time() + timeout
+            frames = []
+            for _ in range(count):
+                receipt = self._ready.popleft()
+                receipt.attempts += 1
+                sequence = session.next_sequence()
+                session.receipts_out[sequence] = (receipt, expires)
+                frames.append(self._receipt_frame(receipt, sequence, done_date))
+            self._free -= count
+            self.stats.receipts_sent += count
+            out = self._window - self._free
+            self.stats.max_receipts_out = max(self.stats.max_receipts_out, out)
+            session.writer.write(b"".join(frames))
+            await asyncio.sleep(0)  # let the answers in between chunks
+
+    def _settle(self, receipt: _Receipt, acknowledged: bool) -> None:
+        """A deliver_sm was answered: done with ESME_ROK, else sent again after a delay."""
+        self._free += 1
+        self._wake.set()
+        if acknowledged:
+            self.stats.receipts_acked += 1
+            self._unacked -= 1
+            return
+        self.stats.receipts_refused += 1
+        delay = self.options.redelivery_delay_ms / 1000
+        call_later_tracked(self._timers, delay, lambda: self._make_ready([receipt]))
+
+    async def _expire(self) -> None:
+        """Send again the receipts whose deliver_sm went unanswered for `response_timeout_ms`."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.response_timeout_ms / 1000
+        while True:
+            await asyncio.sleep(min(max(timeout / 4, 0.005), 0.5))
+            now = loop.time()
+            for session in list(self._sessions):
+                out = session.receipts_out
+                # In sending order, so in order of expiry too: stop at the first still waiting.
+                expired = []
+                for sequence, (_, expires) in out.items():
+                    if expires > now:
+                        break
+                    expired.append(sequence)
+                receipts = [out.pop(sequence)[0] for sequence in expired]
+                self.stats.receipts_unanswered += len(receipts)
+                self._free += len(receipts)
+                self._make_ready(receipts)
 
     async def _bound_session(self) -> _Session:
         while True:
@@ -529,55 +644,41 @@ class SmscSimulator:
             self._bound.clear()
             await self._bound.wait()
 
-    async def _deliver(self, session: _Session, receipt: _Receipt) -> None:
-        receipt.attempts += 1
-        self.stats.receipts_sent += 1
-        try:
-            answer = await session.request(
-                self._receipt_pdu(receipt), self.options.response_timeout_ms / 1000
-            )
-        except (OSError, TimeoutError):  # lost connection or no answer: send it again
-            self.stats.receipts_unanswered += 1
-            self._ready.put_nowait(receipt)
-            return
-        finally:
-            self._slots.release()
-        if answer.command_status == ESME_ROK and not isinstance(answer, GenericNack):
-            self.stats.receipts_acked += 1
-            self._unacked -= 1
-            return
-        self.stats.receipts_refused += 1
-        delay = self.options.redelivery_delay_ms / 1000
-        call_later_tracked(self._timers, delay, lambda: self._ready.put_nowait(receipt))
-
-    def _receipt_pdu(self, receipt: _Receipt) -> DeliverSm:
+    def _receipt_frame(self, receipt: _Receipt, sequence: int, done_date: str) -> bytes:
+        """The deliver_sm of a receipt, encoded: what `encode` gives for the DeliverSm with these
+        fields, built from the parts encoded when the receipt was created."""
         delivered = receipt.stat == "DELIVRD"
-        text = receipt_text(
+        head = receipt_head(
             f"{receipt.message_id:010d}",
             receipt.stat,
-            err="000" if delivered else FAILURE_ERR,
-            submitted=receipt.submitted,
-            done=datetime.now(UTC),
-            delivered=delivered,
-            text=receipt.snippet,
+            "000" if delivered else FAILURE_ERR,
+            receipt.submit_date,
+            done_date,
+            delivered,
         )
-        tlvs: dict[int, bytes] = {}
+        # Digits, capitals, spaces and colons: the same octets in GSM 03.38 as in ASCII.
+        short_message = head.encode("ascii") + receipt.snippet_septets
+        tlvs = b""
         if self.options.receipt_tlvs:
             # receipted_message_id is written like the submit_sm_resp id (hex, here).
-            tlvs[TAG_RECEIPTED_MESSAGE_ID] = f"{receipt.message_id:08X}".encode() + b"\x00"
-            tlvs[TAG_MESSAGE_STATE] = bytes((STAT_STATE_VALUES[receipt.stat],))
-        return DeliverSm(
-            source_addr_ton=receipt.recipient_ton,
-            source_addr_npi=receipt.recipient_npi,
-            source_addr=receipt.recipient,
-            dest_addr_ton=receipt.sender_ton,
-            dest_addr_npi=receipt.sender_npi,
-            destination_addr=receipt.sender,
-            esm_class=ESM_CLASS_DELIVERY_RECEIPT,
-            data_coding=DATA_CODING_DEFAULT,
-            short_message=gsm7_encode(text),
-            tlvs=tlvs,
+            tlvs = encode_tlvs(
+                {
+                    TAG_RECEIPTED_MESSAGE_ID: f"{receipt.message_id:08X}".encode() + b"\x00",
+                    TAG_MESSAGE_STATE: bytes((STAT_STATE_VALUES[receipt.stat],)),
+                }
+            )
+        body = b"".join(
+            (
+                receipt.addresses,
+                # esm_class, protocol_id, priority_flag; no schedule or validity
+                bytes((ESM_CLASS_DELIVERY_RECEIPT, 0, 0, 0, 0)),
+                # registered_delivery, replace_if_present, data_coding, sm_default_msg_id, length
+                bytes((0, 0, DATA_CODING_DEFAULT, 0, len(short_message))),
+                short_message,
+                tlvs,
+            )
         )
+        return HEADER.pack(HEADER_SIZE + len(body), DELIVER_SM, ESME_ROK, sequence) + body
 
     # -- inspection over HTTP --------------------------------------------------------------------
 
@@ -633,6 +734,16 @@ def _port(value: str) -> int:
     return port(value, invalid="not a port")
 
 
+def _positive_int(value: str) -> int:
+    try:
+        result = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if result < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = SmscOptions()
     parser = simulator_parser(
@@ -651,6 +762,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_options(parser, defaults, [("throttle", None), ("invalid", None)])
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
     add("--receipt-tlvs", action="store_true", help="add receipted_message_id/message_state")
+    add(
+        "--receipt-window",
+        type=_positive_int,
+        default=defaults.receipt_window,
+        help="deliver_sm awaiting their answer at most (default %(default)s)",
+    )
     add("--seed", type=int, default=None, help="seed for reproducible outcomes")
     return parser
 

@@ -6,8 +6,14 @@ Configuration (`[[gateways]]` with `type = "smpp"`):
 - `sender`: the source address; alphanumeric -> TON 5 / NPI 0, digits -> TON 1 / NPI 1;
 - `timeout_seconds`: connect, bind and per-PDU response timeout.
 SMPP options that the configuration file cannot carry (window, keepalive, reconnect backoff,
-message id bases, registered_delivery) are class attributes, overridable per instance by
-keyword arguments to the constructor.
+message id bases, registered_delivery, receipt batching) are class attributes, overridable per
+instance by keyword arguments to the constructor.
+
+Receipts: `receipt_concurrency` workers per connection each take what arrived (up to
+`receipt_batch`), commit it through on_receipts and only then answer those deliver_sm; while one
+batch commits, the next is read and committed beside it. The SMSC's window for deliver_sm bounds
+how many are in our hands at once, so it bounds the batches too: the receipt rate is about that
+window divided by the time from the SMSC's send to our answer.
 
 Ids: SMSCs often write an id in hex in submit_sm_resp and in decimal in the receipt (or the
 reverse, or zero-padded, or in another case). Ids are stored and matched in the canonical form of
@@ -21,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -41,6 +48,7 @@ from gateway_adapters.base import (
     SendResult,
 )
 from gateway_adapters.smpp_codec import (
+    DELIVER_SM_RESP,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
     ESME_RMSGQFUL,
@@ -55,9 +63,9 @@ from gateway_adapters.smpp_codec import (
     TON_INTERNATIONAL,
     BindTransceiver,
     DeliverSm,
-    DeliverSmResp,
     EnquireLink,
     EnquireLinkResp,
+    FrameReader,
     GenericNack,
     MessageTooLong,
     Pdu,
@@ -71,9 +79,9 @@ from gateway_adapters.smpp_codec import (
     canonical_receipt_id,
     decode,
     encode,
+    encode_response,
     is_delivery_receipt,
     parse_delivery_receipt,
-    read_frame,
     split_message,
     status_name,
 )
@@ -167,6 +175,8 @@ class _Link:
         self.bound = False
         self.closed = asyncio.Event()
         self.pending: dict[int, asyncio.Future[Pdu]] = {}
+        # Called with the response as it is read, before any PDU read after it is handled.
+        self.on_response: dict[int, Callable[[Pdu], None]] = {}
         self.receipts: asyncio.Queue[DeliverSm] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
         self._sequence = 0
@@ -180,15 +190,28 @@ class _Link:
         return self._sequence
 
     def send(self, pdu: Pdu) -> None:
+        self.send_bytes(encode(pdu))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Write encoded PDUs (several at once, in one write, where the caller has them)."""
         if self.closed.is_set():
             raise SmppConnectionLost("connection closed")
-        self.writer.write(encode(pdu))
+        self.writer.write(data)
 
-    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
-        """Send a request and wait up to `seconds` for the response with its sequence number."""
+    async def request(
+        self, pdu: Pdu, seconds: float, on_response: Callable[[Pdu], None] | None = None
+    ) -> Pdu:
+        """Send a request and wait up to `seconds` for the response with its sequence number.
+
+        `on_response` (if given) sees the response in the read loop, before the PDUs that came
+        after it: state that later PDUs depend on is in place when they are handled (the caller
+        itself resumes only after the read loop let go, maybe after a receipt read behind it).
+        """
         pdu.sequence_number = self.next_sequence()
         future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
         self.pending[pdu.sequence_number] = future
+        if on_response is not None:
+            self.on_response[pdu.sequence_number] = on_response
         try:
             self.send(pdu)
             async with asyncio.timeout(seconds):
@@ -201,10 +224,14 @@ class _Link:
             raise SmppConnectionLost(str(exc)) from exc
         finally:
             self.pending.pop(pdu.sequence_number, None)
+            self.on_response.pop(pdu.sequence_number, None)
 
     def resolve(self, pdu: Pdu) -> None:
         future = self.pending.pop(pdu.sequence_number, None)
+        on_response = self.on_response.pop(pdu.sequence_number, None)
         if future is not None and not future.done():
+            if on_response is not None:
+                on_response(pdu)
             future.set_result(pdu)
         else:
             # Its request timed out already; nothing waits for it any more.
@@ -218,6 +245,7 @@ class _Link:
         self.bound = False
         self.writer.close()
         pending, self.pending = self.pending, {}
+        self.on_response.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(SmppConnectionLost("connection lost"))
@@ -290,7 +318,10 @@ class SmppAdapter:
     registered_delivery: int = 1  # final receipts, success and failure
     unbind_timeout: float = 1.0
     throttle_retry_after: float = 1.0
-    receipt_batch: int = 200  # receipts committed together (one on_receipts call)
+    receipt_batch: int = 500  # receipts committed together at most (one on_receipts call)
+    # on_receipts calls in flight at once: while one batch commits, the next is read and
+    # committed beside it (each answered after its own commit).
+    receipt_concurrency: int = 3
     part_map_size: int = 100_000  # ids of non-last parts of long messages we still recognise
 
     def __init__(
@@ -307,6 +338,8 @@ class SmppAdapter:
         submit_id_base: int | None = None,
         receipt_id_base: int | None = None,
         registered_delivery: int | None = None,
+        receipt_batch: int | None = None,
+        receipt_concurrency: int | None = None,
     ) -> None:
         self.config = config
         self.callback_url = callback_url
@@ -320,6 +353,8 @@ class SmppAdapter:
             "submit_id_base": submit_id_base,
             "receipt_id_base": receipt_id_base,
             "registered_delivery": registered_delivery,
+            "receipt_batch": receipt_batch,
+            "receipt_concurrency": receipt_concurrency,
         }
         for name, value in overrides.items():
             if value is not None:
@@ -438,7 +473,8 @@ class SmppAdapter:
                 raise SmppBindRejected(resp.command_status)
             link.bound = True
             link.tasks.append(asyncio.create_task(self._keepalive(link)))
-            link.tasks.append(asyncio.create_task(self._receipt_worker(link)))
+            for _ in range(max(1, self.receipt_concurrency)):
+                link.tasks.append(asyncio.create_task(self._receipt_worker(link)))
         except BaseException:
             await link.stop()
             raise
@@ -448,39 +484,40 @@ class SmppAdapter:
 
     async def _read_loop(self, link: _Link) -> None:
         """Route every incoming PDU; mark the link lost when the stream ends or breaks."""
+        frames = FrameReader(link.reader)
         try:
-            while True:
-                frame = await read_frame(link.reader)
-                try:
-                    pdu = decode(frame)
-                except PduError as exc:
-                    log.warning("smpp gateway %s: undecodable PDU: %s", self.config.name, exc)
-                    link.send(
-                        GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)
-                    )
-                    continue
-                if pdu.is_response:
-                    link.resolve(pdu)
-                elif isinstance(pdu, EnquireLink):
-                    link.send(EnquireLinkResp(sequence_number=pdu.sequence_number))
-                elif isinstance(pdu, DeliverSm):
-                    # Acknowledged by the receipt worker once committed, never here.
-                    link.receipts.put_nowait(pdu)
-                elif isinstance(pdu, Unbind):
-                    link.send(UnbindResp(sequence_number=pdu.sequence_number))
-                    log.info("smpp gateway %s: the SMSC unbound", self.config.name)
-                    break
-                else:
-                    link.send(
-                        GenericNack(
-                            sequence_number=pdu.sequence_number, command_status=ESME_RINVCMDID
-                        )
-                    )
+            while all(self._route(link, frame) for frame in await frames.frames()):
+                pass
         except (asyncio.IncompleteReadError, OSError, PduError, SmppConnectionLost) as exc:
             if not self._closing:
                 log.debug("smpp gateway %s: read loop ended: %r", self.config.name, exc)
         finally:
             link.lost()
+
+    def _route(self, link: _Link, frame: bytes) -> bool:
+        """Handle one incoming PDU; False once the SMSC unbound (stop reading)."""
+        try:
+            pdu = decode(frame)
+        except PduError as exc:
+            log.warning("smpp gateway %s: undecodable PDU: %s", self.config.name, exc)
+            link.send(GenericNack(sequence_number=exc.sequence_number, command_status=exc.status))
+            return True
+        if pdu.is_response:
+            link.resolve(pdu)
+        elif isinstance(pdu, DeliverSm):
+            # Acknowledged by a receipt worker once committed, never here.
+            link.receipts.put_nowait(pdu)
+        elif isinstance(pdu, EnquireLink):
+            link.send(EnquireLinkResp(sequence_number=pdu.sequence_number))
+        elif isinstance(pdu, Unbind):
+            link.send(UnbindResp(sequence_number=pdu.sequence_number))
+            log.info("smpp gateway %s: the SMSC unbound", self.config.name)
+            return False
+        else:
+            link.send(
+                GenericNack(sequence_number=pdu.sequence_number, command_status=ESME_RINVCMDID)
+            )
+        return True
 
     async def _keepalive(self, link: _Link) -> None:
         """enquire_link every interval; a connection that does not answer is dropped."""
@@ -499,7 +536,9 @@ class SmppAdapter:
         """Commit receipts in batches via on_receipts, then answer their deliver_sm.
 
         The answer follows the commit so that a receipt the SMSC considers delivered is in our
-        database; if on_receipts fails, ESME_RSYSERR makes the SMSC deliver it again.
+        database; if on_receipts fails, ESME_RSYSERR makes the SMSC deliver it again. Each
+        connection runs `receipt_concurrency` of these: a batch is whatever arrived while the
+        workers were busy, up to `receipt_batch`, so batches grow with the load.
         """
         while True:
             batch = [await link.receipts.get()]
@@ -534,13 +573,15 @@ class SmppAdapter:
             if status == ESME_ROK:
                 for part_id in forget:
                     self._parts.pop(part_id, None)
+            # Only receipts we failed to store are refused; others would loop forever.
+            data = b"".join(
+                encode_response(DELIVER_SM_RESP, pdu.sequence_number, status if ok else ESME_ROK)
+                for pdu, ok in answers
+            )
+            if not data:
+                continue  # every one of them waits for its long message
             try:
-                for pdu, committed in answers:
-                    # Only receipts we failed to store are refused; others would loop forever.
-                    answer = status if committed else ESME_ROK
-                    link.send(
-                        DeliverSmResp(sequence_number=pdu.sequence_number, command_status=answer)
-                    )
+                link.send_bytes(data)
                 await link.writer.drain()
             except (SmppConnectionLost, OSError):
                 return  # unacknowledged receipts come again after the reconnect
@@ -634,7 +675,7 @@ class SmppAdapter:
         holder = _LongMessage() if len(parts) > 1 else None
         ids: list[str] = []
         try:
-            for part in parts:
+            for index, part in enumerate(parts):
                 pdu = SubmitSm(
                     source_addr_ton=ep.source_ton,
                     source_addr_npi=ep.source_npi,
@@ -649,11 +690,16 @@ class SmppAdapter:
                     data_coding=part.data_coding,
                     short_message=part.short_message,
                 )
+                # A non-last part's id is remembered as its response is read: its receipt may be
+                # read right behind it, before this coroutine runs again.
+                remember = None
+                if holder is not None and index < len(parts) - 1:
+                    remember = functools.partial(self._remember_response, holder)
                 async with link.window:
                     if not ids and batch.throttled:
                         return self._throttled(delivery_id, ESME_RTHROTTLED)
                     try:
-                        resp = await link.request(pdu, self.config.timeout_seconds)
+                        resp = await link.request(pdu, self.config.timeout_seconds, remember)
                     except TimeoutError:
                         return SendResult(delivery_id, False, error="smpp timeout", retryable=True)
                     except SmppConnectionLost:
@@ -662,10 +708,7 @@ class SmppAdapter:
                         )
                 status = resp.command_status
                 if status == ESME_ROK and isinstance(resp, SubmitSmResp):
-                    part_id = canonical_message_id(resp.message_id, self.submit_id_base)
-                    ids.append(part_id)
-                    if holder is not None and len(ids) < len(parts) and part_id:
-                        self._remember_part(part_id, holder)
+                    ids.append(canonical_message_id(resp.message_id, self.submit_id_base))
                     continue
                 # A long message may now be partly sent; a retry sends it whole again.
                 error = f"smpp 0x{status:08X}"
@@ -684,6 +727,12 @@ class SmppAdapter:
         if not message_id:
             log.warning("smpp gateway %s: accepted without a message id", self.config.name)
         return SendResult(delivery_id, True, gateway_message_id=message_id or None)
+
+    def _remember_response(self, holder: _LongMessage, resp: Pdu) -> None:
+        if resp.command_status == ESME_ROK and isinstance(resp, SubmitSmResp):
+            part_id = canonical_message_id(resp.message_id, self.submit_id_base)
+            if part_id:
+                self._remember_part(part_id, holder)
 
     def _remember_part(self, part_id: str, holder: _LongMessage) -> None:
         self._parts[part_id] = holder
