@@ -179,10 +179,10 @@ async def _dispatcher(settings: Settings, url: str) -> int:
 
     worker = worker_name()
     # Sender loops (one connection each while a batch is out), the emergency loop, fan-out,
-    # housekeeping and receipts arriving on gateway connections.
+    # housekeeping and two for receipts arriving on gateway connections (SMPP).
     loops = min(_concurrency(settings), settings.batches_in_flight)
     pool = await create_pool(
-        url, min_size=2, max_size=max(4, loops + 4), application_name=f"dispatcher {worker}"
+        url, min_size=2, max_size=loops + 5, application_name=f"dispatcher {worker}"
     )
     try:
         async with pool.acquire() as conn:

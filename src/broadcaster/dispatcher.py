@@ -34,6 +34,7 @@ from broadcaster.circuit import CircuitBreaker
 from broadcaster.fanout import fan_out_next
 from broadcaster.queue import Claimed, Outcome
 from broadcaster.ratelimit import TokenBucket
+from broadcaster.receipt_writer import ReceiptWriter
 from broadcaster.settings import Settings
 from gateway_adapters.base import (
     GatewayAdapter,
@@ -154,6 +155,7 @@ class Dispatcher:
         self._wakeups = 0
         self._woken = asyncio.Event()
         self._live = 1
+        self._receipts = ReceiptWriter(pool)
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
 
@@ -205,6 +207,7 @@ class Dispatcher:
                     result, asyncio.CancelledError
                 ):
                     log.error("dispatcher task failed", exc_info=result)
+            await self._receipts.close()
             with contextlib.suppress(*DB_ERRORS):
                 await roster.leave(self.pool, self.worker)
             with contextlib.suppress(Exception):
@@ -223,14 +226,12 @@ class Dispatcher:
             lane.set_share(lane.adapter.config.rate_per_second / live)
 
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
-        """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: committed
-        like HTTP callbacks; the adapter acknowledges them after this returns."""
+        """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: the same
+        group commit as HTTP callbacks; the adapter acknowledges them after this returns, and
+        answers with an error if it raises."""
 
         async def sink(updates: list[ReceiptUpdate]) -> None:
-            async with self.pool.acquire() as conn:
-                await receipts.record_receipts(conn, gateway, updates)
-            for state, n in Counter(str(u.state) for u in updates).items():
-                metrics.RECEIPTS.labels(gateway, state).inc(n)
+            await self._receipts.write(gateway, updates)
 
         return sink
 
