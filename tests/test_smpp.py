@@ -793,3 +793,14 @@ async def test_simulator_process(connect) -> None:
             async with client.get(f"{http}/_sim/messages") as resp:
                 assert await resp.json() == []
         await adapter.close()
+
+
+def test_window_comes_from_the_configuration_file() -> None:
+    from broadcaster.settings import GatewaySettings
+    from gateway_adapters.registry import create_adapter
+
+    entry = {"name": "smsc", "type": "smpp", "base_url": "smpp://127.0.0.1:2775", "token": "a:b"}
+    wide = create_adapter(GatewaySettings(**entry, window=64).to_config(), "")
+    assert isinstance(wide, SmppAdapter) and wide.window == 64
+    default = create_adapter(GatewaySettings(**entry).to_config(), "")
+    assert isinstance(default, SmppAdapter) and default.window == SmppAdapter.window == 10

@@ -182,7 +182,14 @@ async def _dispatcher(settings: Settings, url: str) -> int:
     # housekeeping and two for receipts arriving on gateway connections (SMPP).
     loops = min(_concurrency(settings), settings.batches_in_flight)
     pool = await create_pool(
-        url, min_size=2, max_size=loops + 5, application_name=f"dispatcher {worker}"
+        url,
+        min_size=2,
+        max_size=loops + 5,
+        application_name=f"dispatcher {worker}",
+        # The dispatcher's statements run once per batch of up to thousands of rows: planning
+        # each time costs a millisecond, while a generic plan (the server's choice after five
+        # runs) can be one that is right for one shape of batch and slow for another.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     try:
         async with pool.acquire() as conn:

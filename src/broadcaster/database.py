@@ -114,10 +114,18 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, application_name: str | None = None
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    application_name: str | None = None,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A pool; `application_name` shows in pg_stat_activity (which process holds what)."""
-    server_settings = {"application_name": application_name[:63]} if application_name else None
+    """A pool; `application_name` shows in pg_stat_activity (which process holds what), and
+    `server_settings` are session settings of its connections."""
+    server_settings = dict(server_settings or {})
+    if application_name:
+        server_settings["application_name"] = application_name[:63]
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -125,7 +133,7 @@ async def create_pool(
             max_size=max_size,
             timeout=10,
             init=_init_connection,
-            server_settings=server_settings,
+            server_settings=server_settings or None,
         )
     except CONNECT_ERRORS as exc:
         raise _explain(url, exc) from None

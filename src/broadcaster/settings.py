@@ -33,9 +33,14 @@ class GatewaySettings(BaseModel):
     concurrency: int = Field(4, ge=1, le=256)
     timeout_seconds: float = Field(30.0, gt=0)
     sender: str = "POLITI"
+    # SMPP only: unacknowledged submit_sm in flight on the connection (the SMSC account's
+    # window); unset keeps the adapter's default (10).
+    window: int | None = Field(None, ge=1, le=10_000)
 
     def to_config(self) -> GatewayConfig:
-        return GatewayConfig(**self.model_dump())
+        fields = self.model_dump()
+        window = fields.pop("window")
+        return GatewayConfig(**fields, extra={"window": window} if window is not None else {})
 
 
 class Settings(BaseSettings):

@@ -5,9 +5,11 @@ Configuration (`[[gateways]]` with `type = "smpp"`):
 - `base_url = "smpp://host:port"` (port 2775 if omitted), `token = "system_id:password"`;
 - `sender`: the source address; alphanumeric -> TON 5 / NPI 0, digits -> TON 1 / NPI 1;
 - `timeout_seconds`: connect, bind and per-PDU response timeout.
-SMPP options that the configuration file cannot carry (window, keepalive, reconnect backoff,
-message id bases, registered_delivery, receipt batching) are class attributes, overridable per
-instance by keyword arguments to the constructor.
+- `window = N`: unacknowledged submit_sm in flight (the SMSC account's window; default 10).
+
+Other SMPP options (keepalive, reconnect backoff, message id bases, registered_delivery, receipt
+batching) are class attributes, overridable per instance by keyword arguments to the
+constructor.
 
 Receipts: `receipt_concurrency` workers per connection each take what arrived (up to
 `receipt_batch`), commit it through on_receipts and only then answer those deliver_sm; while one
@@ -345,7 +347,7 @@ class SmppAdapter:
         self.callback_url = callback_url
         self.endpoint = parse_config(config)
         overrides: Mapping[str, Any] = {
-            "window": window,
+            "window": window if window is not None else config.extra.get("window"),
             "enquire_link_interval": enquire_link_interval,
             "enquire_link_timeout": enquire_link_timeout,
             "reconnect_initial": reconnect_initial,
