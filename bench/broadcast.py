@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,13 +43,14 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dispatch import _cpu_seconds
 from harness import (
     ROOT,
     ZONE,
     children,
+    cpu_seconds,
     fresh_database,
     gateway_toml,
+    get_json,
     postgres_version,
     report,
     run,
@@ -68,11 +67,6 @@ MESSAGE = "Politiet: indbrud i området. Se noget? Ring 114."
 QUICK_RECIPIENTS = 10_000
 DEFAULT_CHART = ROOT / "docs" / "broadcast-throughput.png"
 PROCESSES = ("api", "dispatcher", "simulator")
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
 
 
 # ------------------------------------------------------------------------------ the stack
@@ -185,7 +179,7 @@ class PostgresCpu:
         )
         out = {}
         for r in rows:
-            seconds = _cpu_seconds(r["pid"])
+            seconds = cpu_seconds(r["pid"])
             if seconds is not None:
                 out[r["pid"]] = (str(r["part"]), seconds)
         return out
@@ -231,7 +225,7 @@ class Run:
 async def sample_once(stack: Stack, pg: PostgresCpu, base: dict[str, float]) -> Sample:
     cpu = {}
     for name, pid in stack.pids.items():
-        seconds = _cpu_seconds(pid)
+        seconds = cpu_seconds(pid)
         cpu[name] = (seconds if seconds is not None else base[name]) - base[name]
     parts, backends = await pg.sample()
     cpu.update(parts)
@@ -254,7 +248,7 @@ async def broadcast(
     try:
         pg = PostgresCpu(conn)
         await pg.start()
-        base = {name: _cpu_seconds(pid) or 0.0 for name, pid in stack.pids.items()}
+        base = {name: cpu_seconds(pid) or 0.0 for name, pid in stack.pids.items()}
         run_.samples.append(await sample_once(stack, pg, base))
         headers = {"Authorization": f"Bearer {stack.key}"}
         body = {"message": MESSAGE, "area": ZONE, "priority": "normal", "reference": "bench"}

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +31,11 @@ from harness import (
     SECRET,
     TOKEN,
     ZONE,
+    backend_cpu,
     children,
+    cpu_seconds,
     fresh_database,
+    get_json,
     postgres_version,
     report,
     run,
@@ -65,33 +65,9 @@ DEFAULTS: dict[str, dict[str, int]] = {
 QUICK_RECIPIENTS = {"gatewayapi": 20_000, "twilio": 3_000, "smpp": 5_000}
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
 def _dispatchers_cpu(pool: list[procs.Child]) -> float | None:
-    seconds = [_cpu_seconds(p.pid) for p in pool]
+    seconds = [cpu_seconds(p.pid) for p in pool]
     return None if None in seconds else sum(s for s in seconds if s is not None)
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux), None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _backend_cpu(conn: Any) -> dict[int, float]:
-    """CPU seconds so far of every server process working for this database (same host)."""
-    pids = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid()"
-    )
-    cpu = {r["pid"]: _cpu_seconds(r["pid"]) for r in pids}
-    return {pid: s for pid, s in cpu.items() if s is not None}
 
 
 def _start_gateway(
@@ -176,14 +152,14 @@ async def dispatch_once(
             deadline = created + timeout
             first = None
             while first is None and time.time() < deadline:
-                if _get_json(stats_url)[stats_key] > 0:
+                if get_json(stats_url)[stats_key] > 0:
                     first = time.time()
                 else:
                     await asyncio.sleep(0.01)
             cpu0 = (
                 _dispatchers_cpu(pool),
-                _cpu_seconds(simulator.pid),
-                await _backend_cpu(conn),
+                cpu_seconds(simulator.pid),
+                await backend_cpu(conn),
             )
             status = None
             while time.time() < deadline:
@@ -194,12 +170,12 @@ async def dispatch_once(
             wall = time.time()
             cpu1 = (
                 _dispatchers_cpu(pool),
-                _cpu_seconds(simulator.pid),
-                await _backend_cpu(conn),
+                cpu_seconds(simulator.pid),
+                await backend_cpu(conn),
             )
-            accepted = _get_json(stats_url)[stats_key]
+            accepted = get_json(stats_url)[stats_key]
             if protocol == "gatewayapi" and first is not None:
-                timeline = _get_json(stats_url.replace("/stats", "/timeline"))
+                timeline = get_json(stats_url.replace("/stats", "/timeline"))
                 first = float(timeline[0][0]) if timeline else first
             row = await conn.fetchrow(
                 """

@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from broadcast import bound, broadcast, get_json, phase_cpu, prepare, start_stack, submit_bins
-from harness import children, postgres_version, report, run
+from broadcast import bound, broadcast, phase_cpu, prepare, start_stack, submit_bins
+from harness import children, get_json, postgres_version, report, run
 
 from broadcaster.database import connect
 

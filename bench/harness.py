@@ -11,6 +11,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,6 +139,30 @@ def start_simulator(started: list[procs.Child], log_dir: Path, *args: str) -> st
         )
     )
     return f"http://127.0.0.1:{port}"
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux), None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def backend_cpu(conn: Any) -> dict[int, float]:
+    """CPU seconds so far of every server process working for this database (same host)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    cpu = {r["pid"]: cpu_seconds(r["pid"]) for r in pids}
+    return {pid: s for pid, s in cpu.items() if s is not None}
 
 
 def machine() -> dict[str, Any]:

@@ -42,6 +42,7 @@ from harness import (
     children,
     fresh_database,
     gateway_toml,
+    get_json,
     postgres_version,
     report,
     run,
@@ -107,7 +108,7 @@ async def pgqueuer_run(
         argv = [SCRIPT, "--worker", "--url", url, "--sim", sim]
         argv += ["--batch-size", str(batch_size), "--concurrency", str(concurrency)]
         outputs = await _run_workers(argv, workers, log_dir)
-        stats = _get_json(f"{sim}/_sim/stats")
+        stats = get_json(f"{sim}/_sim/stats")
     conn = await connect(url)
     try:
         sent = await conn.fetchval("SELECT count(*) FROM sms_messages WHERE status = 'sent'")
@@ -235,13 +236,6 @@ async def _worker(url: str, sim: str, batch_size: int, concurrency: int) -> None
     print(json.dumps({"start": start, "end": end, "jobs": done}), flush=True)
 
 
-def _get_json(url: str) -> Any:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
 # ------------------------------------------------------------------------------ (b) broadcaster
 
 
@@ -295,7 +289,7 @@ async def broadcaster_run(
             )
         finally:
             await conn.close()
-        stats = _get_json(f"{sim}/_sim/stats")
+        stats = get_json(f"{sim}/_sim/stats")
     if row is None or row["seconds"] is None or row["sent"] != messages:
         raise RuntimeError(f"broadcast did not complete (alert {status}, {row})")
     seconds = float(row["seconds"])

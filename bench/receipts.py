@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import signal
 import sys
@@ -53,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     SECRET,
     ZONE,
+    backend_cpu,
     children,
+    cpu_seconds,
     fresh_database,
     gateway_toml,
     postgres_version,
@@ -124,7 +125,7 @@ async def http_receipts(receipts: int, concurrency: int) -> dict[str, Any]:
         api_pid = started[-1].pid
         conn = await connect(url)
         try:
-            cpu0 = (_cpu_seconds(api_pid), await _backend_cpu(conn), _children_cpu())
+            cpu0 = (_cpu_or_zero(api_pid), await backend_cpu(conn), _children_cpu())
             out = await _subprocess_json(
                 SCRIPT,
                 "--load-generator",
@@ -135,7 +136,7 @@ async def http_receipts(receipts: int, concurrency: int) -> dict[str, Any]:
                 "--concurrency",
                 str(concurrency),
             )
-            cpu1 = (_cpu_seconds(api_pid), await _backend_cpu(conn), _children_cpu())
+            cpu1 = (_cpu_or_zero(api_pid), await backend_cpu(conn), _children_cpu())
         finally:
             await conn.close()
     conn = await connect(url)
@@ -253,22 +254,9 @@ async def _load_generator(target: str, receipts: int, concurrency: int) -> None:
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux); 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _backend_cpu(conn: Any) -> dict[int, float]:
-    """CPU seconds so far of the server processes working for this database (same host)."""
-    rows = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid()"
-    )
-    return {r["pid"]: _cpu_seconds(r["pid"]) for r in rows}
+def _cpu_or_zero(pid: int) -> float:
+    """CPU seconds of a process so far; 0 when it is gone."""
+    return cpu_seconds(pid) or 0.0
 
 
 def _children_cpu() -> float:
@@ -339,7 +327,7 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
             if sent != receipts:
                 raise RuntimeError(f"only {sent} of {receipts} deliveries were sent")
             held = _sim(sim, "GET", "/_sim/stats")["receipts_held"]
-            cpu0 = (_cpu_seconds(dispatcher_pid), _cpu_seconds(smsc_pid), await _backend_cpu(conn))
+            cpu0 = (_cpu_or_zero(dispatcher_pid), _cpu_or_zero(smsc_pid), await backend_cpu(conn))
             start = time.time()
             released = _sim(sim, "POST", "/_sim/release")["released"]
             delivered = 0
@@ -350,7 +338,7 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
                     break
                 await asyncio.sleep(0.05)
             seconds = time.time() - start
-            cpu1 = (_cpu_seconds(dispatcher_pid), _cpu_seconds(smsc_pid), await _backend_cpu(conn))
+            cpu1 = (_cpu_or_zero(dispatcher_pid), _cpu_or_zero(smsc_pid), await backend_cpu(conn))
             stats = _sim(sim, "GET", "/_sim/stats")
         finally:
             await conn.close()
@@ -451,14 +439,14 @@ async def _smpp_client(
             results = await adapter.send_batch(messages[i : i + 1000])
             if not all(r.accepted for r in results):
                 raise RuntimeError("the simulator refused a message")
-        cpu0 = (time.process_time(), _cpu_seconds(smsc_pid))
+        cpu0 = (time.process_time(), _cpu_or_zero(smsc_pid))
         start = time.perf_counter()
         released = (await asyncio.to_thread(_sim, sim, "POST", "/_sim/release"))["released"]
         await asyncio.wait_for(all_taken.wait(), timeout)
         while (await asyncio.to_thread(_sim, sim, "GET", "/_sim/stats"))["receipts_pending"]:
             await asyncio.sleep(0.01)  # the last answers are on their way to the simulator
         seconds = time.perf_counter() - start
-        cpu1 = (time.process_time(), _cpu_seconds(smsc_pid))
+        cpu1 = (time.process_time(), _cpu_or_zero(smsc_pid))
     finally:
         await adapter.close()
     cpu = {"adapter": cpu1[0] - cpu0[0], "smsc_simulator": cpu1[1] - cpu0[1]}
