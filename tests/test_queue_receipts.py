@@ -228,16 +228,12 @@ async def test_applying_a_receipt_does_not_scan_deliveries(pool: asyncpg.Pool) -
             "gateway_message_id = (id / 1000)::text"
         )
         _delivery, phone = await sent_delivery(conn, "7")
+        # Stored unapplied, as a receipt that beat the send result is.
         [receipt] = await conn.fetch(
-            receipts.INSERT_RECEIPTS,
-            "gw",
-            ["7"],
-            [phone],
-            ["delivered"],
-            ["DELIVERED"],
-            [None],
-            [None],
-            [{}],
+            "INSERT INTO delivery_receipts (gateway, gateway_message_id, phone, state, "
+            "provider_status, raw) VALUES ('gw', '7', $1, 'delivered', 'DELIVERED', '{}') "
+            "RETURNING id",
+            phone,
         )
         await conn.execute("ANALYZE")
         plan = "\n".join(

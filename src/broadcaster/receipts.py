@@ -9,7 +9,7 @@
 New receipts are recorded by one statement (`RECORD_RECEIPTS`): it matches them to deliveries,
 moves the deliveries and inserts the receipts already marked applied, in one round trip, for a
 whole batch (the API's receipt writer commits the receipts of many requests at once). The
-statements by receipt id (`INSERT_RECEIPTS`, `APPLY_*`) remain for receipts stored unapplied.
+statements by receipt id (`APPLY_*`) remain for receipts stored unapplied.
 """
 
 from __future__ import annotations
@@ -20,15 +20,6 @@ from typing import Any
 import asyncpg
 
 from gateway_adapters.base import ReceiptUpdate
-
-INSERT_RECEIPTS = """
-INSERT INTO delivery_receipts (gateway, gateway_message_id, phone, state, provider_status,
-                               error, occurred_at, raw)
-SELECT $1, r.message_id, r.phone, r.state, r.provider_status, r.error, r.occurred_at, r.raw
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-            $8::jsonb[]) AS r(message_id, phone, state, provider_status, error, occurred_at, raw)
-RETURNING id
-"""
 
 # Apply the given receipts. Per delivery the strongest receipt wins (a final one before a
 # transient one, the earliest final first); receipts that found their delivery are marked applied.
