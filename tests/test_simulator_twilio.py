@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -451,6 +452,9 @@ async def test_request_validation() -> None:
         *GOOD_FORM.values(),
     )
     assert body["account_sid"] == "ACsim"
+    assert body["messaging_service_sid"] is None and body["date_sent"] is None
+    assert body["uri"] == f"/2010-04-01/Accounts/ACsim/Messages/{body['sid']}.json"
+    assert parsedate_to_datetime(body["date_created"]).tzinfo is not None
     assert listed == [{"sid": body["sid"], "to": "+4530000001", "body": "hi"}]
     assert stats["rejected_requests"] == len(VALIDATION_CASES)
 

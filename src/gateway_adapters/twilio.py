@@ -148,7 +148,8 @@ class TwilioAdapter:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         # One cap for the adapter, not per batch: the dispatcher runs several batches at once and
         # Twilio limits concurrent requests per account.
-        self._in_flight = asyncio.Semaphore(max(1, config.concurrency))
+        self._concurrency = max(1, config.concurrency)
+        self._in_flight = asyncio.Semaphore(self._concurrency)
 
     @property
     def max_batch(self) -> int:
@@ -177,35 +178,41 @@ class TwilioAdapter:
         (401/403/404) raises `GatewayMisconfigured` for the batch: requests not yet started are
         dropped, the ones already on the wire are awaited (their answers say whether the message
         went out), and the accepted results ride along in `partial_results`.
+
+        The batch is worked off by up to `concurrency` workers, each holding one of the
+        adapter's request slots while it sends message after message (a task and a slot per
+        message cost about a tenth of the dispatcher's CPU per message).
         """
         broken: list[GatewayMisconfigured] = []
+        results: list[SendResult | None] = [None] * len(messages)
+        pending = iter(enumerate(messages))
 
-        async def send(message: OutboundMessage) -> SendResult | None:
+        async def worker() -> None:
             async with self._in_flight:
-                if broken:
-                    return None  # the account is broken: do not even try
-                try:
-                    return await self._send_one(message)
-                except GatewayMisconfigured as exc:
-                    broken.append(exc)
-                    return None
+                for i, message in pending:
+                    if broken:
+                        return  # the account is broken: do not even try
+                    try:
+                        results[i] = await self._send_one(message)
+                    except GatewayMisconfigured as exc:
+                        broken.append(exc)
+                        return
 
-        tasks = [asyncio.create_task(send(m)) for m in messages]
+        workers = min(len(messages), self._concurrency)
+        tasks = [asyncio.create_task(worker()) for _ in range(workers)]
         try:
-            outcomes = await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks)
         finally:
             for task in tasks:  # only left running when we ourselves are cancelled
                 task.cancel()
 
         if broken:
             error = broken[0]
-            error.partial_results = tuple(r for r in outcomes if r is not None and r.accepted)
+            error.partial_results = tuple(r for r in results if r is not None and r.accepted)
             raise error
-        results = [r for r in outcomes if r is not None]
-        log.debug(
-            "twilio accepted %d of %d messages", sum(r.accepted for r in results), len(results)
-        )
-        return results
+        done = [r for r in results if r is not None]
+        log.debug("twilio accepted %d of %d messages", sum(r.accepted for r in done), len(done))
+        return done
 
     async def _send_one(self, message: OutboundMessage) -> SendResult:
         """POST one message; its result, or `GatewayMisconfigured` when the account is wrong."""
@@ -219,7 +226,8 @@ class TwilioAdapter:
                 self._url, data=body.encode(), headers=self._form_headers, timeout=self._timeout
             ) as resp:
                 raw = await resp.read()
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After") if status >= 300 else None
         except (TimeoutError, aiohttp.ClientError) as exc:
             return SendResult(
                 message.delivery_id, False, error=f"{type(exc).__name__}: {exc}", retryable=True
