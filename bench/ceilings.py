@@ -263,12 +263,25 @@ def _serve_api(port: int) -> None:
     )
 
 
-async def _http_client(target: str, requests: int, concurrency: int, recipients: int) -> None:
+async def _http_client(
+    target: str, requests: int, concurrency: int, recipients: int, client: str = "aiohttp"
+) -> None:
     """POST `requests` times to target, `concurrency` at a time; prints seconds as JSON."""
     import aiohttp
 
     body = _single_body() if recipients == 1 else _batch_body(recipients)
     headers = {"Content-Type": "application/json"}
+    if client == "lean":
+        from loadgen import LoadGenerator, encode_post
+
+        request = encode_post(target, body, list(headers.items()))
+        async with LoadGenerator(target, concurrency) as generator:
+            await generator.run([request] * min(requests, concurrency * 20))  # warm-up
+            seconds, _, failed, _ = await generator.run([request] * requests)
+        if failed:
+            raise RuntimeError(f"{target} answered {failed} requests with other than 2xx")
+        print(json.dumps({"seconds": seconds}), flush=True)
+        return
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -293,7 +306,9 @@ async def _http_client(target: str, requests: int, concurrency: int, recipients:
     print(json.dumps({"seconds": seconds}), flush=True)
 
 
-async def _run_client(target: str, requests: int, concurrency: int, recipients: int) -> float:
+async def _run_client(
+    target: str, requests: int, concurrency: int, recipients: int, client: str = "aiohttp"
+) -> float:
     client = await asyncio.create_subprocess_exec(
         sys.executable,
         SCRIPT,
@@ -307,6 +322,8 @@ async def _run_client(target: str, requests: int, concurrency: int, recipients: 
         str(concurrency),
         "--recipients",
         str(recipients),
+        "--client",
+        client,
         stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await client.communicate()
@@ -346,11 +363,14 @@ async def http_ceiling(
     }
 
 
-async def api_ceiling(requests: int, concurrency: int = 32) -> dict[str, float]:
-    """aiohttp client -> FastAPI no-op POST under uvicorn (uvloop, httptools); req/s."""
+async def api_ceiling(
+    requests: int, concurrency: int = 32, client: str = "aiohttp"
+) -> dict[str, float]:
+    """Load generator (aiohttp, or bench/loadgen.py with client='lean') -> FastAPI no-op POST
+    under uvicorn (uvloop, httptools); req/s."""
     with children() as (started, log_dir):
         target = _start_server(started, log_dir, "api")
-        seconds = await _run_client(target, requests, concurrency, 1)
+        seconds = await _run_client(target, requests, concurrency, 1, client)
     return {
         "requests": requests,
         "concurrency": concurrency,
@@ -396,7 +416,9 @@ def _worker_main(args: argparse.Namespace) -> None:
     if args.worker == "claim":
         uvloop.run(_claim_worker(args.url, args.name, args.batch, args.tasks))
     elif args.worker == "http-client":
-        uvloop.run(_http_client(args.target, args.requests, args.concurrency, args.recipients))
+        uvloop.run(
+            _http_client(args.target, args.requests, args.concurrency, args.recipients, args.client)
+        )
     elif args.serve == "http":
         uvloop.run(_serve_http(args.port))
     elif args.serve == "api":
@@ -418,6 +440,7 @@ if __name__ == "__main__":
     parser.add_argument("--worker", choices=["claim", "http-client"], help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=["http", "api"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--client", default="aiohttp", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="ceiling", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--recipients", type=int, default=1, help=argparse.SUPPRESS)
