@@ -267,8 +267,6 @@ async def _http_client(
     target: str, requests: int, concurrency: int, recipients: int, client: str = "aiohttp"
 ) -> None:
     """POST `requests` times to target, `concurrency` at a time; prints seconds as JSON."""
-    import aiohttp
-
     body = _single_body() if recipients == 1 else _batch_body(recipients)
     headers = {"Content-Type": "application/json"}
     if client == "lean":
@@ -282,6 +280,8 @@ async def _http_client(
             raise RuntimeError(f"{target} answered {failed} requests with other than 2xx")
         print(json.dumps({"seconds": seconds}), flush=True)
         return
+    import aiohttp
+
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -309,7 +309,7 @@ async def _http_client(
 async def _run_client(
     target: str, requests: int, concurrency: int, recipients: int, client: str = "aiohttp"
 ) -> float:
-    client = await asyncio.create_subprocess_exec(
+    child = await asyncio.create_subprocess_exec(
         sys.executable,
         SCRIPT,
         "--worker",
@@ -326,9 +326,9 @@ async def _run_client(
         client,
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await client.communicate()
-    if client.returncode != 0:
-        raise RuntimeError(f"HTTP client failed (status {client.returncode})")
+    out, _ = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"HTTP client failed (status {child.returncode})")
     return float(json.loads(out)["seconds"])
 
 

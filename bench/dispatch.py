@@ -40,6 +40,7 @@ from harness import (
     report,
     run,
     seed_box,
+    start_dispatcher,
     start_simulator,
 )
 
@@ -131,19 +132,7 @@ async def dispatch_once(
         base_url, token, stats_url, stats_key = _start_gateway(protocol, started, log_dir)
         config = _config(log_dir / "gw.toml", protocol, base_url, token, max_batch, concurrency)
         pool = [
-            procs.start(
-                f"dispatcher-{i}",
-                procs.broadcaster_argv("dispatcher"),
-                env={
-                    "DATABASE_URL": url,
-                    "BROADCASTER_CONFIG": str(config),
-                    "BROADCASTER_LOG_LEVEL": "info",
-                    "BROADCASTER_POLL_INTERVAL": "0.2",
-                },
-                log_dir=log_dir,
-                ready_line="dispatcher started",
-            )
-            for i in range(dispatchers)
+            start_dispatcher(log_dir, url, config, f"dispatcher-{i}") for i in range(dispatchers)
         ]
         started.extend(pool)
         simulator = started[0]

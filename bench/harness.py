@@ -118,6 +118,25 @@ def children() -> Iterator[tuple[list[procs.Child], Path]]:
             child.stop()
 
 
+def start_dispatcher(
+    log_dir: Path, url: str, config: Path, name: str = "dispatcher"
+) -> procs.Child:
+    """A `broadcaster dispatcher` on `url` with the gateways of `config`, logging at info and
+    polling every 0.2 s; returns once it says it started."""
+    return procs.start(
+        name,
+        procs.broadcaster_argv("dispatcher"),
+        env={
+            "DATABASE_URL": url,
+            "BROADCASTER_CONFIG": str(config),
+            "BROADCASTER_LOG_LEVEL": "info",
+            "BROADCASTER_POLL_INTERVAL": "0.2",
+        },
+        log_dir=log_dir,
+        ready_line="dispatcher started",
+    )
+
+
 def start_simulator(started: list[procs.Child], log_dir: Path, *args: str) -> str:
     port = procs.free_port()
     started.append(

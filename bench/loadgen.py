@@ -19,14 +19,12 @@ from typing import cast
 from urllib.parse import urlsplit
 
 
-def encode_post(
-    target: str, body: bytes, headers: Sequence[tuple[str, str]] = (), *, host: str = ""
-) -> bytes:
+def encode_post(target: str, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> bytes:
     """One POST request to `target` (a full URL) as bytes on the wire."""
     parts = urlsplit(target)
     lines = [
         f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
-        f"Host: {host or parts.netloc}",
+        f"Host: {parts.netloc}",
         *(f"{name}: {value}" for name, value in headers),
         f"Content-Length: {len(body)}",
         "",

@@ -29,10 +29,10 @@ from harness import (
     report,
     run,
     seed_box,
+    start_dispatcher,
     start_simulator,
 )
 
-from broadcaster import procs
 from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
 from broadcaster.geo import parse_area
@@ -56,18 +56,7 @@ async def one_size(recipients: int, interval: float, timeout: float) -> dict[str
     with children() as (started, log_dir):
         sim = start_simulator(started, log_dir, "--hold-receipts")
         config = gateway_toml(log_dir / "gw.toml", sim, rate=RATE, max_batch=1000, concurrency=4)
-        dispatcher = procs.start(
-            "dispatcher",
-            procs.broadcaster_argv("dispatcher"),
-            env={
-                "DATABASE_URL": url,
-                "BROADCASTER_CONFIG": str(config),
-                "BROADCASTER_LOG_LEVEL": "info",
-                "BROADCASTER_POLL_INTERVAL": "0.2",
-            },
-            log_dir=log_dir,
-            ready_line="dispatcher started",
-        )
+        dispatcher = start_dispatcher(log_dir, url, config)
         started.append(dispatcher)
         simulator = started[0]
         await asyncio.sleep(1.0)  # settled: imports done, pool open, heartbeat written

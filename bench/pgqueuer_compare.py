@@ -47,10 +47,10 @@ from harness import (
     report,
     run,
     seed_box,
+    start_dispatcher,
     start_simulator,
 )
 
-from broadcaster import procs
 from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
 from broadcaster.geo import parse_area
@@ -253,20 +253,7 @@ async def broadcaster_run(
             max_batch=max_batch,
             concurrency=gateway_concurrency,
         )
-        started.append(
-            procs.start(
-                "dispatcher",
-                procs.broadcaster_argv("dispatcher"),
-                env={
-                    "DATABASE_URL": url,
-                    "BROADCASTER_CONFIG": str(config),
-                    "BROADCASTER_LOG_LEVEL": "info",
-                    "BROADCASTER_POLL_INTERVAL": "0.2",
-                },
-                log_dir=log_dir,
-                ready_line="dispatcher started",
-            )
-        )
+        started.append(start_dispatcher(log_dir, url, config))
         conn = await connect(url)
         try:
             alert_id, _ = await create_alert(

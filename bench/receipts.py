@@ -66,6 +66,7 @@ from harness import (
     report,
     run,
     seed_box,
+    start_dispatcher,
 )
 
 from broadcaster import procs
@@ -327,20 +328,7 @@ async def smpp_receipts(receipts: int, window: int, timeout: float) -> dict[str,
             f'token = "{SMPP_SYSTEM_ID}:{SMPP_PASSWORD}"\nrate_per_second = 10000000\n'
             f'max_batch = 200\nconcurrency = 4\nsender = "POLITI"\n'
         )
-        started.append(
-            procs.start(
-                "dispatcher",
-                procs.broadcaster_argv("dispatcher"),
-                env={
-                    "DATABASE_URL": url,
-                    "BROADCASTER_CONFIG": str(config),
-                    "BROADCASTER_LOG_LEVEL": "info",
-                    "BROADCASTER_POLL_INTERVAL": "0.2",
-                },
-                log_dir=log_dir,
-                ready_line="dispatcher started",
-            )
-        )
+        started.append(start_dispatcher(log_dir, url, config))
         dispatcher_pid = started[-1].pid
         conn = await connect(url)
         try:
