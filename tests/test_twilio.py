@@ -14,7 +14,6 @@ from typing import Any
 from unittest.mock import ANY
 from urllib.parse import urlencode
 
-import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
@@ -56,6 +55,7 @@ class Recorded:
     headers: dict[str, str]
     form: dict[str, str]
     sid: str
+    peer: tuple[str, int] | None = None
 
 
 def sid_for(index: int) -> str:
@@ -105,7 +105,14 @@ class FakeTwilio:
             form = {k: str(v) for k, v in (await request.post()).items()}
             sid = sid_for(len(self.requests))  # no await between this and the append below
             self.requests.append(
-                Recorded(request.method, request.path, dict(request.headers), form, sid)
+                Recorded(
+                    request.method,
+                    request.path,
+                    dict(request.headers),
+                    form,
+                    sid,
+                    request.transport.get_extra_info("peername") if request.transport else None,
+                )
             )
             reply = self.by_to.get(form.get("To", ""), self.reply)
             if reply.delay:
@@ -418,12 +425,13 @@ async def test_misconfigured_waits_for_requests_on_the_wire(gateway: FakeTwilio,
     assert (await adapter.send_batch(batch(4, first=50)))[0].accepted
 
 
-async def test_shared_session_is_not_closed_by_adapter(gateway: FakeTwilio) -> None:
-    async with aiohttp.ClientSession() as session:
-        adapter = TwilioAdapter(config(gateway.base_url), CALLBACK_URL, session)
-        await adapter.close()
-        assert not session.closed
-        assert (await adapter.send_batch([msg(1)]))[0].accepted
+async def test_connections_are_kept_alive(gateway: FakeTwilio, make_adapter) -> None:
+    adapter = make_adapter(gateway.base_url, concurrency=2)
+    for first in (1, 101):
+        assert all(r.accepted for r in await adapter.send_batch(batch(10, first=first)))
+    assert len(gateway.requests) == 20
+    # Two requests in flight at most, so two connections carry all twenty.
+    assert 1 <= len({r.peer for r in gateway.requests}) <= 2
 
 
 # -- (c) callbacks --------------------------------------------------------------------------------
