@@ -182,6 +182,14 @@ def test_bad_token_is_refused_at_construction(token: str) -> None:
     assert "tw1" in str(caught.value)
 
 
+async def test_odd_account_sid_is_quoted_in_the_path(gateway: FakeTwilio, make_adapter) -> None:
+    adapter = make_adapter(gateway.base_url, token="AC with space/slash:secret")
+    [result] = await adapter.send_batch([msg(1)])
+    assert result.accepted
+    [request] = gateway.requests
+    assert request.path == "/2010-04-01/Accounts/AC with space/slash/Messages.json"
+
+
 def test_auth_token_may_contain_colons() -> None:
     adapter = TwilioAdapter(config(token=f"{ACCOUNT_SID}:with:colons"), CALLBACK_URL)
     assert adapter.account_sid == ACCOUNT_SID

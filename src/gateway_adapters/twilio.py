@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -134,7 +134,8 @@ class TwilioAdapter:
         # The URLs a callback may be signed for that do not depend on the request.
         self._callback_variants = _port_variants(callback_url)
         base_url = config.base_url or DEFAULT_BASE_URL
-        self._path = urlsplit(messages_url(base_url, self.account_sid)).path
+        # Quoted as a URL library would: an odd account SID must not break the request line.
+        self._path = quote(urlsplit(messages_url(base_url, self.account_sid)).path, safe="/%")
         # Built by hand: aiohttp.BasicAuth is deprecated in newer aiohttp, and its replacement
         # does not exist in the oldest aiohttp we support.
         credentials = base64.b64encode(f"{self.account_sid}:{self._auth_token}".encode())
