@@ -166,8 +166,10 @@ class Client:
         self._idle: list[_Connection] = []
         default_port = parts.port is None or parts.port == DEFAULT_PORTS[parts.scheme]
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        self._host_header = host if default_port else f"{host}:{self._port}"
-        self._headers = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        host_header = host if default_port else f"{host}:{self._port}"
+        fixed = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        # Everything after the request target up to the Content-Length value.
+        self._head_rest = f" HTTP/1.1\r\nHost: {host_header}\r\n{fixed}Content-Length: "
         self._closed = False
 
     async def post(self, path: str, body: bytes) -> Answer:
@@ -179,10 +181,7 @@ class Client:
         connection = self._take_idle()
         if connection is None:
             connection = await self._connect(deadline)
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host_header}\r\n{self._headers}"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
+        head = f"POST {path}{self._head_rest}{len(body)}\r\n\r\n"
         waiter: asyncio.Future[Answer] = loop.create_future()
         connection.waiter = waiter
         assert connection.transport is not None

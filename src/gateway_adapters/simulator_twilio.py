@@ -113,7 +113,8 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         self._date = (0, "")
         self._account_json = _js(self.account_sid)
         self._uri_json = _js(f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/")[:-1]
-        self._basic = b"Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode())
+        self._credentials = f"{self.account_sid}:{self.auth_token}".encode()
+        self._basic = b"Basic " + base64.b64encode(self._credentials)
         self.app.add_routes(
             [
                 web.post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json", self._handle_send),
@@ -188,8 +189,7 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
             decoded = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
             return False
-        expected = f"{self.account_sid}:{self.auth_token}".encode()
-        return hmac.compare_digest(decoded, expected)
+        return hmac.compare_digest(decoded, self._credentials)
 
     def _reject(self, refusal: _Refusal) -> web.Response:
         self.stats.rejected_requests += 1
