@@ -10,7 +10,6 @@ Run: `python -m gateway_adapters.simulator --port 0` (or `broadcaster simulate-g
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hmac
 import itertools
 import json
@@ -19,11 +18,11 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from aiohttp import web
 
 from gateway_adapters.gatewayapi import SHORT_KEY_WARNING
 from gateway_adapters.simulator_common import (
@@ -44,6 +43,7 @@ from gateway_adapters.simulator_common import (
 from gateway_adapters.simulator_common import (
     HttpStats as _Stats,
 )
+from gateway_adapters.simulator_http import Answer, Request, Response, get, json_response, post
 
 log = logging.getLogger(__name__)
 
@@ -94,36 +94,34 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
         self.timeline: list[tuple[float, int, str | None]] = []
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
-        self.app.add_routes(
+        self.router.add(
             [
-                web.post("/rest/mtsms", self._handle_send),
+                post("/rest/mtsms", self._handle_send),
                 *self._inspection_routes(),
-                web.get("/_sim/timeline", self._handle_timeline),
+                get("/_sim/timeline", self._handle_timeline),
                 *self._control_routes(),
             ]
         )
 
     # -- sending ---------------------------------------------------------------------------------
 
-    async def _handle_send(self, request: web.Request) -> web.Response:
-        self.stats.requests += 1
-        if self.options.latency_ms > 0:
-            await asyncio.sleep(self.options.latency_ms / 1000)
-        if not self._authorized(request.headers.get("Authorization", "")):
+    def _handle_send(self, request: Request) -> Answer | Awaitable[Answer]:
+        return self._count_and_answer(self.options.latency_ms, self._send, request)
+
+    def _send(self, request: Request) -> Answer:
+        if not self._authorized(request.headers.get("authorization", "")):
             return self._reject(401, "SIM-AUTH", "missing or wrong API token")
         if self._rng.random() < self.options.failure_ratio:
             return self._reject(500, "SIM-FAIL", "simulated internal error")
         if self.options.drop_ratio and self._rng.random() < self.options.drop_ratio:
             self.stats.rejected_requests += 1
-            if request.transport is not None:
-                request.transport.close()  # the client sees the connection reset, no answer
-            raise web.HTTPServiceUnavailable()
+            request.transport.close()  # the client sees the connection closed, no answer
+            return None
         if self.options.throttle_ratio and self._rng.random() < self.options.throttle_ratio:
-            response = self._reject(429, "SIM-THROTTLED", "too many requests (simulated)")
-            response.headers["Retry-After"] = f"{self.options.throttle_retry_after:g}"
-            return response
+            retry_after = ("Retry-After", f"{self.options.throttle_retry_after:g}")
+            return self._reject(429, "SIM-THROTTLED", "too many requests (simulated)", retry_after)
         try:
-            bodies = self._validate(await request.read())
+            bodies = self._validate(request.body)
         except _BadRequest as exc:
             return self._reject(400, "SIM-BAD-REQUEST", str(exc))
 
@@ -153,7 +151,7 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
                 self._schedule_receipts(message_id, msisdns, userref, callback_url)
             log.debug("accepted message %d with %d recipients", message_id, len(msisdns))
         usage = {"countries": {}, "currency": "EUR", "total_cost": 0.0}
-        return web.json_response({"ids": ids, "usage": usage})
+        return json_response({"ids": ids, "usage": usage})
 
     def _authorized(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -161,9 +159,9 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
             token.strip().encode(), self.options.token.encode()
         )
 
-    def _reject(self, status: int, code: str, message: str) -> web.Response:
+    def _reject(self, status: int, code: str, message: str, *headers: tuple[str, str]) -> Response:
         self.stats.rejected_requests += 1
-        return web.json_response({"code": code, "message": message}, status=status)
+        return json_response({"code": code, "message": message}, status, headers)
 
     @classmethod
     def _validate(cls, raw: bytes) -> list[dict[str, Any]]:
@@ -251,8 +249,8 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
 
     # -- inspection ------------------------------------------------------------------------------
 
-    async def _handle_timeline(self, request: web.Request) -> web.Response:
-        return web.json_response(self.timeline)
+    def _handle_timeline(self, request: Request) -> Response:
+        return json_response(self.timeline)
 
     def _reset(self) -> None:
         # Ids keep increasing so old receipts cannot be confused with new messages.

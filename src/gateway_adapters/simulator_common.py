@@ -1,9 +1,10 @@
 """Scaffolding shared by the gateway simulators (GatewayAPI, Twilio and SMPP).
 
-`HttpGatewaySimulator` holds what the two HTTP simulators have in common: the aiohttp app runner
-lifecycle, the receipt queue with its worker pool, delay timers and hold/release, the retrying
-receipt poster and the `/_sim/*` inspection handlers. The provider-specific parts (request
-validation, receipt payloads, signing) stay in the simulator modules.
+`HttpGatewaySimulator` holds what the two HTTP simulators have in common: the HTTP server's
+lifecycle (`simulator_http`), the receipt queue with its worker pool, delay timers and
+hold/release, the retrying receipt poster and the `/_sim/*` inspection handlers. The
+provider-specific parts (request validation, receipt payloads, signing) stay in the simulator
+modules.
 
 The command-line helpers (`ratio`, `non_negative`, `port`, `run_until_signalled`, ...) are used by
 all three simulators' `main()`.
@@ -22,7 +23,18 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
-from aiohttp import web
+
+from gateway_adapters.simulator_http import (
+    Answer,
+    HttpServer,
+    Request,
+    Response,
+    Route,
+    Router,
+    get,
+)
+from gateway_adapters.simulator_http import json_response as _json
+from gateway_adapters.simulator_http import post as _post
 
 # Receipt posting: retries after the first attempt, and the first backoff (doubled per retry:
 # 0.05 .. 0.8 s). Each HTTP simulator module re-exports both and reads its own copy per post.
@@ -68,7 +80,7 @@ class HttpGatewaySimulator(Generic[PayloadT]):
     """An HTTP simulator's app and receipt pipeline; `start()` binds it, `close()` stops it.
 
     Subclasses set `stats` (with `receipts_sent`/`receipts_failed` counters) and `messages`, add
-    their send route to `self.app`, and implement `_post_receipt` and `_reset`.
+    their send route to `self.router`, and implement `_post_receipt` and `_reset`.
     """
 
     stats: Any
@@ -82,20 +94,37 @@ class HttpGatewaySimulator(Generic[PayloadT]):
         self._pending = 0  # receipts not yet posted or given up (held, delayed, queued, in flight)
         self._workers: list[asyncio.Task[None]] = []
         self._client: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application()
+        self.router = Router()
+        self._server: HttpServer | None = None
 
-    def _inspection_routes(self) -> list[web.RouteDef]:
+    def _inspection_routes(self) -> list[Route]:
         return [
-            web.get("/_sim/messages", self._handle_messages),
-            web.get("/_sim/stats", self._handle_stats),
+            get("/_sim/messages", self._handle_messages),
+            get("/_sim/stats", self._handle_stats),
         ]
 
-    def _control_routes(self) -> list[web.RouteDef]:
+    def _control_routes(self) -> list[Route]:
         return [
-            web.post("/_sim/release", self._handle_release),
-            web.post("/_sim/reset", self._handle_reset),
+            _post("/_sim/release", self._handle_release),
+            _post("/_sim/reset", self._handle_reset),
         ]
+
+    def _count_and_answer(
+        self, latency_ms: float, send: Callable[[Request], Answer], request: Request
+    ) -> Answer | Awaitable[Answer]:
+        """Count the request, then answer it with `send` at once or after the simulated
+        latency (the server awaits only then: no task per request on the usual path)."""
+        self.stats.requests += 1
+        if latency_ms <= 0:
+            return send(request)
+        return self._answer_later(latency_ms / 1000, send, request)
+
+    @staticmethod
+    async def _answer_later(
+        delay: float, send: Callable[[Request], Answer], request: Request
+    ) -> Answer:
+        await asyncio.sleep(delay)
+        return send(request)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -107,19 +136,14 @@ class HttpGatewaySimulator(Generic[PayloadT]):
             timeout=aiohttp.ClientTimeout(total=10),
         )
         self._workers = [asyncio.create_task(self._worker()) for _ in range(concurrency)]
-        # A short shutdown timeout: a simulator has nothing worth waiting for on exit.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        actual_port: int = self._runner.addresses[0][1]
-        return actual_port
+        self._server = HttpServer(self.router)
+        return await self._server.start(host, port)
 
     async def close(self) -> None:
         """Stop serving, drop receipts not yet posted, and release every resource."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -193,23 +217,23 @@ class HttpGatewaySimulator(Generic[PayloadT]):
 
     # -- inspection ------------------------------------------------------------------------------
 
-    async def _handle_messages(self, request: web.Request) -> web.Response:
-        return web.json_response(self.messages)
+    def _handle_messages(self, request: Request) -> Response:
+        return _json(self.messages)
 
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(vars(self.stats), receipts_pending=self._pending))
+    def _handle_stats(self, request: Request) -> Response:
+        return _json(dict(vars(self.stats), receipts_pending=self._pending))
 
-    async def _handle_release(self, request: web.Request) -> web.Response:
+    def _handle_release(self, request: Request) -> Response:
         held, self._held = self._held, []
         for job in held:
             self._queue.put_nowait(job)
-        return web.json_response({"released": sum(len(job.payloads) for job in held)})
+        return _json({"released": sum(len(job.payloads) for job in held)})
 
-    async def _handle_reset(self, request: web.Request) -> web.Response:
+    def _handle_reset(self, request: Request) -> Response:
         # Receipts already under way keep going (and keep counting as pending): they are work,
         # not history.
         self._reset()
-        return web.json_response({"reset": True})
+        return _json({"reset": True})
 
     def _reset(self) -> None:
         """Forget accepted messages and statistics."""

@@ -11,7 +11,6 @@ Run: `python -m gateway_adapters.simulator_twilio --port 0`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import functools
@@ -21,14 +20,12 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote_plus
-
-from aiohttp import web
 
 from gateway_adapters.simulator_common import (
     CALLBACK_BACKOFF_SECONDS,
@@ -42,6 +39,7 @@ from gateway_adapters.simulator_common import (
     serve_http_until_signalled,
     simulator_parser,
 )
+from gateway_adapters.simulator_http import Answer, Request, Response, json_response, post
 from gateway_adapters.twilio import (
     API_VERSION,
     MESSAGING_SERVICE_PREFIX,
@@ -115,9 +113,9 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         self._uri_json = _js(f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/")[:-1]
         self._credentials = f"{self.account_sid}:{self.auth_token}".encode()
         self._basic = b"Basic " + base64.b64encode(self._credentials)
-        self.app.add_routes(
+        self.router.add(
             [
-                web.post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json", self._handle_send),
+                post(f"/{API_VERSION}/Accounts/{{sid}}/Messages.json", self._handle_send),
                 *self._inspection_routes(),
                 *self._control_routes(),
             ]
@@ -125,26 +123,25 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
 
     # -- sending ---------------------------------------------------------------------------------
 
-    async def _handle_send(self, request: web.Request) -> web.Response:
-        self.stats.requests += 1
-        if self.options.latency_ms > 0:
-            await asyncio.sleep(self.options.latency_ms / 1000)
+    def _handle_send(self, request: Request) -> Answer | Awaitable[Answer]:
+        return self._count_and_answer(self.options.latency_ms, self._send, request)
+
+    def _send(self, request: Request) -> Answer:
         try:
-            if not self._authorized(request.headers.get("Authorization", "")):
+            if not self._authorized(request.headers.get("authorization", "")):
                 raise _Refusal(401, 20003, "Authenticate")
-            if request.match_info["sid"] != self.account_sid:
+            if request.params["sid"] != self.account_sid:
                 raise _Refusal(404, 20404, "The requested resource was not found")
             if self._rng.random() < self.options.failure_ratio:
                 raise _Refusal(500, 20500, "Internal Server Error (simulated)")
             if self.options.drop_ratio and self._rng.random() < self.options.drop_ratio:
                 self.stats.rejected_requests += 1
-                if request.transport is not None:
-                    request.transport.close()  # the client sees the connection reset
-                raise web.HTTPServiceUnavailable()
+                request.transport.close()  # the client sees the connection closed, no answer
+                return None
             if self._rng.random() < self.options.throttle_ratio:
                 self.stats.throttled_requests += 1
                 raise _Refusal(429, THROTTLE_CODE, "Too Many Requests (simulated)")
-            form = self._validate(await _form(request))
+            form = self._validate(_form(request))
             if self._rng.random() < self.options.invalid_ratio:
                 raise _Refusal(400, 21211, "The 'To' number is not a valid phone number.")
         except _Refusal as refusal:
@@ -170,7 +167,7 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
             f'"price": null, "error_code": null, "error_message": null, '
             f'"uri": {self._uri_json}{sid}.json"}}'
         )
-        return web.Response(body=body.encode(), status=201, content_type="application/json")
+        return Response(201, body.encode())
 
     def _http_date(self) -> str:
         """Now as an RFC 2822 date in GMT, as Twilio writes dates; formatted once a second."""
@@ -191,16 +188,16 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
             return False
         return hmac.compare_digest(decoded, self._credentials)
 
-    def _reject(self, refusal: _Refusal) -> web.Response:
+    def _reject(self, refusal: _Refusal) -> Response:
         self.stats.rejected_requests += 1
-        headers = {"Retry-After": RETRY_AFTER_SECONDS} if refusal.status == 429 else None
+        headers = (("Retry-After", RETRY_AFTER_SECONDS),) if refusal.status == 429 else ()
         body = {
             "code": refusal.code,
             "message": refusal.message,
             "more_info": MORE_INFO.format(code=refusal.code),
             "status": refusal.status,
         }
-        return web.json_response(body, status=refusal.status, headers=headers)
+        return json_response(body, refusal.status, headers)
 
     @staticmethod
     def _validate(form: Mapping[str, Any]) -> dict[str, str]:
@@ -328,14 +325,14 @@ def _js(value: str | None) -> str:
     return "null" if value is None else json.dumps(value)
 
 
-async def _form(request: web.Request) -> Mapping[str, Any]:
-    """The request's form fields. A form-encoded body (what Twilio takes) is parsed here, which
-    costs a fraction of aiohttp's `request.post()`; anything else goes through `post()`."""
+def _form(request: Request) -> Mapping[str, Any]:
+    """The request's form fields: Twilio takes a form-encoded body (UTF-8); anything else has
+    none, and the missing `To` is refused as Twilio refuses it."""
     if request.content_type != FORM_TYPE:
-        return await request.post()
+        return {}
     try:
-        text = (await request.read()).decode(request.charset or "utf-8")
-    except (LookupError, UnicodeDecodeError):
+        text = request.body.decode()
+    except UnicodeDecodeError:
         return {}
     fields = {}
     for pair in text.split("&"):
