@@ -307,6 +307,8 @@ async def main(args: argparse.Namespace) -> None:
                 "msg_per_s": round(mean, 1),
                 "msg_per_s_before_and_after": rates,
             }
+            if "req_per_s" in after:  # one message per request: the same mean
+                figures["ceiling"]["req_per_s"] = round(mean, 1)
             figures["ratio_to_ceiling"] = round(rate / mean, 3) if rate else None
             what = "claim+complete" if protocol == "gatewayapi" else "per-message HTTP"
             ceiling_text = (
