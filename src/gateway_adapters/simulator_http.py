@@ -89,6 +89,19 @@ def json_response(
     return Response(status, json.dumps(data).encode(), JSON_TYPE, headers)
 
 
+_date = (0, "")
+
+
+def http_date() -> str:
+    """Now as an HTTP date (RFC 9110, which is RFC 2822's form in GMT), formatted once a
+    second: the Date header, and the dates Twilio writes in its resources."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, formatdate(second, usegmt=True))
+    return _date[1]
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -142,7 +155,6 @@ class HttpServer:
         self.max_body = max_body
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
-        self._date = (0, "")
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
@@ -156,13 +168,6 @@ class HttpServer:
                 connection.close()
             await self._server.wait_closed()
             self._server = None
-
-    def date(self) -> str:
-        """The Date header's value, formatted once a second."""
-        second = int(time.time())
-        if self._date[0] != second:
-            self._date = (second, formatdate(second, usegmt=True))
-        return self._date[1]
 
 
 class _Connection(asyncio.Protocol):
@@ -296,7 +301,7 @@ class _Connection(asyncio.Protocol):
         head = (
             f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}\r\n"
             f"Content-Type: {answer.content_type}\r\nContent-Length: {len(answer.body)}\r\n"
-            f"Date: {self._server.date()}\r\nServer: broadcaster-simulator\r\n{extra}\r\n"
+            f"Date: {http_date()}\r\nServer: broadcaster-simulator\r\n{extra}\r\n"
         )
         self._transport.write(head.encode("latin-1") + answer.body)
         if not keep_alive:

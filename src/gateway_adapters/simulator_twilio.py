@@ -19,11 +19,8 @@ import itertools
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -39,7 +36,14 @@ from gateway_adapters.simulator_common import (
     serve_http_until_signalled,
     simulator_parser,
 )
-from gateway_adapters.simulator_http import Answer, Request, Response, json_response, post
+from gateway_adapters.simulator_http import (
+    Answer,
+    Request,
+    Response,
+    http_date,
+    json_response,
+    post,
+)
 from gateway_adapters.twilio import (
     API_VERSION,
     MESSAGING_SERVICE_PREFIX,
@@ -108,7 +112,6 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         # counter (uuid4 per message was a tenth of the simulator's CPU).
         self._sid_prefix = f"SM{random.getrandbits(64):016x}"
         self._sid_counter = itertools.count(1)
-        self._date = (0, "")
         self._account_json = _js(self.account_sid)
         self._uri_json = _js(f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/")[:-1]
         self._credentials = f"{self.account_sid}:{self.auth_token}".encode()
@@ -154,7 +157,7 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         if callback_url:
             self._schedule_receipts(sid, form, callback_url)
         log.debug("accepted message %s", sid)
-        now = self._http_date()
+        now = http_date()  # Twilio writes its dates in RFC 2822 form, in GMT
         # Twilio's Message resource, its fields in Twilio's order.
         # `To` passed is_e164 ('+' and digits), the SID is hex: both go in without escaping.
         body = (
@@ -168,13 +171,6 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
             f'"uri": {self._uri_json}{sid}.json"}}'
         )
         return Response(201, body.encode())
-
-    def _http_date(self) -> str:
-        """Now as an RFC 2822 date in GMT, as Twilio writes dates; formatted once a second."""
-        second = int(time.time())
-        if self._date[0] != second:
-            self._date = (second, format_datetime(datetime.fromtimestamp(second, UTC), usegmt=True))
-        return self._date[1]
 
     def _authorized(self, header: str) -> bool:
         if hmac.compare_digest(header.encode(), self._basic):  # as every client writes it
