@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from harness import (
     TOKEN,
     ZONE,
     backend_cpu,
+    bracketed,
     children,
     cpu_seconds,
     fresh_database,
@@ -127,14 +129,14 @@ async def dispatch_once(
     concurrency: int,
     timeout: float,
     dispatchers: int = 1,
-    before: Callable[[str], Awaitable[object]] | None = None,
+    before: Callable[[str], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
-    """One broadcast of `recipients` through `protocol`; the figures of that run.
-    `before(url)` runs on the seeded database just before the broadcast starts."""
+    """One broadcast of `recipients` through `protocol`; the figures of that run, with the
+    result of `before(url)` (run on the seeded database just before the broadcast) under
+    "before"."""
     url = await fresh_database(f"broadcaster_bench_dispatch_{protocol}")
     await seed_box(url, recipients)
-    if before is not None:
-        await before(url)
+    ahead = await before(url) if before is not None else None
     with children() as (started, log_dir):
         base_url, token, stats_url, stats_key = _start_gateway(protocol, started, log_dir)
         config = _config(log_dir / "gw.toml", protocol, base_url, token, max_batch, concurrency)
@@ -231,13 +233,15 @@ async def dispatch_once(
             "postgres_backends": busy(0.0, backend),
         },
         "url": url,
+        "before": ahead,
     }
 
 
 async def ceiling(
-    protocol: str, url: str, recipients: int, args: argparse.Namespace, d: dict[str, int]
+    url: str, *, protocol: str, recipients: int, args: argparse.Namespace
 ) -> dict[str, Any] | None:
     """The protocol's ceiling (msg/s and its parameters), or None when it has none."""
+    d = DEFAULTS[protocol]
     if protocol == "gatewayapi":
         tasks = args.concurrency or d["concurrency"]
         rate = await claim_complete_ceiling(
@@ -264,27 +268,13 @@ async def ceiling(
     return None
 
 
-def _collect(
-    into: list[dict[str, Any]], protocol: str, recipients: int, args: argparse.Namespace
-) -> Callable[[str], Awaitable[None]]:
-    """A `before` hook for dispatch_once that measures the ceiling and keeps it in `into`."""
-
-    async def measure(url: str) -> None:
-        found = await ceiling(protocol, url, recipients, args, DEFAULTS[protocol])
-        if found is not None:
-            into.append(found)
-
-    return measure
-
-
 async def main(args: argparse.Namespace) -> None:
     protocols = list(DEFAULTS) if args.protocol == "all" else [args.protocol]
     for protocol in protocols:
         d = DEFAULTS[protocol]
         recipients = args.recipients or (QUICK_RECIPIENTS[protocol] if args.quick else 0)
         recipients = recipients or d["recipients"]
-        measured: list[dict[str, Any]] = []
-
+        measure = functools.partial(ceiling, protocol=protocol, recipients=recipients, args=args)
         figures = await dispatch_once(
             protocol,
             recipients,
@@ -292,28 +282,22 @@ async def main(args: argparse.Namespace) -> None:
             args.concurrency or d["concurrency"],
             args.timeout,
             args.dispatchers,
-            before=None if args.no_ceiling else _collect(measured, protocol, recipients, args),
+            before=None if args.no_ceiling else measure,
         )
-        url = figures.pop("url")
+        url, before = figures.pop("url"), figures.pop("before")
         rate = figures["sms_per_s"]
         ceiling_text = ""
-        if measured:
-            after = await ceiling(protocol, url, recipients, args, d)
+        if before is not None:
+            after = await measure(url)
             assert after is not None
-            rates = [measured[0]["msg_per_s"], after["msg_per_s"]]
-            mean = sum(rates) / 2
-            figures["ceiling"] = {
-                **after,
-                "msg_per_s": round(mean, 1),
-                "msg_per_s_before_and_after": rates,
-            }
-            if "req_per_s" in after:  # one message per request: the same mean
-                figures["ceiling"]["req_per_s"] = round(mean, 1)
+            rates = ("msg_per_s", "req_per_s") if "req_per_s" in after else ("msg_per_s",)
+            figures["ceiling"] = found = bracketed(before, after, *rates)
+            mean = found["msg_per_s"]
             figures["ratio_to_ceiling"] = round(rate / mean, 3) if rate else None
             what = "claim+complete" if protocol == "gatewayapi" else "per-message HTTP"
             ceiling_text = (
                 f"; {what} ceiling {mean:,.0f} msg/s "
-                f"(before {rates[0]:,.0f}, after {rates[1]:,.0f})"
+                f"(before {before['msg_per_s']:,.0f}, after {after['msg_per_s']:,.0f})"
             )
         if figures.get("ratio_to_ceiling") is not None:
             ceiling_text += f" (ratio {figures['ratio_to_ceiling']:.2f})"

@@ -184,6 +184,18 @@ async def backend_cpu(conn: Any) -> dict[int, float]:
     return {pid: s for pid, s in cpu.items() if s is not None}
 
 
+def bracketed(before: dict[str, Any], after: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A ceiling measured just before and just after a figure: the after run's parameters,
+    each rate in `keys` as the mean of the two runs, and `<key>_before_and_after` for the
+    first key. On a shared machine the speed moves within minutes; one side alone skews the
+    ratio."""
+    merged = dict(after)
+    for key in keys:
+        merged[key] = round((before[key] + after[key]) / 2, 1)
+    merged[f"{keys[0]}_before_and_after"] = [before[keys[0]], after[keys[0]]]
+    return merged
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:

@@ -58,6 +58,7 @@ from harness import (
     SECRET,
     ZONE,
     backend_cpu,
+    bracketed,
     children,
     cpu_seconds,
     fresh_database,
@@ -526,16 +527,10 @@ async def main(args: argparse.Namespace) -> None:
     figures: dict[str, Any] = {}
     parts = []
     if args.only in (None, "http"):
-        # The ceiling just before and just after, their mean next to the receipts: on a shared
-        # machine the speed drifts within a run, and one side alone skewed the ratio.
         before = await api_ceiling(args.api_requests, args.concurrency, args.client)
         http = await http_receipts(args.receipts, args.concurrency, args.client)
         after = await api_ceiling(args.api_requests, args.concurrency, args.client)
-        ceiling = {
-            **after,
-            "req_per_s": round((before["req_per_s"] + after["req_per_s"]) / 2, 1),
-            "req_per_s_before_and_after": [before["req_per_s"], after["req_per_s"]],
-        }
+        ceiling = bracketed(before, after, "req_per_s")
         figures["http_gatewayapi"] = http
         figures["api_noop_ceiling"] = ceiling
         figures["http_share_of_ceiling"] = round(http["receipts_per_s"] / ceiling["req_per_s"], 3)

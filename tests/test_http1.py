@@ -209,6 +209,18 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
+def canned(answer: bytes, linger: float = 0.0) -> Callable[..., Awaitable[None]]:
+    """A raw-server handler: read one request, write `answer`, wait `linger` s, close."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(linger)
+
+    return handler
+
+
 async def test_close_delimited_answer(raw_server) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         body = await read_request(reader)
@@ -224,13 +236,9 @@ async def test_close_delimited_answer(raw_server) -> None:
 
 
 async def test_connection_close_answer_is_not_reused(raw_server) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await asyncio.sleep(0.2)  # closes a while later: the client must not wait for it
-
-    url, connections = await raw_server(handler)
+    # Closes a while later: the client must not wait for it.
+    answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    url, connections = await raw_server(canned(answer, linger=0.2))
     c = http1.Client(url, headers={}, timeout=2)
     for _ in range(3):
         assert (await c.post("/", b"x")).body == b"ok"
@@ -239,24 +247,15 @@ async def test_connection_close_answer_is_not_reused(raw_server) -> None:
 
 
 async def test_server_closing_mid_answer(raw_server) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-        await writer.drain()
-
-    url, _ = await raw_server(handler)
+    url, _ = await raw_server(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"))
     c = http1.Client(url, headers={}, timeout=2)
     with pytest.raises(http1.HttpError, match="closed before a complete answer"):
         await c.post("/", b"")
 
 
 async def test_server_closing_an_idle_connection(raw_server) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()  # then closes: keep-alive ended by the server
-
-    url, connections = await raw_server(handler)
+    # The server closes after its answer: keep-alive ended by the server.
+    url, connections = await raw_server(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
     c = http1.Client(url, headers={}, timeout=2)
     assert (await c.post("/", b"")).body == b"ok"
     await asyncio.sleep(0.1)  # the close arrives while the connection is idle
@@ -266,13 +265,7 @@ async def test_server_closing_an_idle_connection(raw_server) -> None:
 
 
 async def test_not_http(raw_server) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
-
-    url, _ = await raw_server(handler)
+    url, _ = await raw_server(canned(b"SSH-2.0-OpenSSH_9.6\r\n", linger=1))
     c = http1.Client(url, headers={}, timeout=2)
     with pytest.raises(http1.HttpError, match="not HTTP"):
         await c.post("/", b"")
@@ -280,14 +273,8 @@ async def test_not_http(raw_server) -> None:
 
 async def test_answer_too_large(raw_server) -> None:
     size = http1.MAX_ANSWER_BYTES + 1
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
-        writer.write(b"x" * size)
-        await writer.drain()
-
-    url, _ = await raw_server(handler)
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+    url, _ = await raw_server(canned(head + b"x" * size))
     c = http1.Client(url, headers={}, timeout=5)
     with pytest.raises(http1.HttpError, match="larger than"):
         await c.post("/", b"")

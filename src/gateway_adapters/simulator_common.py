@@ -32,9 +32,9 @@ from gateway_adapters.simulator_http import (
     Route,
     Router,
     get,
+    json_response,
+    post,
 )
-from gateway_adapters.simulator_http import json_response as _json
-from gateway_adapters.simulator_http import post as _post
 
 # Receipt posting: retries after the first attempt, and the first backoff (doubled per retry:
 # 0.05 .. 0.8 s). Each HTTP simulator module re-exports both and reads its own copy per post.
@@ -105,8 +105,8 @@ class HttpGatewaySimulator(Generic[PayloadT]):
 
     def _control_routes(self) -> list[Route]:
         return [
-            _post("/_sim/release", self._handle_release),
-            _post("/_sim/reset", self._handle_reset),
+            post("/_sim/release", self._handle_release),
+            post("/_sim/reset", self._handle_reset),
         ]
 
     def _count_and_answer(
@@ -218,22 +218,22 @@ class HttpGatewaySimulator(Generic[PayloadT]):
     # -- inspection ------------------------------------------------------------------------------
 
     def _handle_messages(self, request: Request) -> Response:
-        return _json(self.messages)
+        return json_response(self.messages)
 
     def _handle_stats(self, request: Request) -> Response:
-        return _json(dict(vars(self.stats), receipts_pending=self._pending))
+        return json_response(dict(vars(self.stats), receipts_pending=self._pending))
 
     def _handle_release(self, request: Request) -> Response:
         held, self._held = self._held, []
         for job in held:
             self._queue.put_nowait(job)
-        return _json({"released": sum(len(job.payloads) for job in held)})
+        return json_response({"released": sum(len(job.payloads) for job in held)})
 
     def _handle_reset(self, request: Request) -> Response:
         # Receipts already under way keep going (and keep counting as pending): they are work,
         # not history.
         self._reset()
-        return _json({"reset": True})
+        return json_response({"reset": True})
 
     def _reset(self) -> None:
         """Forget accepted messages and statistics."""
