@@ -33,7 +33,7 @@ from harness import BOX, ZONE, fresh_database, postgres_version, report, run
 
 from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.fanout import FANOUT_POLYGON, fan_out_next
+from broadcaster.fanout import FANOUT_POLYGON, WORK_MEM, fan_out_next
 from broadcaster.geo import SCALE, parse_area
 
 # Everyone outside the zone lives in this larger box around it (and not inside BOX).
@@ -99,6 +99,7 @@ async def explain(url: str) -> str:
         tr = conn.transaction()
         await tr.start()
         try:
+            await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # as fan_out_next sets it
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + FANOUT_POLYGON, alert_id, 2)
         finally:
             await tr.rollback()

@@ -221,3 +221,37 @@ async def test_deleting_a_subscriber_deletes_their_deliveries(pool: asyncpg.Pool
         await conn.execute("DELETE FROM subscribers WHERE id = $1", ids[0])
         left = await conn.fetch("SELECT DISTINCT subscriber_id FROM deliveries")
     assert [r["subscriber_id"] for r in left] == [ids[1]]
+
+
+async def test_circle_leaves_out_subscribers_who_are_not_active(pool: asyncpg.Pool) -> None:
+    center = (12.30, 55.90)
+    async with pool.acquire() as conn:
+        active = await add_subscribers(conn, [[center], [center]])
+        await add_subscribers(conn, [[center]], status="opted_out")
+        pending = await add_subscribers(conn, [[center]], status="pending")
+        area = {"type": "Circle", "center": list(center), "radius_m": 500}
+        first = await queue_alert(conn, area)
+        await fan_out_next(conn)
+        # Confirming the pending one and opting out an active one change the next alert's list.
+        await conn.execute("UPDATE subscribers SET status = 'active' WHERE id = $1", pending[0])
+        await conn.execute("UPDATE subscribers SET status = 'opted_out' WHERE id = $1", active[0])
+        second = await queue_alert(conn, area)
+        await fan_out_next(conn)
+        assert await recipients(conn, first) == set(active)
+        assert await recipients(conn, second) == {active[1], pending[0]}
+
+
+async def test_status_is_read_from_the_small_index_of_inactive_subscribers(
+    pool: asyncpg.Pool,
+) -> None:
+    rng = random.Random(5)
+    async with pool.acquire() as conn:
+        await add_subscribers(
+            conn, [[(rng.uniform(11.9, 12.5), rng.uniform(54.9, 55.6))] for _ in range(3000)]
+        )
+        await add_subscribers(conn, [[(12.05, 55.05)]] * 20, status="opted_out")
+        alert_id = await queue_alert(conn, DONUT)
+        await conn.execute("ANALYZE")
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + FANOUT_POLYGON, alert_id, 2))
+    assert "subscribers_not_active" in plan, plan
+    assert "subscribers_pkey" not in plan, plan
