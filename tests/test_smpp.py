@@ -209,6 +209,53 @@ async def test_throttled_answers_are_retryable_and_stop_the_batch(smsc, connect)
     assert sim.messages == []
 
 
+async def test_unanswered_submits_time_out_and_free_their_slots(smsc) -> None:
+    sim = await smsc(latency_ms=600)
+    url = f"smpp://127.0.0.1:{sim.port}"
+    adapter = SmppAdapter(config(url, timeout_seconds=0.2), "", window=3, reconnect_initial=0.05)
+    try:
+        await adapter.start(Sink())
+        started = asyncio.get_running_loop().time()
+        results = await adapter.send_batch([msg(i) for i in range(5)])
+        elapsed = asyncio.get_running_loop().time() - started
+        # Three in the window, each overdue after 0.2 s; then the other two, overdue in turn.
+        assert [(r.accepted, r.retryable, r.error) for r in results] == [
+            (False, True, "smpp timeout")
+        ] * 5
+        assert 0.35 <= elapsed < 1.0
+        # Given up on, the first three no longer count against the window, though the SMSC
+        # still holds them: it had all five unanswered at once.
+        assert sim.stats.submits == 5 and sim.stats.max_in_flight == 5
+        # The late answers match nothing; the window is whole again for the next batch.
+        sim.options.latency_ms = 0
+        await asyncio.sleep(0.7)
+        results = await adapter.send_batch([msg(i) for i in range(10, 20)])
+        assert all(r.accepted for r in results)
+        assert adapter.bound
+    finally:
+        await adapter.close()
+
+
+async def test_a_cancelled_batch_sends_nothing_more(smsc, connect) -> None:
+    sim = await smsc(latency_ms=150)
+    adapter, _ = await connect(sim, window=2)
+    long_text = "Police: " + "stay indoors, " * 25  # 358 characters: three parts
+    batch = asyncio.create_task(
+        adapter.send_batch([msg(i) for i in range(6)] + [msg(6, text=long_text)])
+    )
+    await eventually(lambda: sim.stats.submits == 2)
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    await asyncio.sleep(0.4)  # the two answers come back; nothing is sent in their place
+    assert sim.stats.submits == 2
+    # The window's slots came back with the answers.
+    sim.options.latency_ms = 0
+    results = await adapter.send_batch([msg(i) for i in range(10, 15)] + [msg(15, text=long_text)])
+    assert all(r.accepted for r in results)
+    assert sim.stats.submits == 2 + 5 + 3
+
+
 async def test_invalid_destination_is_a_permanent_rejection(smsc, connect) -> None:
     sim = await smsc(invalid_ratio=1.0)
     adapter, _ = await connect(sim)

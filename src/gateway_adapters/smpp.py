@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -165,22 +165,69 @@ def destination_for_phone(phone: str) -> str | None:
     return digits
 
 
-class _Link:
-    """One TCP connection: sequence numbers, requests waiting for their responses, the window."""
+class _Submit:
+    """One submit_sm through the window: queued for a slot, then in flight until answered.
+
+    `done` is called once with the outcome: the response, an exception (`TimeoutError`,
+    `SmppConnectionLost`), or None when it was not sent because its batch was throttled first.
+    `on_response`, if any, sees the response first, in the read loop (see `_Link.resolve`).
+    """
+
+    __slots__ = ("batch", "deadline", "done", "first", "on_response", "pdu")
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, window: int
+        self,
+        pdu: SubmitSm,
+        batch: _Batch,
+        done: Callable[[Pdu | BaseException | None], None],
+        *,
+        first: bool = True,
+        on_response: Callable[[Pdu], None] | None = None,
+    ) -> None:
+        self.pdu = pdu
+        self.batch = batch
+        self.done = done
+        self.first = first  # the first (or only) part of its message
+        self.on_response = on_response
+        self.deadline = 0.0
+
+
+def _answer(future: asyncio.Future[Pdu | BaseException | None], outcome: Any) -> None:
+    """A submission's outcome to the coroutine awaiting it, unless it stopped waiting."""
+    if not future.done():
+        future.set_result(outcome)
+
+
+class _Link:
+    """One TCP connection: sequence numbers, requests waiting for their responses, the window.
+
+    submit_sm go through the window without a coroutine each: `enqueue` queues them, `pump`
+    encodes as many as there are free slots and writes them in one go, the read loop hands each
+    response to its submission's callback and pumps again once per read. Submissions not
+    answered within `timeout` seconds are failed by one timer (`_expire`), not one each.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        window: int,
+        timeout: float,
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.window = asyncio.Semaphore(max(1, window))
+        self.window = max(1, window)
+        self.timeout = timeout
         self.bound = False
         self.closed = asyncio.Event()
-        self.pending: dict[int, asyncio.Future[Pdu]] = {}
-        # Called with the response as it is read, before any PDU read after it is handled.
-        self.on_response: dict[int, Callable[[Pdu], None]] = {}
+        # sequence number -> the request (a future) or the submission waiting for its answer
+        self.pending: dict[int, asyncio.Future[Pdu] | _Submit] = {}
         self.receipts: asyncio.Queue[DeliverSm] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
+        self.in_window = 0  # submissions in flight
+        self.queue: deque[_Submit] = deque()  # submissions waiting for a slot
+        self.sent: deque[_Submit] = deque()  # in flight, oldest first (answered ones pruned)
+        self._expiry: asyncio.TimerHandle | None = None
         self._sequence = 0
 
     @property
@@ -200,20 +247,12 @@ class _Link:
             raise SmppConnectionLost("connection closed")
         self.writer.write(data)
 
-    async def request(
-        self, pdu: Pdu, seconds: float, on_response: Callable[[Pdu], None] | None = None
-    ) -> Pdu:
-        """Send a request and wait up to `seconds` for the response with its sequence number.
-
-        `on_response` (if given) sees the response in the read loop, before the PDUs that came
-        after it: state that later PDUs depend on is in place when they are handled (the caller
-        itself resumes only after the read loop let go, maybe after a receipt read behind it).
-        """
+    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
+        """Send a request outside the window (bind, enquire_link, unbind) and wait up to
+        `seconds` for the response with its sequence number."""
         pdu.sequence_number = self.next_sequence()
         future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
         self.pending[pdu.sequence_number] = future
-        if on_response is not None:
-            self.on_response[pdu.sequence_number] = on_response
         try:
             self.send(pdu)
             async with asyncio.timeout(seconds):
@@ -226,15 +265,80 @@ class _Link:
             raise SmppConnectionLost(str(exc)) from exc
         finally:
             self.pending.pop(pdu.sequence_number, None)
-            self.on_response.pop(pdu.sequence_number, None)
+
+    def enqueue(self, submissions: Sequence[_Submit]) -> None:
+        """Queue submissions for the window and send what fits now."""
+        if self.closed.is_set():
+            for item in submissions:
+                item.done(SmppConnectionLost("connection closed"))
+            return
+        self.queue.extend(submissions)
+        self.pump()
+
+    def pump(self) -> None:
+        """Send queued submissions while the window has room, in one write."""
+        if self.closed.is_set():
+            return
+        sent = self.sent
+        while sent and self.pending.get(sent[0].pdu.sequence_number) is not sent[0]:
+            sent.popleft()  # answered (or failed) already
+        chunks: list[bytes] = []
+        deadline = 0.0
+        while self.in_window < self.window and self.queue:
+            item = self.queue.popleft()
+            batch = item.batch
+            if batch.cancelled:
+                continue
+            if item.first and batch.throttled:
+                item.done(None)  # the SMSC asked us to slow down: not sent
+                continue
+            if not deadline:
+                deadline = asyncio.get_running_loop().time() + self.timeout
+            pdu = item.pdu
+            pdu.sequence_number = sequence = self.next_sequence()
+            item.deadline = deadline
+            chunks.append(encode(pdu))
+            self.pending[sequence] = item
+            self.in_window += 1
+            sent.append(item)
+        if chunks:
+            self.writer.write(b"".join(chunks))
+            if self._expiry is None:
+                self._expiry = asyncio.get_running_loop().call_at(sent[0].deadline, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the submissions whose answer is overdue (their slots are free again)."""
+        self._expiry = None
+        now = asyncio.get_running_loop().time()
+        sent, pending = self.sent, self.pending
+        while sent:
+            item = sent[0]
+            sequence = item.pdu.sequence_number
+            if pending.get(sequence) is item:
+                if item.deadline > now:
+                    break
+                del pending[sequence]
+                self.in_window -= 1
+                item.done(TimeoutError("smpp timeout"))
+            sent.popleft()
+        if sent:
+            self._expiry = asyncio.get_running_loop().call_at(sent[0].deadline, self._expire)
+        self.pump()
 
     def resolve(self, pdu: Pdu) -> None:
-        future = self.pending.pop(pdu.sequence_number, None)
-        on_response = self.on_response.pop(pdu.sequence_number, None)
-        if future is not None and not future.done():
-            if on_response is not None:
-                on_response(pdu)
-            future.set_result(pdu)
+        """Hand a response to what waits for it. A submission's `on_response` runs here, before
+        any PDU read after it is handled: state that later PDUs depend on is in place when they
+        are handled (a coroutine waiting on the answer resumes only after the read loop let go,
+        maybe after a receipt read behind it)."""
+        entry = self.pending.pop(pdu.sequence_number, None)
+        if isinstance(entry, _Submit):
+            self.in_window -= 1
+            if entry.on_response is not None:
+                entry.on_response(pdu)
+            entry.done(pdu)
+        elif entry is not None:
+            if not entry.done():
+                entry.set_result(pdu)
         else:
             # Its request timed out already; nothing waits for it any more.
             log.debug("unmatched response seq=%d", pdu.sequence_number)
@@ -246,11 +350,21 @@ class _Link:
         self.closed.set()
         self.bound = False
         self.writer.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         pending, self.pending = self.pending, {}
-        self.on_response.clear()
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(SmppConnectionLost("connection lost"))
+        queued, self.queue = self.queue, deque()
+        self.sent.clear()
+        self.in_window = 0
+        for entry in pending.values():
+            if isinstance(entry, _Submit):
+                entry.done(SmppConnectionLost("connection lost"))
+            elif not entry.done():
+                entry.set_exception(SmppConnectionLost("connection lost"))
+        for item in queued:
+            if not item.batch.cancelled:
+                item.done(SmppConnectionLost("connection lost"))
 
     async def stop(self) -> None:
         """Close the socket and stop the connection's tasks (callable from one of them)."""
@@ -294,12 +408,23 @@ class _Verdict:
 
 
 class _Batch:
-    """State shared by the messages of one send_batch call."""
+    """One send_batch call: its results as they come in, and what its messages share."""
 
-    __slots__ = ("throttled",)
+    __slots__ = ("cancelled", "finished", "remaining", "results", "tasks", "throttled")
 
-    def __init__(self) -> None:
-        self.throttled = False
+    def __init__(self, size: int) -> None:
+        self.throttled = False  # an answer said "slow down": send no further message
+        self.cancelled = False  # the caller gave up: send nothing more
+        self.results: list[SendResult | None] = [None] * size
+        self.remaining = size
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tasks: list[asyncio.Task[None]] = []  # one per long message
+
+    def settle(self, index: int, result: SendResult) -> None:
+        self.results[index] = result
+        self.remaining -= 1
+        if not self.remaining and not self.finished.done():
+            self.finished.set_result(None)
 
 
 class SmppAdapter:
@@ -466,7 +591,7 @@ class SmppAdapter:
         ep = self.endpoint
         timeout = self.config.timeout_seconds
         reader, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), timeout)
-        link = _Link(reader, writer, self.window)
+        link = _Link(reader, writer, self.window, timeout)
         link.tasks.append(asyncio.create_task(self._read_loop(link)))
         try:
             bind = BindTransceiver(system_id=ep.system_id, password=ep.password)
@@ -489,7 +614,7 @@ class SmppAdapter:
         frames = FrameReader(link.reader)
         try:
             while all(self._route(link, frame) for frame in await frames.frames()):
-                pass
+                link.pump()  # answers freed slots: fill them, one write for the whole read
         except (asyncio.IncompleteReadError, OSError, PduError, SmppConnectionLost) as exc:
             if not self._closing:
                 log.debug("smpp gateway %s: read loop ended: %r", self.config.name, exc)
@@ -651,84 +776,146 @@ class SmppAdapter:
 
         One result per message, in order; raises `GatewayUnavailable` only when not bound at all.
         After the first throttling answer, messages not yet submitted are reported throttled
-        without being sent: the SMSC asked us to slow down.
+        without being sent: the SMSC asked us to slow down. Cancelled, it sends nothing more.
         """
         link = self._link
         if link is None or not link.usable:
             raise GatewayUnavailable(f"smpp gateway {self.config.name}: not bound")
-        batch = _Batch()
-        return list(await asyncio.gather(*(self._send_one(link, m, batch) for m in messages)))
+        batch = _Batch(len(messages))
+        singles: list[_Submit] = []
+        for index, message in enumerate(messages):
+            parts = self._submissions(message)
+            if isinstance(parts, SendResult):
+                batch.settle(index, parts)
+            elif len(parts) == 1:
+                done = functools.partial(self._settle, batch, index, message.delivery_id)
+                singles.append(_Submit(parts[0], batch, done))
+            else:
+                task = asyncio.create_task(self._send_long(link, message, parts, batch, index))
+                batch.tasks.append(task)
+        link.enqueue(singles)
+        if batch.remaining:
+            try:
+                await batch.finished
+            except asyncio.CancelledError:
+                batch.cancelled = True  # what is still queued is never sent
+                for task in batch.tasks:
+                    task.cancel()
+                raise
+        results = [r for r in batch.results if r is not None]
+        assert len(results) == len(messages)
+        return results
 
-    async def _send_one(self, link: _Link, message: OutboundMessage, batch: _Batch) -> SendResult:
-        delivery_id = message.delivery_id
+    def _submissions(self, message: OutboundMessage) -> list[SubmitSm] | SendResult:
+        """The submit_sm of a message, one per part; a SendResult if it cannot be sent."""
         destination = destination_for_phone(message.phone)
         if destination is None:
-            return SendResult(delivery_id, False, error="invalid msisdn")
+            return SendResult(message.delivery_id, False, error="invalid msisdn")
         self._ref = (self._ref + 1) % 256
         try:
             parts = split_message(message.text, self._ref)
         except MessageTooLong as exc:
-            return SendResult(delivery_id, False, error=str(exc))
+            return SendResult(message.delivery_id, False, error=str(exc))
         ep = self.endpoint
         validity = absolute_time(message.expires_at) if message.expires_at else ""
-        # The message is identified by its LAST part: it is submitted last, so its acceptance
-        # means the SMSC holds the whole text, and its receipt is the last to be decided. The
-        # other parts' receipts are matched through `_parts` and forwarded only as failures.
-        holder = _LongMessage() if len(parts) > 1 else None
-        ids: list[str] = []
-        try:
-            for index, part in enumerate(parts):
-                pdu = SubmitSm(
-                    source_addr_ton=ep.source_ton,
-                    source_addr_npi=ep.source_npi,
-                    source_addr=ep.source_addr,
-                    dest_addr_ton=TON_INTERNATIONAL,
-                    dest_addr_npi=NPI_ISDN,
-                    destination_addr=destination,
-                    esm_class=part.esm_class,
-                    priority_flag=PRIORITY_FLAGS.get(message.priority, 0),
-                    validity_period=validity,
-                    registered_delivery=self.registered_delivery,
-                    data_coding=part.data_coding,
-                    short_message=part.short_message,
-                )
-                # A non-last part's id is remembered as its response is read: its receipt may be
-                # read right behind it, before this coroutine runs again.
-                remember = None
-                if holder is not None and index < len(parts) - 1:
-                    remember = functools.partial(self._remember_response, holder)
-                async with link.window:
-                    if not ids and batch.throttled:
-                        return self._throttled(delivery_id, ESME_RTHROTTLED)
-                    try:
-                        resp = await link.request(pdu, self.config.timeout_seconds, remember)
-                    except TimeoutError:
-                        return SendResult(delivery_id, False, error="smpp timeout", retryable=True)
-                    except SmppConnectionLost:
-                        return SendResult(
-                            delivery_id, False, error="smpp connection lost", retryable=True
-                        )
-                status = resp.command_status
-                if status == ESME_ROK and isinstance(resp, SubmitSmResp):
-                    ids.append(canonical_message_id(resp.message_id, self.submit_id_base))
-                    continue
-                # A long message may now be partly sent; a retry sends it whole again.
-                error = f"smpp 0x{status:08X}"
-                if status in THROTTLE_STATUSES:
-                    batch.throttled = True
-                    return self._throttled(delivery_id, status)
-                if status in TRANSIENT_STATUSES or status == ESME_ROK:  # ROK generic_nack: odd
-                    return SendResult(delivery_id, False, error=error, retryable=True)
-                log.debug("smpp submit refused: %s", status_name(status))
-                return SendResult(delivery_id, False, error=error)
-        finally:
-            if holder is not None:
-                holder.finish(ids[-1] if len(ids) == len(parts) and ids[-1] else None)
+        priority = PRIORITY_FLAGS.get(message.priority, 0)
+        return [
+            SubmitSm(
+                source_addr_ton=ep.source_ton,
+                source_addr_npi=ep.source_npi,
+                source_addr=ep.source_addr,
+                dest_addr_ton=TON_INTERNATIONAL,
+                dest_addr_npi=NPI_ISDN,
+                destination_addr=destination,
+                esm_class=part.esm_class,
+                priority_flag=priority,
+                validity_period=validity,
+                registered_delivery=self.registered_delivery,
+                data_coding=part.data_coding,
+                short_message=part.short_message,
+            )
+            for part in parts
+        ]
 
-        message_id = ids[-1]
+    def _settle(
+        self, batch: _Batch, index: int, delivery_id: int, outcome: Pdu | BaseException | None
+    ) -> None:
+        """A one-part message's outcome, as its result."""
+        refused = self._refusal(delivery_id, outcome, batch)
+        if refused is not None:
+            batch.settle(index, refused)
+            return
+        assert isinstance(outcome, SubmitSmResp)
+        batch.settle(index, self._accepted(delivery_id, outcome))
+
+    def _refusal(
+        self, delivery_id: int, outcome: Pdu | BaseException | None, batch: _Batch
+    ) -> SendResult | None:
+        """The failed result an outcome means, or None when the SMSC accepted the part."""
+        if outcome is None:
+            return self._throttled(delivery_id, ESME_RTHROTTLED)
+        if isinstance(outcome, TimeoutError):
+            return SendResult(delivery_id, False, error="smpp timeout", retryable=True)
+        if isinstance(outcome, BaseException):
+            return SendResult(delivery_id, False, error="smpp connection lost", retryable=True)
+        status = outcome.command_status
+        if status == ESME_ROK and isinstance(outcome, SubmitSmResp):
+            return None
+        # A long message may now be partly sent; a retry sends it whole again.
+        error = f"smpp 0x{status:08X}"
+        if status in THROTTLE_STATUSES:
+            batch.throttled = True
+            return self._throttled(delivery_id, status)
+        if status in TRANSIENT_STATUSES or status == ESME_ROK:  # ROK generic_nack: odd
+            return SendResult(delivery_id, False, error=error, retryable=True)
+        log.debug("smpp submit refused: %s", status_name(status))
+        return SendResult(delivery_id, False, error=error)
+
+    def _accepted(self, delivery_id: int, resp: SubmitSmResp) -> SendResult:
+        message_id = canonical_message_id(resp.message_id, self.submit_id_base)
         if not message_id:
             log.warning("smpp gateway %s: accepted without a message id", self.config.name)
         return SendResult(delivery_id, True, gateway_message_id=message_id or None)
+
+    async def _send_long(
+        self,
+        link: _Link,
+        message: OutboundMessage,
+        parts: list[SubmitSm],
+        batch: _Batch,
+        index: int,
+    ) -> None:
+        """Submit a long message's parts one after another, each through the window.
+
+        The message is identified by its LAST part: it is submitted last, so its acceptance
+        means the SMSC holds the whole text, and its receipt is the last to be decided. The
+        other parts' receipts are matched through `_parts` and forwarded only as failures.
+        """
+        delivery_id = message.delivery_id
+        holder = _LongMessage()
+        ids: list[str] = []
+        loop = asyncio.get_running_loop()
+        try:
+            for number, pdu in enumerate(parts):
+                # A non-last part's id is remembered as its response is read: its receipt may be
+                # read right behind it, before this coroutine runs again.
+                remember = None
+                if number < len(parts) - 1:
+                    remember = functools.partial(self._remember_response, holder)
+                answer: asyncio.Future[Pdu | BaseException | None] = loop.create_future()
+                done = functools.partial(_answer, answer)
+                link.enqueue([_Submit(pdu, batch, done, first=not ids, on_response=remember)])
+                outcome = await answer
+                refused = self._refusal(delivery_id, outcome, batch)
+                if refused is not None:
+                    batch.settle(index, refused)
+                    return
+                assert isinstance(outcome, SubmitSmResp)
+                ids.append(canonical_message_id(outcome.message_id, self.submit_id_base))
+        finally:
+            holder.finish(ids[-1] if len(ids) == len(parts) and ids[-1] else None)
+        assert isinstance(outcome, SubmitSmResp)
+        batch.settle(index, self._accepted(delivery_id, outcome))
 
     def _remember_response(self, holder: _LongMessage, resp: Pdu) -> None:
         if resp.command_status == ESME_ROK and isinstance(resp, SubmitSmResp):
