@@ -185,6 +185,9 @@ class _Session:
         self.bound = False
         self.closed = False
         self.in_flight = 0
+        # While a read's PDUs are handled, answers collect here and go out in one write.
+        self.out: list[bytes] | None = None
+        self.answered = 0  # submit_sm answered into `out`, in flight until it is written
         self.pending: dict[int, asyncio.Future[Pdu]] = {}
         # deliver_sm awaiting their answer: sequence number -> (receipt, loop time it expires),
         # in the order they were sent.
@@ -194,7 +197,18 @@ class _Session:
     def send(self, pdu: Pdu) -> None:
         if self.closed:
             raise ConnectionResetError("session closed")
-        self.writer.write(encode(pdu))
+        if self.out is not None:
+            self.out.append(encode(pdu))
+        else:
+            self.writer.write(encode(pdu))
+
+    def flush(self) -> None:
+        """Write the answers collected while a read was handled."""
+        out, self.out = self.out, None
+        self.in_flight -= self.answered
+        self.answered = 0
+        if out and not self.closed:
+            self.writer.write(b"".join(out))
 
     def next_sequence(self) -> int:
         self._sequence = self._sequence % MAX_SEQUENCE + 1
@@ -367,10 +381,15 @@ class SmscSimulator:
         frames = FrameReader(reader)
         try:
             while not session.closed:
-                if not all(self._handle(session, frame) for frame in await frames.frames()):
-                    await writer.drain()
-                    break
+                batch = await frames.frames()
+                session.out = []
+                try:
+                    going_on = all(self._handle(session, frame) for frame in batch)
+                finally:
+                    session.flush()
                 await writer.drain()
+                if not going_on:
+                    break
         except (asyncio.IncompleteReadError, OSError, PduError):
             pass  # the client went away (or sent garbage we cannot resynchronise from)
         finally:
@@ -465,9 +484,13 @@ class SmscSimulator:
         session.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, session.in_flight)
         stat = "DELIVRD" if delivered < self.options.delivered_ratio else "UNDELIV"
-        self._spawn(self._answer_submit(session, pdu, status, concat, data, stat))
+        if self.options.latency_ms > 0:
+            self._spawn(self._answer_later(session, pdu, status, concat, data, stat))
+        else:  # answered with the rest of this read, in flight until then
+            session.answered += 1
+            self._answer_submit(session, pdu, status, concat, data, stat)
 
-    async def _answer_submit(
+    async def _answer_later(
         self,
         session: _Session,
         pdu: SubmitSm,
@@ -477,10 +500,20 @@ class SmscSimulator:
         stat: str,
     ) -> None:
         try:
-            if self.options.latency_ms > 0:
-                await asyncio.sleep(self.options.latency_ms / 1000)
+            await asyncio.sleep(self.options.latency_ms / 1000)
         finally:
             session.in_flight -= 1
+        self._answer_submit(session, pdu, status, concat, data, stat)
+
+    def _answer_submit(
+        self,
+        session: _Session,
+        pdu: SubmitSm,
+        status: int,
+        concat: ConcatInfo | None,
+        data: bytes,
+        stat: str,
+    ) -> None:
         if session.closed:
             return  # the client never learns the answer: nothing was accepted
         message_id = ""
