@@ -256,6 +256,19 @@ async def test_a_cancelled_batch_sends_nothing_more(smsc, connect) -> None:
     assert sim.stats.submits == 2 + 5 + 3
 
 
+async def test_an_error_in_a_long_message_reaches_the_caller(smsc, connect, monkeypatch) -> None:
+    sim = await smsc()
+    adapter, _ = await connect(sim)
+
+    def broken(delivery_id: int, resp: object) -> None:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(adapter, "_accepted", broken)
+    with pytest.raises(RuntimeError, match="broken"):
+        async with asyncio.timeout(5):  # raised, not waited on forever
+            await adapter.send_batch([msg(1, text="Police: " + "stay indoors, " * 25)])
+
+
 async def test_invalid_destination_is_a_permanent_rejection(smsc, connect) -> None:
     sim = await smsc(invalid_ratio=1.0)
     adapter, _ = await connect(sim)

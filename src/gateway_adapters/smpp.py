@@ -426,6 +426,12 @@ class _Batch:
         if not self.remaining and not self.finished.done():
             self.finished.set_result(None)
 
+    def fail_on_error(self, task: asyncio.Task[None]) -> None:
+        """A long message's task failed: send_batch raises its error rather than wait forever."""
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not self.finished.done():
+            self.finished.set_exception(error)
+
 
 class SmppAdapter:
     """`GatewayAdapter` for an SMSC speaking SMPP 3.4 (bind_transceiver)."""
@@ -792,6 +798,7 @@ class SmppAdapter:
                 singles.append(_Submit(parts[0], batch, done))
             else:
                 task = asyncio.create_task(self._send_long(link, message, parts, batch, index))
+                task.add_done_callback(batch.fail_on_error)
                 batch.tasks.append(task)
         link.enqueue(singles)
         if batch.remaining:
