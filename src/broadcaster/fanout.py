@@ -5,8 +5,8 @@ A subscriber with several locations inside the zone gets one delivery (DISTINCT)
 opted-out subscribers get none (an anti-join on the few of them, see INACTIVE). There is no
 ON CONFLICT clause: the alert is locked and still 'queued' in the same transaction, so it has
 no deliveries yet, and the speculative insertion ON CONFLICT needs per row was a third of the
-fan-out time. UNIQUE (alert_id, subscriber_id)
-still guards against a duplicate by failing the transaction.
+fan-out time. UNIQUE (alert_id, subscriber_id) still guards against a duplicate by failing
+the transaction.
 """
 
 from __future__ import annotations

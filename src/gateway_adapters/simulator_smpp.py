@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import hmac
 import itertools
 import logging
@@ -484,26 +485,19 @@ class SmscSimulator:
         session.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, session.in_flight)
         stat = "DELIVRD" if delivered < self.options.delivered_ratio else "UNDELIV"
+        answer = functools.partial(self._answer_submit, session, pdu, status, concat, data, stat)
         if self.options.latency_ms > 0:
-            self._spawn(self._answer_later(session, pdu, status, concat, data, stat))
+            self._spawn(self._answer_later(session, answer))
         else:  # answered with the rest of this read, in flight until then
             session.answered += 1
-            self._answer_submit(session, pdu, status, concat, data, stat)
+            answer()
 
-    async def _answer_later(
-        self,
-        session: _Session,
-        pdu: SubmitSm,
-        status: int,
-        concat: ConcatInfo | None,
-        data: bytes,
-        stat: str,
-    ) -> None:
+    async def _answer_later(self, session: _Session, answer: Callable[[], None]) -> None:
         try:
             await asyncio.sleep(self.options.latency_ms / 1000)
         finally:
             session.in_flight -= 1
-        self._answer_submit(session, pdu, status, concat, data, stat)
+        answer()
 
     def _answer_submit(
         self,
