@@ -84,3 +84,22 @@ def test_simulator_protocol_switch() -> None:
     assert "carrier-pigeon" in unknown.stderr and unknown.stderr.count("\n") == 1
     help_text = run("simulate-gateway", "--protocol", "gatewayapi", "--help")
     assert help_text.returncode == 0 and "--delivered-ratio" in help_text.stdout
+
+
+def test_misspelt_gateway_setting_refuses_to_start_naming_gateway_and_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "gw.toml"
+    entry = '[[gateways]]\nname = "primary"\ntype = "gatewayapi"\nbase_url = "http://x"\n'
+    for extra, words in (
+        ("rate_per_secnd = 300\n", ("'primary'", "'rate_per_secnd'", "'rate_per_second'")),
+        ("window = 64\n", ("'primary'", "'window'")),  # an SMPP option on a GatewayAPI gateway
+        ('type_ = "smpp"\n', ("'primary'", "'type_'")),
+    ):
+        config.write_text(entry + extra)
+        for command in ("serve", "dispatcher", "api", "migrate"):
+            result = run(command, env={"BROADCASTER_CONFIG": str(config)})
+            assert result.returncode == 1, result
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert all(w in result.stderr for w in words), result.stderr
+    config.write_text(entry.replace("gatewayapi", "smpp") + 'window = "ten"\n')
+    result = run("serve", env={"BROADCASTER_CONFIG": str(config)})
+    assert result.returncode == 1 and "'primary': window:" in result.stderr, result.stderr

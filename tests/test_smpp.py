@@ -855,12 +855,32 @@ async def test_simulator_process(connect) -> None:
         await adapter.close()
 
 
-def test_window_comes_from_the_configuration_file() -> None:
-    from broadcaster.settings import GatewaySettings
+def test_every_option_comes_from_the_configuration_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from broadcaster.settings import load_settings
     from gateway_adapters.registry import create_adapter
 
-    entry = {"name": "smsc", "type": "smpp", "base_url": "smpp://127.0.0.1:2775", "token": "a:b"}
-    wide = create_adapter(GatewaySettings(**entry, window=64).to_config(), "")
-    assert isinstance(wide, SmppAdapter) and wide.window == 64
-    default = create_adapter(GatewaySettings(**entry).to_config(), "")
+    entry = '[[gateways]]\nname = "smsc"\ntype = "smpp"\nbase_url = "smpp://127.0.0.1:2775"\n'
+    values = {
+        "window": 64,
+        "enquire_link_interval": 12.5,
+        "enquire_link_timeout": 3.0,
+        "reconnect_initial": 0.25,
+        "reconnect_max": 9.0,
+        "submit_id_base": 10,
+        "receipt_id_base": 16,
+        "registered_delivery": 0,
+        "receipt_batch": 50,
+        "receipt_concurrency": 2,
+    }
+    assert set(values) == set(SmppAdapter.options)
+    path = tmp_path / "gw.toml"
+    path.write_text(entry + 'token = "a:b"\n' + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    (gateway,) = load_settings(config=path).gateway_configs()
+    configured = create_adapter(gateway, "")
+    assert isinstance(configured, SmppAdapter)
+    assert {k: getattr(configured, k) for k in values} == values
+    path.write_text(entry + 'token = "a:b"\n')
+    (gateway,) = load_settings(config=path).gateway_configs()
+    default = create_adapter(gateway, "")
     assert isinstance(default, SmppAdapter) and default.window == SmppAdapter.window == 10
+    assert default.submit_id_base == SmppAdapter.submit_id_base

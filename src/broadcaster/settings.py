@@ -6,14 +6,24 @@ Settings are built at start-up by `load_settings()`, never at import time.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway_adapters.base import GatewayConfig
+from gateway_adapters.registry import ADAPTERS, known_types
 
 
 class ConfigError(Exception):
@@ -21,7 +31,11 @@ class ConfigError(Exception):
 
 
 class GatewaySettings(BaseModel):
-    """One `[[gateways]]` entry of the TOML file."""
+    """One `[[gateways]]` entry of the TOML file: the fields every gateway has, plus the options
+    of its type (the adapter's `options`, checked by `check_gateway`; they reach the adapter in
+    `GatewayConfig.extra`)."""
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     type: str
@@ -33,14 +47,33 @@ class GatewaySettings(BaseModel):
     concurrency: int = Field(4, ge=1, le=256)
     timeout_seconds: float = Field(30.0, gt=0)
     sender: str = "POLITI"
-    # SMPP only: unacknowledged submit_sm in flight on the connection (the SMSC account's
-    # window); unset keeps the adapter's default (10).
-    window: int | None = Field(None, ge=1, le=10_000)
 
     def to_config(self) -> GatewayConfig:
-        fields = self.model_dump()
-        window = fields.pop("window")
-        return GatewayConfig(**fields, extra={"window": window} if window is not None else {})
+        options = dict(self.model_extra or {})
+        fields = {k: v for k, v in self.model_dump().items() if k not in options}
+        return GatewayConfig(**fields, extra=options)
+
+
+def check_gateway(gateway: GatewaySettings) -> None:
+    """Refuse an unknown type, an option its type does not have (a typo must not pass
+    silently) and an option value of the wrong type; raise ConfigError naming both."""
+    where = f"gateway {gateway.name!r}"
+    adapter = ADAPTERS.get(gateway.type)
+    if adapter is None:
+        raise ConfigError(
+            f"{where}: unknown type {gateway.type!r}; known types: {', '.join(known_types())}"
+        )
+    options: dict[str, type] = dict(adapter.options)
+    for key, value in (gateway.model_extra or {}).items():
+        if key not in options:
+            known = sorted(set(GatewaySettings.model_fields) | set(options))
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown setting {key!r}{hint}")
+        try:
+            TypeAdapter(options[key]).validate_python(value, strict=options[key] is not float)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {key}: {exc.errors()[0]['msg']}") from None
 
 
 class Settings(BaseSettings):
@@ -98,6 +131,8 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    for gateway in settings.gateways:
+        check_gateway(gateway)
     names = [g.name for g in settings.gateways]
     if len(set(names)) != len(names):
         raise ConfigError("gateway names in the configuration file must be unique")

@@ -55,6 +55,10 @@ class GatewayConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+# An adapter's own settings by name and the type their value must have (see GatewayAdapter.options).
+OptionTypes = Mapping[str, type]
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterLimits:
     """What a provider allows, declared by its adapter; None where the provider sets no fixed
@@ -158,6 +162,10 @@ class GatewayAdapter(Protocol):
 
     type: ClassVar[str]
     limits: ClassVar[AdapterLimits]
+    # Settings of this gateway type beyond GatewayConfig's own fields, by name and type: a
+    # `[[gateways]]` entry may carry them, and they arrive in `config.extra`. Any other key in
+    # an entry is refused at start (settings.py).
+    options: ClassVar[OptionTypes]
     config: GatewayConfig
 
     @property

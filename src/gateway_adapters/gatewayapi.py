@@ -27,6 +27,7 @@ from gateway_adapters.base import (
     GatewayConfig,
     GatewayError,
     GatewayUnavailable,
+    OptionTypes,
     OutboundMessage,
     ReceiptSink,
     ReceiptUpdate,
@@ -91,6 +92,7 @@ class GatewayApiAdapter:
     type: ClassVar[str] = "gatewayapi"
     # GatewayAPI takes many recipients per request and allows 40 open connections per IP.
     limits: ClassVar[AdapterLimits] = AdapterLimits(None, 40, None)
+    options: ClassVar[OptionTypes] = {}
     # parse_callback ignores the URL (the JWT signs the receipt, not the URL); the API then
     # need not build it for every receipt.
     callback_uses_url: ClassVar[bool] = False

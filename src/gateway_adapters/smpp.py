@@ -7,9 +7,9 @@ Configuration (`[[gateways]]` with `type = "smpp"`):
 - `timeout_seconds`: connect, bind and per-PDU response timeout.
 - `window = N`: unacknowledged submit_sm in flight (the SMSC account's window; default 10).
 
-Other SMPP options (keepalive, reconnect backoff, message id bases, registered_delivery, receipt
-batching) are class attributes, overridable per instance by keyword arguments to the
-constructor.
+The other SMPP options (keepalive, reconnect backoff, message id bases, registered_delivery,
+receipt batching) are class attributes listed in `SmppAdapter.options`; each can be set in the
+gateway's entry, or by a keyword argument to the constructor.
 
 Receipts: `receipt_concurrency` workers per connection each take what arrived (up to
 `receipt_batch`), commit it through on_receipts and only then answer those deliver_sm; while one
@@ -44,6 +44,7 @@ from gateway_adapters.base import (
     GatewayConfig,
     GatewayMisconfigured,
     GatewayUnavailable,
+    OptionTypes,
     OutboundMessage,
     ReceiptSink,
     ReceiptUpdate,
@@ -439,6 +440,20 @@ class SmppAdapter:
     type: ClassVar[str] = "smpp"
     # One recipient per submit_sm, over one bound connection; the operator sets the rate.
     limits: ClassVar[AdapterLimits] = AdapterLimits(1, None, None)
+    # Every option below can be set in the gateway's `[[gateways]]` entry or, for tests, by a
+    # keyword argument to the constructor (which wins).
+    options: ClassVar[OptionTypes] = {
+        "window": int,
+        "enquire_link_interval": float,
+        "enquire_link_timeout": float,
+        "reconnect_initial": float,
+        "reconnect_max": float,
+        "submit_id_base": int,
+        "receipt_id_base": int,
+        "registered_delivery": int,
+        "receipt_batch": int,
+        "receipt_concurrency": int,
+    }
 
     # Defaults of the SMPP options (see the module docstring for why they are not in the file).
     window: int = 10  # unacknowledged submit_sm in flight on the connection
@@ -478,7 +493,7 @@ class SmppAdapter:
         self.callback_url = callback_url
         self.endpoint = parse_config(config)
         overrides: Mapping[str, Any] = {
-            "window": window if window is not None else config.extra.get("window"),
+            "window": window,
             "enquire_link_interval": enquire_link_interval,
             "enquire_link_timeout": enquire_link_timeout,
             "reconnect_initial": reconnect_initial,
@@ -490,11 +505,15 @@ class SmppAdapter:
             "receipt_concurrency": receipt_concurrency,
         }
         for name, value in overrides.items():
+            if value is None:
+                value = config.extra.get(name)
             if value is not None:
                 setattr(self, name, value)
         for name in ("submit_id_base", "receipt_id_base"):
             if getattr(self, name) not in (0, 10, 16):
                 raise SmppConfigError(f"gateway {config.name!r}: {name} must be 0, 10 or 16")
+        if not 1 <= self.window <= 10_000:
+            raise SmppConfigError(f"gateway {config.name!r}: window must be 1 to 10000")
         self._link: _Link | None = None
         self._runner: asyncio.Task[None] | None = None
         self._on_receipts: ReceiptSink | None = None

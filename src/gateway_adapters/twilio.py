@@ -31,6 +31,7 @@ from gateway_adapters.base import (
     GatewayMisconfigured,
     GatewayThrottled,
     GatewayUnavailable,
+    OptionTypes,
     OutboundMessage,
     ReceiptSink,
     ReceiptUpdate,
@@ -110,6 +111,7 @@ class TwilioAdapter:
     type: ClassVar[str] = "twilio"
     # One recipient per request; concurrency and rate depend on the account (sender type).
     limits: ClassVar[AdapterLimits] = AdapterLimits(1, None, None)
+    options: ClassVar[OptionTypes] = {}
 
     def __init__(
         self,
