@@ -1,35 +1,86 @@
-"""The token bucket never lets more than rate x time + burst through."""
+"""The shared token bucket in PostgreSQL: whoever takes, never more than rate x time + burst."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from broadcaster.ratelimit import TokenBucket
+import asyncpg
+import pytest
+
+from broadcaster.ratelimit import SharedBucket, default_burst
 
 
-async def test_bucket_never_exceeds_rate_plus_burst() -> None:
-    bucket = TokenBucket(rate=2000, burst=100)
+def test_default_burst_is_a_twentieth_of_a_second_and_at_least_one() -> None:
+    assert default_burst(300) == pytest.approx(15)
+    assert default_burst(5) == 1
+    assert SharedBucket("g", 300).burst == pytest.approx(15)
+    assert SharedBucket("g", 300, burst=100).burst == 100
+
+
+async def test_takers_on_separate_connections_share_one_limit(pool: asyncpg.Pool) -> None:
+    """Three takers (three dispatchers, each with its own bucket object and connection) take
+    as fast as they can for a second: together they get the rate plus one burst, no more."""
+    rate = 1000.0
+    buckets = [SharedBucket("primary", rate) for _ in range(3)]
+    await buckets[0].ensure(pool)
+    taken: list[int] = []
+
+    async def taker(bucket: SharedBucket) -> None:
+        async with pool.acquire() as conn:
+            while time.monotonic() < stop:
+                taken.append(await bucket.take(conn, 20))
+
+    stop = time.monotonic() + 1.0
     started = time.monotonic()
-    taken = 0
-    for _ in range(10):
-        await bucket.acquire(50)
-        taken += 50
+    await asyncio.gather(*(taker(b) for b in buckets))
     elapsed = time.monotonic() - started
-    # 500 tokens at 2000/s with 100 up front need at least (500 - 100) / 2000 s.
-    assert elapsed >= (taken - 100) / 2000 - 0.005
+    burst = buckets[0].burst
+    assert sum(taken) <= burst + rate * elapsed  # the bucket started empty, so not even this
+    assert sum(taken) >= rate * (elapsed - 0.1) - 20 * 3  # and nobody starved it
+    assert max(taken) <= burst
 
 
-async def test_concurrent_acquirers_share_the_rate() -> None:
-    bucket = TokenBucket(rate=1000, burst=50)
-    started = time.monotonic()
-    await asyncio.gather(*(bucket.acquire(50) for _ in range(6)))
-    assert time.monotonic() - started >= (300 - 50) / 1000 - 0.005
+async def test_urgent_takes_one_token_without_waiting_for_a_chunk(pool: asyncpg.Pool) -> None:
+    bucket = SharedBucket("primary", 100.0, burst=50)  # a bulk chunk: 10 tokens
+    await bucket.ensure(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE rate_buckets SET tokens = 2, refilled_at = clock_timestamp()")
+        started = time.monotonic()
+        assert await bucket.take(conn, 1000, urgent=True) == 2
+        assert time.monotonic() - started < 0.05
+        started = time.monotonic()
+        assert await bucket.take(conn, 1000) >= 10  # waits for a chunk: 0.1 s at 100/s
+        assert time.monotonic() - started >= 0.09
 
 
-async def test_a_batch_larger_than_the_burst_waits_for_its_deficit() -> None:
-    bucket = TokenBucket(rate=1000, burst=100)
-    await bucket.acquire(300)  # goes at once, leaves a debt of 200 tokens
-    started = time.monotonic()
-    await bucket.acquire(10)
-    assert time.monotonic() - started >= 0.2 - 0.005
+async def test_given_back_tokens_are_there_for_the_next_taker(pool: asyncpg.Pool) -> None:
+    bucket = SharedBucket("primary", 10.0, burst=100)
+    await bucket.ensure(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE rate_buckets SET tokens = 0, refilled_at = clock_timestamp()")
+        await bucket.give_back(conn, 40)
+        assert await bucket.take(conn, 1000, urgent=True) == 40
+        await bucket.give_back(conn, 500)  # never above the burst
+        assert await bucket.take(conn, 1000, urgent=True) == 100
+
+
+async def test_a_slowed_bucket_refills_slower(pool: asyncpg.Pool) -> None:
+    bucket = SharedBucket("primary", 1000.0, burst=1000)
+    await bucket.ensure(pool)
+    bucket.set_speed(0.1)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE rate_buckets SET tokens = 0, refilled_at = clock_timestamp()")
+        await asyncio.sleep(0.5)
+        got = await bucket.take(conn, 10_000, urgent=True)
+    assert 40 <= got <= 60  # 0.5 s at 100/s, not at 1000/s
+
+
+async def test_a_missing_row_is_created_empty(pool: asyncpg.Pool) -> None:
+    bucket = SharedBucket("new-gateway", 1000.0)
+    async with pool.acquire() as conn:
+        assert await bucket.try_take(conn, 10, 1) == (0, pytest.approx(0.001))
+        assert (
+            await conn.fetchval("SELECT tokens FROM rate_buckets WHERE gateway = $1", "new-gateway")
+            == 0
+        )

@@ -100,6 +100,31 @@ def _json_loads(value: str) -> Any:
     return json.loads(value)
 
 
+# SQLSTATE classes that say the server or the connection is not there (or not now): 08
+# connection exception, 53 insufficient resources, 57 operator intervention (shutdown, starting
+# up), 58 system error.
+_OUTAGE_CLASSES = ("08", "53", "57", "58")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error says the database is unreachable or unavailable for now (rather than
+    refusing this statement): the one test the API (503) and the dispatcher (back off) use."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True  # a statement on a connection the server ended between statements
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError):
+        return True  # the connection is closed or broken
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in _OUTAGE_CLASSES
+
+
+def describe_error(exc: BaseException) -> str:
+    """The error's type and SQLSTATE only: messages can quote data (phone numbers, texts)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+
+
 # What asyncpg raises for an unreachable server, bad credentials or an unparsable URL.
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError)
 

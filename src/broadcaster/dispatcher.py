@@ -7,8 +7,9 @@ first), submits them through the adapter and writes every result back (one state
 from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback. On stop they finish the
 batch in hand and exit.
 
-Each live dispatcher heartbeats a row in `dispatchers` and takes an equal share of every
-gateway's `rate_per_second`, so the limit holds for the sum of all dispatcher processes.
+A gateway's `rate_per_second` is one token bucket in PostgreSQL shared by every dispatcher
+(ratelimit.py), so the limit holds for the sum of all dispatcher processes at every moment.
+Database outages are reported once (outage.py) and retried with a jittered, growing pause.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from broadcaster import metrics, queue, receipts, roster
 from broadcaster.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
 from broadcaster.circuit import CircuitBreaker
 from broadcaster.fanout import fan_out_next
+from broadcaster.outage import OutageWatch
 from broadcaster.queue import Claimed, Outcome
-from broadcaster.ratelimit import TokenBucket
+from broadcaster.ratelimit import SharedBucket
 from broadcaster.receipt_writer import ReceiptWriter
 from broadcaster.settings import Settings
 from gateway_adapters.base import (
@@ -91,35 +93,31 @@ def retry_delay(attempts: int, base: float) -> float:
 
 @dataclass
 class Lane:
-    """One gateway as this dispatcher sees it: its adapter, its share of the rate limit, its
-    circuit breaker, and how long it asked us to hold off (throttling)."""
+    """One gateway as this dispatcher sees it: its adapter, the account's shared rate-limit
+    bucket, its circuit breaker, and how long it asked us to hold off (throttling)."""
 
     adapter: GatewayAdapter
-    bucket: TokenBucket
+    bucket: SharedBucket
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     paused_until: float = 0.0
-    # Fraction of our share we use: halved on each throttling answer, regained step by step on
-    # successful batches (additive increase, multiplicative decrease), so a gateway that
-    # throttles is not hit at full speed again the moment Retry-After runs out.
+    # Fraction of the limit this dispatcher refills the bucket at: halved on each throttling
+    # answer, regained step by step on successful batches (additive increase, multiplicative
+    # decrease), so a gateway that throttles is not hit at full speed again the moment
+    # Retry-After runs out.
     speed: float = 1.0
-    share: float = 0.0
 
     @property
     def name(self) -> str:
         return self.adapter.config.name
 
-    def set_share(self, share: float) -> None:
-        self.share = share
-        self.bucket.set_rate(max(share * self.speed, 1.0))
-
     def slow_down(self) -> None:
         self.speed = max(MIN_SPEED, self.speed / 2)
-        self.set_share(self.share)
+        self.bucket.set_speed(self.speed)
 
     def speed_up(self) -> None:
         if self.speed < 1.0:
             self.speed = min(1.0, self.speed + SPEED_STEP)
-            self.set_share(self.share)
+            self.bucket.set_speed(self.speed)
 
     def usable(self) -> bool:
         return time.monotonic() >= self.paused_until and self.breaker.state == "closed"
@@ -145,7 +143,7 @@ class Dispatcher:
         self.lanes = [
             Lane(
                 a,
-                TokenBucket(a.config.rate_per_second),
+                SharedBucket(a.config.name, a.config.rate_per_second, a.config.burst),
                 CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds),
             )
             for a in adapters
@@ -155,6 +153,7 @@ class Dispatcher:
         self._wakeups = 0
         self._woken = asyncio.Event()
         self._live = 1
+        self._db = OutageWatch()
         self._receipts = ReceiptWriter(pool)
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
@@ -172,12 +171,9 @@ class Dispatcher:
                 # One gateway refusing us (bad SMPP credentials) must not stop the others.
                 log.error("gateway failed to start: %s", exc, extra={"gateway": lane.name})
                 lane.breaker.record_failure(trip=True)
+        for lane in self.lanes:
+            await lane.bucket.ensure(self.pool)
         await self._heartbeat()
-        if self._live > 1:
-            # Let the dispatchers already running see us and lower their shares before we send.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS * 1.5)
-            await self._heartbeat()
         loops = min(
             max(lane.adapter.config.concurrency for lane in self.lanes),
             self.settings.batches_in_flight,
@@ -220,10 +216,8 @@ class Dispatcher:
         live = await roster.heartbeat(self.pool, self.worker, LIVE_SECONDS)
         metrics.DISPATCHERS_LIVE.set(live)
         if live != self._live:
-            log.info("rate-limit shares re-balanced", extra={"live": live})
+            log.info("live dispatchers changed", extra={"live": live})
         self._live = live
-        for lane in self.lanes:
-            lane.set_share(lane.adapter.config.rate_per_second / live)
 
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
         """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: the same
@@ -274,10 +268,10 @@ class Dispatcher:
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
+                self._db.ok()
                 self._wake_all()
-            except DB_ERRORS:
-                log.exception("fan-out failed; retrying")
-                await asyncio.sleep(self.settings.poll_interval)
+            except DB_ERRORS as exc:
+                await self._sleep(stop, self._db.failed(exc, "fan-out"))
 
     def _pick_lane(self) -> Lane | None:
         """The most preferred gateway usable now; a gateway whose circuit is half-open gets
@@ -295,17 +289,13 @@ class Dispatcher:
             if lane is None:
                 await asyncio.sleep(0.05)
                 continue
-            # Tokens first, then the claim: rows are claimed when they can go out at once.
-            granted = await lane.bucket.take(lane.adapter.max_batch, urgent=urgent)
-            seen = self._wakeups
             try:
-                claimed = await self._claim_and_send(lane, granted, max_priority)
-            except DB_ERRORS:
-                lane.bucket.give_back(granted)
+                claimed, granted, seen = await self._claim_and_send(lane, max_priority, urgent)
+            except DB_ERRORS as exc:
                 lane.breaker.release_probe()
-                log.exception("claim failed; retrying")
-                await asyncio.sleep(self.settings.poll_interval)
+                await self._sleep(stop, self._db.failed(exc, "claim"))
                 continue
+            self._db.ok()
             if not claimed:
                 lane.breaker.release_probe()
                 if not urgent:
@@ -315,30 +305,42 @@ class Dispatcher:
                 # The queue is running dry: the alerts of this batch may be done.
                 await self._complete_touched_alerts()
 
-    async def _claim_and_send(self, lane: Lane, granted: int, max_priority: int) -> int:
-        """Claim up to `granted` deliveries, submit them and write the results; returns how
-        many were claimed. The rows stay locked by this connection's transaction until their
-        results are committed."""
+    async def _claim_and_send(
+        self, lane: Lane, max_priority: int, urgent: bool
+    ) -> tuple[int, int, int]:
+        """Take rate-limit tokens, claim up to that many deliveries, submit them and write the
+        results. Returns how many were claimed, how many tokens were granted, and the wake-up
+        count seen just before the claim. The rows stay locked by this connection's transaction
+        until their results are committed; tokens left unused go back after that."""
         async with self.pool.acquire() as conn:
+            # Tokens first, then the claim: rows are claimed when they can go out at once.
+            granted = await lane.bucket.take(conn, lane.adapter.max_batch, urgent=urgent)
+            seen = self._wakeups
             batch = await queue.claim(conn, granted, self.settings.lease_seconds, max_priority)
-            lane.bucket.give_back(granted - len(batch))
-            if not batch.rows:
-                return 0
-            try:
-                outcomes = await self._send(lane, batch.rows)
-            except BaseException:
+            if batch.rows:
+                try:
+                    outcomes = await self._send(lane, batch.rows)
+                except BaseException:
+                    with contextlib.suppress(*DB_ERRORS):
+                        await batch.abandon()
+                    raise
+                # The write must happen even if we are being cancelled, and the connection must
+                # not go back to the pool while it runs.
+                writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
+                try:
+                    await asyncio.shield(writing)
+                except asyncio.CancelledError:
+                    await writing
+                    raise
+            if len(batch) < granted:
                 with contextlib.suppress(*DB_ERRORS):
-                    await batch.abandon()
-                raise
-            # The write must happen even if we are being cancelled, and the connection must
-            # not go back to the pool while it runs.
-            writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
-            try:
-                await asyncio.shield(writing)
-            except asyncio.CancelledError:
-                await writing
-                raise
-            return len(batch)
+                    await lane.bucket.give_back(conn, granted - len(batch))
+            return len(batch), granted, seen
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Sleep for `seconds` or until stop, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
 
     async def _complete_touched_alerts(self) -> None:
         """Complete the alerts this dispatcher wrote results for since the last check, if they
@@ -349,8 +351,8 @@ class Dispatcher:
         ids, self._touched = sorted(self._touched), set()
         try:
             await queue.complete_alerts(self.pool, ids)
-        except DB_ERRORS:
-            log.exception("completing alerts failed; housekeeping retries")
+        except DB_ERRORS as exc:
+            self._db.failed(exc, "completing alerts")  # housekeeping retries
 
     async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
         ticks = 0
@@ -373,13 +375,13 @@ class Dispatcher:
                         await queue.complete_alerts(self.pool, ids)
                 if ticks % 600 == 0:
                     await roster.forget_dead(self.pool)
-            except DB_ERRORS:
-                log.exception("housekeeping failed")
+                self._db.ok()
+            except DB_ERRORS as exc:
+                self._db.failed(exc, "housekeeping")
             for lane in self.lanes:
                 metrics.CIRCUIT_OPEN.labels(lane.name).set(lane.breaker.state != "closed")
             ticks += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
+            await self._sleep(stop, HEARTBEAT_SECONDS)
 
     # ------------------------------------------------------------------ one batch
 
@@ -509,9 +511,9 @@ class Dispatcher:
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
                 await batch.finish(outcomes)
-        except DB_ERRORS:
+        except DB_ERRORS as exc:
             # Nothing was committed: the rows are due again as they were.
-            log.exception("writing batch results failed", extra={"gateway": name})
+            self._db.failed(exc, f"writing the results of a batch sent through {name}")
             with contextlib.suppress(*DB_ERRORS):
                 await batch.abandon()
             return
@@ -523,5 +525,5 @@ class Dispatcher:
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
                     await receipts.apply_pending(batch.conn, name, message_ids)
-            except DB_ERRORS:
-                log.exception("applying early receipts failed; the sweep retries")
+            except DB_ERRORS as exc:
+                self._db.failed(exc, "applying early receipts")  # the sweep retries

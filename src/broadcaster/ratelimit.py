@@ -1,78 +1,136 @@
-"""A token bucket: at most `rate` messages per second on average, bursts up to `burst`.
+"""A gateway's account limit as one token bucket in PostgreSQL, shared by every dispatcher.
 
-The rate can change while running: a dispatcher's share of a gateway's limit changes when other
-dispatchers join or leave (see roster.py).
+A provider's "N messages per second" counts the account, every second, the first one included.
+Each dispatcher used to keep a bucket of its own with a share of the limit set from heartbeats;
+two started together each saw only itself for the first second and spent the whole limit, and a
+bucket that started full with a second's worth let any one-second window hold twice the rate.
+
+Now a taker runs one statement (`TAKE`) that locks the gateway's row in `rate_buckets`, adds the
+tokens the rate refilled since the last take (up to the burst), takes up to what it asked for if
+at least its minimum is there, and stamps the time. The sum of all dispatchers is held at every
+moment, whoever starts, joins, dies or restarts; a dispatcher killed after taking loses those
+tokens (the gateway gets less, never more). Time is the database server's clock, one clock for
+every process.
+
+A token bucket of rate r and burst b lets at most b + r x T through in any window of T seconds.
+The default burst is a twentieth of a second's worth (at least one message), so every one-second
+window stays within the limit + 5 %, leaving the other 5 % of the provider's usual tolerance to
+the spread of the time from a take to the gateway's clock. A gateway's `burst` setting asks for
+more where the provider allows it.
+
+Cost: one round trip per batch, on the batch's own connection, before its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
-# Batches are taken in chunks of at least this many seconds' worth of tokens, so a loop does not
-# send a stream of one-message requests at low rates.
+import asyncpg
+
+# Batches are taken in chunks of at least this many seconds' worth of tokens (up to the burst),
+# so a loop does not send a stream of one-message requests at low rates.
 MIN_CHUNK_SECONDS = 0.1
+DEFAULT_BURST_SECONDS = 0.05
+# Sleep at least this long between two looks at an empty bucket (a wait computed from the
+# rate can be microseconds at high rates), and at most this long (the rate may be raised).
+MIN_WAIT_SECONDS = 0.001
+MAX_WAIT_SECONDS = 1.0
+
+ENSURE = """
+INSERT INTO rate_buckets (gateway, tokens) VALUES ($1, 0) ON CONFLICT (gateway) DO NOTHING
+"""
+
+# $1 gateway, $2 rate, $3 burst, $4 most to take, $5 least worth taking. FOR UPDATE makes a
+# concurrent taker wait and then read the row as this one left it (not its own snapshot). Its
+# clock was read before it waited, so it can be earlier than the stamp it finds: the stamp
+# never goes back (else the time between the two would be refilled twice).
+TAKE = """
+WITH clock AS MATERIALIZED (
+    SELECT clock_timestamp() AS now
+), bucket AS (
+    SELECT least($3::float8, b.tokens + greatest(0, extract(epoch FROM c.now - b.refilled_at))
+                                        * $2::float8) AS available,
+           greatest(b.refilled_at, c.now) AS stamp
+    FROM rate_buckets b, clock c
+    WHERE b.gateway = $1
+    FOR UPDATE OF b
+), taken AS (
+    SELECT available, stamp,
+           CASE WHEN available >= $5::float8 THEN least($4::int, floor(available)::int)
+                ELSE 0 END AS granted
+    FROM bucket
+)
+UPDATE rate_buckets r
+SET tokens = t.available - t.granted, refilled_at = t.stamp
+FROM taken t
+WHERE r.gateway = $1
+RETURNING t.granted, t.available
+"""
+
+GIVE_BACK = """
+UPDATE rate_buckets SET tokens = least($3::float8, tokens + $2::float8) WHERE gateway = $1
+"""
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+def default_burst(rate: float) -> float:
+    return max(1.0, rate * DEFAULT_BURST_SECONDS)
+
+
+class SharedBucket:
+    """One gateway's bucket as this dispatcher uses it. `rate` is what this dispatcher refills
+    at: the configured limit, lowered for a while after the gateway throttled us."""
+
+    def __init__(self, gateway: str, rate: float, burst: float | None = None) -> None:
+        self.gateway = gateway
+        self.limit = rate
         self.rate = rate
-        self._fixed_burst = burst
-        # One second's worth by default: a full batch can go at once, the average still holds.
-        self.burst = burst if burst is not None else max(rate, 1.0)
-        self._tokens = self.burst
-        self._last = time.monotonic()
+        self.burst = burst if burst is not None else default_burst(rate)
+        # The bulk loops of one process queue here, so one of them at a time polls the row.
         self._lock = asyncio.Lock()
 
-    def set_rate(self, rate: float) -> None:
-        self._refill()
-        self.rate = rate
-        self.burst = self._fixed_burst if self._fixed_burst is not None else max(rate, 1.0)
-        self._tokens = min(self._tokens, self.burst)
+    def set_speed(self, speed: float) -> None:
+        self.rate = max(self.limit * speed, 1.0)
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
+    def chunk(self, most: int) -> float:
+        """The least worth taking for a bulk batch of at most `most`."""
+        return max(1.0, min(float(most), self.rate * MIN_CHUNK_SECONDS, self.burst))
 
-    async def acquire(self, n: float) -> None:
-        """Wait until n tokens are available and take them. n may exceed burst: the caller
-        then waits for the deficit, so the long-run rate still holds."""
-        async with self._lock:  # first come, first served
-            self._refill()
-            need = min(n, self.burst)
-            while self._tokens < need:
-                await asyncio.sleep((need - self._tokens) / self.rate)
-                self._refill()
-            self._tokens -= n
+    async def ensure(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
+        await conn.execute(ENSURE, self.gateway)
 
-    async def take(self, most: int, *, urgent: bool = False) -> int:
-        """Wait for a chunk of tokens and take up to `most` of them; returns how many.
+    async def try_take(
+        self, conn: asyncpg.Connection, most: int, least: float
+    ) -> tuple[int, float]:
+        """One look: (tokens granted, seconds until `least` would be there when none were)."""
+        row = await conn.fetchrow(TAKE, self.gateway, self.rate, self.burst, most, least)
+        if row is None:  # the row is gone (a fresh database): start empty
+            await self.ensure(conn)
+            return 0, least / self.rate
+        granted = int(row["granted"])
+        if granted:
+            return granted, 0.0
+        return 0, (least - float(row["available"])) / self.rate
+
+    async def take(self, conn: asyncpg.Connection, most: int, *, urgent: bool = False) -> int:
+        """Wait for tokens and take up to `most` of them; returns how many (at least one).
 
         Taking tokens before claiming rows means the rows are claimed at the moment they can be
         sent, so an emergency alert queued meanwhile is claimed first, not behind a batch that
-        sat waiting for the limiter. An `urgent` taker does not queue behind the others: it
-        takes whatever whole tokens there are (the rate still holds; the others wait longer)."""
+        sat waiting for the limiter. An `urgent` taker does not queue behind the process's bulk
+        loops and takes whatever whole tokens there are (the limit still holds)."""
         if urgent:
-            while True:
-                self._refill()
-                if self._tokens >= 1:
-                    granted = int(min(most, self._tokens))
-                    self._tokens -= granted
-                    return granted
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+            return await self._poll(conn, most, 1.0)
         async with self._lock:
-            self._refill()
-            chunk = max(1.0, min(float(most), self.rate * MIN_CHUNK_SECONDS, self.burst))
-            while self._tokens < chunk:
-                await asyncio.sleep((chunk - self._tokens) / self.rate)
-                self._refill()
-            granted = int(min(most, self._tokens))
-            self._tokens -= granted
-            return granted
+            return await self._poll(conn, most, self.chunk(most))
 
-    def give_back(self, n: int) -> None:
+    async def _poll(self, conn: asyncpg.Connection, most: int, least: float) -> int:
+        while True:
+            granted, wait = await self.try_take(conn, most, least)
+            if granted:
+                return granted
+            await asyncio.sleep(min(MAX_WAIT_SECONDS, max(MIN_WAIT_SECONDS, wait)))
+
+    async def give_back(self, conn: asyncpg.Connection | asyncpg.Pool, n: int) -> None:
         """Return tokens taken but not used (fewer rows were due than tokens granted)."""
         if n > 0:
-            self._refill()
-            self._tokens = min(self.burst, self._tokens + n)
+            await conn.execute(GIVE_BACK, self.gateway, float(n), self.burst)

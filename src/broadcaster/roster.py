@@ -1,6 +1,5 @@
-"""Live dispatchers: each heartbeats a row; the number of live rows sets every dispatcher's share
-of each gateway's rate limit, so the limit holds for the sum of all processes and re-balances
-within a few seconds when one joins or dies."""
+"""Live dispatchers: each heartbeats a row, so operators see how many run (a metric). The rate
+limits do not depend on it: they are buckets in PostgreSQL shared by all (ratelimit.py)."""
 
 from __future__ import annotations
 

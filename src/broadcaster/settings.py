@@ -43,6 +43,9 @@ class GatewaySettings(BaseModel):
     token: str = ""
     webhook_secret: str = ""
     rate_per_second: float = Field(500.0, gt=0)
+    # Messages that may go at once after an idle moment, on top of the rate (the bucket's
+    # size); unset: a twentieth of a second's worth, at least one (ratelimit.py).
+    burst: float | None = Field(None, ge=1)
     max_batch: int = Field(1000, ge=1, le=100_000)
     concurrency: int = Field(4, ge=1, le=256)
     timeout_seconds: float = Field(30.0, gt=0)

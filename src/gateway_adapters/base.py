@@ -48,6 +48,7 @@ class GatewayConfig:
     token: str = ""
     webhook_secret: str = ""
     rate_per_second: float = 500.0
+    burst: float | None = None
     max_batch: int = 1000
     concurrency: int = 4
     timeout_seconds: float = 30.0
