@@ -35,7 +35,7 @@ FIRST = [
 # Small sizes for scripts that have no --quick of their own. (broadcast.py and district.py have
 # one: 10,000 recipients with receipts flowing, and 5,000 subscribers at 1,000 msg/s.)
 QUICK = {
-    "rate_limit": ["--rate", "200", "--seconds", "5"],
+    "rate_limit": ["--rate", "200", "--seconds", "5", "--recipients", "2000"],
     "emergency_latency": ["--subscribers", "20000", "--samples", "5"],
     "receipts": ["--receipts", "3000", "--api-requests", "2000", "--smpp-receipts", "2000"],
     "import_subscribers": ["--rows", "20000"],

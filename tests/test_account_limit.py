@@ -21,6 +21,7 @@ from tests.test_e2e import Stack, stack  # noqa: F401  (the fixture)
 from tests.test_fanout import queue_alert
 
 from broadcaster import procs
+from gateway_adapters.simulator import Arrivals, arrivals, busiest_window, mean_rate
 
 LIMIT = 400.0
 RECIPIENTS = 6000
@@ -28,26 +29,6 @@ ZONE = {
     "type": "Polygon",
     "coordinates": [[[12.0, 55.0], [12.4, 55.0], [12.4, 55.4], [12.0, 55.4], [12.0, 55.0]]],
 }
-
-
-def busiest_window(timeline: list[tuple[float, int]]) -> int:
-    """The most recipients in any one-second window [t, t + 1) that starts at an arrival."""
-    busiest = total = 0
-    start = 0
-    for t, n in timeline:
-        total += n
-        while timeline[start][0] <= t - 1.0:
-            total -= timeline[start][1]
-            start += 1
-        busiest = max(busiest, total)
-    return busiest
-
-
-def mean_rate(timeline: list[tuple[float, int]]) -> float:
-    """Recipients per second over the broadcast: everything after the first request, over the
-    time from the first request to the last."""
-    first, last = timeline[0][0], timeline[-1][0]
-    return (sum(n for _, n in timeline) - timeline[0][1]) / (last - first)
 
 
 def test_window_arithmetic() -> None:
@@ -70,9 +51,9 @@ async def seed(pool: asyncpg.Pool) -> int:
         return await queue_alert(conn, ZONE)
 
 
-async def timeline_of(sim_url: str) -> list[tuple[float, int]]:
+async def timeline_of(sim_url: str) -> Arrivals:
     async with httpx.AsyncClient(base_url=sim_url) as sim:
-        return [(float(t), int(n)) for t, n, _ in (await sim.get("/_sim/timeline")).json()]
+        return arrivals((await sim.get("/_sim/timeline")).json())
 
 
 async def sent(pool: asyncpg.Pool, alert_id: int) -> int:
@@ -89,7 +70,7 @@ def start_together(services: Stack, names: list[str]) -> list[procs.Child]:
         return list(pool.map(services.start_dispatcher, names))
 
 
-def check_limit(timeline: list[tuple[float, int]]) -> None:
+def check_limit(timeline: Arrivals) -> None:
     busiest = busiest_window(timeline)
     rate = mean_rate(timeline)
     print(f"busiest one-second window {busiest}, {rate:.1f}/s over the broadcast")

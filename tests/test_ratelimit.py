@@ -16,6 +16,11 @@ def test_default_burst_is_a_twentieth_of_a_second_and_at_least_one() -> None:
     assert default_burst(5) == 1
     assert SharedBucket("g", 300).burst == pytest.approx(15)
     assert SharedBucket("g", 300, burst=100).burst == 100
+    # A bulk taker waits for half the burst at most, so lateness does not spill tokens.
+    assert SharedBucket("g", 500).chunk(100) == pytest.approx(12.5)
+    assert SharedBucket("g", 500, burst=1000).chunk(100) == pytest.approx(50)  # 0.1 s worth
+    assert SharedBucket("g", 500, burst=1000).chunk(10) == 10
+    assert SharedBucket("g", 5).chunk(100) == 1
 
 
 async def test_takers_on_separate_connections_share_one_limit(pool: asyncpg.Pool) -> None:

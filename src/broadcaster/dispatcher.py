@@ -311,30 +311,34 @@ class Dispatcher:
         """Take rate-limit tokens, claim up to that many deliveries, submit them and write the
         results. Returns how many were claimed, how many tokens were granted, and the wake-up
         count seen just before the claim. The rows stay locked by this connection's transaction
-        until their results are committed; tokens left unused go back after that."""
+        until their results are committed.
+
+        Tokens go back only when nothing was claimed, at once. Those left over by a short batch
+        are dropped: given back after the batch went out, tokens taken before a one-second
+        window would add to what the window holds (up to a chunk beyond rate + burst), and a
+        short batch means the queue ran dry, so nobody is waiting for them."""
         async with self.pool.acquire() as conn:
             # Tokens first, then the claim: rows are claimed when they can go out at once.
             granted = await lane.bucket.take(conn, lane.adapter.max_batch, urgent=urgent)
             seen = self._wakeups
             batch = await queue.claim(conn, granted, self.settings.lease_seconds, max_priority)
-            if batch.rows:
-                try:
-                    outcomes = await self._send(lane, batch.rows)
-                except BaseException:
-                    with contextlib.suppress(*DB_ERRORS):
-                        await batch.abandon()
-                    raise
-                # The write must happen even if we are being cancelled, and the connection must
-                # not go back to the pool while it runs.
-                writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
-                try:
-                    await asyncio.shield(writing)
-                except asyncio.CancelledError:
-                    await writing
-                    raise
-            if len(batch) < granted:
+            if not batch.rows:
+                await lane.bucket.give_back(conn, granted)
+                return 0, granted, seen
+            try:
+                outcomes = await self._send(lane, batch.rows)
+            except BaseException:
                 with contextlib.suppress(*DB_ERRORS):
-                    await lane.bucket.give_back(conn, granted - len(batch))
+                    await batch.abandon()
+                raise
+            # The write must happen even if we are being cancelled, and the connection must
+            # not go back to the pool while it runs.
+            writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                await writing
+                raise
             return len(batch), granted, seen
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:

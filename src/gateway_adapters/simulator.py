@@ -342,3 +342,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- reading a timeline ---------------------------------------------------------------------------
+# `/_sim/timeline` is one [arrival time, recipients, userref] per accepted request: what a
+# provider counts its per-second limit on.
+
+Arrivals = list[tuple[float, int]]
+
+
+def arrivals(timeline: list[list[Any]]) -> Arrivals:
+    return [(float(t), int(n)) for t, n, *_ in timeline]
+
+
+def busiest_window(arrivals: Arrivals, seconds: float = 1.0) -> int:
+    """The most recipients in any window [t, t + seconds) starting at an arrival (the
+    strictest way to count a per-second limit: every second, not only whole clock seconds)."""
+    busiest = total = start = 0
+    for t, n in arrivals:
+        total += n
+        while arrivals[start][0] <= t - seconds:
+            total -= arrivals[start][1]
+            start += 1
+        busiest = max(busiest, total)
+    return busiest
+
+
+def mean_rate(arrivals: Arrivals) -> float:
+    """Recipients per second over the whole timeline: everything after the first request, over
+    the time from the first request to the last."""
+    first, last = arrivals[0][0], arrivals[-1][0]
+    return (sum(n for _, n in arrivals) - arrivals[0][1]) / (last - first)
