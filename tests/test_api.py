@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from broadcaster.api import create_app
+from broadcaster.api.app import create_app
 from broadcaster.auth import create_api_key
 from broadcaster.settings import GatewaySettings, load_settings
 

@@ -158,7 +158,7 @@ async def _create_key(url: str, name: str, scopes: list[str] | None) -> int:
 def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
     import uvicorn
 
-    from broadcaster.api import create_app
+    from broadcaster.api.app import create_app
 
     app = create_app(settings, url, run_dispatcher=run_dispatcher)
     config = uvicorn.Config(

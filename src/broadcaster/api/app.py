@@ -1,0 +1,124 @@
+"""The app: built by `create_app`, with pool, settings, adapters (and optionally the dispatcher)
+made in its lifespan, the routers of each resource, and problem+json errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.datastructures import URL, Headers
+from starlette.types import Receive, Scope, Send
+
+from broadcaster.api import (
+    problems,
+    routes_alerts,
+    routes_callbacks,
+    routes_ops,
+    routes_subscribers,
+)
+from broadcaster.api.problems import Problem
+from broadcaster.api.routes_callbacks import (
+    CALLBACK_PREFIX,
+    read_body,
+    receive_callback,
+    route_path,
+    send_problem,
+    send_response,
+)
+from broadcaster.database import create_pool
+from broadcaster.dispatcher import Dispatcher
+from broadcaster.migrate import ensure_migrated
+from broadcaster.receipt_writer import ReceiptWriter
+from broadcaster.settings import Settings
+from gateway_adapters.base import GatewayAdapter
+from gateway_adapters.registry import create_adapter
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings, database_url: str, *, run_dispatcher: bool = False
+) -> BroadcasterApi:
+    """The FastAPI app; pool, HTTP session, adapters (and optionally the dispatcher) live in the
+    lifespan, so nothing connects at import time."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(database_url, min_size=2, max_size=20)
+        async with pool.acquire() as conn:
+            await ensure_migrated(conn)
+        adapters: dict[str, GatewayAdapter] = {
+            g.name: create_adapter(g, settings.callback_url(g.name))
+            for g in settings.gateway_configs()
+        }
+        app.state.pool = pool
+        app.state.settings = settings
+        app.state.adapters = adapters
+        app.state.receipt_writer = writer = ReceiptWriter(pool)
+        stop = asyncio.Event()
+        dispatcher_task = None
+        if run_dispatcher:
+            dispatcher = Dispatcher(settings, pool, list(adapters.values()), database_url)
+            dispatcher_task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+        try:
+            yield
+        finally:
+            stop.set()
+            # Receipts still queued are committed (or refused) before the pool goes away.
+            await writer.close()
+            if dispatcher_task is not None:
+                await dispatcher_task
+            for adapter in adapters.values():
+                await adapter.close()
+            await pool.close()
+
+    app = BroadcasterApi(title="broadcaster", version="0.1.0", lifespan=lifespan)
+    problems.install(app)
+    for module in (routes_ops, routes_subscribers, routes_alerts, routes_callbacks):
+        app.include_router(module.router)
+    return app
+
+
+class BroadcasterApi(FastAPI):
+    """The FastAPI app, with POST /v1/callbacks/{gateway} answered before FastAPI's machinery.
+
+    Gateways post one callback per SMS, so this is the API's busiest path by far; FastAPI's
+    per-request work (telemetry checks, middleware, routing, request objects, dependencies)
+    cost more than verifying a receipt and committing it with the group commit of
+    `ReceiptWriter`. Everything else, other methods on the same path included, goes through
+    FastAPI. Errors are problem+json as elsewhere."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = route_path(scope)
+            if path.startswith(CALLBACK_PREFIX):
+                gateway = path[len(CALLBACK_PREFIX) :]
+                if gateway and "/" not in gateway:
+                    await self._callback(gateway, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _callback(self, gateway: str, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await read_body(receive)
+            if body is None:
+                return  # the client went away
+            adapter = self.state.adapters.get(gateway)
+            # Only adapters that check the URL (Twilio signs it) get it: building it is not free.
+            url = str(URL(scope=scope)) if getattr(adapter, "callback_uses_url", True) else ""
+            stored = await receive_callback(self, gateway, Headers(scope=scope), body, url)
+        except Problem as exc:
+            await send_problem(send, scope, exc)
+            return
+        except Exception:
+            log.exception("unhandled error on %s", scope["path"])
+            await send_problem(
+                send,
+                scope,
+                Problem(500, "Internal error", "an unexpected error occurred; it has been logged"),
+            )
+            return
+        await send_response(send, 200, b'{"received":%d}' % stored, b"application/json")

@@ -1,0 +1,70 @@
+"""Subscribers registered by other systems (with the scope subscribers:write)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from broadcaster.api.deps import PoolDep, require
+from broadcaster.api.problems import Problem
+from broadcaster.auth import ApiKey
+from broadcaster.geo import SCALE
+from broadcaster.phone import PhoneError, normalise
+
+router = APIRouter(tags=["subscribers"])
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    label: str | None = Field(None, max_length=50)
+
+
+class SubscriberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phone: str = Field(max_length=32)
+    locations: list[Location] = Field(min_length=1, max_length=10)
+    language: str = Field("da", pattern=r"^[a-z]{2}$")
+    status: Literal["active", "pending"] = "active"
+
+
+@router.post("/v1/subscribers", status_code=201, tags=["subscribers"])
+async def create_subscriber(
+    body: SubscriberIn, pool: PoolDep, _key: ApiKey = require("subscribers:write")
+) -> dict[str, Any]:
+    try:
+        phone = normalise(body.phone)
+    except PhoneError as exc:
+        raise Problem(422, "Invalid phone number", f"phone: {exc}") from None
+    async with pool.acquire() as conn, conn.transaction():
+        sub_id = await conn.fetchval(
+            """INSERT INTO subscribers (phone, language, status) VALUES ($1, $2, $3)
+               ON CONFLICT (phone) DO NOTHING RETURNING id""",
+            phone,
+            body.language,
+            body.status,
+        )
+        if sub_id is None:
+            raise Problem(
+                409, "Already registered", "a subscriber with this phone number already exists"
+            )
+        await conn.execute(
+            """INSERT INTO subscriber_locations (subscriber_id, label, position)
+               SELECT $1, l.label, point(l.lon * $5, l.lat * $5)
+               FROM unnest($2::text[], $3::float8[], $4::float8[]) AS l(label, lon, lat)""",
+            sub_id,
+            [loc.label for loc in body.locations],
+            [loc.lon for loc in body.locations],
+            [loc.lat for loc in body.locations],
+            SCALE,
+        )
+    return {
+        "id": sub_id,
+        "phone": phone,
+        "language": body.language,
+        "status": body.status,
+        "locations": [loc.model_dump() for loc in body.locations],
+    }
