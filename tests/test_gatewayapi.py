@@ -29,12 +29,8 @@ from gateway_adapters.base import (
     OutboundMessage,
     ReceiptUpdate,
 )
-from gateway_adapters.gatewayapi import (
-    STATUS_MAP,
-    GatewayApiAdapter,
-    _hs256_key,
-    _verified_claims,
-)
+from gateway_adapters.gatewayapi import GatewayApiAdapter
+from gateway_adapters.gatewayapi_callbacks import STATUS_MAP, _hs256_key, _verified_claims
 from gateway_adapters.registry import create_adapter, known_types
 
 CALLBACK_URL = "https://broadcaster.example/callbacks/gw1"

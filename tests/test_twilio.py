@@ -29,7 +29,8 @@ from gateway_adapters.base import (
     SendResult,
 )
 from gateway_adapters.registry import create_adapter, known_types
-from gateway_adapters.twilio import STATUS_MAP, TwilioAdapter, twilio_signature
+from gateway_adapters.twilio import TwilioAdapter
+from gateway_adapters.twilio_callbacks import STATUS_MAP, twilio_signature
 
 ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "auth-token-0123456789"

@@ -24,7 +24,7 @@ from typing import Any
 
 import jwt
 
-from gateway_adapters.gatewayapi import SHORT_KEY_WARNING
+from gateway_adapters.gatewayapi_callbacks import SHORT_KEY_WARNING
 from gateway_adapters.simulator_common import (
     CALLBACK_BACKOFF_SECONDS,
     CALLBACK_RETRIES,

@@ -48,10 +48,9 @@ from gateway_adapters.twilio import (
     API_VERSION,
     MESSAGING_SERVICE_PREFIX,
     THROTTLE_CODE,
-    is_e164,
     split_token,
-    twilio_signature,
 )
+from gateway_adapters.twilio_callbacks import is_e164, twilio_signature
 
 log = logging.getLogger(__name__)
 
