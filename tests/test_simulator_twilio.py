@@ -198,7 +198,7 @@ async def test_every_message_gets_one_final_receipt(
     assert all(re.fullmatch("SM[0-9a-f]{32}", r.gateway_message_id or "") for r in results)
     sent = {(r.gateway_message_id, m.phone) for r, m in zip(results, messages, strict=True)}
     assert len(sent) == len(messages)
-    assert Counter((u.gateway_message_id, u.phone) for u in finals) == Counter(sent)
+    assert Counter((u.gateway_message_id, u.raw["To"]) for u in finals) == Counter(sent)
     assert {(u.state, u.provider_status) for u in finals} == {
         (DeliveryState.DELIVERED, "delivered")
     }
@@ -273,7 +273,7 @@ async def test_same_seed_same_outcome(receiver: Receiver, make_adapter) -> None:
         outcomes.append(
             (
                 [(r.accepted, r.throttled) for r in results],
-                sorted((u.phone, u.state) for u in finals),
+                sorted((u.raw["To"], u.state) for u in finals),
             )
         )
     assert outcomes[0] == outcomes[1]
@@ -289,7 +289,7 @@ async def test_sent_comes_before_final(receiver: Receiver, make_adapter) -> None
 
     per_phone: dict[str | None, list[tuple[str, DeliveryState]]] = {}
     for update in receiver.updates:
-        per_phone.setdefault(update.phone, []).append((update.provider_status, update.state))
+        per_phone.setdefault(update.raw["To"], []).append((update.provider_status, update.state))
     assert len(per_phone) == 6
     expected = [("sent", DeliveryState.SENT), ("delivered", DeliveryState.DELIVERED)]
     assert all(statuses == expected for statuses in per_phone.values())
@@ -515,7 +515,7 @@ async def test_serve_in_process_retries_and_counts_failed_callbacks(
         stop.set()
         await asyncio.wait_for(server, 5)
 
-    assert sorted(u.phone for u in finals) == sorted([ok, flaky])
+    assert sorted(u.raw["To"] for u in finals) == sorted([ok, flaky])
     assert receiver.attempts == {ok: 1, flaky: 3, broken: 1 + simulator_twilio.CALLBACK_RETRIES}
     assert (stats["receipts_sent"], stats["receipts_failed"]) == (2, 1)
 

@@ -191,6 +191,7 @@ def _parse_callback(
         error=_error_text(claims.get("error"), claims.get("code")),
         occurred_at=_timestamp(claims.get("time")),
         raw=claims,
+        known_status=status.strip().upper() in STATUS_MAP,
     )
 
 

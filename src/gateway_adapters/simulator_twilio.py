@@ -44,13 +44,9 @@ from gateway_adapters.simulator_http import (
     json_response,
     post,
 )
-from gateway_adapters.twilio import (
-    API_VERSION,
-    MESSAGING_SERVICE_PREFIX,
-    THROTTLE_CODE,
-    split_token,
-)
+from gateway_adapters.twilio import API_VERSION, MESSAGING_SERVICE_PREFIX, split_token
 from gateway_adapters.twilio_callbacks import is_e164, twilio_signature
+from gateway_adapters.twilio_errors import THROTTLE_CODE
 
 log = logging.getLogger(__name__)
 

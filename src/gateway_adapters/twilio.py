@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from datetime import UTC, datetime
+from typing import ClassVar
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import aiohttp
@@ -26,21 +26,18 @@ from gateway_adapters.base import (
     AdapterLimits,
     GatewayConfig,
     GatewayMisconfigured,
-    GatewayThrottled,
-    GatewayUnavailable,
     OptionTypes,
     OutboundMessage,
     ReceiptSink,
     ReceiptUpdate,
     SendResult,
-    error_for_status,
-    parse_retry_after,
 )
 from gateway_adapters.twilio_callbacks import (
     _port_variants,
     is_e164,
     parse_status_callback,
 )
+from gateway_adapters.twilio_errors import result_for
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +45,9 @@ API_VERSION = "2010-04-01"
 DEFAULT_BASE_URL = "https://api.twilio.com"
 MESSAGING_SERVICE_PREFIX = "MG"
 USER_AGENT = "broadcaster"
-THROTTLE_CODE = 20429  # "Too Many Requests", sometimes with a status other than 429
+# Twilio's range for ValidityPeriod, in seconds (error 21624 outside it).
+MIN_VALIDITY_SECONDS = 1
+MAX_VALIDITY_SECONDS = 36_000
 
 
 def split_token(token: str) -> tuple[str, str]:
@@ -191,6 +190,18 @@ class TwilioAdapter:
         # Encoded by hand: aiohttp's FormData was a fifth of the dispatcher's CPU per message.
         # An E.164 number is '+' and digits, so only the '+' needs quoting.
         body = f"To=%2B{message.phone[1:]}&Body={_form_value(message.text)}&{self._form_tail}"
+        if message.expires_at is not None:
+            # Twilio keeps a queued message up to ValidityPeriod (default and maximum 10 h):
+            # it gets the alert's remaining lifetime, so an expired alert never goes out late.
+            remaining = int((message.expires_at - datetime.now(UTC)).total_seconds())
+            if remaining < MIN_VALIDITY_SECONDS:
+                return SendResult(
+                    message.delivery_id,
+                    False,
+                    error="alert expired before submission",
+                    expired=True,
+                )
+            body += f"&ValidityPeriod={min(remaining, MAX_VALIDITY_SECONDS)}"
         try:
             answer = await self._client.post(self._path, body.encode())
         except (TimeoutError, http1.HttpError) as exc:
@@ -199,7 +210,7 @@ class TwilioAdapter:
                 message.delivery_id, False, error=f"{type(exc).__name__}: {exc}", retryable=True
             )
         retry_after = answer.headers.get("retry-after") if answer.status >= 300 else None
-        return _result(message.delivery_id, answer.status, answer.body, retry_after)
+        return result_for(message.delivery_id, answer.status, answer.body, retry_after)
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -213,75 +224,7 @@ class TwilioAdapter:
         )
 
 
-# Submit-time errors about the sender (invalid From, From cannot send SMS, From missing).
-SENDER_CODES = frozenset({21212, 21606, 21603})
-
-
 @functools.lru_cache(maxsize=64)
 def _form_value(text: str) -> str:
     """A form-encoded message text (a broadcast sends one text many times)."""
     return quote_plus(text)
-
-
-def _result(delivery_id: int, status: int, raw: bytes, retry_after: str | None) -> SendResult:
-    """Map one HTTP answer of the Messages resource to a result (or raise when misconfigured)."""
-    data = _json_object(raw)
-    if 200 <= status < 300:
-        sid = data.get("sid")
-        if isinstance(sid, str) and sid:
-            return SendResult(delivery_id, True, gateway_message_id=sid)
-        # Twilio may or may not have taken it; treat it like a lost answer.
-        return SendResult(
-            delivery_id, False, error=f"unreadable 2xx answer: {raw[:200]!r}", retryable=True
-        )
-
-    code = _code(data.get("code"))
-    text = raw.decode("utf-8", "replace")
-    error = error_for_status(status, text, retry_after)
-    described = _describe(code, data.get("message")) or str(error)
-    if isinstance(error, GatewayMisconfigured):
-        raise error
-    if code in SENDER_CODES:
-        # Our From / Messaging Service is wrong: every message would fail, so it is the
-        # gateway's configuration, not this recipient.
-        raise GatewayMisconfigured(described)
-    if isinstance(error, GatewayThrottled) or code == THROTTLE_CODE:
-        return SendResult(
-            delivery_id,
-            False,
-            error=described,
-            retryable=True,
-            retry_after=parse_retry_after(retry_after),
-            throttled=True,
-        )
-    if isinstance(error, GatewayUnavailable):
-        return SendResult(delivery_id, False, error=described, retryable=True)
-    # Any other 4xx is about this request, i.e. this one message: submit-time codes 21xxx mean a
-    # bad or unreachable To, STOP, region not enabled, ... The message fails for good; the batch
-    # goes on.
-    return SendResult(delivery_id, False, error=described)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _code(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _describe(code: int | None, message: Any) -> str | None:
-    """'twilio 21211: <message>' for an answer carrying a Twilio error code."""
-    if code is None:
-        return None
-    text = str(message)[:200] if message not in (None, "") else "error"
-    return f"twilio {code}: {text}"

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from gateway_adapters.base import CallbackRejected, DeliveryState, ReceiptUpdate
 
 SIGNATURE_HEADER = "x-twilio-signature"
+# "Attempt to send to unsubscribed recipient": the recipient answered STOP to this sender.
+OPT_OUT_CODE = "21610"
 
 
 # Provider status word -> our state. Anything not final maps to SENT so it never closes a delivery.
@@ -87,14 +89,19 @@ def parse_status_callback(
         missing = [k for k in ("MessageSid", "MessageStatus") if not params.get(k, "").strip()]
         raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
     error_code = params.get("ErrorCode", "").strip()
+    # Matched by MessageSid alone (phone None): Twilio's message SIDs are unique, and a `To`
+    # written differently from the stored number must not keep the receipt from its delivery.
+    # `To` stays in the stored raw parameters.
     return [
         ReceiptUpdate(
             gateway_message_id=message_sid,
-            phone=_normalised_phone(params.get("To")),
+            phone=None,
             state=state_for_status(status),
             provider_status=status,
             error=f"twilio {error_code}" if error_code else None,
             raw=params,
+            opted_out=error_code == OPT_OUT_CODE,
+            known_status=status.lower() in STATUS_MAP,
         )
     ]
 
@@ -153,12 +160,3 @@ def _port_variants(url: str) -> list[str]:
     if port == default:
         return [url, urlunsplit(parts._replace(netloc=host))]
     return [url]
-
-
-def _normalised_phone(value: str | None) -> str | None:
-    """'+4520123456' (or without '+') -> '+4520123456'; None for anything else."""
-    if not value:
-        return None
-    candidate = value.strip()
-    candidate = candidate if candidate.startswith("+") else "+" + candidate
-    return candidate if is_e164(candidate) else None
