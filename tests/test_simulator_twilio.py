@@ -209,7 +209,7 @@ async def test_every_message_gets_one_final_receipt(
     assert status == 200
     assert sorted(listed, key=lambda m: m["sid"]) == sorted(
         (
-            {"sid": r.gateway_message_id, "to": m.phone, "body": m.text}
+            {"sid": r.gateway_message_id, "to": m.phone, "body": m.text, "validity_period": None}
             for r, m in zip(results, messages, strict=True)
         ),
         key=lambda m: m["sid"],
@@ -319,6 +319,11 @@ REFUSAL_CASES: dict[str, tuple[str, dict[str, Any], str]] = {
         "twilio 20429: ",
     ),
     "invalid": ("--invalid-ratio", {}, "twilio 21211: "),
+    "queue full": (
+        "--queue-full-ratio",
+        {"retryable": True, "throttled": True, "retry_after": 10.0},
+        "twilio 21611: ",
+    ),
     "server error": ("--failure-ratio", {"retryable": True}, "twilio 20500: "),
 }
 
@@ -416,7 +421,21 @@ VALIDATION_CASES: dict[str, tuple[str, dict[str, str], dict[str, str], int, int]
         basic(SIM_TOKEN),
         {"To": "+4530000001", "Body": "hi", "MessagingServiceSid": "XX1"},
         400,
-        21701,
+        21705,
+    ),
+    "ValidityPeriod 0": (
+        SIM_SEND_PATH,
+        basic(SIM_TOKEN),
+        {**GOOD_FORM, "ValidityPeriod": "0"},
+        400,
+        21624,
+    ),
+    "ValidityPeriod over 10 hours": (
+        SIM_SEND_PATH,
+        basic(SIM_TOKEN),
+        {**GOOD_FORM, "ValidityPeriod": "36001"},
+        400,
+        21624,
     ),
     "bad StatusCallback": (
         SIM_SEND_PATH,
@@ -455,7 +474,9 @@ async def test_request_validation() -> None:
     assert body["messaging_service_sid"] is None and body["date_sent"] is None
     assert body["uri"] == f"/2010-04-01/Accounts/ACsim/Messages/{body['sid']}.json"
     assert parsedate_to_datetime(body["date_created"]).tzinfo is not None
-    assert listed == [{"sid": body["sid"], "to": "+4530000001", "body": "hi"}]
+    assert listed == [
+        {"sid": body["sid"], "to": "+4530000001", "body": "hi", "validity_period": None}
+    ]
     assert stats["rejected_requests"] == len(VALIDATION_CASES)
 
 
