@@ -29,12 +29,8 @@ from gateway_adapters.base import (
     OutboundMessage,
     ReceiptUpdate,
 )
-from gateway_adapters.gatewayapi import (
-    STATUS_MAP,
-    GatewayApiAdapter,
-    _hs256_key,
-    _verified_claims,
-)
+from gateway_adapters.gatewayapi import GatewayApiAdapter
+from gateway_adapters.gatewayapi_callbacks import STATUS_MAP, _hs256_key, _verified_claims
 from gateway_adapters.registry import create_adapter, known_types
 
 CALLBACK_URL = "https://broadcaster.example/callbacks/gw1"
@@ -65,6 +61,8 @@ class FakeGateway:
         self.requests: list[Recorded] = []
         self.reply = Reply()
         self.replies: list[Reply] = []  # used in order before falling back to `reply`
+        # Answers a request by its body first, when it returns a reply (refusals by content).
+        self.refuse: Callable[[Any], Reply | None] = lambda body: None
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -95,7 +93,7 @@ class FakeGateway:
         self.requests.append(
             Recorded(request.method, request.path, dict(request.headers), body, message_id)
         )
-        reply = self.replies.pop(0) if self.replies else self.reply
+        reply = self.refuse(body) or (self.replies.pop(0) if self.replies else self.reply)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         # GatewayAPI answers one id per message object; a list root carries several.
@@ -206,6 +204,7 @@ async def test_request_building(gateway: FakeGateway, make_adapter, case) -> Non
         assert total <= max_batch
     for body, _ in objects:
         assert set(body) == {
+            "class",
             "sender",
             "message",
             "recipients",
@@ -215,7 +214,7 @@ async def test_request_building(gateway: FakeGateway, make_adapter, case) -> Non
         }
         assert body["sender"] == "POLITI"
         assert body["callback_url"] == CALLBACK_URL
-        assert body["priority"] == "NORMAL"
+        assert (body["priority"], body["class"]) == ("NORMAL", "standard")
         assert all(type(r["msisdn"]) is int for r in body["recipients"])
     sent = sorted(
         (o["message"], o["userref"], [x["msisdn"] for x in o["recipients"]]) for o, _ in objects
@@ -233,15 +232,30 @@ async def test_request_building(gateway: FakeGateway, make_adapter, case) -> Non
 @pytest.mark.parametrize(
     ("priority", "text", "expires_in", "expected"),
     [
-        ("emergency", "Politi: bliv indendørs", None, {"priority": "VERY_URGENT"}),
-        ("high", "Police {stay} €", 3600, {"priority": "URGENT", "validity_period": 3599}),
+        (
+            "emergency",
+            "Politi: bliv indendørs",
+            None,
+            {"priority": "VERY_URGENT", "class": "premium"},
+        ),
+        (
+            "high",
+            "Police {stay} €",
+            3600,
+            {"priority": "URGENT", "class": "premium", "validity_period": 3599},
+        ),
         (
             "normal",
             "Полиция",
             10,
-            {"priority": "NORMAL", "encoding": "UCS2", "validity_period": 60},
+            {"priority": "NORMAL", "class": "standard", "encoding": "UCS2", "validity_period": 60},
         ),
-        ("normal", "Politi 👮", None, {"priority": "NORMAL", "encoding": "UCS2"}),
+        (
+            "normal",
+            "Politi 👮",
+            None,
+            {"priority": "NORMAL", "class": "standard", "encoding": "UCS2"},
+        ),
     ],
 )
 async def test_priority_validity_and_encoding(
@@ -258,7 +272,8 @@ async def test_priority_validity_and_encoding(
     [result] = await adapter.send_batch([message])
     assert result.accepted
     body = gateway.requests[0].body
-    optional = {k: body[k] for k in ("priority", "encoding", "validity_period") if k in body}
+    keys = ("priority", "class", "encoding", "validity_period")
+    optional = {k: body[k] for k in keys if k in body}
     if "validity_period" in expected and expected["validity_period"] > 60:
         # Seconds left at the moment of sending: allow for the time the test took.
         assert expected["validity_period"] - 5 <= optional.pop("validity_period") <= 3600
@@ -331,6 +346,222 @@ async def test_connection_refused_is_unavailable(make_adapter) -> None:
     adapter = make_adapter(f"http://127.0.0.1:{port}", timeout_seconds=2)
     with pytest.raises(GatewayUnavailable):
         await adapter.send_batch([msg(1, "+4520000001")])
+
+
+def api_error(code: str, message: str, *variables: str) -> str:
+    """An error body as GatewayAPI writes it."""
+    body: dict[str, Any] = {"code": code, "incident_uuid": "0f0e", "message": message}
+    if variables:
+        body["variables"] = list(variables)
+    return json.dumps(body)
+
+
+# GatewayAPI's error codes -> the error the batch raises (table-driven, one row per code).
+CODE_CASES: dict[str, tuple[Reply, type[GatewayError]]] = {
+    "422 0x0311 priority not available": (
+        Reply(422, api_error("0x0311", "Priority %1 not available", "VERY_URGENT")),
+        GatewayMisconfigured,
+    ),
+    "422 0x0218 unknown class": (
+        Reply(422, api_error("0x0218", "Unknown message class id %1", "premium")),
+        GatewayMisconfigured,
+    ),
+    "403 0x021E class not configured": (
+        Reply(403, api_error("0x021E", "Message class %1 is not configured for %2", "x", "y")),
+        GatewayMisconfigured,
+    ),
+    "403 0x0216 insufficient credit": (
+        Reply(403, api_error("0x0216", "Insufficient credit")),
+        GatewayMisconfigured,
+    ),
+    "403 0x0213 unauthorised IP": (
+        Reply(403, api_error("0x0213", "Unauthorized IP-address: %1", "1.2.3.4")),
+        GatewayMisconfigured,
+    ),
+    "401 0x0211 invalid password": (
+        Reply(401, api_error("0x0211", "Invalid password")),
+        GatewayMisconfigured,
+    ),
+    "400 0x0308 invalid argument": (
+        Reply(400, api_error("0x0308", "Invalid Argument")),
+        GatewayRejected,
+    ),
+    "422 without code": (Reply(422, '{"message": "Invalid json"}'), GatewayRejected),
+    "500 with incident": (
+        Reply(500, '{"incident_uuid": "0f0e", "message": "Internal"}'),
+        GatewayUnavailable,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CODE_CASES.values(), ids=CODE_CASES.keys())
+async def test_error_codes(gateway: FakeGateway, make_adapter, case) -> None:
+    reply, error = case
+    gateway.reply = reply
+    adapter = make_adapter(gateway.base_url)
+    with pytest.raises(error) as caught:
+        await adapter.send_batch([msg(1, "+4520000001"), msg(2, "+4520000002")])
+    assert type(caught.value) is error
+    assert "4520000001" not in str(caught.value)  # variables (numbers) stay out of the text
+    assert len(gateway.requests) == 1
+
+
+def refusing(code: str, message: str, test: Callable[[int], bool], variable: Callable[[int], str]):
+    """A gateway rule: refuse (403 with `code`) any request holding a recipient `test` picks,
+    naming the first such recipient by `variable(msisdn)`."""
+
+    def rule(body: Any) -> Reply | None:
+        objects = body if isinstance(body, list) else [body]
+        for obj in objects:
+            for r in obj["recipients"]:
+                if test(r["msisdn"]):
+                    return Reply(403, api_error(code, message, variable(r["msisdn"])))
+        return None
+
+    return rule
+
+
+BLACKLISTED = {4520000003, 4520000007}
+SWEDISH = {46700000001, 46700000002}
+
+# recipients, refusal rule -> the recipients refused (their error's code, and whether the
+# result is retryable); everyone else is accepted
+REFUSAL_CASES: dict[str, tuple[list[int], Any, dict[int, tuple[str, bool]]]] = {
+    "0x0215 blacklisted, named": (
+        [4520000000 + i for i in range(1, 11)],
+        refusing("0x0215", "MSISDN %1 blacklisted", BLACKLISTED.__contains__, str),
+        {n: ("0x0215", False) for n in BLACKLISTED},
+    ),
+    "0x0214 temporary blacklist is retryable": (
+        [4520000001, 4520000003, 4520000005],
+        refusing(
+            "0x0214",
+            "Temporary blacklist for MSISDN %1 with hash %2",
+            {4520000003}.__contains__,
+            str,
+        ),
+        {4520000003: ("0x0214", True)},
+    ),
+    "0x0217 country by ISO code": (
+        [4520000001, 46700000001, 4520000002, 46700000002],
+        refusing(
+            "0x0217", "Unauthorized destination: country %1", SWEDISH.__contains__, lambda _: "SE"
+        ),
+        {n: ("0x0217", False) for n in SWEDISH},
+    ),
+    "0x0217 country by calling code": (
+        [4520000001, 46700000001, 46700000002],
+        refusing(
+            "0x0217", "Unauthorized destination: country %1", SWEDISH.__contains__, lambda _: "46"
+        ),
+        {n: ("0x0217", False) for n in SWEDISH},
+    ),
+    "0x021F operator, found by halving": (
+        [4520000000 + i for i in range(1, 17)],
+        refusing(
+            "0x021F",
+            "Unauthorized operator: MCC %1, MNC %2",
+            {4520000011}.__contains__,
+            lambda _: "238",
+        ),
+        {4520000011: ("0x021F", False)},
+    ),
+    "0x0215 naming nobody in the request: halved": (
+        [4520000001, 4520000002, 4520000003],
+        refusing("0x0215", "MSISDN %1 blacklisted", {4520000002}.__contains__, lambda _: "999"),
+        {4520000002: ("0x0215", False)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSAL_CASES.values(), ids=REFUSAL_CASES.keys())
+async def test_a_refused_recipient_fails_alone(gateway: FakeGateway, make_adapter, case) -> None:
+    msisdns, rule, refused = case
+    gateway.refuse = rule
+    adapter = make_adapter(gateway.base_url, max_batch=100)
+    messages = [msg(i, f"+{n}") for i, n in enumerate(msisdns)]
+
+    results = await adapter.send_batch(messages)
+
+    assert [r.delivery_id for r in results] == list(range(len(msisdns)))
+    outcome = {
+        n: (r.error.split(":")[0].split()[-1], r.retryable) if not r.accepted else None
+        for n, r in zip(msisdns, results, strict=True)
+        if r.error or not r.accepted
+    }
+    assert outcome == refused
+    assert all(r.accepted for n, r in zip(msisdns, results, strict=True) if n not in refused)
+    accepted = [
+        x["msisdn"]
+        for req in gateway.requests
+        if not gateway.refuse(req.body)
+        for o, _ in objects_of(req)
+        for x in o["recipients"]
+    ]
+    assert sorted(accepted) == sorted(n for n in msisdns if n not in refused)  # each once
+    assert len(gateway.requests) <= 2 * len(msisdns)
+
+
+async def test_refusal_then_outage_keeps_what_was_given(gateway: FakeGateway, make_adapter):
+    """The refused recipient's result and nothing else ride along when the resubmission fails."""
+    calls = []
+
+    def rule(body: Any) -> Reply | None:
+        calls.append(body)
+        if len(calls) == 1:
+            return Reply(403, api_error("0x0215", "MSISDN %1 blacklisted", "4520000002"))
+        return Reply(503, "maintenance")
+
+    gateway.refuse = rule
+    adapter = make_adapter(gateway.base_url)
+    with pytest.raises(GatewayUnavailable) as caught:
+        await adapter.send_batch([msg(1, "+4520000001"), msg(2, "+4520000002")])
+    [refused] = caught.value.partial_results
+    assert (refused.delivery_id, refused.accepted) == (2, False)
+    assert refused.error == "gatewayapi 0x0215: MSISDN %1 blacklisted"
+
+
+OPTION_CASES = {
+    "defaults": ({}, {"emergency": ("VERY_URGENT", "premium"), "normal": ("NORMAL", "standard")}),
+    "standard class account": (
+        {"emergency_priority": "NORMAL", "emergency_class": "standard"},
+        {"emergency": ("NORMAL", "standard"), "normal": ("NORMAL", "standard")},
+    ),
+    "secret class for everything": (
+        {"normal_class": "secret", "emergency_class": "secret"},
+        {"emergency": ("VERY_URGENT", "secret"), "normal": ("NORMAL", "secret")},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", OPTION_CASES.values(), ids=OPTION_CASES.keys())
+async def test_priority_and_class_options(gateway: FakeGateway, make_adapter, case) -> None:
+    extra, expected = case
+    adapter = make_adapter(gateway.base_url, extra=extra)
+    for priority in expected:
+        await adapter.send_batch([OutboundMessage(1, "+4520000001", "x", 17, priority)])
+    sent = [(r.body["priority"], r.body["class"]) for r in gateway.requests]
+    assert sent == list(expected.values())
+
+
+@pytest.mark.parametrize(
+    "extra", [{"emergency_class": "gold"}, {"high_priority": "SUPER"}], ids=["class", "priority"]
+)
+def test_unknown_priority_or_class_is_refused_at_start(extra: dict[str, str]) -> None:
+    config = GatewayConfig(name="gw1", type="gatewayapi", base_url="http://x", extra=extra)
+    with pytest.raises(ValueError, match=r"gateway 'gw1': (emergency_class|high_priority)"):
+        GatewayApiAdapter(config, CALLBACK_URL)
+
+
+async def test_message_objects_hold_at_most_10000_recipients(
+    gateway: FakeGateway, make_adapter
+) -> None:
+    adapter = make_adapter(gateway.base_url, max_batch=25_000)
+    messages = [msg(i, f"+4530{i:06d}") for i in range(25_000)]
+    results = await adapter.send_batch(messages)
+    assert all(r.accepted for r in results)
+    [request] = gateway.requests
+    assert [len(o["recipients"]) for o, _ in objects_of(request)] == [10_000, 10_000, 5_000]
 
 
 async def test_shared_session_is_not_closed_by_adapter(gateway: FakeGateway) -> None:
@@ -418,6 +649,7 @@ async def test_callback_status(adapter: GatewayApiAdapter, status: str, state: s
             error=None,
             occurred_at=datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),
             raw=payload,
+            known_status=status != "NEWWORD",
         )
     ]
 

@@ -340,6 +340,7 @@ async def test_request_validation() -> None:
             "message": "hi",
             "userref": None,
             "priority": "NORMAL",
+            "class": "standard",
             "encoding": "UTF8",
             "validity_period": None,
         }
@@ -406,11 +407,12 @@ async def test_serve_in_process_retries_and_counts_failed_callbacks(
 async def test_list_root_gets_one_id_per_message_object() -> None:
     headers = {"Authorization": f"Token {SIM_TOKEN}"}
     body = [
-        {"message": "a", "recipients": [{"msisdn": 45301}, {"msisdn": 45302}]},
+        {"message": "a", "recipients": [{"msisdn": 45301}, {"msisdn": 45302}], "class": "premium"},
         {
+            "class": "premium",
             "message": "b",
             "recipients": [{"msisdn": 45303}],
-            "priority": "VERY_URGENT",
+            "priority": "URGENT",
             "encoding": "UCS2",
             "validity_period": 600,
         },
@@ -422,7 +424,4 @@ async def test_list_root_gets_one_id_per_message_object() -> None:
     by_msisdn = {m["msisdn"]: m for m in messages}
     assert by_msisdn[45301]["id"] == by_msisdn[45302]["id"] == answer["ids"][0]
     assert by_msisdn[45303]["id"] == answer["ids"][1]
-    assert (by_msisdn[45303]["priority"], by_msisdn[45303]["validity_period"]) == (
-        "VERY_URGENT",
-        600,
-    )
+    assert (by_msisdn[45303]["priority"], by_msisdn[45303]["validity_period"]) == ("URGENT", 600)

@@ -198,7 +198,7 @@ async def test_every_message_gets_one_final_receipt(
     assert all(re.fullmatch("SM[0-9a-f]{32}", r.gateway_message_id or "") for r in results)
     sent = {(r.gateway_message_id, m.phone) for r, m in zip(results, messages, strict=True)}
     assert len(sent) == len(messages)
-    assert Counter((u.gateway_message_id, u.phone) for u in finals) == Counter(sent)
+    assert Counter((u.gateway_message_id, u.raw["To"]) for u in finals) == Counter(sent)
     assert {(u.state, u.provider_status) for u in finals} == {
         (DeliveryState.DELIVERED, "delivered")
     }
@@ -209,7 +209,7 @@ async def test_every_message_gets_one_final_receipt(
     assert status == 200
     assert sorted(listed, key=lambda m: m["sid"]) == sorted(
         (
-            {"sid": r.gateway_message_id, "to": m.phone, "body": m.text}
+            {"sid": r.gateway_message_id, "to": m.phone, "body": m.text, "validity_period": None}
             for r, m in zip(results, messages, strict=True)
         ),
         key=lambda m: m["sid"],
@@ -273,7 +273,7 @@ async def test_same_seed_same_outcome(receiver: Receiver, make_adapter) -> None:
         outcomes.append(
             (
                 [(r.accepted, r.throttled) for r in results],
-                sorted((u.phone, u.state) for u in finals),
+                sorted((u.raw["To"], u.state) for u in finals),
             )
         )
     assert outcomes[0] == outcomes[1]
@@ -289,7 +289,7 @@ async def test_sent_comes_before_final(receiver: Receiver, make_adapter) -> None
 
     per_phone: dict[str | None, list[tuple[str, DeliveryState]]] = {}
     for update in receiver.updates:
-        per_phone.setdefault(update.phone, []).append((update.provider_status, update.state))
+        per_phone.setdefault(update.raw["To"], []).append((update.provider_status, update.state))
     assert len(per_phone) == 6
     expected = [("sent", DeliveryState.SENT), ("delivered", DeliveryState.DELIVERED)]
     assert all(statuses == expected for statuses in per_phone.values())
@@ -319,6 +319,11 @@ REFUSAL_CASES: dict[str, tuple[str, dict[str, Any], str]] = {
         "twilio 20429: ",
     ),
     "invalid": ("--invalid-ratio", {}, "twilio 21211: "),
+    "queue full": (
+        "--queue-full-ratio",
+        {"retryable": True, "throttled": True, "retry_after": 10.0},
+        "twilio 21611: ",
+    ),
     "server error": ("--failure-ratio", {"retryable": True}, "twilio 20500: "),
 }
 
@@ -416,7 +421,21 @@ VALIDATION_CASES: dict[str, tuple[str, dict[str, str], dict[str, str], int, int]
         basic(SIM_TOKEN),
         {"To": "+4530000001", "Body": "hi", "MessagingServiceSid": "XX1"},
         400,
-        21701,
+        21705,
+    ),
+    "ValidityPeriod 0": (
+        SIM_SEND_PATH,
+        basic(SIM_TOKEN),
+        {**GOOD_FORM, "ValidityPeriod": "0"},
+        400,
+        21624,
+    ),
+    "ValidityPeriod over 10 hours": (
+        SIM_SEND_PATH,
+        basic(SIM_TOKEN),
+        {**GOOD_FORM, "ValidityPeriod": "36001"},
+        400,
+        21624,
     ),
     "bad StatusCallback": (
         SIM_SEND_PATH,
@@ -455,7 +474,9 @@ async def test_request_validation() -> None:
     assert body["messaging_service_sid"] is None and body["date_sent"] is None
     assert body["uri"] == f"/2010-04-01/Accounts/ACsim/Messages/{body['sid']}.json"
     assert parsedate_to_datetime(body["date_created"]).tzinfo is not None
-    assert listed == [{"sid": body["sid"], "to": "+4530000001", "body": "hi"}]
+    assert listed == [
+        {"sid": body["sid"], "to": "+4530000001", "body": "hi", "validity_period": None}
+    ]
     assert stats["rejected_requests"] == len(VALIDATION_CASES)
 
 
@@ -515,7 +536,7 @@ async def test_serve_in_process_retries_and_counts_failed_callbacks(
         stop.set()
         await asyncio.wait_for(server, 5)
 
-    assert sorted(u.phone for u in finals) == sorted([ok, flaky])
+    assert sorted(u.raw["To"] for u in finals) == sorted([ok, flaky])
     assert receiver.attempts == {ok: 1, flaky: 3, broken: 1 + simulator_twilio.CALLBACK_RETRIES}
     assert (stats["receipts_sent"], stats["receipts_failed"]) == (2, 1)
 

@@ -29,7 +29,8 @@ from gateway_adapters.base import (
     SendResult,
 )
 from gateway_adapters.registry import create_adapter, known_types
-from gateway_adapters.twilio import STATUS_MAP, TwilioAdapter, twilio_signature
+from gateway_adapters.twilio import TwilioAdapter
+from gateway_adapters.twilio_callbacks import STATUS_MAP, twilio_signature
 
 ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "auth-token-0123456789"
@@ -283,6 +284,7 @@ def twilio_error(code: int, message: str, status: int) -> str:
 
 NOT_A_NUMBER = "The 'To' number is not a valid phone number."
 NOT_MOBILE = "The 'To' phone number is not a mobile number"
+QUEUE_FULL = "This 'From' number has exceeded the maximum number of queued messages"
 
 # reply -> the expected result of message 1 (without delivery_id), or the error the batch raises
 ANSWER_CASES: dict[str, tuple[Reply, dict[str, Any] | type[GatewayError]]] = {
@@ -325,7 +327,16 @@ ANSWER_CASES: dict[str, tuple[Reply, dict[str, Any] | type[GatewayError]]] = {
     ),
     "400 21610 STOP": (
         Reply(400, twilio_error(21610, "Attempt to send to unsubscribed recipient", 400)),
-        {"error": "twilio 21610: Attempt to send to unsubscribed recipient"},
+        {"error": "twilio 21610: Attempt to send to unsubscribed recipient", "opted_out": True},
+    ),
+    "400 21611 queue full": (
+        Reply(400, twilio_error(21611, QUEUE_FULL, 400)),
+        {"error": f"twilio 21611: {QUEUE_FULL}", "retryable": True, "throttled": True}
+        | {"retry_after": 10.0},
+    ),
+    "400 21611 queue full with Retry-After": (
+        Reply(400, twilio_error(21611, QUEUE_FULL, 400), {"Retry-After": "4"}),
+        {"error": ANY, "retryable": True, "throttled": True, "retry_after": 4.0},
     ),
     "400 21408 region": (
         Reply(400, twilio_error(21408, "Permission to send an SMS has not been enabled", 400)),
@@ -341,6 +352,26 @@ ANSWER_CASES: dict[str, tuple[Reply, dict[str, Any] | type[GatewayError]]] = {
     ),
     "400 21606 From cannot send": (
         Reply(400, twilio_error(21606, "The From number is not a valid sender", 400)),
+        GatewayMisconfigured,
+    ),
+    "400 21603 From missing": (
+        Reply(400, twilio_error(21603, "A 'From' phone number is required", 400)),
+        GatewayMisconfigured,
+    ),
+    "400 21601 From not SMS-capable": (
+        Reply(400, twilio_error(21601, "Phone number is not a valid SMS-capable number", 400)),
+        GatewayMisconfigured,
+    ),
+    "400 21659 From not a Twilio number": (
+        Reply(400, twilio_error(21659, "'From' is not a Twilio phone number", 400)),
+        GatewayMisconfigured,
+    ),
+    "400 21701 no such Messaging Service": (
+        Reply(400, twilio_error(21701, "The Messaging Service does not exist", 400)),
+        GatewayMisconfigured,
+    ),
+    "400 21705 Messaging Service invalid": (
+        Reply(400, twilio_error(21705, "The Messaging Service is invalid", 400)),
         GatewayMisconfigured,
     ),
 }
@@ -508,11 +539,12 @@ async def test_callback_status(adapter: TwilioAdapter, status: str, state: str) 
     assert updates == [
         ReceiptUpdate(
             gateway_message_id="SM11111111111111111111111111111111",
-            phone="+4520123456",
+            phone=None,  # matched by MessageSid alone; To stays in raw
             state=DeliveryState(state),
             provider_status=status,
             error=None,
             raw=params,
+            known_status=status != "newword",
         )
     ]
 
@@ -521,10 +553,18 @@ CALLBACK_FIELD_CASES = {
     "error code": ({"MessageStatus": "undelivered", "ErrorCode": "30003"}, "error", "twilio 30003"),
     "empty error code": ({"ErrorCode": ""}, "error", None),
     "capitalised status": ({"MessageStatus": "Delivered"}, "state", DeliveryState.DELIVERED),
-    "To without plus": ({"To": "4520123456"}, "phone", "+4520123456"),
+    "To without plus": ({"To": "4520123456"}, "phone", None),
     "no To": ({"To": None}, "phone", None),
     "WhatsApp To": ({"To": "whatsapp:+4520123456"}, "phone", None),
-    "with Messaging Service": ({"MessagingServiceSid": SERVICE_SID}, "phone", "+4520123456"),
+    "with Messaging Service": ({"MessagingServiceSid": SERVICE_SID}, "phone", None),
+    "21610 STOP is an opt-out": (
+        {"MessageStatus": "failed", "ErrorCode": "21610"},
+        "opted_out",
+        True,
+    ),
+    "other errors are not": ({"MessageStatus": "failed", "ErrorCode": "30003"}, "opted_out", False),
+    "unknown status word": ({"MessageStatus": "partially_delivered"}, "known_status", False),
+    "known status word": ({"MessageStatus": "undelivered"}, "known_status", True),
     "unicode parameter": ({"Body": "bliv indendørs ✓"}, "provider_status", "delivered"),
 }
 

@@ -455,12 +455,20 @@ class Dispatcher:
                 outcomes.append(Outcome(c.id, "failed", name, error="gateway gave no result"))
             elif r.accepted:
                 outcomes.append(Outcome(c.id, "sent", name, r.gateway_message_id))
+            elif r.expired:
+                outcomes.append(Outcome(c.id, "expired", error=r.error))
             elif r.retryable or r.throttled:
                 if r.throttled:
                     self._pause(lane, r.retry_after)
                 outcomes.append(
                     self._retry_or_fail(lane, c, r.error or "failed", r.throttled, r.retry_after)
                 )
+            elif r.opted_out:
+                # The recipient unsubscribed from our sender: the write-back opts them out.
+                outcomes.append(
+                    Outcome(c.id, "failed", name, r.gateway_message_id, r.error, opted_out=True)
+                )
+                log.info("carrier opt-out", extra={"gateway": name, "delivery_id": c.id})
             else:
                 outcomes.append(Outcome(c.id, "failed", name, r.gateway_message_id, r.error))
         return outcomes

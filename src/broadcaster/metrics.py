@@ -31,6 +31,12 @@ GATEWAY_ERRORS = Counter(
 RECEIPTS = Counter(
     "broadcaster_receipts_total", "Delivery receipts received and committed", ["gateway", "state"]
 )
+RECEIPTS_UNKNOWN_STATUS = Counter(
+    "broadcaster_receipts_unknown_status_total",
+    "Receipts whose provider status word the gateway's mapping does not know (kept, applied to "
+    "nothing)",
+    ["gateway"],
+)
 CALLBACKS_REJECTED = Counter(
     "broadcaster_callbacks_rejected_total", "Callback requests refused", ["gateway", "reason"]
 )

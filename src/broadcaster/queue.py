@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import asyncpg
 from asyncpg.transaction import Transaction
 
+from broadcaster import optouts
+
 # The claim also sets idle_in_transaction_session_timeout for its transaction ($3, in ms;
 # set_config(..., true) is SET LOCAL), evaluated once as an init plan: one round trip less.
 CLAIM = """
@@ -108,7 +110,8 @@ class Claimed(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """What became of one claimed delivery."""
+    """What became of one claimed delivery. `opted_out`: the carrier refused it because the
+    recipient unsubscribed from our sender; the subscriber is opted out with the write."""
 
     id: int
     status: str
@@ -117,6 +120,7 @@ class Outcome(NamedTuple):
     error: str | None = None
     due_at: datetime | None = None
     refund_attempt: bool = False
+    opted_out: bool = False
 
 
 class Batch:
@@ -136,6 +140,10 @@ class Batch:
         if self._tx is None:
             return
         await self.conn.execute(COMPLETE, *complete_args(outcomes))
+        opted_out = [o for o in outcomes if o.opted_out]
+        if opted_out:
+            why = optouts.reason(opted_out[0].gateway, opted_out[0].error)
+            await optouts.opt_out_deliveries(self.conn, [o.id for o in opted_out], why)
         tx, self._tx = self._tx, None
         await tx.commit()
 
@@ -152,7 +160,7 @@ def complete_args(outcomes: Sequence[Outcome]) -> tuple[Any, ...]:
     groups: dict[tuple[Any, ...], int] = {}
     members: list[int] = []
     for o in outcomes:
-        key = o[1:]  # everything but the id
+        key = o[1:7]  # what COMPLETE writes: everything but the id and opted_out
         group = groups.get(key)
         if group is None:
             group = groups[key] = len(groups) + 1

@@ -42,7 +42,13 @@ _OUTAGE_CLASSES = ("08", "53", "57", "58")
 
 
 class ReceiptsUnavailable(Exception):
-    """The receipts were not committed (the database is unreachable or refused them)."""
+    """The receipts were not committed (the database is unreachable, busy, or not in time):
+    the sender should try again later."""
+
+
+class ReceiptsRefused(Exception):
+    """The database can never store these receipts (a value it cannot hold, such as a NUL in
+    a text): trying again would fail again."""
 
 
 @dataclass(slots=True)
@@ -80,9 +86,14 @@ class ReceiptWriter:
         self.flushes = 0
         self.flushed_receipts = 0
 
-    async def write(self, gateway: str, updates: Sequence[ReceiptUpdate]) -> int:
+    async def write(
+        self, gateway: str, updates: Sequence[ReceiptUpdate], *, wait_seconds: float | None = None
+    ) -> int:
         """Commit `updates` of `gateway`; returns how many were stored once they are committed.
-        Raises `ReceiptsUnavailable` when they were not."""
+        Raises `ReceiptsUnavailable` when they were not (also when `wait_seconds` passed
+        first: a request still queued then is dropped, one already being written may still
+        commit, and a repeated receipt changes nothing), `ReceiptsRefused` when they never
+        can be."""
         if not updates:
             return 0
         if self._closed:
@@ -93,7 +104,14 @@ class ReceiptWriter:
             flusher = asyncio.create_task(self._drain(), name="receipt-writer")
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)  # if cancelled before it ran
-        return await done
+        if wait_seconds is None:
+            return await done
+        try:
+            # On timeout `done` is cancelled: _take drops the request if it is still queued.
+            async with asyncio.timeout(wait_seconds):
+                return await done
+        except TimeoutError:
+            raise ReceiptsUnavailable("the receipts were not committed in time") from None
 
     async def close(self) -> None:
         """Refuse new receipts and wait until the queued ones are committed (or failed)."""
@@ -112,7 +130,9 @@ class ReceiptWriter:
         conn = self._idle_conns.pop() if self._idle_conns else None
         try:
             while self._queue:
-                conn = await self._flush(self._take(), conn)
+                batch = self._take()
+                if batch:
+                    conn = await self._flush(batch, conn)
         except BaseException:
             # Cancelled (the event loop is going away): nothing may wait forever, and the
             # connection may be mid-statement.
@@ -129,11 +149,19 @@ class ReceiptWriter:
             self._idle_conns.append(conn)
 
     def _take(self) -> list[_Request]:
-        batch = [self._queue.popleft()]
-        size = len(batch[0].updates)
-        while self._queue and size + len(self._queue[0].updates) <= self._max_batch:
-            request = self._queue.popleft()
-            batch.append(request)
+        """The next requests to commit, up to `max_batch` receipts (at least one request).
+        Requests whose handler stopped waiting (its deadline passed) are dropped: the gateway
+        was answered 503 and sends them again."""
+        batch: list[_Request] = []
+        size = 0
+        while self._queue:
+            request = self._queue[0]
+            if request.done.done():
+                self._queue.popleft()
+                continue
+            if batch and size + len(request.updates) > self._max_batch:
+                break
+            batch.append(self._queue.popleft())
             size += len(request.updates)
         return batch
 
@@ -153,9 +181,16 @@ class ReceiptWriter:
                 for request in batch:
                     conn = await self._flush([request], conn)
                 return conn
-            log.error("receipts not committed: %s (%d requests answered 503)", reason, len(batch))
             log.debug("receipt flush failure", exc_info=True)  # may quote receipt data
-            _fail(batch, reason)
+            if _is_unstorable(exc):
+                # Its own values: sending it again would fail again.
+                log.warning("a receipt request the database cannot store was refused (%s)", reason)
+                _fail(batch, reason, refused=True)
+            else:
+                log.error(
+                    "receipts not committed: %s (%d requests answered 503)", reason, len(batch)
+                )
+                _fail(batch, reason)
         else:
             for request in batch:
                 if not request.done.done():  # its handler may have been cancelled meanwhile
@@ -201,12 +236,24 @@ class ReceiptWriter:
             if counter is None:
                 counter = self._receipt_counters[key] = metrics.RECEIPTS.labels(*key)
             counter.inc(n)
+        unknown = [
+            (gateway, u) for gateway, updates in pairs for u in updates if not u.known_status
+        ]
+        for gateway, update in unknown:
+            # Kept and moving nothing: the gateway's status mapping may need the word.
+            metrics.RECEIPTS_UNKNOWN_STATUS.labels(gateway).inc()
+            log.warning(
+                "receipt with a status the mapping does not know: %r",
+                update.provider_status[:40],
+                extra={"gateway": gateway},
+            )
 
 
-def _fail(batch: list[_Request], reason: str) -> None:
+def _fail(batch: list[_Request], reason: str, *, refused: bool = False) -> None:
     for request in batch:
         if not request.done.done():
-            request.done.set_exception(ReceiptsUnavailable(reason))
+            error = ReceiptsRefused(reason) if refused else ReceiptsUnavailable(reason)
+            request.done.set_exception(error)
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -217,6 +264,16 @@ def _is_outage(exc: BaseException) -> bool:
         return True  # the connection is closed or broken
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in _OUTAGE_CLASSES
+
+
+def _is_unstorable(exc: BaseException) -> bool:
+    """Whether the error says the receipts' own values cannot be stored (SQLSTATE class 22, data
+    exception: a NUL in a text or JSON value, a character the encoding lacks, a number or date
+    out of range; or asyncpg refusing to encode a value), so that no retry would succeed."""
+    if isinstance(exc, asyncpg.DataError | UnicodeError | OverflowError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate.startswith("22")
 
 
 def _describe(exc: BaseException) -> str:

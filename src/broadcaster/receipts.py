@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from broadcaster import optouts
 from gateway_adapters.base import ReceiptUpdate
 
 # Apply the given receipts. Per delivery the strongest receipt wins (a final one before a
@@ -178,7 +179,19 @@ async def record_batch(
     if not args[0]:
         return 0
     statement = RECORD_RECEIPTS_BY_MESSAGE if None in args[2] else RECORD_RECEIPTS
-    status = await conn.execute(statement, *args, timeout=statement_timeout)
+    opt_outs = [
+        (gateway, u.gateway_message_id, u.phone, optouts.reason(gateway, u.error))
+        for gateway, updates in batch
+        for u in updates
+        if u.opted_out
+    ]
+    if opt_outs:
+        # Rare (a carrier opt-out): the receipts and the opt-out commit together.
+        async with conn.transaction():
+            status = await conn.execute(statement, *args, timeout=statement_timeout)
+            await optouts.opt_out_receipts(conn, opt_outs)
+    else:
+        status = await conn.execute(statement, *args, timeout=statement_timeout)
     stored = int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
     if stored != len(args[0]):
         raise RuntimeError(f"stored {stored} of {len(args[0])} receipts")

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # before a probe batch is let through.
     breaker_failures: int = Field(3, ge=1)
     breaker_open_seconds: float = Field(2.0, gt=0)
+    # Gateway callbacks are answered within this many seconds: 2xx once their receipts are
+    # committed, else 503 (the gateway sends them again). Below GatewayAPI's 5 s window
+    # (Twilio waits 15 s).
+    callback_deadline_seconds: float = Field(4.0, gt=0, le=60)
     metrics_port: int | None = None
     gateways: list[GatewaySettings] = Field(default_factory=list)
 

@@ -89,6 +89,11 @@ class SendResult(NamedTuple):
     unless `retryable` is set: then this one message met a transient failure (a one-request-per-
     message gateway answered 5xx or timed out for it) and may be tried again, after `retry_after`
     seconds when the gateway said so (throttling).
+
+    `opted_out` marks a rejection because the recipient told the carrier to stop messages from
+    this sender (Twilio 21610): the dispatcher opts the subscriber out, so nothing is sent to the
+    number again. `expired` says the message's alert expired before it could be submitted:
+    nothing went out, and the delivery ends as expired rather than failed.
     """
 
     delivery_id: int
@@ -98,6 +103,8 @@ class SendResult(NamedTuple):
     retryable: bool = False
     retry_after: float | None = None
     throttled: bool = False
+    opted_out: bool = False
+    expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +112,13 @@ class ReceiptUpdate:
     """A delivery receipt, already verified, in our terms.
 
     Receipts are matched to a delivery by `gateway_message_id` and, where a provider uses one id
-    for several recipients (GatewayAPI), by `phone` too.
+    for several recipients (GatewayAPI), by `phone` too; `phone` is None where the id alone names
+    the message (Twilio's MessageSid), so a recipient number written differently by the provider
+    does not keep the receipt from its delivery.
+
+    `opted_out`: the recipient told the carrier to stop messages from this sender (Twilio error
+    21610); the subscriber is opted out. `known_status` is False when the provider's status word
+    is not in the adapter's mapping: the receipt is kept and counted, and moves nothing.
     """
 
     gateway_message_id: str
@@ -115,6 +128,8 @@ class ReceiptUpdate:
     error: str | None = None
     occurred_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    opted_out: bool = False
+    known_status: bool = True
 
 
 class GatewayError(Exception):
@@ -145,7 +160,9 @@ class GatewayRejected(GatewayError):
 
 
 class GatewayMisconfigured(GatewayError):
-    """Credentials or URL are wrong (401/403/404): an operator must act."""
+    """Credentials, URL, sender or account settings are wrong (401/403/404, a sender the
+    provider does not know, a priority the account's message class does not allow): every
+    message would fail alike, so the batch goes to the next gateway and an operator must act."""
 
     retryable = False
 

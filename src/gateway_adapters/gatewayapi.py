@@ -7,23 +7,16 @@ matched by (id, phone). Receipts arrive one per recipient, signed with HS256 by 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import json
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
-import jwt
 
 from gateway_adapters.base import (
     AdapterLimits,
-    CallbackRejected,
-    DeliveryState,
     GatewayConfig,
     GatewayError,
     GatewayUnavailable,
@@ -32,50 +25,37 @@ from gateway_adapters.base import (
     ReceiptSink,
     ReceiptUpdate,
     SendResult,
-    error_for_status,
-    new_http_session,
 )
+from gateway_adapters.gatewayapi_callbacks import MIN_SECRET_BYTES, _hs256_key, _parse_callback
+from gateway_adapters.gatewayapi_errors import Recipient, RecipientRefused, error_for_answer
 from gateway_adapters.gsm7 import is_gsm7
 
 log = logging.getLogger(__name__)
 
 SEND_PATH = "/rest/mtsms"
-SIGNATURE_HEADER = "x-gwapi-signature"
-# RFC 7518 3.2: an HS256 key should be at least as long as the hash. PyJWT >= 2.10 warns on every
-# call otherwise; we say it once per adapter instead (older PyJWT has no such warning).
-MIN_SECRET_BYTES = 32
-SHORT_KEY_WARNING: type[Warning] = getattr(jwt, "InsecureKeyLengthWarning", UserWarning)
 
-# Our alert priority -> GatewayAPI's message priority.
+# Our alert priority -> GatewayAPI's message priority, and the message class each needs by
+# default: GatewayAPI's URGENT and VERY_URGENT "normally require the use of premium message
+# class" and are refused (422, 0x0311 "Priority not available") in the standard class. Both are
+# per-gateway options (`emergency_priority`, `emergency_class`, ...).
 PRIORITY_MAP = {"emergency": "VERY_URGENT", "high": "URGENT", "normal": "NORMAL"}
+CLASS_MAP = {"emergency": "premium", "high": "premium", "normal": "standard"}
+PRIORITIES = ("BULK", "NORMAL", "URGENT", "VERY_URGENT")
+CLASSES = ("standard", "premium", "secret")
+# GatewayAPI's limits: recipients in one message object, open connections per IP address.
+MAX_RECIPIENTS_PER_MESSAGE = 10_000
+CONNECTIONS_PER_IP = 40
 # GatewayAPI wants a validity period in seconds; an alert about to expire still gets a minute so
 # the message is not refused outright (the dispatcher never submits after expiry).
 MIN_VALIDITY_SECONDS = 60
 
-# Provider status word -> our state. Anything not final maps to SENT so it never closes a delivery.
-STATUS_MAP: dict[str, DeliveryState] = {
-    "DELIVERED": DeliveryState.DELIVERED,
-    "UNDELIVERABLE": DeliveryState.FAILED,
-    "REJECTED": DeliveryState.FAILED,
-    "DELETED": DeliveryState.FAILED,
-    "SKIPPED": DeliveryState.FAILED,
-    "EXPIRED": DeliveryState.EXPIRED,
-    "UNKNOWN": DeliveryState.SENT,
-    "SCHEDULED": DeliveryState.SENT,
-    "BUFFERED": DeliveryState.SENT,
-    "ENROUTE": DeliveryState.SENT,
-    # Final per GatewayAPI: the mobile network accepted it on the end user's behalf.
-    "ACCEPTED": DeliveryState.DELIVERED,
-}
 
+class _Failed(Exception):
+    """A request failed with `error` after the results in `done` (batch index, result)."""
 
-def state_for_status(status: str) -> DeliveryState:
-    """Our state for a provider status word; unknown words are transient (SENT)."""
-    return STATUS_MAP.get(status.strip().upper(), DeliveryState.SENT)
-
-
-# One recipient of a batch: its index in the batch, its message, its MSISDN.
-_Recipient = tuple[int, OutboundMessage, int]
+    def __init__(self, error: GatewayError, done: list[tuple[int, SendResult]]) -> None:
+        super().__init__(str(error))
+        self.error, self.done = error, done
 
 
 def msisdn_for_phone(phone: str) -> int | None:
@@ -90,9 +70,15 @@ class GatewayApiAdapter:
     """`GatewayAdapter` for GatewayAPI's REST API."""
 
     type: ClassVar[str] = "gatewayapi"
-    # GatewayAPI takes many recipients per request and allows 40 open connections per IP.
-    limits: ClassVar[AdapterLimits] = AdapterLimits(None, 40, None)
-    options: ClassVar[OptionTypes] = {}
+    # GatewayAPI takes up to 10,000 recipients per message object (the adapter splits larger
+    # batches) and allows 40 open connections per IP address.
+    limits: ClassVar[AdapterLimits] = AdapterLimits(
+        MAX_RECIPIENTS_PER_MESSAGE, CONNECTIONS_PER_IP, None
+    )
+    # GatewayAPI's priority and message class for each of our priorities.
+    options: ClassVar[OptionTypes] = {
+        f"{ours}_{what}": str for ours in PRIORITY_MAP for what in ("priority", "class")
+    }
     # parse_callback ignores the URL (the JWT signs the receipt, not the URL); the API then
     # need not build it for every receipt.
     callback_uses_url: ClassVar[bool] = False
@@ -116,6 +102,8 @@ class GatewayApiAdapter:
                 "gateway %s: webhook secret is shorter than %d bytes", config.name, MIN_SECRET_BYTES
             )
         self._hs256_key = _hs256_key(config.webhook_secret)
+        self._priority = _choices(config, "priority", PRIORITY_MAP, PRIORITIES)
+        self._class = _choices(config, "class", CLASS_MAP, CLASSES)
 
     @property
     def max_batch(self) -> int:
@@ -132,76 +120,141 @@ class GatewayApiAdapter:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = new_http_session(self.config)
+            # At most GatewayAPI's 40 connections per IP address from this process (see the
+            # README for several dispatchers behind one address).
+            connections = min(CONNECTIONS_PER_IP, max(4, 2 * self.config.concurrency))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300),
+                timeout=self._timeout,
+            )
         return self._session
 
     # -- sending ---------------------------------------------------------------------------------
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """One message object per (text, alert) group and chunk of at most max_batch recipients;
-        objects are packed into requests of at most max_batch recipients in all (GatewayAPI takes
-        a list of messages in one request and answers one id per message object). One result
-        per message, in order.
+        """One message object per (text, alert) group and chunk of at most max_batch (and
+        GatewayAPI's 10,000) recipients; objects are packed into requests of at most max_batch
+        recipients in all, one message class per request (GatewayAPI takes a list of messages
+        in one request and answers one id per message object). One result per message, in
+        order.
 
-        Raises the first failed request's `GatewayError` with the results of the requests that
-        were accepted in `partial_results`.
+        A request GatewayAPI refuses because of one recipient (blacklisted, country or operator
+        not authorised) fails that recipient alone: the others are sent again without it (a
+        resubmission of messages the gateway never took, not a retry). Raises the first other
+        failed request's `GatewayError`, with the results the gateway gave before it in
+        `partial_results`.
         """
         results: list[SendResult | None] = [None] * len(messages)
-        groups: dict[tuple[str, int], list[_Recipient]] = {}
+        valid: list[Recipient] = []
         for index, message in enumerate(messages):
             msisdn = msisdn_for_phone(message.phone)
             if msisdn is None:
                 # A malformed number is that recipient's permanent problem, not the batch's.
                 results[index] = SendResult(message.delivery_id, False, error="invalid msisdn")
                 continue
-            groups.setdefault((message.text, message.alert_id), []).append((index, message, msisdn))
+            valid.append((index, message, msisdn))
 
-        objects = [
-            members[start : start + self.max_batch]
-            for members in groups.values()
-            for start in range(0, len(members), self.max_batch)
-        ]
-        requests: list[list[list[_Recipient]]] = []
-        size = 0
-        for obj in objects:
-            if not requests or size + len(obj) > self.max_batch:
-                requests.append([])
-                size = 0
-            requests[-1].append(obj)
-            size += len(obj)
+        requests = self._requests(valid)
         outcomes = await asyncio.gather(
-            *(self._send_request(req) for req in requests),
+            *(self._submit(req) for req in requests),
             return_exceptions=True,
         )
-
         failure: GatewayError | None = None
-        for req, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, GatewayError):
-                failure = failure or outcome
-                continue
-            if isinstance(outcome, BaseException):
+        for outcome in outcomes:
+            if isinstance(outcome, _Failed):
+                failure = failure or outcome.error
+                given = outcome.done
+            elif isinstance(outcome, BaseException):
                 raise outcome  # a bug or cancellation, not a gateway answer
-            for obj, message_id in zip(req, outcome, strict=True):
-                for index, message, _ in obj:
-                    results[index] = SendResult(message.delivery_id, True, message_id)
+            else:
+                given = outcome
+            for index, result in given:
+                results[index] = result
 
         ordered = [r for r in results if r is not None]
         if failure is not None:
-            failure.partial_results = tuple(r for r in ordered if r.accepted)
+            failure.partial_results = tuple(ordered)
             raise failure
         return ordered
 
-    def _message_object(self, chunk: Sequence[_Recipient]) -> dict[str, Any]:
-        """One GatewayAPI message: one text to many recipients, with the alert's urgency and
-        expiry, in UCS-2 when the text does not fit the GSM 7-bit alphabet."""
+    def _requests(self, recipients: Sequence[Recipient]) -> list[list[Recipient]]:
+        """The recipients split into requests: at most max_batch each, one class each."""
+        by_class: dict[str, list[Recipient]] = {}
+        for recipient in recipients:
+            by_class.setdefault(self._class[recipient[1].priority], []).append(recipient)
+        size = self.max_batch
+        return [
+            members[start : start + size]
+            for members in by_class.values()
+            for start in range(0, len(members), size)
+        ]
+
+    def _objects(self, recipients: Sequence[Recipient]) -> list[list[Recipient]]:
+        """One message object per (text, alert) and chunk of at most 10,000 recipients."""
+        groups: dict[tuple[str, int], list[Recipient]] = {}
+        for recipient in recipients:
+            message = recipient[1]
+            groups.setdefault((message.text, message.alert_id), []).append(recipient)
+        size = min(self.max_batch, MAX_RECIPIENTS_PER_MESSAGE)
+        return [
+            members[start : start + size]
+            for members in groups.values()
+            for start in range(0, len(members), size)
+        ]
+
+    async def _submit(self, recipients: list[Recipient]) -> list[tuple[int, SendResult]]:
+        """Send one request's recipients; (batch index, result) for each. A request refused
+        for one recipient is sent again without it; when the refusal does not say which
+        recipient (an operator), the request is halved until it does. Another error is raised
+        with the results given so far in `partial_results`."""
+        done: list[tuple[int, SendResult]] = []
+        pending = [recipients]
+        while pending:
+            part = pending.pop()
+            objects = self._objects(part)
+            try:
+                ids = await self._send_request(objects)
+            except RecipientRefused as refusal:
+                named = refusal.named(part) or (part if len(part) == 1 else [])
+                if not named:
+                    half = len(part) // 2
+                    pending += [part[half:], part[:half]]
+                    continue
+                error = str(refusal)
+                done += [
+                    (i, SendResult(m.delivery_id, False, error=error, retryable=refusal.temporary))
+                    for i, m, _ in named
+                ]
+                refused = {i for i, _, _ in named}
+                rest = [r for r in part if r[0] not in refused]
+                if rest:
+                    pending.append(rest)
+                log.info(
+                    "gatewayapi refused %d recipient(s); sending the other %d again",
+                    len(named),
+                    len(rest),
+                    extra={"gateway": self.config.name, "code": refusal.error.code},
+                )
+                continue
+            except GatewayError as exc:
+                raise _Failed(exc, done) from exc
+            for obj, message_id in zip(objects, ids, strict=True):
+                done += [(i, SendResult(m.delivery_id, True, message_id)) for i, m, _ in obj]
+        return done
+
+    def _message_object(self, chunk: Sequence[Recipient]) -> dict[str, Any]:
+        """One GatewayAPI message: one text to many recipients, with the alert's urgency (and
+        the message class it needs) and expiry, in UCS-2 when the text does not fit the GSM
+        7-bit alphabet."""
         first = chunk[0][1]
         body: dict[str, Any] = {
+            "class": self._class[first.priority],
             "sender": self.config.sender,
             "message": first.text,
             "recipients": [{"msisdn": msisdn} for _, _, msisdn in chunk],
             "callback_url": self.callback_url,
             "userref": str(first.alert_id),
-            "priority": PRIORITY_MAP.get(first.priority, "NORMAL"),
+            "priority": self._priority[first.priority],
         }
         if not is_gsm7(first.text):
             body["encoding"] = "UCS2"
@@ -210,7 +263,7 @@ class GatewayApiAdapter:
             body["validity_period"] = max(MIN_VALIDITY_SECONDS, int(remaining))
         return body
 
-    async def _send_request(self, objects: Sequence[Sequence[_Recipient]]) -> list[str]:
+    async def _send_request(self, objects: Sequence[Sequence[Recipient]]) -> list[str]:
         """POST one request; return GatewayAPI's message id per message object."""
         built = [self._message_object(obj) for obj in objects]
         body: Any = built[0] if len(built) == 1 else built
@@ -221,8 +274,7 @@ class GatewayApiAdapter:
             ) as resp:
                 raw = await resp.read()
                 if not 200 <= resp.status < 300:
-                    text = raw.decode("utf-8", "replace")
-                    raise error_for_status(resp.status, text, resp.headers.get("Retry-After"))
+                    raise error_for_answer(resp.status, raw, resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise GatewayUnavailable(f"{type(exc).__name__}: {exc}") from exc
         log.debug("gatewayapi accepted %d message objects", len(built))
@@ -235,6 +287,24 @@ class GatewayApiAdapter:
     ) -> list[ReceiptUpdate]:
         """Verify one JWT-signed receipt and translate it; raise `CallbackRejected` if it fails."""
         return [_parse_callback(self.config.webhook_secret, headers, body, self._hs256_key)]
+
+
+def _choices(
+    config: GatewayConfig, what: str, defaults: Mapping[str, str], allowed: Sequence[str]
+) -> dict[str, str]:
+    """Our priority -> GatewayAPI's value of `what` (priority or class): the defaults, with the
+    gateway's options ('emergency_class = "premium"') over them; ValueError naming the option
+    when a value is not one GatewayAPI knows."""
+    chosen = {}
+    for ours, default in defaults.items():
+        key = f"{ours}_{what}"
+        value = str(config.extra.get(key, default))
+        if value not in allowed:
+            raise ValueError(
+                f"gateway {config.name!r}: {key} must be one of {', '.join(allowed)}, not {value!r}"
+            )
+        chosen[ours] = value
+    return chosen
 
 
 def _message_ids(raw: bytes, expected: int) -> list[str]:
@@ -250,171 +320,3 @@ def _message_ids(raw: bytes, expected: int) -> list[str]:
     except (ValueError, LookupError, TypeError) as exc:
         # The gateway may or may not have taken the messages; treat it like a lost answer.
         raise GatewayUnavailable(f"unreadable 2xx answer: {raw[:200]!r}") from exc
-
-
-# -- callbacks -----------------------------------------------------------------------------------
-
-# Fields the body must carry and must agree on with the signed claims.
-_REQUIRED = ("id", "msisdn", "status")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)  # fast path for CIMultiDict and exact-case dicts
-    if value is not None:
-        return value
-    for key, val in headers.items():
-        if key.lower() == name:
-            return val
-    return None
-
-
-# Registered claims PyJWT checks when present (expiry, audience, ...): tokens carrying any of
-# them are left to PyJWT.
-_PYJWT_CHECKED_CLAIMS = frozenset({"exp", "nbf", "iat", "aud", "iss", "sub", "jti"})
-# JOSE header segments seen, and whether each is a plain {"alg": "HS256"[, "typ": ...]}; every
-# token of a gateway carries the same one, so this stays tiny (and is capped).
-_PLAIN_HS256_HEADERS: dict[bytes, bool] = {}
-_MAX_HEADERS_CACHED = 64
-
-
-def _hs256_key(secret: str) -> bytes | None:
-    """The HMAC key for the fast path, or None when PyJWT would refuse the secret as an HMAC
-    key (empty, or a PEM/SSH public key): then every token goes to PyJWT, which refuses it."""
-    if not secret:
-        return None
-    try:
-        jwt.algorithms.get_default_algorithms()["HS256"].prepare_key(secret)
-    except jwt.PyJWTError:
-        return None
-    return secret.encode()
-
-
-def _b64url_decode(segment: bytes) -> bytes | None:
-    """Unpadded base64url in canonical form, as PyJWT accepts it; None for anything else."""
-    if len(segment) % 4 == 1:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    # Rejects non-alphabet characters (which the decoder skips) and non-canonical trailing bits.
-    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=") == segment else None
-
-
-def _is_plain_hs256_header(segment: bytes) -> bool:
-    raw = _b64url_decode(segment)
-    if raw is None:
-        return False
-    try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return (
-        isinstance(header, dict)
-        and header.get("alg") == "HS256"
-        and header.keys()
-        <= {
-            "alg",
-            "typ",
-        }
-    )
-
-
-def _verified_claims(token: str, key: bytes) -> dict[str, Any] | None:
-    """The claims of a JWT in the plain form GatewayAPI sends (header {"alg": "HS256", "typ":
-    "JWT"}, unpadded base64url, a JSON object without registered claims) when its HS256
-    signature is valid; None for anything else, which then goes to PyJWT. PyJWT accepts every
-    token accepted here with the same claims; this only skips its generality (about 10x
-    faster, and receipts come one request per SMS)."""
-    data = token.encode()
-    head, dot, rest = data.partition(b".")
-    payload, dot2, signature = rest.partition(b".")
-    if not dot or not dot2:
-        return None
-    plain = _PLAIN_HS256_HEADERS.get(head)
-    if plain is None:
-        plain = _is_plain_hs256_header(head)
-        if len(_PLAIN_HS256_HEADERS) < _MAX_HEADERS_CACHED:
-            _PLAIN_HS256_HEADERS[head] = plain
-    if not plain:
-        return None
-    digest = hmac.digest(key, data[: len(head) + 1 + len(payload)], "sha256")
-    if not hmac.compare_digest(base64.urlsafe_b64encode(digest).rstrip(b"="), signature):
-        return None
-    raw = _b64url_decode(payload)
-    if raw is None:
-        return None
-    try:
-        claims = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(claims, dict) or not _PYJWT_CHECKED_CLAIMS.isdisjoint(claims):
-        return None
-    return claims
-
-
-def _parse_callback(
-    secret: str, headers: Mapping[str, str], body: bytes, hs256_key: bytes | None = None
-) -> ReceiptUpdate:
-    # Authenticate before reading the body, so unsigned requests learn nothing about the format.
-    token = _header(headers, SIGNATURE_HEADER)
-    if not secret:
-        raise CallbackRejected("no webhook secret configured", status=401)
-    if not token:
-        raise CallbackRejected("missing X-Gwapi-Signature", status=401)
-    token = token.strip()
-    claims = _verified_claims(token, hs256_key) if hs256_key is not None else None
-    if claims is None:
-        # Anything but a plain valid token: PyJWT decides, and words the refusal.
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SHORT_KEY_WARNING)
-                claims = jwt.decode(token, secret, algorithms=["HS256"])
-        except jwt.PyJWTError as exc:  # InvalidTokenError and key errors alike
-            raise CallbackRejected(f"invalid signature: {exc}", status=401) from exc
-
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CallbackRejected("body is not JSON", status=400) from exc
-    if not isinstance(data, dict):
-        raise CallbackRejected("body is not a JSON object", status=400)
-    for source in (data, claims):
-        missing = [k for k in _REQUIRED if source.get(k) in (None, "")]
-        if missing:
-            raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
-    for key in _REQUIRED:
-        if str(data[key]) != str(claims[key]):
-            raise CallbackRejected(f"body {key} differs from signed claims", status=401)
-
-    # From here on only the signed claims are used.
-    msisdn = str(claims["msisdn"]).lstrip("+")
-    if not msisdn.isascii() or not msisdn.isdigit():
-        raise CallbackRejected("msisdn is not a number", status=400)
-    status = str(claims["status"])
-    return ReceiptUpdate(
-        gateway_message_id=str(claims["id"]),
-        phone="+" + msisdn,
-        state=state_for_status(status),
-        provider_status=status,
-        error=_error_text(claims.get("error"), claims.get("code")),
-        occurred_at=_timestamp(claims.get("time")),
-        raw=claims,
-    )
-
-
-def _error_text(error: Any, code: Any) -> str | None:
-    error = str(error) if error not in (None, "") else None
-    code = str(code) if code not in (None, "") else None
-    if error and code:
-        return f"{error} (code {code})"
-    return error or code
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        return datetime.fromtimestamp(float(value), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        return None

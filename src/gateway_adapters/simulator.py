@@ -17,14 +17,16 @@ import logging
 import random
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import phonenumbers
 
-from gateway_adapters.gatewayapi import SHORT_KEY_WARNING
+from gateway_adapters.gatewayapi_callbacks import SHORT_KEY_WARNING
 from gateway_adapters.simulator_common import (
     CALLBACK_BACKOFF_SECONDS,
     CALLBACK_RETRIES,
@@ -48,7 +50,7 @@ from gateway_adapters.simulator_http import Answer, Request, Response, get, json
 log = logging.getLogger(__name__)
 
 FAILURE_ERROR = "Simulated delivery failure"
-FAILURE_CODE = "SIM-0001"
+FAILURE_CODE = "0x1013"  # GatewayAPI's SMS error "Absent subscriber", as its receipts write codes
 
 
 @dataclass
@@ -73,6 +75,15 @@ class SimulatorOptions:
     hold_receipts: bool = False
     receipt_concurrency: int = 32
     seed: int | None = None
+    # The account, as GatewayAPI refuses what it does not allow: its message classes (URGENT
+    # and VERY_URGENT are refused in the standard class), blacklisted MSISDNs (0x0215), MSISDNs
+    # on the temporary blacklist (0x0214), destinations not authorised by calling code (0x0217,
+    # naming the country's ISO code) and MSISDN prefixes of operators not authorised (0x021F).
+    classes: tuple[str, ...] = ("standard", "premium")
+    blacklisted: tuple[int, ...] = ()
+    temporarily_blacklisted: tuple[int, ...] = ()
+    unauthorised_countries: tuple[str, ...] = ()
+    unauthorised_operators: tuple[str, ...] = ()
 
 
 _ReceiptJob = ReceiptJob[dict[str, Any]]
@@ -80,6 +91,21 @@ _ReceiptJob = ReceiptJob[dict[str, Any]]
 
 class _BadRequest(Exception):
     pass
+
+
+class _Refusal(Exception):
+    """An error answer as GatewayAPI writes it: HTTP status, error code, message, variables."""
+
+    def __init__(self, status: int, code: int | None, message: str, *variables: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.variables = status, code, message, variables
+
+
+# GatewayAPI's message classes and priorities; the priorities that need a class above standard.
+CLASSES = ("standard", "premium", "secret")
+PRIORITIES = ("BULK", "NORMAL", "URGENT", "VERY_URGENT")
+URGENT_PRIORITIES = ("URGENT", "VERY_URGENT")
+MAX_RECIPIENTS_PER_MESSAGE = 10_000
 
 
 class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
@@ -110,20 +136,24 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
 
     def _send(self, request: Request) -> Answer:
         if not self._authorized(request.headers.get("authorization", "")):
-            return self._reject(401, "SIM-AUTH", "missing or wrong API token")
+            return self._reject(_Refusal(401, None, "Invalid API token"))
         if self._rng.random() < self.options.failure_ratio:
-            return self._reject(500, "SIM-FAIL", "simulated internal error")
+            return self._reject(_Refusal(500, None, "Internal server error (simulated)"))
         if self.options.drop_ratio and self._rng.random() < self.options.drop_ratio:
             self.stats.rejected_requests += 1
             request.transport.close()  # the client sees the connection closed, no answer
             return None
         if self.options.throttle_ratio and self._rng.random() < self.options.throttle_ratio:
             retry_after = ("Retry-After", f"{self.options.throttle_retry_after:g}")
-            return self._reject(429, "SIM-THROTTLED", "too many requests (simulated)", retry_after)
+            refusal = _Refusal(429, None, "Too many requests (simulated)")
+            return self._reject(refusal, retry_after)
         try:
             bodies = self._validate(request.body)
+            self._check_account(bodies)
         except _BadRequest as exc:
-            return self._reject(400, "SIM-BAD-REQUEST", str(exc))
+            return self._reject(_Refusal(400, 0x0308, str(exc)))
+        except _Refusal as refusal:
+            return self._reject(refusal)
 
         # The root is one message object or a list of them; one id per message object.
         ids = []
@@ -142,6 +172,7 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
                         "message": body["message"],
                         "userref": userref,
                         "priority": body.get("priority", "NORMAL"),
+                        "class": body.get("class", "standard"),
                         "encoding": body.get("encoding", "UTF8"),
                         "validity_period": body.get("validity_period"),
                     }
@@ -159,9 +190,52 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
             token.strip().encode(), self.options.token.encode()
         )
 
-    def _reject(self, status: int, code: str, message: str, *headers: tuple[str, str]) -> Response:
+    def _reject(self, refusal: _Refusal, *headers: tuple[str, str]) -> Response:
+        """GatewayAPI's error body: code (as hex) and variables are left out when empty."""
         self.stats.rejected_requests += 1
-        return json_response({"code": code, "message": message}, status, headers)
+        body: dict[str, Any] = {"incident_uuid": str(uuid.uuid4()), "message": refusal.message}
+        if refusal.code is not None:
+            body["code"] = f"0x{refusal.code:04X}"
+        if refusal.variables:
+            body["variables"] = list(refusal.variables)
+        return json_response(body, refusal.status, headers)
+
+    def _check_account(self, bodies: list[dict[str, Any]]) -> None:
+        """Refuse, as GatewayAPI does, what the account does not allow: a class it does not
+        have, an urgent priority outside the premium class, a recipient it may not reach (the
+        whole request is refused for one recipient)."""
+        classes = {body.get("class", "standard") for body in bodies}
+        if len(classes) > 1:
+            raise _BadRequest("class must be the same for all messages in a request")
+        (message_class,) = classes
+        if message_class not in CLASSES:
+            raise _Refusal(422, 0x0218, "Unknown message class id %1", str(message_class))
+        if message_class not in self.options.classes:
+            raise _Refusal(
+                403, 0x021E, "Message class %1 is not configured for %2", message_class, "account"
+            )
+        for body in bodies:
+            priority = body.get("priority", "NORMAL")
+            if priority in URGENT_PRIORITIES and message_class == "standard":
+                raise _Refusal(422, 0x0311, "Priority %1 not available", priority)
+            for recipient in body["recipients"]:
+                self._check_recipient(recipient["msisdn"])
+
+    def _check_recipient(self, msisdn: int) -> None:
+        options = self.options
+        if msisdn in options.blacklisted:
+            raise _Refusal(403, 0x0215, "MSISDN %1 blacklisted", str(msisdn))
+        if msisdn in options.temporarily_blacklisted:
+            raise _Refusal(
+                403, 0x0214, "Temporary blacklist for MSISDN %1 with hash %2", str(msisdn), "0"
+            )
+        digits = str(msisdn)
+        for code in options.unauthorised_countries:
+            if digits.startswith(code):
+                region = phonenumbers.region_code_for_country_code(int(code))
+                raise _Refusal(403, 0x0217, "Unauthorized destination: country %1", region)
+        if any(digits.startswith(prefix) for prefix in options.unauthorised_operators):
+            raise _Refusal(403, 0x021F, "Unauthorized operator: MCC %1, MNC %2", "238", "99")
 
     @classmethod
     def _validate(cls, raw: bytes) -> list[dict[str, Any]]:
@@ -185,6 +259,8 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
         recipients = body.get("recipients")
         if not isinstance(recipients, list) or not recipients:
             raise _BadRequest("recipients must be a non-empty list")
+        if len(recipients) > MAX_RECIPIENTS_PER_MESSAGE:
+            raise _BadRequest("a message has at most 10000 recipients")
         for recipient in recipients:
             msisdn = recipient.get("msisdn") if isinstance(recipient, dict) else None
             if not isinstance(msisdn, int) or isinstance(msisdn, bool) or msisdn <= 0:
@@ -192,7 +268,7 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
         for key in ("callback_url", "userref", "sender"):
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise _BadRequest(f"{key} must be a string")
-        if body.get("priority", "NORMAL") not in ("BULK", "NORMAL", "URGENT", "VERY_URGENT"):
+        if body.get("priority", "NORMAL") not in PRIORITIES:
             raise _BadRequest("priority must be BULK, NORMAL, URGENT or VERY_URGENT")
         if body.get("encoding", "UTF8") not in ("UTF8", "UCS2"):
             raise _BadRequest("encoding must be UTF8 or UCS2")
@@ -293,8 +369,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--duplicate-receipts", action="store_true", help="post every receipt twice")
     add("--enroute-after-final", action="store_true", help="post ENROUTE after the final receipt")
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
+    add(
+        "--blacklist",
+        dest="blacklisted",
+        type=_msisdns,
+        default=(),
+        help="comma-separated MSISDNs refused with 403 0x0215 (the whole request is refused)",
+    )
+    add(
+        "--no-premium",
+        dest="classes",
+        action="store_const",
+        const=("standard",),
+        default=defaults.classes,
+        help="the account has only the standard class (urgent priorities refused with 0x0311)",
+    )
     add("--seed", type=int, default=None, help="seed for reproducible outcomes")
     return parser
+
+
+def _msisdns(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part.strip().lstrip("+")) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of MSISDNs: {value!r}") from None
 
 
 PROTOCOLS = {

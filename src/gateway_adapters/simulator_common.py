@@ -367,7 +367,7 @@ def add_fault_options(
         add(
             f"--{name}-ratio",
             type=ratio,
-            default=getattr(defaults, f"{name}_ratio"),
+            default=getattr(defaults, f"{name.replace('-', '_')}_ratio"),
             help=help_text,
         )
     add("--delivered-ratio", type=ratio, default=defaults.delivered_ratio)

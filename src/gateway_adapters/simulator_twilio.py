@@ -44,14 +44,9 @@ from gateway_adapters.simulator_http import (
     json_response,
     post,
 )
-from gateway_adapters.twilio import (
-    API_VERSION,
-    MESSAGING_SERVICE_PREFIX,
-    THROTTLE_CODE,
-    is_e164,
-    split_token,
-    twilio_signature,
-)
+from gateway_adapters.twilio import API_VERSION, MESSAGING_SERVICE_PREFIX, split_token
+from gateway_adapters.twilio_callbacks import is_e164, twilio_signature
+from gateway_adapters.twilio_errors import QUEUE_FULL_CODE, THROTTLE_CODE
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +55,8 @@ FAILURE_CODE = "30003"  # Twilio: unreachable destination handset
 RETRY_AFTER_SECONDS = "1"
 MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
 FORM_TYPE = "application/x-www-form-urlencoded"
+QUEUE_FULL = "This 'From' number has exceeded the maximum number of queued messages"
+MAX_VALIDITY = 36_000  # seconds: Twilio's longest ValidityPeriod (and its default)
 
 
 @dataclass
@@ -74,10 +71,19 @@ class TwilioSimulatorOptions:
     drop_ratio: float = 0.0  # close the connection without answering
     delivered_ratio: float = 1.0
     receipt_delay_ms: float = 200.0
+    queue_full_ratio: float = 0.0  # answer 400 / 21611 (the sender's queue is full)
     send_sent: bool = False
     hold_receipts: bool = False
     receipt_concurrency: int = 32
     seed: int | None = None
+    # Numbers that answered STOP to the sender: refused at once (400 / 21610), or, for those in
+    # `opted_out_later`, accepted and then reported failed with ErrorCode 21610 in the status
+    # callback (as Twilio does for a Messaging Service). `senders`: the From numbers and
+    # Messaging Service SIDs the account has (empty: any); others are refused with 21659 or
+    # 21701, as a misconfigured sender is.
+    opted_out: tuple[str, ...] = ()
+    opted_out_later: tuple[str, ...] = ()
+    senders: tuple[str, ...] = ()
 
 
 class _Stats(HttpStats):
@@ -145,14 +151,25 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
                 self.stats.throttled_requests += 1
                 raise _Refusal(429, THROTTLE_CODE, "Too Many Requests (simulated)")
             form = self._validate(_form(request))
+            self._check_account(form)
             if self._rng.random() < self.options.invalid_ratio:
                 raise _Refusal(400, 21211, "The 'To' number is not a valid phone number.")
+            if self.options.queue_full_ratio and self._rng.random() < self.options.queue_full_ratio:
+                raise _Refusal(400, QUEUE_FULL_CODE, QUEUE_FULL)
         except _Refusal as refusal:
             return self._reject(refusal)
 
         sid = f"{self._sid_prefix}{next(self._sid_counter):016x}"
         self.stats.recipients += 1
-        self.messages.append({"sid": sid, "to": form["To"], "body": form["Body"]})
+        validity = form.get("ValidityPeriod")
+        self.messages.append(
+            {
+                "sid": sid,
+                "to": form["To"],
+                "body": form["Body"],
+                "validity_period": int(validity) if validity else None,
+            }
+        )
         callback_url = form.get("StatusCallback")
         if callback_url:
             self._schedule_receipts(sid, form, callback_url)
@@ -210,11 +227,29 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         if not fields.get("From") and not service:
             raise _Refusal(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required.")
         if service and not service.startswith(MESSAGING_SERVICE_PREFIX):
-            raise _Refusal(400, 21701, "The Messaging Service Sid is invalid.")
+            raise _Refusal(400, 21705, "The Messaging Service is invalid")
         callback = fields.get("StatusCallback")
         if callback and not callback.startswith(("http://", "https://")):
             raise _Refusal(400, 21609, "The StatusCallback URL is not a valid URL.")
+        validity = fields.get("ValidityPeriod")
+        if validity is not None and not (
+            validity.isascii() and validity.isdigit() and 1 <= int(validity) <= MAX_VALIDITY
+        ):
+            raise _Refusal(400, 21624, "Invalid validity period value")
         return fields
+
+    def _check_account(self, form: Mapping[str, str]) -> None:
+        """Refuse, as Twilio does, a sender the account does not have and a recipient who
+        answered STOP to it."""
+        senders = self.options.senders
+        service = form.get("MessagingServiceSid")
+        if senders and service and service not in senders:
+            raise _Refusal(400, 21701, "The Messaging Service does not exist")
+        sender = form.get("From")
+        if senders and not service and sender not in senders:
+            raise _Refusal(400, 21659, "'From' is not a Twilio phone number or Short Code")
+        if form["To"] in self.options.opted_out:
+            raise _Refusal(400, 21610, "Attempt to send to unsubscribed recipient")
 
     # -- status callbacks ------------------------------------------------------------------------
 
@@ -222,7 +257,9 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         job: _ReceiptJob = ReceiptJob(callback_url)  # the bare class: a generic alias call is slow
         if self.options.send_sent:
             job.payloads.append(self._callback(sid, form, "sent"))
-        if self._rng.random() < self.options.delivered_ratio:
+        if form["To"] in self.options.opted_out_later:
+            job.payloads.append(self._callback(sid, form, "failed", "21610"))
+        elif self._rng.random() < self.options.delivered_ratio:
             job.payloads.append(self._callback(sid, form, "delivered"))
         else:
             job.payloads.append(self._callback(sid, form, FAILURE_STATUS, FAILURE_CODE))
@@ -304,14 +341,37 @@ def build_parser() -> argparse.ArgumentParser:
             ("failure", "answer 500"),
             ("throttle", "answer 429"),
             ("invalid", "answer 400/21211"),
+            ("queue-full", "answer 400/21611 (the sender's queue is full)"),
             ("drop", "drop the connection"),
         ],
     )
     add("--receipt-concurrency", type=_positive_int, default=defaults.receipt_concurrency)
     add("--send-sent", action="store_true", help="post 'sent' before each final status")
     add("--hold-receipts", action="store_true", help="keep callbacks until POST /_sim/release")
+    add(
+        "--opted-out",
+        type=_numbers,
+        default=(),
+        help="comma-separated numbers that answered STOP: refused with 400 / 21610",
+    )
+    add(
+        "--opted-out-later",
+        type=_numbers,
+        default=(),
+        help="comma-separated numbers accepted, then reported failed with ErrorCode 21610",
+    )
+    add(
+        "--senders",
+        type=_numbers,
+        default=(),
+        help="the account's From numbers and Messaging Service SIDs (others: 21659 / 21701)",
+    )
     add("--seed", type=int, default=None, help="seed for reproducible outcomes")
     return parser
+
+
+def _numbers(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 @functools.lru_cache(maxsize=256)

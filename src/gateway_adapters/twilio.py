@@ -13,60 +13,41 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import hmac
-import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import ClassVar
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import aiohttp
 
 from gateway_adapters import http1
 from gateway_adapters.base import (
     AdapterLimits,
-    CallbackRejected,
-    DeliveryState,
     GatewayConfig,
     GatewayMisconfigured,
-    GatewayThrottled,
-    GatewayUnavailable,
     OptionTypes,
     OutboundMessage,
     ReceiptSink,
     ReceiptUpdate,
     SendResult,
-    error_for_status,
-    parse_retry_after,
 )
+from gateway_adapters.twilio_callbacks import (
+    _port_variants,
+    is_e164,
+    parse_status_callback,
+)
+from gateway_adapters.twilio_errors import result_for
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
 DEFAULT_BASE_URL = "https://api.twilio.com"
-SIGNATURE_HEADER = "x-twilio-signature"
 MESSAGING_SERVICE_PREFIX = "MG"
 USER_AGENT = "broadcaster"
-THROTTLE_CODE = 20429  # "Too Many Requests", sometimes with a status other than 429
-
-# Provider status word -> our state. Anything not final maps to SENT so it never closes a delivery.
-STATUS_MAP: dict[str, DeliveryState] = {
-    "queued": DeliveryState.SENT,
-    "accepted": DeliveryState.SENT,
-    "scheduled": DeliveryState.SENT,
-    "sending": DeliveryState.SENT,
-    "sent": DeliveryState.SENT,
-    "delivered": DeliveryState.DELIVERED,
-    "read": DeliveryState.DELIVERED,
-    "undelivered": DeliveryState.FAILED,
-    "failed": DeliveryState.FAILED,
-    "canceled": DeliveryState.FAILED,
-}
-
-
-def state_for_status(status: str) -> DeliveryState:
-    """Our state for a Twilio status word; unknown words are transient (SENT)."""
-    return STATUS_MAP.get(status.strip().lower(), DeliveryState.SENT)
+# Twilio's range for ValidityPeriod, in seconds (error 21624 outside it).
+MIN_VALIDITY_SECONDS = 1
+MAX_VALIDITY_SECONDS = 36_000
 
 
 def split_token(token: str) -> tuple[str, str]:
@@ -81,28 +62,6 @@ def split_token(token: str) -> tuple[str, str]:
 def messages_url(base_url: str, account_sid: str) -> str:
     """The Messages resource of an account."""
     return f"{base_url.rstrip('/')}/{API_VERSION}/Accounts/{account_sid}/Messages.json"
-
-
-def twilio_signature(
-    auth_token: str, url: str, params: Mapping[str, str] | Iterable[tuple[str, str]]
-) -> str:
-    """X-Twilio-Signature of a form POST: base64(HMAC-SHA1(auth token, URL + name+value pairs
-    sorted by name))."""
-    pairs = params.items() if isinstance(params, Mapping) else params
-    data = url + "".join(name + value for name, value in sorted(pairs))
-    return _signature(auth_token.encode(), data).decode("ascii")
-
-
-def _signature(key: bytes, data: str) -> bytes:
-    return base64.b64encode(hmac.digest(key, data.encode(), "sha1"))
-
-
-def is_e164(phone: str) -> bool:
-    """'+' followed by 2..15 ASCII digits."""
-    digits = phone[1:]
-    return (
-        phone.startswith("+") and digits.isascii() and digits.isdigit() and 2 <= len(digits) <= 15
-    )
 
 
 class TwilioAdapter:
@@ -231,6 +190,18 @@ class TwilioAdapter:
         # Encoded by hand: aiohttp's FormData was a fifth of the dispatcher's CPU per message.
         # An E.164 number is '+' and digits, so only the '+' needs quoting.
         body = f"To=%2B{message.phone[1:]}&Body={_form_value(message.text)}&{self._form_tail}"
+        if message.expires_at is not None:
+            # Twilio keeps a queued message up to ValidityPeriod (default and maximum 10 h):
+            # it gets the alert's remaining lifetime, so an expired alert never goes out late.
+            remaining = int((message.expires_at - datetime.now(UTC)).total_seconds())
+            if remaining < MIN_VALIDITY_SECONDS:
+                return SendResult(
+                    message.delivery_id,
+                    False,
+                    error="alert expired before submission",
+                    expired=True,
+                )
+            body += f"&ValidityPeriod={min(remaining, MAX_VALIDITY_SECONDS)}"
         try:
             answer = await self._client.post(self._path, body.encode())
         except (TimeoutError, http1.HttpError) as exc:
@@ -239,7 +210,7 @@ class TwilioAdapter:
                 message.delivery_id, False, error=f"{type(exc).__name__}: {exc}", retryable=True
             )
         retry_after = answer.headers.get("retry-after") if answer.status >= 300 else None
-        return _result(message.delivery_id, answer.status, answer.body, retry_after)
+        return result_for(message.delivery_id, answer.status, answer.body, retry_after)
 
     # -- callbacks -------------------------------------------------------------------------------
 
@@ -248,165 +219,12 @@ class TwilioAdapter:
     ) -> list[ReceiptUpdate]:
         """Verify one signed status callback and translate it; raise `CallbackRejected` if it
         fails. `url` must be the URL Twilio called, as it called it."""
-        signature = _header(headers, SIGNATURE_HEADER)
-        if not signature:
-            raise CallbackRejected("missing X-Twilio-Signature", status=401)
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CallbackRejected("body is not form-encoded UTF-8", status=400) from exc
-        if not self._signed(signature.strip(), url, pairs):
-            raise CallbackRejected("invalid X-Twilio-Signature", status=401)
-
-        params = dict(pairs)
-        account_sid = params.get("AccountSid")
-        if account_sid is not None and account_sid != self.account_sid:
-            raise CallbackRejected("callback for another account", status=401)
-        message_sid = params.get("MessageSid", "").strip()
-        status = params.get("MessageStatus", "").strip()
-        if not message_sid or not status:
-            missing = [k for k in ("MessageSid", "MessageStatus") if not params.get(k, "").strip()]
-            raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
-        error_code = params.get("ErrorCode", "").strip()
-        return [
-            ReceiptUpdate(
-                gateway_message_id=message_sid,
-                phone=_normalised_phone(params.get("To")),
-                state=state_for_status(status),
-                provider_status=status,
-                error=f"twilio {error_code}" if error_code else None,
-                raw=params,
-            )
-        ]
-
-    def _signed(self, signature: str, url: str, pairs: list[tuple[str, str]]) -> bool:
-        """Whether `signature` signs the parameters for `url` (or the callback URL we gave
-        Twilio, which is what it calls even when a proxy rewrote the URL we see)."""
-        urls = dict.fromkeys([*_port_variants(url), *self._callback_variants])
-        # What every candidate signature covers after the URL (see `twilio_signature`).
-        signed_params = "".join(name + value for name, value in sorted(pairs))
-        expected = signature.encode()
-        # Compare against every candidate so the time taken does not depend on which matched.
-        matches = [
-            hmac.compare_digest(_signature(self._auth_key, candidate + signed_params), expected)
-            for candidate in urls
-            if candidate
-        ]
-        return any(matches)
-
-
-# Submit-time errors about the sender (invalid From, From cannot send SMS, From missing).
-SENDER_CODES = frozenset({21212, 21606, 21603})
+        return parse_status_callback(
+            self.account_sid, self._auth_key, self._callback_variants, headers, body, url
+        )
 
 
 @functools.lru_cache(maxsize=64)
 def _form_value(text: str) -> str:
     """A form-encoded message text (a broadcast sends one text many times)."""
     return quote_plus(text)
-
-
-def _result(delivery_id: int, status: int, raw: bytes, retry_after: str | None) -> SendResult:
-    """Map one HTTP answer of the Messages resource to a result (or raise when misconfigured)."""
-    data = _json_object(raw)
-    if 200 <= status < 300:
-        sid = data.get("sid")
-        if isinstance(sid, str) and sid:
-            return SendResult(delivery_id, True, gateway_message_id=sid)
-        # Twilio may or may not have taken it; treat it like a lost answer.
-        return SendResult(
-            delivery_id, False, error=f"unreadable 2xx answer: {raw[:200]!r}", retryable=True
-        )
-
-    code = _code(data.get("code"))
-    text = raw.decode("utf-8", "replace")
-    error = error_for_status(status, text, retry_after)
-    described = _describe(code, data.get("message")) or str(error)
-    if isinstance(error, GatewayMisconfigured):
-        raise error
-    if code in SENDER_CODES:
-        # Our From / Messaging Service is wrong: every message would fail, so it is the
-        # gateway's configuration, not this recipient.
-        raise GatewayMisconfigured(described)
-    if isinstance(error, GatewayThrottled) or code == THROTTLE_CODE:
-        return SendResult(
-            delivery_id,
-            False,
-            error=described,
-            retryable=True,
-            retry_after=parse_retry_after(retry_after),
-            throttled=True,
-        )
-    if isinstance(error, GatewayUnavailable):
-        return SendResult(delivery_id, False, error=described, retryable=True)
-    # Any other 4xx is about this request, i.e. this one message: submit-time codes 21xxx mean a
-    # bad or unreachable To, STOP, region not enabled, ... The message fails for good; the batch
-    # goes on.
-    return SendResult(delivery_id, False, error=described)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _code(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _describe(code: int | None, message: Any) -> str | None:
-    """'twilio 21211: <message>' for an answer carrying a Twilio error code."""
-    if code is None:
-        return None
-    text = str(message)[:200] if message not in (None, "") else "error"
-    return f"twilio {code}: {text}"
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)  # fast path for CIMultiDict and exact-case dicts
-    if value is not None:
-        return value
-    for key, val in headers.items():
-        if key.lower() == name:
-            return val
-    return None
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _port_variants(url: str) -> list[str]:
-    """`url` as given and with its default port toggled: Twilio does not sign URLs consistently
-    with or without an explicit :443 (its own validator checks both)."""
-    if not url:
-        return []
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return [url]
-    default = _DEFAULT_PORTS.get(parts.scheme.lower())
-    if default is None or "@" in parts.netloc or not parts.hostname:
-        return [url]
-    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
-    if port is None:
-        return [url, urlunsplit(parts._replace(netloc=f"{host}:{default}"))]
-    if port == default:
-        return [url, urlunsplit(parts._replace(netloc=host))]
-    return [url]
-
-
-def _normalised_phone(value: str | None) -> str | None:
-    """'+4520123456' (or without '+') -> '+4520123456'; None for anything else."""
-    if not value:
-        return None
-    candidate = value.strip()
-    candidate = candidate if candidate.startswith("+") else "+" + candidate
-    return candidate if is_e164(candidate) else None

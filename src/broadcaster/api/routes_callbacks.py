@@ -13,7 +13,8 @@ from starlette.types import Receive, Scope, Send
 
 from broadcaster import metrics
 from broadcaster.api.problems import PROBLEM_JSON, Problem
-from broadcaster.receipt_writer import ReceiptsUnavailable, ReceiptWriter
+from broadcaster.receipt_writer import ReceiptsRefused, ReceiptsUnavailable, ReceiptWriter
+from broadcaster.settings import Settings
 from gateway_adapters.base import CallbackRejected, GatewayAdapter
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ async def receive_callback(
     app: FastAPI, gateway: str, headers: Headers, body: bytes, url: str
 ) -> int:
     """Verify and parse one callback request, commit its receipts; returns how many. Raises
-    `Problem`: 404 unknown gateway, 401/400 refused by the adapter, 503 not committed."""
+    `Problem`: 404 unknown gateway, 401/400 refused by the adapter, 422 receipts the database
+    can never store, 503 not committed in time (the database is away or slow)."""
     adapter: GatewayAdapter | None = app.state.adapters.get(gateway)
     if adapter is None:
         raise Problem(404, "Unknown gateway", f"no gateway named {gateway!r} is configured")
@@ -51,13 +53,24 @@ async def receive_callback(
         metrics.CALLBACKS_REJECTED.labels(gateway, reason).inc()
         raise Problem(exc.status, "Callback rejected", str(exc)) from None
     writer: ReceiptWriter = app.state.receipt_writer
+    settings: Settings = app.state.settings
     try:
-        return await writer.write(gateway, updates)
+        # Answered within the gateways' window (GatewayAPI waits 5 s, Twilio 15 s): what is not
+        # committed by then is answered 503, and the gateway's retry brings it again.
+        return await writer.write(gateway, updates, wait_seconds=settings.callback_deadline_seconds)
+    except ReceiptsRefused:
+        metrics.CALLBACKS_REJECTED.labels(gateway, "unstorable").inc()
+        raise Problem(
+            422,
+            "Receipt cannot be stored",
+            "the receipt holds a value the database cannot store (such as a NUL character); "
+            "sending it again will not help",
+        ) from None
     except ReceiptsUnavailable:
         raise Problem(
             503,
             "Service unavailable",
-            "the receipts could not be stored; try again",
+            "the receipts could not be stored in time; try again",
             headers={"Retry-After": "1"},
         ) from None
 
