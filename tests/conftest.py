@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from tests.stack import Stack
 
 from broadcaster.database import connect, create_pool, resolve_url
 from broadcaster.migrate import apply_migrations
@@ -75,3 +76,13 @@ def log_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "logs"
     path.mkdir()
     yield path
+
+
+@pytest.fixture
+def stack(db_url: str, log_dir: Path, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(db_url, log_dir, tmp_path)
+    try:
+        yield s
+    finally:
+        for child in reversed(s.children):
+            child.stop()

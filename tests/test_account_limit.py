@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import httpx
 import pytest
-from tests.test_e2e import Stack, stack  # noqa: F401  (the fixture)
+from tests.stack import Stack
 from tests.test_fanout import queue_alert
 
 from broadcaster import procs
@@ -86,7 +86,7 @@ async def wait_sent(pool: asyncpg.Pool, alert_id: int, at_least: int, timeout: f
 
 
 async def test_two_dispatchers_started_together_hold_the_limit_from_the_first_second(
-    stack: Stack,  # noqa: F811
+    stack: Stack,
     pool: asyncpg.Pool,
 ) -> None:
     stack.start_simulator("--hold-receipts")
@@ -100,7 +100,7 @@ async def test_two_dispatchers_started_together_hold_the_limit_from_the_first_se
 
 
 async def test_limit_holds_while_dispatchers_join_and_die(
-    stack: Stack,  # noqa: F811
+    stack: Stack,
     pool: asyncpg.Pool,
 ) -> None:
     stack.start_simulator("--hold-receipts")

@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-from tests.test_e2e import Stack, post_alert, seeded, simulator_messages, stack, wait_final
+from tests.stack import Stack
+from tests.test_e2e import post_alert, seeded, simulator_messages, wait_final
 from tests.test_failover import FANNED, OPEN, Running, gateway, wait_for
 from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
@@ -21,7 +22,7 @@ from broadcaster.settings import GatewaySettings, load_settings
 from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
 from gateway_adapters.simulator_twilio import TwilioSimulator, TwilioSimulatorOptions
 
-__all__ = ["seeded", "stack"]  # fixtures used here
+__all__ = ["seeded"]  # a fixture used here
 
 SECRET = "failover-test-secret-0123456789abcdef"
 TWILIO_TOKEN = "ACtest:auth-token"
