@@ -273,10 +273,16 @@ class Dispatcher:
             except DB_ERRORS as exc:
                 await self._sleep(stop, self._db.failed(exc, "fan-out"))
 
-    def _pick_lane(self) -> Lane | None:
+    def _pick_lane(self, urgent: bool = False) -> Lane | None:
         """The most preferred gateway usable now; a gateway whose circuit is half-open gets
-        one probe batch at a time."""
+        one probe batch at a time. The emergency loop probes only when no gateway is known to
+        work: its look at the queue mostly finds nothing, and holding the probe meanwhile sent
+        the bulk loops' batches to the next gateway instead of the one coming back."""
         now = time.monotonic()
+        if urgent:
+            for lane in self.lanes:
+                if lane.usable():
+                    return lane
         for lane in self.lanes:
             if now >= lane.paused_until and lane.breaker.allow():
                 return lane
@@ -285,7 +291,7 @@ class Dispatcher:
     async def _sender_loop(self, stop: asyncio.Event, max_priority: int = NORMAL) -> None:
         urgent = max_priority == EMERGENCY
         while not stop.is_set():
-            lane = self._pick_lane()
+            lane = self._pick_lane(urgent)
             if lane is None:
                 await asyncio.sleep(0.05)
                 continue
