@@ -258,7 +258,7 @@ UNCLOSED = {
                 }
             ),
             422,
-            "numbers",
+            "area.coordinates[0][0][0]: input should be a valid number",
         ),
         (alert_body(area={"type": "Point", "coordinates": [12, 55]}), 422, "area.type"),
         (

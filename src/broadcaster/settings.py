@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     # committed, else 503 (the gateway sends them again). Below GatewayAPI's 5 s window
     # (Twilio waits 15 s).
     callback_deadline_seconds: float = Field(4.0, gt=0, le=60)
+    # The API's wait for a database connection: longer, and the request is answered 503.
+    db_timeout_seconds: float = Field(1.0, gt=0, le=60)
+    # Request bodies, refused with 413 before they are read: alerts carry polygons (up to
+    # geo.MAX_POSITIONS positions), callbacks one or a few receipts, everything else a small
+    # JSON document.
+    max_alert_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_callback_bytes: int = Field(256 * 1024, ge=1024)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
     metrics_port: int | None = None
     gateways: list[GatewaySettings] = Field(default_factory=list)
 

@@ -19,15 +19,10 @@ from broadcaster.api import (
     routes_ops,
     routes_subscribers,
 )
-from broadcaster.api.problems import Problem
-from broadcaster.api.routes_callbacks import (
-    CALLBACK_PREFIX,
-    read_body,
-    receive_callback,
-    route_path,
-    send_problem,
-    send_response,
-)
+from broadcaster.api.deps import Database
+from broadcaster.api.guard import Guard, body_pending, route_path
+from broadcaster.api.problems import Problem, send_problem, send_response
+from broadcaster.api.routes_callbacks import CALLBACK_PREFIX, read_body, receive_callback
 from broadcaster.database import create_pool
 from broadcaster.dispatcher import Dispatcher
 from broadcaster.migrate import ensure_migrated
@@ -55,6 +50,7 @@ def create_app(
             for g in settings.gateway_configs()
         }
         app.state.pool = pool
+        app.state.database = Database(pool, settings.db_timeout_seconds)
         app.state.settings = settings
         app.state.adapters = adapters
         app.state.receipt_writer = writer = ReceiptWriter(pool)
@@ -77,6 +73,7 @@ def create_app(
 
     app = BroadcasterApi(title="broadcaster", version="0.1.0", lifespan=lifespan)
     problems.install(app)
+    app.add_middleware(Guard, settings=settings)
     for module in (routes_ops, routes_subscribers, routes_alerts, routes_callbacks):
         app.include_router(module.router)
     return app
@@ -102,23 +99,29 @@ class BroadcasterApi(FastAPI):
         await super().__call__(scope, receive, send)
 
     async def _callback(self, gateway: str, scope: Scope, receive: Receive, send: Send) -> None:
+        settings: Settings = self.state.settings
+        limit = settings.max_callback_bytes
+        headers = Headers(scope=scope)
         try:
-            body = await read_body(receive)
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                raise Problem(413, "Content too large", f"a callback is at most {limit} bytes")
+            body = await read_body(receive, limit)
             if body is None:
                 return  # the client went away
             adapter = self.state.adapters.get(gateway)
             # Only adapters that check the URL (Twilio signs it) get it: building it is not free.
             url = str(URL(scope=scope)) if getattr(adapter, "callback_uses_url", True) else ""
-            stored = await receive_callback(self, gateway, Headers(scope=scope), body, url)
+            stored = await receive_callback(self, gateway, headers, body, url)
         except Problem as exc:
-            await send_problem(send, scope, exc)
+            # A 413 leaves the rest of the body unread: the connection cannot go on.
+            await send_problem(send, scope, exc, close=exc.status == 413 and body_pending(headers))
             return
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
-            await send_problem(
-                send,
-                scope,
-                Problem(500, "Internal error", "an unexpected error occurred; it has been logged"),
+            problem = Problem(
+                500, "Internal error", "an unexpected error occurred; it has been logged"
             )
+            await send_problem(send, scope, problem, close=True)
             return
         await send_response(send, 200, b'{"received":%d}' % stored, b"application/json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,6 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
+
+from broadcaster.api.area_schema import UNION_TAGS
+from broadcaster.database import describe_error, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,11 @@ class Problem(Exception):
         self.extra = extra
 
 
+def internal_error() -> Problem:
+    """The answer to a fault of ours: the details go to the log, not to the client."""
+    return Problem(500, "Internal error", "an unexpected error occurred; it has been logged")
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -58,8 +68,25 @@ def problem_response(
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+    """A field's place as a reader writes it: "area.coordinates[0][1]" for pydantic's
+    ("body", "area", "Polygon", "coordinates", 0, 1)."""
+    out = ""
+    for part in loc:
+        if (part == "body" and not out) or part in UNION_TAGS:
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _error_location(error: Any) -> str:
+    where = _location(error["loc"])
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        # The error is the discriminating member's, though pydantic places it on the union.
+        where += "." + str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
+    return where
 
 
 def install(app: FastAPI) -> None:
@@ -83,8 +110,8 @@ def install(app: FastAPI) -> None:
                 request, 400, "Malformed JSON", "the request body is not valid JSON"
             )
         first = errors[0]
-        detail = f"{_location(first['loc'])}: {first['msg']}"
-        listed = [{"location": _location(e["loc"]), "message": e["msg"]} for e in errors]
+        detail = f"{_error_location(first)}: {first['msg']}"
+        listed = [{"location": _error_location(e), "message": e["msg"]} for e in errors]
         return problem_response(request, 422, "Invalid request", detail, errors=listed)
 
     @app.exception_handler(StarletteHTTPException)
@@ -94,16 +121,89 @@ def install(app: FastAPI) -> None:
             request, exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
         )
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable: %s", type(exc).__name__)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        problem = database_problem(exc)
+        if problem is None:
+            log.error("database error on %s: %s", request.url.path, describe_error(exc))
+            problem = Problem(
+                500, "Internal error", "an unexpected error occurred; it has been logged"
+            )
+        elif problem.status == 503:
+            log.warning("database unavailable on %s: %s", request.url.path, describe_error(exc))
         return problem_response(
-            request, 503, "Service unavailable", "the database is unavailable; try again"
+            request, problem.status, problem.title, problem.detail, headers=problem.headers
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return problem_response(
-            request, 500, "Internal error", "an unexpected error occurred; it has been logged"
+    # Everything a database call can raise; database_problem sorts it out. (Errors no handler
+    # takes are answered 500 by the Guard, which keeps the connection honest.)
+    for kind in DATABASE_ERRORS:
+        app.add_exception_handler(kind, _database)
+
+
+DATABASE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+def database_problem(exc: BaseException) -> Problem | None:
+    """The answer to a database error met while serving a request: 503 with Retry-After when
+    the database is away or did not answer in time, 422 when a value of the request cannot be
+    stored (SQLSTATE class 22, or asyncpg refusing to encode it: a last line of defence behind
+    the request models), None for anything else (a fault of ours: 500)."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, asyncpg.DataError) or (
+        isinstance(exc, asyncpg.PostgresError) and sqlstate.startswith("22")
+    ):
+        return Problem(
+            422,
+            "Invalid value",
+            f"a value in the request cannot be stored ({describe_error(exc)})",
         )
+    if is_outage(exc):
+        return Problem(
+            503,
+            "Service unavailable",
+            "the database is unavailable; try again",
+            headers={"Retry-After": "1"},
+        )
+    return None
+
+
+# -- answers sent straight through ASGI (the guard, the callback fast path) ----------------------
+
+
+async def send_problem(send: Send, scope: Scope, exc: Problem, *, close: bool = False) -> None:
+    """Send `exc` as problem+json; `close` says the connection ends after it (Connection:
+    close), for answers given while a request body may still be on its way."""
+    body = {
+        "type": exc.type,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "instance": scope["path"],
+        **exc.extra,
+    }
+    extra = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()
+    ]
+    if close:
+        extra.append((b"connection", b"close"))
+    await send_response(send, exc.status, json.dumps(body).encode(), PROBLEM_JSON.encode(), extra)
+
+
+async def send_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -6,9 +6,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broadcaster import metrics
 from broadcaster.alerts import (
@@ -19,7 +19,9 @@ from broadcaster.alerts import (
     cancel_alert,
     create_alert,
 )
-from broadcaster.api.deps import PoolDep, SettingsDep, require
+from broadcaster.api.area_schema import Area
+from broadcaster.api.deps import DbDep, SettingsDep, require
+from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
 from broadcaster.geo import AreaError, parse_area
@@ -29,14 +31,17 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["alerts"])
 
+# Bounded at the edge; the real limit is BROADCASTER_MAX_SEGMENTS, checked in SMS segments.
+MAX_MESSAGE_CHARS = 10_000
+
 
 class AlertIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    message: str = Field(min_length=1)
-    area: dict[str, Any]
+    message: Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+    area: Area
     priority: Literal["emergency", "high", "normal"] = "normal"
-    expires_at: AwareDatetime | None = None
-    reference: str | None = Field(None, max_length=200)
+    expires_at: Expiry | None = None
+    reference: Annotated[CleanStr, Field(max_length=200)] | None = None
 
     @field_validator("message")
     @classmethod
@@ -46,16 +51,22 @@ class AlertIn(BaseModel):
         return value
 
 
+# Printable ASCII, as HTTP header values are meant to be.
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[ -~]+$")]
+AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+
+
 @router.post("/v1/alerts", status_code=202, tags=["alerts"])
 async def post_alert(
     body: AlertIn,
-    pool: PoolDep,
+    db: DbDep,
     settings: SettingsDep,
     key: ApiKey = require("alerts:write"),
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    area = body.area.zone_input()
     try:
-        zone = parse_area(body.area)
+        zone = parse_area(area)
     except AreaError as exc:
         raise Problem(422, "Invalid area", f"area: {exc}") from None
     segments = segment_count(body.message)
@@ -67,9 +78,9 @@ async def post_alert(
         )
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise Problem(422, "Invalid request", "expires_at: must be in the future")
-    alert = NewAlert(body.message, body.area, zone, body.priority, body.expires_at, body.reference)
+    alert = NewAlert(body.message, area, zone, body.priority, body.expires_at, body.reference)
     try:
-        async with pool.acquire() as conn:
+        async with db.connection() as conn:
             alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
             status = await alert_status(conn, alert_id)
     except IdempotencyConflict as exc:
@@ -85,9 +96,10 @@ async def post_alert(
 
 @router.get("/v1/alerts/{alert_id}", tags=["alerts"])
 async def get_alert(
-    alert_id: int, pool: PoolDep, _key: ApiKey = require("alerts:read")
+    alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:read")
 ) -> dict[str, Any]:
-    status = await alert_status(pool, alert_id)
+    async with db.connection() as conn:
+        status = await alert_status(conn, alert_id)
     if status is None:
         raise Problem(404, "Not found", f"no alert with id {alert_id}")
     return status
@@ -95,10 +107,10 @@ async def get_alert(
 
 @router.post("/v1/alerts/{alert_id}/cancel", tags=["alerts"])
 async def cancel(
-    alert_id: int, pool: PoolDep, _key: ApiKey = require("alerts:write")
+    alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:write")
 ) -> dict[str, Any]:
     try:
-        async with pool.acquire() as conn:
+        async with db.connection() as conn:
             found = await cancel_alert(conn, alert_id)
             status = await alert_status(conn, alert_id)
     except NotCancellable as exc:

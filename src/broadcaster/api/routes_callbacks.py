@@ -4,15 +4,14 @@ answers it before FastAPI's machinery, with the helpers below."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
 from broadcaster import metrics
-from broadcaster.api.problems import PROBLEM_JSON, Problem
+from broadcaster.api.problems import Problem
 from broadcaster.receipt_writer import ReceiptsRefused, ReceiptsUnavailable, ReceiptWriter
 from broadcaster.settings import Settings
 from gateway_adapters.base import CallbackRejected, GatewayAdapter
@@ -33,8 +32,6 @@ async def callback(gateway: str, request: Request) -> dict[str, int]:
 
 
 CALLBACK_PREFIX = "/v1/callbacks/"
-# A receipt is a few hundred bytes; a body this large is not one.
-MAX_CALLBACK_BYTES = 256 * 1024
 
 
 async def receive_callback(
@@ -75,16 +72,8 @@ async def receive_callback(
         ) from None
 
 
-def route_path(scope: Scope) -> str:
-    """The path without the root path, as Starlette's router sees it."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        return path[len(root) :]
-    return path
-
-
-async def read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None if the client went away; Problem 413 past `limit` bytes."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -93,39 +82,8 @@ async def read_body(receive: Receive) -> bytes | None:
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_CALLBACK_BYTES:
-            raise Problem(
-                413, "Content too large", f"a callback is at most {MAX_CALLBACK_BYTES} bytes"
-            )
+        if size > limit:
+            raise Problem(413, "Content too large", f"a callback is at most {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def send_problem(send: Send, scope: Scope, exc: Problem) -> None:
-    body = {
-        "type": exc.type,
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.detail,
-        "instance": scope["path"],
-        **exc.extra,
-    }
-    extra = [
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()
-    ]
-    await send_response(send, exc.status, json.dumps(body).encode(), PROBLEM_JSON.encode(), extra)
-
-
-async def send_response(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    if extra:
-        headers += extra
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broadcaster import metrics, queue
-from broadcaster.api.deps import PoolDep
-from broadcaster.api.problems import Problem
+from broadcaster.api.deps import DbDep
+from broadcaster.api.problems import DATABASE_ERRORS, Problem
 from broadcaster.migrate import NotMigrated, ensure_migrated
 
 router = APIRouter(tags=["ops"])
@@ -22,19 +21,20 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["ops"])
-async def readyz(pool: PoolDep) -> dict[str, str]:
+async def readyz(db: DbDep) -> dict[str, str]:
     try:
-        async with pool.acquire(timeout=5) as conn:
+        async with db.connection() as conn:
             await ensure_migrated(conn)
     except NotMigrated as exc:
         raise Problem(503, "Not ready", str(exc)) from None
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DATABASE_ERRORS:
         raise Problem(503, "Not ready", "the database is unreachable") from None
     return {"status": "ready"}
 
 
 @router.get("/metrics", tags=["ops"])
-async def metrics_endpoint(pool: PoolDep) -> Response:
-    with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
-        metrics.QUEUE_DEPTH.set(await queue.queue_depth(pool))
+async def metrics_endpoint(db: DbDep) -> Response:
+    with contextlib.suppress(*DATABASE_ERRORS):
+        async with db.connection() as conn:
+            metrics.QUEUE_DEPTH.set(await queue.queue_depth(conn))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from broadcaster.api.deps import PoolDep, require
+from broadcaster.api.deps import DbDep, require
+from broadcaster.api.fields import CleanStr, PhoneInput
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
 from broadcaster.geo import SCALE
@@ -20,12 +21,12 @@ class Location(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
-    label: str | None = Field(None, max_length=50)
+    label: Annotated[CleanStr, Field(max_length=50)] | None = None
 
 
 class SubscriberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    phone: str = Field(max_length=32)
+    phone: PhoneInput
     locations: list[Location] = Field(min_length=1, max_length=10)
     language: str = Field("da", pattern=r"^[a-z]{2}$")
     status: Literal["active", "pending"] = "active"
@@ -33,13 +34,13 @@ class SubscriberIn(BaseModel):
 
 @router.post("/v1/subscribers", status_code=201, tags=["subscribers"])
 async def create_subscriber(
-    body: SubscriberIn, pool: PoolDep, _key: ApiKey = require("subscribers:write")
+    body: SubscriberIn, db: DbDep, _key: ApiKey = require("subscribers:write")
 ) -> dict[str, Any]:
     try:
         phone = normalise(body.phone)
     except PhoneError as exc:
         raise Problem(422, "Invalid phone number", f"phone: {exc}") from None
-    async with pool.acquire() as conn, conn.transaction():
+    async with db.connection() as conn, conn.transaction():
         sub_id = await conn.fetchval(
             """INSERT INTO subscribers (phone, language, status) VALUES ($1, $2, $3)
                ON CONFLICT (phone) DO NOTHING RETURNING id""",

@@ -1,0 +1,63 @@
+"""Field types for request bodies: every value is bounded and typed at the edge, so nothing that
+PostgreSQL cannot store (a NUL, a lone UTF-16 surrogate, a number beyond float range, a date
+beyond its calendar) gets past validation to come back as a 500."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, Field
+
+# C0 controls other than tab, line feed and carriage return; DEL. NUL is what PostgreSQL refuses
+# outright, the others have no business in an SMS or a reference either.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# How far ahead an expiry may lie: beyond, a date can leave PostgreSQL's range after time-zone
+# conversion (year 9999 at -14:00), and no alert is meant to wait a year.
+MAX_EXPIRY_AHEAD = timedelta(days=366)
+BIGINT_MAX = 2**63 - 1
+
+
+def _clean_text(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"must not contain the control character U+{ord(found.group()):04X}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain lone UTF-16 surrogates") from None
+    return value
+
+
+# A string without control characters (tab and line breaks aside) or lone surrogates; give it a
+# length with Annotated[CleanStr, Field(max_length=...)].
+CleanStr = Annotated[str, AfterValidator(_clean_text)]
+
+
+def _near_future(value: datetime) -> datetime:
+    if value - datetime.now(UTC) > MAX_EXPIRY_AHEAD:
+        raise ValueError(f"must be within {MAX_EXPIRY_AHEAD.days} days from now")
+    return value
+
+
+# A phone number as people write it: digits with an optional leading + (or "(+45)"), spaced with
+# blanks, dashes or parentheses. Anything else (an extension, letters, a NUL) is refused rather
+# than dropped; phone.normalise then decides whether it is a valid number.
+_PHONE = re.compile(r"\(?\+?[0-9 ()\-]*[0-9][0-9 ()\-]*")
+
+
+def _phone_shaped(value: str) -> str:
+    if not _PHONE.fullmatch(value):
+        raise ValueError(
+            "must be a phone number: digits with an optional leading +, spaced with blanks, "
+            "dashes or parentheses"
+        )
+    return value
+
+
+PhoneInput = Annotated[str, Field(min_length=4, max_length=32), AfterValidator(_phone_shaped)]
+Expiry = Annotated[AwareDatetime, AfterValidator(_near_future)]
+# A JSON number (not a numeric string, not a boolean), finite.
+Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
