@@ -44,10 +44,10 @@ from harness import (
 )
 
 from broadcaster import procs
-from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.fanout import fan_out_next
-from broadcaster.geo import parse_area
+from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import parse_area
 
 SCRIPT = str(Path(__file__).resolve())
 MESSAGE = "Politiet: indbrud i området. Se noget? Ring 114."
@@ -148,9 +148,9 @@ async def claim_complete_detail(
 
 
 async def _claim_worker(url: str, name: str, batch: int, tasks: int) -> None:
-    from broadcaster import queue
     from broadcaster.database import create_pool
-    from broadcaster.queue import Outcome
+    from broadcaster.dispatch import queue
+    from broadcaster.dispatch.queue import Outcome
 
     pool = await create_pool(url, min_size=tasks, max_size=tasks)
     await pool.fetchval("SELECT 1")

@@ -4,7 +4,7 @@ is 'sent', against the machine's own ceiling measured in the same run.
 For each protocol: a fresh database with --recipients subscribers inside the zone, that
 protocol's simulator (receipts held, so they cost no CPU), one `broadcaster dispatcher` with a
 rate limit far above what the machine can do, and one normal alert over the whole zone inserted
-directly with `broadcaster.alerts.create_alert`. The clock starts at the simulator's first
+directly with `broadcaster.ingest.alerts.create_alert`. The clock starts at the simulator's first
 accepted message and stops at the alert's completed_at (nothing left to submit); the sustained
 rate is the one between 10 % and 90 % of the sends. Ceilings: claim+complete (one process with
 as many loops as the dispatcher's concurrency) for GatewayAPI, the per-message HTTP ceiling at
@@ -50,9 +50,9 @@ from harness import (
 )
 
 from broadcaster import procs
-from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.geo import parse_area
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import parse_area
 
 # submit_sm in flight for SMPP: an SMSC account's window is the operator's setting; 100 is a
 # common upper value (the adapter's default is 10, which bounds a localhost run at ~4k SMS/s).

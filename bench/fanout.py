@@ -3,7 +3,8 @@
 Half of the subscribers live uniformly inside the benchmark box (the alert's zone), the other
 half in a larger box around it but outside the zone; ids are shuffled so the zone's subscribers
 are spread over the whole table, as registration order would have them. Each repeat creates a
-fresh alert on that zone and times the real `broadcaster.fanout.fan_out_next` (one transaction:
+fresh alert on that zone and times the real `broadcaster.dispatch.fanout.fan_out_next` (one
+transaction:
 claim the alert, INSERT ... SELECT the deliveries, mark it); deliveries are truncated between
 repeats. Target from the issue: 500,000 of 1,000,000 in at most 3 s.
 
@@ -31,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import BOX, ZONE, fresh_database, postgres_version, report, run
 
-from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.fanout import FANOUT_POLYGON, WORK_MEM, fan_out_next
-from broadcaster.geo import SCALE, parse_area
+from broadcaster.dispatch.fanout import FANOUT_POLYGON, WORK_MEM, fan_out_next
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import SCALE, parse_area
 
 # Everyone outside the zone lives in this larger box around it (and not inside BOX).
 MARGIN = 0.25

@@ -22,7 +22,7 @@ import numpy as np
 
 from broadcaster import procs
 from broadcaster.database import connect, resolve_url
-from broadcaster.geo import SCALE
+from broadcaster.ingest.geo import SCALE
 from broadcaster.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]

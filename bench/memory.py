@@ -33,9 +33,9 @@ from harness import (
     start_simulator,
 )
 
-from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.geo import parse_area
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import parse_area
 
 RATE = 10_000_000  # far above anything the machine does: the limiter never waits
 

@@ -42,9 +42,9 @@ from harness import (
 )
 
 from broadcaster import procs
-from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.geo import parse_area
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import parse_area
 from gateway_adapters.simulator import Arrivals, arrivals, busiest_window, mean_rate
 
 

@@ -71,9 +71,9 @@ from harness import (
 )
 
 from broadcaster import procs
-from broadcaster.alerts import NewAlert, create_alert
 from broadcaster.database import connect
-from broadcaster.geo import parse_area
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import parse_area
 
 SCRIPT = str(Path(__file__).resolve())
 PER_MESSAGE_ID = 1000  # GatewayAPI: one id per message object of up to 1000 recipients

@@ -17,7 +17,7 @@ from tests.test_e2e import post_alert, seeded, simulator_messages, wait_final
 from tests.test_failover import FANNED, OPEN, Running, gateway, wait_for
 from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
-from broadcaster.fanout import fan_out_next
+from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.settings import GatewaySettings, load_settings
 from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
 from gateway_adapters.simulator_twilio import TwilioSimulator, TwilioSimulatorOptions

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broadcaster.circuit import CircuitBreaker
+from broadcaster.dispatch.circuit import CircuitBreaker
 
 
 class Clock:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
-from broadcaster.dispatcher import Dispatcher
+from broadcaster.dispatch.dispatcher import Dispatcher
 from broadcaster.settings import GatewaySettings, load_settings
 from gateway_adapters.registry import create_adapter
 from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
@@ -92,7 +92,7 @@ async def test_nothing_is_submitted_after_expiry(
             later,
             datetime.now(UTC) + timedelta(seconds=60),
         )
-        from broadcaster.fanout import fan_out_next
+        from broadcaster.dispatch.fanout import fan_out_next
 
         await fan_out_next(conn)
         await conn.execute("UPDATE alerts SET expires_at = now() WHERE id = $1", later)
@@ -107,7 +107,7 @@ async def test_nothing_is_submitted_after_expiry(
 async def test_opted_out_after_fan_out_receive_nothing(
     db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
 ) -> None:
-    from broadcaster.fanout import fan_out_next
+    from broadcaster.dispatch.fanout import fan_out_next
 
     async with pool.acquire() as conn:
         ids = await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(20)])
@@ -215,7 +215,7 @@ async def test_alert_priority_and_expiry_reach_the_gateway(
 
 
 def test_retry_delay_grows_exponentially_with_bounded_jitter() -> None:
-    from broadcaster.dispatcher import MAX_BACKOFF_SECONDS, retry_delay
+    from broadcaster.dispatch.dispatcher import MAX_BACKOFF_SECONDS, retry_delay
 
     for attempt in range(1, 8):
         floor = 2.0 * 2 ** (attempt - 1)

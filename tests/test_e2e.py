@@ -17,7 +17,7 @@ from shapely.geometry import Point, shape
 from tests.stack import Stack
 
 from broadcaster.auth import create_api_key
-from broadcaster.geo import haversine_m
+from broadcaster.ingest.geo import haversine_m
 from broadcaster.seed import insert_subscribers, synthetic_subscribers
 
 FINAL = ("delivered", "failed", "expired", "cancelled")

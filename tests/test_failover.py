@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
-from broadcaster.alerts import cancel_alert
-from broadcaster.dispatcher import Dispatcher
+from broadcaster.dispatch.dispatcher import Dispatcher
+from broadcaster.ingest.alerts import cancel_alert
 from broadcaster.settings import GatewaySettings, Settings, load_settings
 from gateway_adapters.registry import create_adapter
 from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions

@@ -10,9 +10,9 @@ import pytest
 import shapely
 from shapely.geometry import Point, shape
 
-from broadcaster.alerts import NewAlert, create_alert
-from broadcaster.fanout import FANOUT_POLYGON, fan_out_next
-from broadcaster.geo import haversine_m, parse_area
+from broadcaster.dispatch.fanout import FANOUT_POLYGON, fan_out_next
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.geo import haversine_m, parse_area
 from broadcaster.seed import municipality_geojson
 
 # A square with a square hole, as a GeoJSON Polygon.

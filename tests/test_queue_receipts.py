@@ -7,10 +7,10 @@ import asyncio
 import asyncpg
 import pytest
 
-from broadcaster import queue, receipts
 from broadcaster.database import connect
-from broadcaster.dispatcher import DB_ERRORS
-from broadcaster.queue import Outcome
+from broadcaster.dispatch import queue, receipts
+from broadcaster.dispatch.dispatcher import DB_ERRORS
+from broadcaster.dispatch.queue import Outcome
 from gateway_adapters.base import DeliveryState, ReceiptUpdate
 
 
@@ -275,7 +275,7 @@ async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool
     worker's rows through an index, not by scanning every delivery per batch."""
     from tests.test_fanout import DONUT, queue_alert
 
-    from broadcaster.fanout import fan_out_next
+    from broadcaster.dispatch.fanout import fan_out_next
 
     async with pool.acquire() as conn:
         await conn.execute("ANALYZE deliveries")  # statistics of an empty table
@@ -323,7 +323,7 @@ async def test_write_back_after_a_large_fan_out_does_not_scan(pool: asyncpg.Pool
 async def test_cancelling_skips_rows_in_flight_and_does_not_wait_for_them(
     pool: asyncpg.Pool,
 ) -> None:
-    from broadcaster.alerts import cancel_alert
+    from broadcaster.ingest.alerts import cancel_alert
 
     async with pool.acquire() as conn:
         ids = await make_deliveries(conn, 10)

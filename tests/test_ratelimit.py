@@ -8,7 +8,7 @@ import time
 import asyncpg
 import pytest
 
-from broadcaster.ratelimit import SharedBucket, default_burst
+from broadcaster.dispatch.ratelimit import SharedBucket, default_burst
 
 
 def test_default_burst_is_a_twentieth_of_a_second_and_at_least_one() -> None:

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from broadcaster import metrics, receipts
 from broadcaster.database import create_pool
-from broadcaster.receipt_writer import ReceiptsUnavailable, ReceiptWriter
+from broadcaster.dispatch import receipts
+from broadcaster.dispatch.receipt_writer import ReceiptsUnavailable, ReceiptWriter
+from broadcaster.ops import metrics
 from gateway_adapters.base import DeliveryState, ReceiptUpdate
 
 # Subscriber i has phone +4531000000 + i and one delivery through gateway 'gw' in state 'sent',

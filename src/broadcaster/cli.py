@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from broadcaster import logs
 from broadcaster.database import DatabaseUnavailable, connect, create_pool, resolve_url
 from broadcaster.migrate import NotMigrated, apply_migrations, ensure_migrated
+from broadcaster.ops import logs
 from broadcaster.settings import ConfigError, Settings, load_settings
 
 
@@ -174,7 +174,7 @@ def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
 
 
 async def _dispatcher(settings: Settings, url: str) -> int:
-    from broadcaster.dispatcher import Dispatcher, worker_name
+    from broadcaster.dispatch.dispatcher import Dispatcher, worker_name
     from gateway_adapters.registry import create_adapter
 
     worker = worker_name()

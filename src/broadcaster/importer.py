@@ -53,7 +53,7 @@ import asyncpg
 import phonenumbers
 
 from broadcaster.database import connect
-from broadcaster.geo import SCALE
+from broadcaster.ingest.geo import SCALE
 from broadcaster.migrate import ensure_migrated
 from broadcaster.phone import DEFAULT_REGION, PhoneError, normalise
 

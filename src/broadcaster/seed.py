@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 from shapely.geometry import shape
 
-from broadcaster.geo import SCALE
+from broadcaster.ingest.geo import SCALE
 
 # Population by municipality code, in thousands (Danmarks Statistik, 2024, rounded).
 POPULATION = {

@@ -24,9 +24,9 @@ from broadcaster.api.guard import Guard, body_pending, route_path
 from broadcaster.api.problems import Problem, send_problem, send_response
 from broadcaster.api.routes_callbacks import CALLBACK_PREFIX, read_body, receive_callback
 from broadcaster.database import create_pool
-from broadcaster.dispatcher import Dispatcher
+from broadcaster.dispatch.dispatcher import Dispatcher
+from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.migrate import ensure_migrated
-from broadcaster.receipt_writer import ReceiptWriter
 from broadcaster.settings import Settings
 from gateway_adapters.base import GatewayAdapter
 from gateway_adapters.registry import create_adapter

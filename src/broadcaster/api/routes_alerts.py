@@ -10,8 +10,12 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from broadcaster import metrics
-from broadcaster.alerts import (
+from broadcaster.api.area_schema import Area
+from broadcaster.api.deps import DbDep, SettingsDep, require
+from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
+from broadcaster.api.problems import Problem
+from broadcaster.auth import ApiKey
+from broadcaster.ingest.alerts import (
     IdempotencyConflict,
     NewAlert,
     NotCancellable,
@@ -19,13 +23,9 @@ from broadcaster.alerts import (
     cancel_alert,
     create_alert,
 )
-from broadcaster.api.area_schema import Area
-from broadcaster.api.deps import DbDep, SettingsDep, require
-from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
-from broadcaster.api.problems import Problem
-from broadcaster.auth import ApiKey
-from broadcaster.geo import AreaError, parse_area
-from broadcaster.sms import segment_count
+from broadcaster.ingest.geo import AreaError, parse_area
+from broadcaster.ingest.sms import segment_count
+from broadcaster.ops import metrics
 
 log = logging.getLogger(__name__)
 

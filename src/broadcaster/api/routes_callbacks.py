@@ -10,9 +10,9 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
-from broadcaster import metrics
 from broadcaster.api.problems import Problem
-from broadcaster.receipt_writer import ReceiptsRefused, ReceiptsUnavailable, ReceiptWriter
+from broadcaster.dispatch.receipt_writer import ReceiptsRefused, ReceiptsUnavailable, ReceiptWriter
+from broadcaster.ops import metrics
 from broadcaster.settings import Settings
 from gateway_adapters.base import CallbackRejected, GatewayAdapter
 

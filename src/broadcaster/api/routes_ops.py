@@ -7,10 +7,11 @@ import contextlib
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broadcaster import metrics, queue
 from broadcaster.api.deps import DbDep
 from broadcaster.api.problems import DATABASE_ERRORS, Problem
+from broadcaster.dispatch import queue
 from broadcaster.migrate import NotMigrated, ensure_migrated
+from broadcaster.ops import metrics
 
 router = APIRouter(tags=["ops"])
 

@@ -11,7 +11,7 @@ from broadcaster.api.deps import DbDep, require
 from broadcaster.api.fields import CleanStr, PhoneInput
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
-from broadcaster.geo import SCALE
+from broadcaster.ingest.geo import SCALE
 from broadcaster.phone import PhoneError, normalise
 
 router = APIRouter(tags=["subscribers"])

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from asyncpg.transaction import Transaction
 
-from broadcaster import optouts
+from broadcaster.citizens import optouts
 
 # The claim also sets idle_in_transaction_session_timeout for its transaction ($3, in ms;
 # set_config(..., true) is SET LOCAL), evaluated once as an init plan: one round trip less.

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from broadcaster import optouts
+from broadcaster.citizens import optouts
 from gateway_adapters.base import ReceiptUpdate
 
 # Apply the given receipts. Per delivery the strongest receipt wins (a final one before a

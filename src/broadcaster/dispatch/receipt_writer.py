@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import asyncpg
 from prometheus_client import Counter as Metric
 
-from broadcaster import metrics
-from broadcaster.receipts import record_batch
+from broadcaster.dispatch.receipts import record_batch
+from broadcaster.ops import metrics
 from gateway_adapters.base import ReceiptUpdate
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from broadcaster.geo import Zone
+from broadcaster.ingest.geo import Zone
 
 PRIORITIES = {"emergency": 0, "high": 1, "normal": 2}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}

@@ -29,14 +29,15 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import tenacity
 
-from broadcaster import metrics, queue, receipts, roster
-from broadcaster.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
-from broadcaster.circuit import CircuitBreaker
-from broadcaster.fanout import fan_out_next
-from broadcaster.outage import OutageWatch
-from broadcaster.queue import Claimed, Outcome
-from broadcaster.ratelimit import SharedBucket
-from broadcaster.receipt_writer import ReceiptWriter
+from broadcaster.dispatch import queue, receipts, roster
+from broadcaster.dispatch.circuit import CircuitBreaker
+from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.dispatch.outage import OutageWatch
+from broadcaster.dispatch.queue import Claimed, Outcome
+from broadcaster.dispatch.ratelimit import SharedBucket
+from broadcaster.dispatch.receipt_writer import ReceiptWriter
+from broadcaster.ingest.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
+from broadcaster.ops import metrics
 from broadcaster.settings import Settings
 from gateway_adapters.base import (
     GatewayAdapter,

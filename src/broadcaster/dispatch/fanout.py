@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from broadcaster.alerts import WAKEUP_CHANNEL
-from broadcaster.geo import BOUNDARY_TOLERANCE, EARTH_RADIUS_M, SCALE
+from broadcaster.ingest.alerts import WAKEUP_CHANNEL
+from broadcaster.ingest.geo import BOUNDARY_TOLERANCE, EARTH_RADIUS_M, SCALE
 
 log = logging.getLogger(__name__)
 

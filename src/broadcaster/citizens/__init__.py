@@ -1,0 +1,1 @@
+"""Citizens: what subscribers do themselves or have done for them (opt-outs, ...)."""

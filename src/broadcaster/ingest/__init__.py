@@ -1,0 +1,1 @@
+"""Ingest: alerts and their zones as other systems send them, and SMS segment counting."""
