@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ from starlette.datastructures import URL, Headers
 from starlette.types import Receive, Scope, Send
 
 from broadcaster.api import (
+    openapi,
     problems,
     routes_alerts,
     routes_callbacks,
@@ -32,6 +34,9 @@ from gateway_adapters.base import GatewayAdapter
 from gateway_adapters.registry import create_adapter
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = """SMS alerts to everyone registered in a zone. Every /v1 route except the gateways'
+callbacks needs `Authorization: Bearer <key>`; errors are RFC 9457 problem details."""
 
 
 def create_app(
@@ -71,7 +76,13 @@ def create_app(
                 await adapter.close()
             await pool.close()
 
-    app = BroadcasterApi(title="broadcaster", version="0.1.0", lifespan=lifespan)
+    app = BroadcasterApi(
+        title="broadcaster",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.openapi = functools.partial(openapi.build, app)  # type: ignore[method-assign]
     problems.install(app)
     app.add_middleware(Guard, settings=settings)
     for module in (routes_ops, routes_subscribers, routes_alerts, routes_callbacks):

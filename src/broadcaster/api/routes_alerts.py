@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from broadcaster.api.area_schema import Area
 from broadcaster.api.deps import DbDep, SettingsDep, require
 from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
+from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
 from broadcaster.ingest.alerts import (
@@ -36,7 +37,19 @@ MAX_MESSAGE_CHARS = 10_000
 
 
 class AlertIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "Politiet: indbrud i området. Se noget? Ring 114.",
+                    "area": {"type": "Circle", "center": [12.3111, 55.9267], "radius_m": 2500},
+                    "priority": "high",
+                    "reference": "case-2026-4711",
+                }
+            ]
+        },
+    )
     message: Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
     area: Area
     priority: Literal["emergency", "high", "normal"] = "normal"
@@ -51,12 +64,43 @@ class AlertIn(BaseModel):
         return value
 
 
+class DeliveryCounts(BaseModel):
+    queued: int
+    sending: int
+    sent: int
+    delivered: int
+    failed: int
+    expired: int
+    cancelled: int
+
+
+class AlertStatus(BaseModel):
+    """An alert and how far its deliveries have come."""
+
+    id: int
+    status: Literal["queued", "dispatching", "completed", "expired", "cancelled"]
+    priority: Literal["emergency", "high", "normal"]
+    reference: str | None
+    expires_at: datetime | None
+    created_at: datetime
+    fanned_out_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    recipients: int | None = Field(description="Subscribers in the zone; null until fanned out")
+    deliveries: DeliveryCounts
+
+
 # Printable ASCII, as HTTP header values are meant to be.
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[ -~]+$")]
 AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
-@router.post("/v1/alerts", status_code=202, tags=["alerts"])
+@router.post(
+    "/v1/alerts",
+    status_code=202,
+    response_model=AlertStatus,
+    responses=errors(400, 401, 403, 413, 422, 503),
+)
 async def post_alert(
     body: AlertIn,
     db: DbDep,
@@ -94,7 +138,9 @@ async def post_alert(
     return JSONResponse(status, status_code=202, headers=headers)
 
 
-@router.get("/v1/alerts/{alert_id}", tags=["alerts"])
+@router.get(
+    "/v1/alerts/{alert_id}", response_model=AlertStatus, responses=errors(401, 403, 404, 422, 503)
+)
 async def get_alert(
     alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:read")
 ) -> dict[str, Any]:
@@ -105,7 +151,11 @@ async def get_alert(
     return status
 
 
-@router.post("/v1/alerts/{alert_id}/cancel", tags=["alerts"])
+@router.post(
+    "/v1/alerts/{alert_id}/cancel",
+    response_model=AlertStatus,
+    responses=errors(401, 403, 404, 409, 413, 422, 503),
+)
 async def cancel(
     alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:write")
 ) -> dict[str, Any]:

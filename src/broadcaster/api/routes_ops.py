@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broadcaster.api.deps import DbDep
+from broadcaster.api.openapi import errors
 from broadcaster.api.problems import DATABASE_ERRORS, Problem
 from broadcaster.dispatch import queue
 from broadcaster.migrate import NotMigrated, ensure_migrated
@@ -16,12 +17,12 @@ from broadcaster.ops import metrics
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", tags=["ops"])
+@router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["ops"])
+@router.get("/readyz", responses=errors(503))
 async def readyz(db: DbDep) -> dict[str, str]:
     try:
         async with db.connection() as conn:
@@ -33,7 +34,11 @@ async def readyz(db: DbDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", tags=["ops"])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics_endpoint(db: DbDep) -> Response:
     with contextlib.suppress(*DATABASE_ERRORS):
         async with db.connection() as conn:

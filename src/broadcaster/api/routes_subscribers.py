@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broadcaster.api.deps import DbDep, require
 from broadcaster.api.fields import CleanStr, PhoneInput
+from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
 from broadcaster.ingest.geo import SCALE
@@ -25,14 +26,38 @@ class Location(BaseModel):
 
 
 class SubscriberIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "phone": "20 12 34 56",
+                    "language": "da",
+                    "locations": [{"lat": 55.93, "lon": 12.30, "label": "home"}],
+                }
+            ]
+        },
+    )
     phone: PhoneInput
     locations: list[Location] = Field(min_length=1, max_length=10)
     language: str = Field("da", pattern=r"^[a-z]{2}$")
     status: Literal["active", "pending"] = "active"
 
 
-@router.post("/v1/subscribers", status_code=201, tags=["subscribers"])
+class SubscriberOut(BaseModel):
+    id: int
+    phone: str = Field(examples=["+4520123456"], description="E.164")
+    language: str
+    status: Literal["active", "pending"]
+    locations: list[Location]
+
+
+@router.post(
+    "/v1/subscribers",
+    status_code=201,
+    response_model=SubscriberOut,
+    responses=errors(400, 401, 403, 409, 413, 422, 503),
+)
 async def create_subscriber(
     body: SubscriberIn, db: DbDep, _key: ApiKey = require("subscribers:write")
 ) -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""The OpenAPI document, describing the API as it behaves: bearer keys on every route the Guard
+keys, error answers as application/problem+json with their schema (and Retry-After on 503), and
+the error codes each route can give. Routes list their codes with `errors(...)`; the document is
+finished here in one pass rather than by repeating the problem schema on every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field
+
+from broadcaster.api.guard import needs_key
+from broadcaster.api.problems import PROBLEM_JSON
+
+SCHEME = "bearerAuth"
+REASONS = {
+    400: "The body is not valid JSON (or not UTF-8)",
+    401: "No API key, or not a valid one",
+    403: "The API key lacks the scope this route needs",
+    404: "No such resource",
+    409: "The request conflicts with the resource's state",
+    413: "The body is larger than this route takes; refused before it is read",
+    422: "A value is invalid; `detail` and `errors` name the field",
+    503: "The database is unavailable or did not answer in time; try again after Retry-After",
+}
+
+
+class ProblemError(BaseModel):
+    location: str = Field(examples=["area.coordinates[0][1]"])
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Invalid request",
+                    "status": 422,
+                    "detail": "expires_at: must be in the future",
+                    "instance": "/v1/alerts",
+                }
+            ]
+        }
+    )
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[ProblemError] | None = None
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route that can answer these error codes (the content is added when
+    the document is built)."""
+    return {code: {"description": REASONS[code]} for code in codes}
+
+
+def build(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for model in (ProblemDetails, ProblemError):
+        schemas[model.__name__] = model.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas[model.__name__].pop("$defs", None)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    components.setdefault("securitySchemes", {})[SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key made with `broadcaster create-api-key`",
+    }
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            if needs_key(path):
+                operation["security"] = [{SCHEME: []}]
+            for code, response in operation.get("responses", {}).items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = problem
+                    response.setdefault("description", REASONS.get(int(code), "Error"))
+                    if code == "503":
+                        response["headers"] = {
+                            "Retry-After": {
+                                "description": "Seconds to wait before trying again",
+                                "schema": {"type": "integer", "minimum": 0},
+                            }
+                        }
+    app.openapi_schema = document
+    return document
