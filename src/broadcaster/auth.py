@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 import asyncpg
 
-SCOPES = ("alerts:write", "alerts:read", "subscribers:write")
+SCOPES = (
+    "alerts:write",
+    "alerts:read",
+    "subscribers:write",
+    "subscribers:read",
+    "tips:read",
+    # A public sign-up front end holds a key that can do this and nothing else.
+    "signups:write",
+    "admin",
+)
 KEY_PREFIX = "bk_"
 
 

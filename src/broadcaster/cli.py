@@ -168,6 +168,7 @@ def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
         log_level=settings.log_level,
         access_log=False,
         log_config=None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     uvicorn.Server(config).run()
     return 0

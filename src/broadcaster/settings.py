@@ -122,6 +122,18 @@ class Settings(BaseSettings):
     max_callback_bytes: int = Field(256 * 1024, ge=1024)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     metrics_port: int | None = None
+    # Citizens. The name that starts every SMS the service writes itself (codes, answers to
+    # keywords) and heads the public pages.
+    organisation: str = Field("Broadcaster", min_length=1, max_length=40)
+    signup_code_minutes: int = Field(10, ge=1, le=60)
+    # Per hour: sign-up SMS to one number, sign-up SMS asked for by one client (address), and
+    # codes tried by one client.
+    signup_sms_per_number: int = Field(3, ge=1)
+    signup_sms_per_client: int = Field(20, ge=1)
+    code_attempts_per_client: int = Field(30, ge=1)
+    # Clients whose X-Forwarded-For is believed (the ingress in front of the API), as uvicorn's
+    # forwarded_allow_ips: the client address is what sign-up throttling counts.
+    forwarded_allow_ips: str = "127.0.0.1"
     gateways: list[GatewaySettings] = Field(default_factory=list)
 
     @field_validator("public_url")

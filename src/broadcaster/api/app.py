@@ -19,6 +19,7 @@ from broadcaster.api import (
     routes_alerts,
     routes_callbacks,
     routes_ops,
+    routes_signups,
     routes_subscribers,
 )
 from broadcaster.api.deps import Database
@@ -85,7 +86,13 @@ def create_app(
     app.openapi = functools.partial(openapi.build, app)  # type: ignore[method-assign]
     problems.install(app)
     app.add_middleware(Guard, settings=settings)
-    for module in (routes_ops, routes_subscribers, routes_alerts, routes_callbacks):
+    for module in (
+        routes_ops,
+        routes_subscribers,
+        routes_signups,
+        routes_alerts,
+        routes_callbacks,
+    ):
         app.include_router(module.router)
     return app
 

@@ -23,6 +23,7 @@ REASONS = {
     409: "The request conflicts with the resource's state",
     413: "The body is larger than this route takes; refused before it is read",
     422: "A value is invalid; `detail` and `errors` name the field",
+    429: "Too many requests of this kind; try again after Retry-After",
     503: "The database is unavailable or did not answer in time; try again after Retry-After",
 }
 
@@ -94,7 +95,7 @@ def build(app: FastAPI) -> dict[str, Any]:
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = problem
                     response.setdefault("description", REASONS.get(int(code), "Error"))
-                    if code == "503":
+                    if code in ("429", "503"):
                         response["headers"] = {
                             "Retry-After": {
                                 "description": "Seconds to wait before trying again",

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from broadcaster.api.deps import DbDep, require
-from broadcaster.api.fields import CleanStr, PhoneInput
+from broadcaster.api.fields import CleanStr, Coordinate, PhoneInput
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
@@ -20,8 +20,8 @@ router = APIRouter(tags=["subscribers"])
 
 class Location(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
-    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    lat: Annotated[Coordinate, Field(ge=-90, le=90)]
+    lon: Annotated[Coordinate, Field(ge=-180, le=180)]
     label: Annotated[CleanStr, Field(max_length=50)] | None = None
 
 

@@ -403,7 +403,9 @@ class Dispatcher:
         for c in batch:
             if c.alert_status == "cancelled":
                 outcomes.append(Outcome(c.id, "cancelled", error="alert cancelled"))
-            elif c.subscriber_status != "active":
+            elif c.subscriber_status != "active" and c.kind != "notice":
+                # A notice (a sign-up code, the answer to a keyword) goes to whoever asked for
+                # it, active or not; an alert only to active subscribers.
                 outcomes.append(
                     Outcome(c.id, "cancelled", error=f"subscriber {c.subscriber_status}")
                 )

@@ -30,7 +30,7 @@ from broadcaster.citizens import optouts
 CLAIM = """
 SELECT d.id, d.alert_id, d.attempts + 1 AS attempts, d.priority, s.phone,
        s.status AS subscriber_status, a.message, a.status AS alert_status,
-       (a.expires_at <= now()) AS expired, a.expires_at
+       (a.expires_at <= now()) AS expired, a.expires_at, a.kind
 FROM deliveries d
 JOIN alerts a ON a.id = d.alert_id
 JOIN subscribers s ON s.id = d.subscriber_id
@@ -107,6 +107,7 @@ class Claimed(NamedTuple):
     alert_status: str
     expired: bool
     expires_at: datetime | None
+    kind: str  # 'alert', or 'notice': a one-off SMS to one number (citizens/notices.py)
 
 
 class Outcome(NamedTuple):

@@ -81,7 +81,7 @@ SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fa
        (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM deliveries
                  WHERE alert_id = a.id GROUP BY status) c) AS counts
-FROM alerts a WHERE a.id = $1
+FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
 """
 
 
@@ -129,7 +129,7 @@ async def create_alert(
 
 CANCEL_ALERT = """
 UPDATE alerts SET status = 'cancelled', cancelled_at = now(), completed_at = now()
-WHERE id = $1 AND status IN ('queued', 'dispatching')
+WHERE id = $1 AND status IN ('queued', 'dispatching') AND kind = 'alert'
 RETURNING id
 """
 
@@ -153,7 +153,9 @@ async def cancel_alert(conn: asyncpg.Connection, alert_id: int) -> bool:
     cancelling a cancelled alert again is a no-op; a finished alert raises NotCancellable."""
     async with conn.transaction():
         if await conn.fetchval(CANCEL_ALERT, alert_id) is None:
-            status = await conn.fetchval("SELECT status FROM alerts WHERE id = $1", alert_id)
+            status = await conn.fetchval(
+                "SELECT status FROM alerts WHERE id = $1 AND kind = 'alert'", alert_id
+            )
             if status is None:
                 return False
             if status != "cancelled":

@@ -1,0 +1,198 @@
+"""Sign-up with double opt-in: a citizen asks (number, areas, language, why), the service sends a
+one-time code to the number, and only the right code makes the subscription active.
+
+- A new number becomes a *pending* subscriber, which never receives alerts. What was asked for
+  is kept with the sign-up and applied to the subscriber when the code is confirmed, so nobody
+  can change another person's areas, or opt a number back in, without that number's code.
+- Codes are six digits, stored as a hash, valid for `code_minutes`, single-use; a new sign-up
+  for the number replaces any code still open. They are compared in constant time, and a
+  sign-up takes at most MAX_ATTEMPTS tries before a new code is needed.
+- Sign-up SMS are throttled per number and per client, code attempts per client
+  (throttle.py), so the service cannot be used to spam a number or to guess codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from broadcaster.citizens import throttle
+from broadcaster.citizens.notices import send_notice
+from broadcaster.citizens.texts import text
+from broadcaster.ingest.geo import SCALE
+from broadcaster.settings import Settings
+
+MAX_ATTEMPTS = 5
+REASONS = (
+    "help_police",
+    "help_community",
+    "feel_safer",
+    "stay_informed",
+    "general_interest",
+    "curious",
+    "other",
+)
+
+UPSERT_PENDING = """
+INSERT INTO subscribers (phone, language, status, source) VALUES ($1, $2, 'pending', $3)
+ON CONFLICT (phone) DO UPDATE SET updated_at = now()
+RETURNING id
+"""
+
+CLOSE_OPEN = """
+UPDATE signups SET expires_at = least(expires_at, now())
+WHERE subscriber_id = $1 AND confirmed_at IS NULL AND expires_at > now()
+"""
+
+INSERT_SIGNUP = """
+INSERT INTO signups (subscriber_id, locations, language, reason, source, code_hash, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+# The number's latest sign-up: only it can be confirmed (a new one replaces older codes).
+LATEST = """
+SELECT g.id, g.subscriber_id, g.locations, g.language, g.reason, g.source, g.code_hash,
+       g.attempts, g.expires_at <= now() AS expired, g.confirmed_at IS NOT NULL AS confirmed
+FROM signups g JOIN subscribers s ON s.id = g.subscriber_id
+WHERE s.phone = $1
+ORDER BY g.id DESC
+LIMIT 1
+FOR UPDATE OF g
+"""
+
+COUNT_ATTEMPT = "UPDATE signups SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts"
+
+CONFIRM_SIGNUP = "UPDATE signups SET confirmed_at = now() WHERE id = $1"
+
+ACTIVATE = """
+UPDATE subscribers
+SET status = 'active', language = $2, reason = coalesce($3, reason),
+    confirmed_at = now(), opted_out_at = NULL, opt_out_reason = NULL, updated_at = now(),
+    source = CASE WHEN status = 'pending' THEN $4 ELSE source END
+WHERE id = $1
+RETURNING id, phone, language, status
+"""
+
+REPLACE_LOCATIONS = """
+WITH gone AS (DELETE FROM subscriber_locations WHERE subscriber_id = $1)
+INSERT INTO subscriber_locations (subscriber_id, label, position)
+SELECT $1, l.label, point(l.lon * $5, l.lat * $5)
+FROM unnest($2::text[], $3::float8[], $4::float8[]) AS l(label, lon, lat)
+"""
+
+
+class SignupError(Exception):
+    """A confirmation that cannot succeed; `field` is the request member at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TooManyAttempts(SignupError):
+    """The sign-up's code was tried MAX_ATTEMPTS times: a new code is needed."""
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    subscriber_id: int
+    phone: str
+    language: str
+    locations: list[dict[str, Any]]
+
+
+def code_hash(phone: str, code: str) -> bytes:
+    return hashlib.sha256(f"{phone}:{code}".encode()).digest()
+
+
+def new_code() -> str:
+    return f"{secrets.randbelow(10**6):06d}"
+
+
+async def start(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    phone: str,
+    locations: list[dict[str, Any]],
+    language: str,
+    reason: str | None,
+    source: str,
+    client: str,
+) -> int:
+    """Record a sign-up and queue its code by SMS; returns the code's lifetime in seconds.
+    Raises throttle.Throttled (counted before anything is stored)."""
+    await throttle.hit(conn, "signup-sms-number", phone, settings.signup_sms_per_number)
+    await throttle.hit(conn, "signup-sms-client", client, settings.signup_sms_per_client)
+    lifetime = timedelta(minutes=settings.signup_code_minutes)
+    expires_at = datetime.now(UTC) + lifetime
+    code = new_code()
+    async with conn.transaction():
+        subscriber_id = await conn.fetchval(UPSERT_PENDING, phone, language, source)
+        await conn.execute(CLOSE_OPEN, subscriber_id)
+        await conn.execute(
+            INSERT_SIGNUP,
+            subscriber_id,
+            locations,
+            language,
+            reason,
+            source,
+            code_hash(phone, code),
+            expires_at,
+        )
+        message = text(
+            "code",
+            language,
+            settings.organisation,
+            code=code,
+            minutes=settings.signup_code_minutes,
+        )
+        await send_notice(conn, subscriber_id, message, "signup-code", expires_at)
+    return int(lifetime.total_seconds())
+
+
+async def confirm(
+    conn: asyncpg.Connection, settings: Settings, *, phone: str, code: str, client: str
+) -> Confirmed:
+    """Activate the subscription the code belongs to; raise SignupError (or TooManyAttempts,
+    throttle.Throttled). A wrong code counts against the sign-up even though this raises."""
+    await throttle.hit(conn, "code-attempts-client", client, settings.code_attempts_per_client)
+    async with conn.transaction():
+        row = await conn.fetchrow(LATEST, phone)
+        if row is None or row["confirmed"]:
+            raise SignupError("phone", "no sign-up is waiting for this number")
+        if row["expired"]:
+            raise SignupError("code", "the code has expired; ask for a new one")
+        if row["attempts"] >= MAX_ATTEMPTS:
+            raise TooManyAttempts("code", "too many wrong codes; ask for a new one")
+        right = hmac.compare_digest(code_hash(phone, code), bytes(row["code_hash"]))
+        if not right:
+            # Counted and committed (nothing raises inside the transaction): a wrong code costs
+            # an attempt even though the request fails.
+            attempts = await conn.fetchval(COUNT_ATTEMPT, row["id"])
+        else:
+            await conn.execute(CONFIRM_SIGNUP, row["id"])
+            locations = row["locations"]
+            subscriber = await conn.fetchrow(
+                ACTIVATE, row["subscriber_id"], row["language"], row["reason"], row["source"]
+            )
+            await conn.execute(
+                REPLACE_LOCATIONS,
+                row["subscriber_id"],
+                [loc.get("label") for loc in locations],
+                [loc["lon"] for loc in locations],
+                [loc["lat"] for loc in locations],
+                SCALE,
+            )
+    if not right:
+        left = MAX_ATTEMPTS - attempts
+        if left <= 0:
+            raise TooManyAttempts("code", "too many wrong codes; ask for a new one")
+        raise SignupError("code", f"the code is not right; {left} attempt(s) left")
+    return Confirmed(subscriber["id"], subscriber["phone"], subscriber["language"], locations)
