@@ -36,13 +36,17 @@ from gateway_adapters.smpp_codec import (
     FrameReader,
     SubmitSm,
     SubmitSmResp,
-    canonical_message_id,
     decode,
     encode,
     gsm7_encode,
+    split_message,
+)
+from gateway_adapters.smpp_ids import (
+    canonical_message_id,
+)
+from gateway_adapters.smpp_receipts import (
     parse_delivery_receipt,
     receipt_text,
-    split_message,
 )
 
 SYSTEM_ID, PASSWORD = "sim", "sim-pass"

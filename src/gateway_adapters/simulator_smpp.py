@@ -84,9 +84,11 @@ from gateway_adapters.smpp_codec import (
     encode_tlvs,
     fits_gsm7,
     gsm7_encode,
+    split_udh,
+)
+from gateway_adapters.smpp_receipts import (
     receipt_head,
     receipt_time,
-    split_udh,
 )
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ window divided by the time from the SMSC's send to our answer.
 
 Ids: SMSCs often write an id in hex in submit_sm_resp and in decimal in the receipt (or the
 reverse, or zero-padded, or in another case). Ids are stored and matched in the canonical form of
-`smpp_codec.canonical_message_id` with the configured bases (`submit_id_base`, `receipt_id_base`).
+`smpp_ids.canonical_message_id` with the configured bases (`submit_id_base`, `receipt_id_base`).
 
 Receipts carry `phone=None`: an SMPP message id names one recipient's message on its own, and
 SMSCs differ in how they write the receipt's source_addr.
@@ -78,15 +78,19 @@ from gateway_adapters.smpp_codec import (
     Unbind,
     UnbindResp,
     absolute_time,
-    canonical_message_id,
-    canonical_receipt_id,
     decode,
     encode,
     encode_response,
-    is_delivery_receipt,
-    parse_delivery_receipt,
     split_message,
     status_name,
+)
+from gateway_adapters.smpp_ids import (
+    canonical_message_id,
+    canonical_receipt_id,
+)
+from gateway_adapters.smpp_receipts import (
+    is_delivery_receipt,
+    parse_delivery_receipt,
 )
 
 log = logging.getLogger(__name__)
