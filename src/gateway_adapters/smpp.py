@@ -31,8 +31,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -59,7 +59,6 @@ from gateway_adapters.smpp_codec import (
     ESME_RSYSERR,
     ESME_RTHROTTLED,
     ESME_RX_T_APPN,
-    MAX_SEQUENCE,
     NPI_ISDN,
     NPI_UNKNOWN,
     TON_ALPHANUMERIC,
@@ -79,7 +78,6 @@ from gateway_adapters.smpp_codec import (
     UnbindResp,
     absolute_time,
     decode,
-    encode,
     encode_response,
     split_message,
     status_name,
@@ -88,6 +86,7 @@ from gateway_adapters.smpp_ids import (
     canonical_message_id,
     canonical_receipt_id,
 )
+from gateway_adapters.smpp_link import Batch, Link, SmppConnectionLost, Submit, deliver_outcome
 from gateway_adapters.smpp_receipts import (
     is_delivery_receipt,
     parse_delivery_receipt,
@@ -108,10 +107,6 @@ PART_FAILURE_STATES = frozenset({DeliveryState.FAILED, DeliveryState.EXPIRED})
 
 class SmppConfigError(GatewayMisconfigured, ValueError):
     """The `[[gateways]]` entry cannot describe an SMPP connection."""
-
-
-class SmppConnectionLost(ConnectionError):
-    """The connection a request was waiting on is gone."""
 
 
 class SmppBindRejected(Exception):
@@ -170,219 +165,6 @@ def destination_for_phone(phone: str) -> str | None:
     return digits
 
 
-class _Submit:
-    """One submit_sm through the window: queued for a slot, then in flight until answered.
-
-    `done` is called once with the outcome: the response, an exception (`TimeoutError`,
-    `SmppConnectionLost`), or None when it was not sent because its batch was throttled first.
-    `on_response`, if any, sees the response first, in the read loop (see `_Link.resolve`).
-    """
-
-    __slots__ = ("batch", "deadline", "done", "first", "on_response", "pdu")
-
-    def __init__(
-        self,
-        pdu: SubmitSm,
-        batch: _Batch,
-        done: Callable[[Pdu | BaseException | None], None],
-        *,
-        first: bool = True,
-        on_response: Callable[[Pdu], None] | None = None,
-    ) -> None:
-        self.pdu = pdu
-        self.batch = batch
-        self.done = done
-        self.first = first  # the first (or only) part of its message
-        self.on_response = on_response
-        self.deadline = 0.0
-
-
-def _answer(future: asyncio.Future[Pdu | BaseException | None], outcome: Any) -> None:
-    """A submission's outcome to the coroutine awaiting it, unless it stopped waiting."""
-    if not future.done():
-        future.set_result(outcome)
-
-
-class _Link:
-    """One TCP connection: sequence numbers, requests waiting for their responses, the window.
-
-    submit_sm go through the window without a coroutine each: `enqueue` queues them, `pump`
-    encodes as many as there are free slots and writes them in one go, the read loop hands each
-    response to its submission's callback and pumps again once per read. Submissions not
-    answered within `timeout` seconds are failed by one timer (`_expire`), not one each.
-    """
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        window: int,
-        timeout: float,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.window = max(1, window)
-        self.timeout = timeout
-        self.bound = False
-        self.closed = asyncio.Event()
-        # sequence number -> the request (a future) or the submission waiting for its answer
-        self.pending: dict[int, asyncio.Future[Pdu] | _Submit] = {}
-        self.receipts: asyncio.Queue[DeliverSm] = asyncio.Queue()
-        self.tasks: list[asyncio.Task[None]] = []
-        self.in_window = 0  # submissions in flight
-        self.queue: deque[_Submit] = deque()  # submissions waiting for a slot
-        self.sent: deque[_Submit] = deque()  # in flight, oldest first (answered ones pruned)
-        self._expiry: asyncio.TimerHandle | None = None
-        self._sequence = 0
-
-    @property
-    def usable(self) -> bool:
-        return self.bound and not self.closed.is_set()
-
-    def next_sequence(self) -> int:
-        self._sequence = self._sequence % MAX_SEQUENCE + 1
-        return self._sequence
-
-    def send(self, pdu: Pdu) -> None:
-        self.send_bytes(encode(pdu))
-
-    def send_bytes(self, data: bytes) -> None:
-        """Write encoded PDUs (several at once, in one write, where the caller has them)."""
-        if self.closed.is_set():
-            raise SmppConnectionLost("connection closed")
-        self.writer.write(data)
-
-    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
-        """Send a request outside the window (bind, enquire_link, unbind) and wait up to
-        `seconds` for the response with its sequence number."""
-        pdu.sequence_number = self.next_sequence()
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self.pending[pdu.sequence_number] = future
-        try:
-            self.send(pdu)
-            async with asyncio.timeout(seconds):
-                await self.writer.drain()
-                return await future
-        except TimeoutError:  # an OSError too, but only this request's problem
-            raise
-        except OSError as exc:  # ConnectionResetError and friends from drain()
-            self.lost()
-            raise SmppConnectionLost(str(exc)) from exc
-        finally:
-            self.pending.pop(pdu.sequence_number, None)
-
-    def enqueue(self, submissions: Sequence[_Submit]) -> None:
-        """Queue submissions for the window and send what fits now."""
-        if self.closed.is_set():
-            for item in submissions:
-                item.done(SmppConnectionLost("connection closed"))
-            return
-        self.queue.extend(submissions)
-        self.pump()
-
-    def pump(self) -> None:
-        """Send queued submissions while the window has room, in one write."""
-        if self.closed.is_set():
-            return
-        sent = self.sent
-        while sent and self.pending.get(sent[0].pdu.sequence_number) is not sent[0]:
-            sent.popleft()  # answered (or failed) already
-        chunks: list[bytes] = []
-        deadline = 0.0
-        while self.in_window < self.window and self.queue:
-            item = self.queue.popleft()
-            batch = item.batch
-            if batch.cancelled:
-                continue
-            if item.first and batch.throttled:
-                item.done(None)  # the SMSC asked us to slow down: not sent
-                continue
-            if not deadline:
-                deadline = asyncio.get_running_loop().time() + self.timeout
-            pdu = item.pdu
-            pdu.sequence_number = sequence = self.next_sequence()
-            item.deadline = deadline
-            chunks.append(encode(pdu))
-            self.pending[sequence] = item
-            self.in_window += 1
-            sent.append(item)
-        if chunks:
-            self.writer.write(b"".join(chunks))
-            if self._expiry is None:
-                self._expiry = asyncio.get_running_loop().call_at(sent[0].deadline, self._expire)
-
-    def _expire(self) -> None:
-        """Fail the submissions whose answer is overdue (their slots are free again)."""
-        self._expiry = None
-        now = asyncio.get_running_loop().time()
-        sent, pending = self.sent, self.pending
-        while sent:
-            item = sent[0]
-            sequence = item.pdu.sequence_number
-            if pending.get(sequence) is item:
-                if item.deadline > now:
-                    break
-                del pending[sequence]
-                self.in_window -= 1
-                item.done(TimeoutError("smpp timeout"))
-            sent.popleft()
-        if sent:
-            self._expiry = asyncio.get_running_loop().call_at(sent[0].deadline, self._expire)
-        self.pump()
-
-    def resolve(self, pdu: Pdu) -> None:
-        """Hand a response to what waits for it. A submission's `on_response` runs here, before
-        any PDU read after it is handled: state that later PDUs depend on is in place when they
-        are handled (a coroutine waiting on the answer resumes only after the read loop let go,
-        maybe after a receipt read behind it)."""
-        entry = self.pending.pop(pdu.sequence_number, None)
-        if isinstance(entry, _Submit):
-            self.in_window -= 1
-            if entry.on_response is not None:
-                entry.on_response(pdu)
-            entry.done(pdu)
-        elif entry is not None:
-            if not entry.done():
-                entry.set_result(pdu)
-        else:
-            # Its request timed out already; nothing waits for it any more.
-            log.debug("unmatched response seq=%d", pdu.sequence_number)
-
-    def lost(self) -> None:
-        """Mark the connection gone and fail every request still waiting on it."""
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        self.bound = False
-        self.writer.close()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        pending, self.pending = self.pending, {}
-        queued, self.queue = self.queue, deque()
-        self.sent.clear()
-        self.in_window = 0
-        for entry in pending.values():
-            if isinstance(entry, _Submit):
-                entry.done(SmppConnectionLost("connection lost"))
-            elif not entry.done():
-                entry.set_exception(SmppConnectionLost("connection lost"))
-        for item in queued:
-            if not item.batch.cancelled:
-                item.done(SmppConnectionLost("connection lost"))
-
-    async def stop(self) -> None:
-        """Close the socket and stop the connection's tasks (callable from one of them)."""
-        self.lost()
-        current = asyncio.current_task()
-        others = [t for t in self.tasks if t is not current]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await self.writer.wait_closed()
-
-
 class _LongMessage:
     """A long message being (or having been) submitted, for matching its parts' receipts."""
 
@@ -392,7 +174,7 @@ class _LongMessage:
         self.message_id: str | None = None  # the last part's id, once every part is accepted
         self.done = False
         # Receipts of its parts that arrived before its last part was accepted: answered later.
-        self.deferred: list[tuple[_Link, DeliverSm]] = []
+        self.deferred: list[tuple[Link, DeliverSm]] = []
 
     def finish(self, message_id: str | None) -> None:
         """Submission is over (`message_id` None if it failed): look at deferred receipts again."""
@@ -410,32 +192,6 @@ class _Verdict:
     update: ReceiptUpdate | None = None  # commit this, then answer
     forget: str | None = None  # part id to drop from the part map once committed
     defer_to: _LongMessage | None = None  # answer later: its message is still being submitted
-
-
-class _Batch:
-    """One send_batch call: its results as they come in, and what its messages share."""
-
-    __slots__ = ("cancelled", "finished", "remaining", "results", "tasks", "throttled")
-
-    def __init__(self, size: int) -> None:
-        self.throttled = False  # an answer said "slow down": send no further message
-        self.cancelled = False  # the caller gave up: send nothing more
-        self.results: list[SendResult | None] = [None] * size
-        self.remaining = size
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.tasks: list[asyncio.Task[None]] = []  # one per long message
-
-    def settle(self, index: int, result: SendResult) -> None:
-        self.results[index] = result
-        self.remaining -= 1
-        if not self.remaining and not self.finished.done():
-            self.finished.set_result(None)
-
-    def fail_on_error(self, task: asyncio.Task[None]) -> None:
-        """A long message's task failed: send_batch raises its error rather than wait forever."""
-        error = None if task.cancelled() else task.exception()
-        if error is not None and not self.finished.done():
-            self.finished.set_exception(error)
 
 
 class SmppAdapter:
@@ -518,7 +274,7 @@ class SmppAdapter:
                 raise SmppConfigError(f"gateway {config.name!r}: {name} must be 0, 10 or 16")
         if not 1 <= self.window <= 10_000:
             raise SmppConfigError(f"gateway {config.name!r}: window must be 1 to 10000")
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._runner: asyncio.Task[None] | None = None
         self._on_receipts: ReceiptSink | None = None
         self._closing = False
@@ -616,11 +372,11 @@ class SmppAdapter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max)
 
-    async def _connect(self) -> _Link:
+    async def _connect(self) -> Link:
         ep = self.endpoint
         timeout = self.config.timeout_seconds
         reader, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), timeout)
-        link = _Link(reader, writer, self.window, timeout)
+        link = Link(reader, writer, self.window, timeout)
         link.tasks.append(asyncio.create_task(self._read_loop(link)))
         try:
             bind = BindTransceiver(system_id=ep.system_id, password=ep.password)
@@ -638,7 +394,7 @@ class SmppAdapter:
 
     # -- the connection's tasks ------------------------------------------------------------------
 
-    async def _read_loop(self, link: _Link) -> None:
+    async def _read_loop(self, link: Link) -> None:
         """Route every incoming PDU; mark the link lost when the stream ends or breaks."""
         frames = FrameReader(link.reader)
         try:
@@ -650,7 +406,7 @@ class SmppAdapter:
         finally:
             link.lost()
 
-    def _route(self, link: _Link, frame: bytes) -> bool:
+    def _route(self, link: Link, frame: bytes) -> bool:
         """Handle one incoming PDU; False once the SMSC unbound (stop reading)."""
         try:
             pdu = decode(frame)
@@ -675,7 +431,7 @@ class SmppAdapter:
             )
         return True
 
-    async def _keepalive(self, link: _Link) -> None:
+    async def _keepalive(self, link: Link) -> None:
         """enquire_link every interval; a connection that does not answer is dropped."""
         while True:
             await asyncio.sleep(self.enquire_link_interval)
@@ -688,7 +444,7 @@ class SmppAdapter:
             except SmppConnectionLost:
                 return
 
-    async def _receipt_worker(self, link: _Link) -> None:
+    async def _receipt_worker(self, link: Link) -> None:
         """Commit receipts in batches via on_receipts, then answer their deliver_sm.
 
         The answer follows the commit so that a receipt the SMSC considers delivered is in our
@@ -810,15 +566,15 @@ class SmppAdapter:
         link = self._link
         if link is None or not link.usable:
             raise GatewayUnavailable(f"smpp gateway {self.config.name}: not bound")
-        batch = _Batch(len(messages))
-        singles: list[_Submit] = []
+        batch = Batch(len(messages))
+        singles: list[Submit] = []
         for index, message in enumerate(messages):
             parts = self._submissions(message)
             if isinstance(parts, SendResult):
                 batch.settle(index, parts)
             elif len(parts) == 1:
                 done = functools.partial(self._settle, batch, index, message.delivery_id)
-                singles.append(_Submit(parts[0], batch, done))
+                singles.append(Submit(parts[0], batch, done))
             else:
                 task = asyncio.create_task(self._send_long(link, message, parts, batch, index))
                 task.add_done_callback(batch.fail_on_error)
@@ -868,7 +624,7 @@ class SmppAdapter:
         ]
 
     def _settle(
-        self, batch: _Batch, index: int, delivery_id: int, outcome: Pdu | BaseException | None
+        self, batch: Batch, index: int, delivery_id: int, outcome: Pdu | BaseException | None
     ) -> None:
         """A one-part message's outcome, as its result."""
         refused = self._refusal(delivery_id, outcome, batch)
@@ -879,7 +635,7 @@ class SmppAdapter:
         batch.settle(index, self._accepted(delivery_id, outcome))
 
     def _refusal(
-        self, delivery_id: int, outcome: Pdu | BaseException | None, batch: _Batch
+        self, delivery_id: int, outcome: Pdu | BaseException | None, batch: Batch
     ) -> SendResult | None:
         """The failed result an outcome means, or None when the SMSC accepted the part."""
         if outcome is None:
@@ -909,10 +665,10 @@ class SmppAdapter:
 
     async def _send_long(
         self,
-        link: _Link,
+        link: Link,
         message: OutboundMessage,
         parts: list[SubmitSm],
-        batch: _Batch,
+        batch: Batch,
         index: int,
     ) -> None:
         """Submit a long message's parts one after another, each through the window.
@@ -933,8 +689,8 @@ class SmppAdapter:
                 if number < len(parts) - 1:
                     remember = functools.partial(self._remember_response, holder)
                 answer: asyncio.Future[Pdu | BaseException | None] = loop.create_future()
-                done = functools.partial(_answer, answer)
-                link.enqueue([_Submit(pdu, batch, done, first=not ids, on_response=remember)])
+                done = functools.partial(deliver_outcome, answer)
+                link.enqueue([Submit(pdu, batch, done, first=not ids, on_response=remember)])
                 outcome = await answer
                 refused = self._refusal(delivery_id, outcome, batch)
                 if refused is not None:
