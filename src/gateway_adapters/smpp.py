@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,7 +39,6 @@ from urllib.parse import urlsplit
 from gateway_adapters.base import (
     AdapterLimits,
     CallbackRejected,
-    DeliveryState,
     GatewayConfig,
     GatewayMisconfigured,
     GatewayUnavailable,
@@ -51,7 +49,6 @@ from gateway_adapters.base import (
     SendResult,
 )
 from gateway_adapters.smpp_codec import (
-    DELIVER_SM_RESP,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
     ESME_RMSGQFUL,
@@ -78,19 +75,14 @@ from gateway_adapters.smpp_codec import (
     UnbindResp,
     absolute_time,
     decode,
-    encode_response,
     split_message,
     status_name,
 )
 from gateway_adapters.smpp_ids import (
     canonical_message_id,
-    canonical_receipt_id,
 )
+from gateway_adapters.smpp_inbound import Inbound, LongMessage
 from gateway_adapters.smpp_link import Batch, Link, SmppConnectionLost, Submit, deliver_outcome
-from gateway_adapters.smpp_receipts import (
-    is_delivery_receipt,
-    parse_delivery_receipt,
-)
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +92,6 @@ THROTTLE_STATUSES = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
 # Answers that mean "this time, not this message": try again later.
 TRANSIENT_STATUSES = frozenset({ESME_RSYSERR, ESME_RX_T_APPN, ESME_RINVBNDSTS})
 PRIORITY_FLAGS = {"emergency": 3, "high": 2}  # GSM treats any non-zero flag as "priority"
-# Receipts a part of a long message that are worth forwarding under the message's id: one failed
-# part means the recipient did not get the whole text.
-PART_FAILURE_STATES = frozenset({DeliveryState.FAILED, DeliveryState.EXPIRED})
 
 
 class SmppConfigError(GatewayMisconfigured, ValueError):
@@ -163,35 +152,6 @@ def destination_for_phone(phone: str) -> str | None:
     if not digits.isascii() or not digits.isdigit() or not 6 <= len(digits) <= 15:
         return None
     return digits
-
-
-class _LongMessage:
-    """A long message being (or having been) submitted, for matching its parts' receipts."""
-
-    __slots__ = ("deferred", "done", "message_id")
-
-    def __init__(self) -> None:
-        self.message_id: str | None = None  # the last part's id, once every part is accepted
-        self.done = False
-        # Receipts of its parts that arrived before its last part was accepted: answered later.
-        self.deferred: list[tuple[Link, DeliverSm]] = []
-
-    def finish(self, message_id: str | None) -> None:
-        """Submission is over (`message_id` None if it failed): look at deferred receipts again."""
-        self.message_id, self.done = message_id, True
-        deferred, self.deferred = self.deferred, []
-        for link, pdu in deferred:
-            if not link.closed.is_set():  # else the SMSC sends it again after the reconnect
-                link.receipts.put_nowait(pdu)
-
-
-@dataclass(slots=True)
-class _Verdict:
-    """What the receipt worker does with one deliver_sm."""
-
-    update: ReceiptUpdate | None = None  # commit this, then answer
-    forget: str | None = None  # part id to drop from the part map once committed
-    defer_to: _LongMessage | None = None  # answer later: its message is still being submitted
 
 
 class SmppAdapter:
@@ -276,11 +236,15 @@ class SmppAdapter:
             raise SmppConfigError(f"gateway {config.name!r}: window must be 1 to 10000")
         self._link: Link | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._on_receipts: ReceiptSink | None = None
         self._closing = False
         self._ref = 0
-        # canonical id of a non-last part of a long message -> that message
-        self._parts: OrderedDict[str, _LongMessage] = OrderedDict()
+        self._inbound = Inbound(
+            config.name,
+            receipt_batch=self.receipt_batch,
+            part_map_size=self.part_map_size,
+            submit_id_base=self.submit_id_base,
+            receipt_id_base=self.receipt_id_base,
+        )
 
     @property
     def max_batch(self) -> int:
@@ -301,7 +265,7 @@ class SmppAdapter:
         """
         if self._runner is not None:
             return
-        self._on_receipts = on_receipts
+        self._inbound.on_receipts = on_receipts
         self._closing = False
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._maintain(first), name=f"smpp-{self.config.name}")
@@ -386,7 +350,7 @@ class SmppAdapter:
             link.bound = True
             link.tasks.append(asyncio.create_task(self._keepalive(link)))
             for _ in range(max(1, self.receipt_concurrency)):
-                link.tasks.append(asyncio.create_task(self._receipt_worker(link)))
+                link.tasks.append(asyncio.create_task(self._inbound.worker(link)))
         except BaseException:
             await link.stop()
             raise
@@ -443,116 +407,6 @@ class SmppAdapter:
                 return
             except SmppConnectionLost:
                 return
-
-    async def _receipt_worker(self, link: Link) -> None:
-        """Commit receipts in batches via on_receipts, then answer their deliver_sm.
-
-        The answer follows the commit so that a receipt the SMSC considers delivered is in our
-        database; if on_receipts fails, ESME_RSYSERR makes the SMSC deliver it again. Each
-        connection runs `receipt_concurrency` of these: a batch is whatever arrived while the
-        workers were busy, up to `receipt_batch`, so batches grow with the load.
-        """
-        while True:
-            batch = [await link.receipts.get()]
-            while len(batch) < self.receipt_batch and not link.receipts.empty():
-                batch.append(link.receipts.get_nowait())
-            updates: list[ReceiptUpdate] = []
-            answers: list[tuple[DeliverSm, bool]] = []  # (pdu, committed with the batch?)
-            forget: list[str] = []
-            for pdu in batch:
-                verdict = self._translate(pdu)
-                if verdict.defer_to is not None:
-                    # No await since _translate looked: the message cannot have finished since.
-                    verdict.defer_to.deferred.append((link, pdu))
-                    continue
-                answers.append((pdu, verdict.update is not None))
-                if verdict.update is not None:
-                    updates.append(verdict.update)
-                if verdict.forget is not None:
-                    forget.append(verdict.forget)
-            status = ESME_ROK
-            if updates:
-                assert self._on_receipts is not None  # set by start(), which starts this task
-                try:
-                    await self._on_receipts(updates)
-                except Exception:
-                    log.exception(
-                        "smpp gateway %s: storing %d receipts failed; the SMSC will resend them",
-                        self.config.name,
-                        len(updates),
-                    )
-                    status = ESME_RSYSERR
-            if status == ESME_ROK:
-                for part_id in forget:
-                    self._parts.pop(part_id, None)
-            # Only receipts we failed to store are refused; others would loop forever.
-            data = b"".join(
-                encode_response(DELIVER_SM_RESP, pdu.sequence_number, status if ok else ESME_ROK)
-                for pdu, ok in answers
-            )
-            if not data:
-                continue  # every one of them waits for its long message
-            try:
-                link.send_bytes(data)
-                await link.writer.drain()
-            except (SmppConnectionLost, OSError):
-                return  # unacknowledged receipts come again after the reconnect
-
-    def _translate(self, pdu: DeliverSm) -> _Verdict:
-        """What to do with one deliver_sm: commit an update, just acknowledge it, or wait."""
-        name = self.config.name
-        if not is_delivery_receipt(pdu):
-            log.debug("smpp gateway %s: ignoring a mobile-originated message", name)
-            return _Verdict()
-        try:
-            receipt = parse_delivery_receipt(pdu)
-        except ValueError as exc:
-            # Refusing it would only make the SMSC send it again forever.
-            log.warning("smpp gateway %s: dropping unreadable receipt: %s", name, exc)
-            return _Verdict()
-        if receipt.id_from_tlv:  # receipted_message_id is written like submit_sm_resp ids
-            message_id = canonical_receipt_id(
-                receipt.message_id, self.submit_id_base, self.receipt_id_base
-            )
-        else:
-            message_id = canonical_receipt_id(
-                receipt.message_id, self.receipt_id_base, self.submit_id_base
-            )
-        state = receipt.state
-        provider_status = receipt.stat
-        holder = self._parts.get(message_id)
-        if holder is not None and not holder.done:
-            return _Verdict(defer_to=holder)  # we do not know the message's id yet
-        forget = message_id if holder is not None and state.is_final else None
-        part_of = holder.message_id if holder is not None else None
-        if part_of is not None:
-            if state not in PART_FAILURE_STATES:
-                return _Verdict(forget=forget)  # the last part's receipt speaks for the message
-            provider_status = f"{receipt.stat} (part)"
-        err = receipt.err
-        failed = err is not None and err.strip("0") != "" and state != DeliveryState.DELIVERED
-        raw = {
-            "id": receipt.message_id,
-            "stat": receipt.stat,
-            "err": err,
-            "submit_date": receipt.fields.get("submit date"),
-            "done_date": receipt.fields.get("done date"),
-            "source_addr": pdu.source_addr,
-            "destination_addr": pdu.destination_addr,
-        }
-        if part_of is not None:
-            raw["part_id"] = message_id
-        update = ReceiptUpdate(
-            gateway_message_id=part_of or message_id,
-            phone=None,
-            state=state,
-            provider_status=provider_status,
-            error=f"{receipt.stat} err:{err}" if failed else None,
-            occurred_at=receipt.done_date,
-            raw=raw,
-        )
-        log.debug("smpp gateway %s: receipt %s %s", name, message_id, receipt.stat)
-        return _Verdict(update=update, forget=forget)
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -675,10 +529,10 @@ class SmppAdapter:
 
         The message is identified by its LAST part: it is submitted last, so its acceptance
         means the SMSC holds the whole text, and its receipt is the last to be decided. The
-        other parts' receipts are matched through `_parts` and forwarded only as failures.
+        other parts' receipts are matched through `Inbound.parts` and forwarded only as failures.
         """
         delivery_id = message.delivery_id
-        holder = _LongMessage()
+        holder = LongMessage()
         ids: list[str] = []
         loop = asyncio.get_running_loop()
         try:
@@ -703,17 +557,11 @@ class SmppAdapter:
         assert isinstance(outcome, SubmitSmResp)
         batch.settle(index, self._accepted(delivery_id, outcome))
 
-    def _remember_response(self, holder: _LongMessage, resp: Pdu) -> None:
+    def _remember_response(self, holder: LongMessage, resp: Pdu) -> None:
         if resp.command_status == ESME_ROK and isinstance(resp, SubmitSmResp):
             part_id = canonical_message_id(resp.message_id, self.submit_id_base)
             if part_id:
-                self._remember_part(part_id, holder)
-
-    def _remember_part(self, part_id: str, holder: _LongMessage) -> None:
-        self._parts[part_id] = holder
-        self._parts.move_to_end(part_id)
-        while len(self._parts) > self.part_map_size:
-            self._parts.popitem(last=False)
+                self._inbound.remember_part(part_id, holder)
 
     def _throttled(self, delivery_id: int, status: int) -> SendResult:
         return SendResult(
