@@ -419,8 +419,11 @@ async def test_receipts_reach_on_receipts_with_canonical_ids(
     for update in sink.updates:
         assert (update.state, update.error, update.phone) == (state, error, None)
         assert update.occurred_at is not None
-    # The receipt named the id in zero-padded decimal (text) or hex (TLV), never as we store it.
-    assert sink.updates[0].raw["id"].startswith("0A" if receipt_tlvs else "0167")
+    # The receipt named the id in zero-padded decimal (text) and hex (TLV), kept as written.
+    raw = sink.updates[0].raw
+    assert raw["id"].startswith("0167")
+    assert raw.get("receipted_message_id", "0A").startswith("0A")
+    assert ("receipted_message_id" in raw) is receipt_tlvs
     await eventually(lambda: sim.receipts_pending == 0)
 
 
@@ -638,7 +641,7 @@ def test_simulator_writes_the_deliver_sm_a_receipt_is() -> None:
         assert isinstance(pdu, DeliverSm)
         parsed = parse_delivery_receipt(pdu)
         assert (parsed.stat, parsed.done_date) == (stat, done)
-        assert parsed.message_id == ("0A000001" if tlvs else "0167772161")
+        assert (parsed.text_id, parsed.tlv_id) == ("0167772161", "0A000001" if tlvs else "")
 
 
 # -- connection -----------------------------------------------------------------------------------
@@ -788,6 +791,28 @@ def test_bad_configuration_is_refused(url: str, token: str, message: str) -> Non
         SmppAdapter(config(url, token), "")
 
 
+def test_a_status_word_mapped_to_no_state_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from broadcaster.settings import ConfigError, load_settings
+
+    bad = GatewayConfig(
+        name="smsc",
+        type="smpp",
+        base_url="smpp://h",
+        token="a:b",
+        extra={"status_words": {"OK": "done"}},
+    )
+    with pytest.raises(
+        SmppConfigError, match="gateway 'smsc': status word 'OK': 'done' is not one"
+    ):
+        SmppAdapter(bad, "")
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[[gateways]]\nname = "smsc"\ntype = "smpp"\nbase_url = "smpp://h"\nstatus_words = "x"\n'
+    )
+    with pytest.raises(ConfigError, match="gateway 'smsc': status_words"):
+        load_settings(config=path)
+
+
 def test_parse_callback_is_refused() -> None:
     adapter = SmppAdapter(config("smpp://smsc.example"), "")
     with pytest.raises(CallbackRejected) as info:
@@ -875,10 +900,13 @@ def test_every_option_comes_from_the_configuration_file(tmp_path) -> None:  # ty
         "registered_delivery": 0,
         "receipt_batch": 50,
         "receipt_concurrency": 2,
+        "status_words": {"DND_REJECTED": "failed", "SUBMITD": "sent"},
     }
     assert set(values) == set(SmppAdapter.options)
     path = tmp_path / "gw.toml"
-    path.write_text(entry + 'token = "a:b"\n' + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    lines = [f"{k} = {v}\n" for k, v in values.items() if k != "status_words"]
+    lines.append('status_words = { DND_REJECTED = "failed", SUBMITD = "sent" }\n')
+    path.write_text(entry + 'token = "a:b"\n' + "".join(lines))
     (gateway,) = load_settings(config=path).gateway_configs()
     configured = create_adapter(gateway, "")
     assert isinstance(configured, SmppAdapter)

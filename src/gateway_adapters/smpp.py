@@ -8,8 +8,9 @@ Configuration (`[[gateways]]` with `type = "smpp"`):
 - `window = N`: unacknowledged submit_sm in flight (the SMSC account's window; default 10).
 
 The other SMPP options (keepalive, reconnect backoff, message id bases, registered_delivery,
-receipt batching) are class attributes listed in `SmppAdapter.options`; each can be set in the
-gateway's entry, or by a keyword argument to the constructor.
+receipt batching, the gateway's own receipt status words) are class attributes listed in
+`SmppAdapter.options`; each can be set in the gateway's entry, or by a keyword argument to the
+constructor. How receipts are read (texts, dates, status words) is in `smpp_receipts`.
 
 Receipts: `receipt_concurrency` workers per connection each take what arrived (up to
 `receipt_batch`), commit it through on_receipts and only then answer those deliver_sm; while one
@@ -83,6 +84,7 @@ from gateway_adapters.smpp_ids import (
 )
 from gateway_adapters.smpp_inbound import Inbound, LongMessage
 from gateway_adapters.smpp_link import Batch, Link, SmppConnectionLost, Submit, deliver_outcome
+from gateway_adapters.smpp_receipts import status_words as receipt_status_words
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,7 @@ class SmppAdapter:
         "registered_delivery": int,
         "receipt_batch": int,
         "receipt_concurrency": int,
+        "status_words": dict[str, str],
     }
 
     # Defaults of the SMPP options (see the module docstring for why they are not in the file).
@@ -191,6 +194,9 @@ class SmppAdapter:
     # committed beside it (each answered after its own commit).
     receipt_concurrency: int = 3
     part_map_size: int = 100_000  # ids of non-last parts of long messages we still recognise
+    # The gateway's own receipt status words beyond smpp_receipts.STATUS_WORDS, as a TOML table:
+    # status_words = { DND_REJECTED = "failed", SUBMITD = "sent" }
+    status_words: Mapping[str, str] = {}
 
     def __init__(
         self,
@@ -208,6 +214,7 @@ class SmppAdapter:
         registered_delivery: int | None = None,
         receipt_batch: int | None = None,
         receipt_concurrency: int | None = None,
+        status_words: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.callback_url = callback_url
@@ -223,6 +230,7 @@ class SmppAdapter:
             "registered_delivery": registered_delivery,
             "receipt_batch": receipt_batch,
             "receipt_concurrency": receipt_concurrency,
+            "status_words": status_words,
         }
         for name, value in overrides.items():
             if value is None:
@@ -232,6 +240,10 @@ class SmppAdapter:
         for name in ("submit_id_base", "receipt_id_base"):
             if getattr(self, name) not in (0, 10, 16):
                 raise SmppConfigError(f"gateway {config.name!r}: {name} must be 0, 10 or 16")
+        try:
+            words = receipt_status_words(self.status_words)
+        except ValueError as exc:
+            raise SmppConfigError(f"gateway {config.name!r}: {exc}") from None
         if not 1 <= self.window <= 10_000:
             raise SmppConfigError(f"gateway {config.name!r}: window must be 1 to 10000")
         self._link: Link | None = None
@@ -244,6 +256,7 @@ class SmppAdapter:
             part_map_size=self.part_map_size,
             submit_id_base=self.submit_id_base,
             receipt_id_base=self.receipt_id_base,
+            words=words,
         )
 
     @property

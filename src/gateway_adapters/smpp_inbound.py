@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway_adapters.base import DeliveryState, ReceiptSink, ReceiptUpdate
@@ -17,7 +18,12 @@ from gateway_adapters.smpp_codec import (
 )
 from gateway_adapters.smpp_ids import canonical_receipt_id
 from gateway_adapters.smpp_link import Link, SmppConnectionLost
-from gateway_adapters.smpp_receipts import is_delivery_receipt, parse_delivery_receipt
+from gateway_adapters.smpp_receipts import (
+    STATUS_WORDS,
+    DeliveryReceipt,
+    is_delivery_receipt,
+    parse_delivery_receipt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class Inbound:
         part_map_size: int,
         submit_id_base: int,
         receipt_id_base: int,
+        words: Mapping[str, DeliveryState] = STATUS_WORDS,
     ) -> None:
         self.gateway = gateway
         self.receipt_batch = receipt_batch
@@ -73,6 +80,8 @@ class Inbound:
         self.submit_id_base = submit_id_base
         self.receipt_id_base = receipt_id_base
         self.on_receipts: ReceiptSink | None = None
+        self.words = words  # status word -> state (smpp_receipts.status_words)
+        self.unknown_words: set[str] = set()  # logged already
         # canonical id of a non-last part of a long message -> that message
         self.parts: OrderedDict[str, LongMessage] = OrderedDict()
 
@@ -148,16 +157,13 @@ class Inbound:
             # Refusing it would only make the SMSC send it again forever.
             log.warning("smpp gateway %s: dropping unreadable receipt: %s", name, exc)
             return Verdict()
-        if receipt.id_from_tlv:  # receipted_message_id is written like submit_sm_resp ids
-            message_id = canonical_receipt_id(
-                receipt.message_id, self.submit_id_base, self.receipt_id_base
-            )
+        if receipt.tlv_id:  # receipted_message_id is written like submit_sm_resp ids
+            written = receipt.tlv_id
+            message_id = canonical_receipt_id(written, self.submit_id_base, self.receipt_id_base)
         else:
-            message_id = canonical_receipt_id(
-                receipt.message_id, self.receipt_id_base, self.submit_id_base
-            )
-        state = receipt.state
-        provider_status = receipt.stat
+            written = receipt.text_id
+            message_id = canonical_receipt_id(written, self.receipt_id_base, self.submit_id_base)
+        state, provider_status, error = self.status(receipt)
         holder = self.parts.get(message_id)
         if holder is not None and not holder.done:
             return Verdict(defer_to=holder)  # we do not know the message's id yet
@@ -166,18 +172,20 @@ class Inbound:
         if part_of is not None:
             if state not in PART_FAILURE_STATES:
                 return Verdict(forget=forget)  # the last part's receipt speaks for the message
-            provider_status = f"{receipt.stat} (part)"
-        err = receipt.err
-        failed = err is not None and err.strip("0") != "" and state != DeliveryState.DELIVERED
-        raw = {
-            "id": receipt.message_id,
-            "stat": receipt.stat,
-            "err": err,
+            provider_status = f"{provider_status} (part)"
+        raw: dict[str, object] = {
+            "id": receipt.text_id or None,
+            "stat": receipt.stat or None,
+            "err": receipt.err,
             "submit_date": receipt.fields.get("submit date"),
             "done_date": receipt.fields.get("done date"),
             "source_addr": pdu.source_addr,
             "destination_addr": pdu.destination_addr,
         }
+        if receipt.tlv_id:
+            raw["receipted_message_id"] = receipt.tlv_id
+        if receipt.message_state is not None:
+            raw["message_state"] = receipt.message_state
         if part_of is not None:
             raw["part_id"] = message_id
         update = ReceiptUpdate(
@@ -185,9 +193,31 @@ class Inbound:
             phone=None,
             state=state,
             provider_status=provider_status,
-            error=f"{receipt.stat} err:{err}" if failed else None,
+            error=error,
             occurred_at=receipt.done_date,
             raw=raw,
         )
-        log.debug("smpp gateway %s: receipt %s %s", name, message_id, receipt.stat)
+        log.debug("smpp gateway %s: receipt %s %s", name, written, provider_status)
         return Verdict(update=update, forget=forget)
+
+    def status(self, receipt: DeliveryReceipt) -> tuple[DeliveryState, str, str | None]:
+        """The receipt's state, provider status and error. A status no word maps ends the
+        delivery as failed, naming the status (see smpp_receipts); logged once per word."""
+        err = receipt.err
+        word = receipt.stat
+        if not word and receipt.message_state is not None:
+            word = f"message_state {receipt.message_state}"
+        state = self.words.get(receipt.stat) if receipt.stat else None
+        if state is None:
+            if word not in self.unknown_words:
+                self.unknown_words.add(word)
+                log.warning(
+                    "smpp gateway %s: receipt status %r is not known; such deliveries end as "
+                    "failed (map it with status_words in the gateway's settings)",
+                    self.gateway,
+                    word,
+                )
+            error = f"unknown receipt status {word!r}" if word else "receipt without a status"
+            return DeliveryState.FAILED, word, error + (f" err:{err}" if err else "")
+        failed = err is not None and err.strip("0") != "" and state != DeliveryState.DELIVERED
+        return state, word, f"{word} err:{err}" if failed else None
