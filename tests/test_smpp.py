@@ -41,9 +41,7 @@ from gateway_adapters.smpp_codec import (
     gsm7_encode,
     split_message,
 )
-from gateway_adapters.smpp_ids import (
-    canonical_message_id,
-)
+from gateway_adapters.smpp_ids import message_key
 from gateway_adapters.smpp_receipts import (
     parse_delivery_receipt,
     receipt_text,
@@ -154,11 +152,11 @@ async def test_batch_larger_than_the_window_never_exceeds_it(smsc, connect) -> N
     assert all(r.accepted and not r.retryable for r in results)
     assert sim.stats.max_in_flight == 4  # the window was used in full and never exceeded
 
-    # The stored id is the simulator's hex id in canonical (decimal) form.
+    # The stored id is the simulator's id as it wrote it ('0A000001'), in lower case, unpadded.
     by_phone = {m["destination_addr"]: m for m in sim.messages}
     for r in results:
         record = by_phone[f"4520{r.delivery_id:06d}"]
-        assert r.gateway_message_id == str(int(record["id"], 16))
+        assert r.gateway_message_id == record["id"].lower().lstrip("0")
     assert len({r.gateway_message_id for r in results}) == 30
 
 
@@ -322,7 +320,7 @@ async def test_long_messages_are_reassembled_at_the_smsc(smsc, connect) -> None:
         record = by_phone[f"4520{r.delivery_id:06d}"]
         assert (record["text"], record["parts"], record["data_coding"]) == (text, parts, coding)
         # The message is known by its last part's id.
-        assert r.gateway_message_id == canonical_message_id(record["part_ids"][-1], 16)
+        assert r.gateway_message_id == message_key(record["part_ids"][-1])
 
 
 async def test_long_message_receipts_speak_through_the_last_part(smsc, connect) -> None:
@@ -378,7 +376,7 @@ async def test_a_part_receipt_read_right_behind_its_response_is_known_as_a_part(
                         resp = SubmitSmResp(
                             sequence_number=pdu.sequence_number, message_id=f"{parts:X}"
                         )
-                        before = receipt(900, 99) if parts == 1 else b""
+                        before = receipt(900, 9) if parts == 1 else b""
                         writer.write(before + encode(resp) + receipt(900 + parts, parts))
                     elif isinstance(pdu, DeliverSmResp):
                         answered.append((pdu.sequence_number, pdu.command_status))
@@ -393,7 +391,7 @@ async def test_a_part_receipt_read_right_behind_its_response_is_known_as_a_part(
         await eventually(lambda: len(answered) == 3)
         assert sorted(answered) == [(900, ESME_ROK), (901, ESME_ROK), (902, ESME_ROK)]
         # The unrelated receipt and the last part's, which speaks for the message; not part 1's.
-        assert sorted(u.gateway_message_id for u in sink.updates) == ["2", "99"]
+        assert sorted(u.gateway_message_id for u in sink.updates) == ["2", "9"]
     finally:
         server.close()
 
@@ -425,6 +423,55 @@ async def test_receipts_reach_on_receipts_with_canonical_ids(
     assert raw.get("receipted_message_id", "0A").startswith("0A")
     assert ("receipted_message_id" in raw) is receipt_tlvs
     await eventually(lambda: sim.receipts_pending == 0)
+
+
+# How the simulated SMSC writes ids (options of SmscOptions) -> the style the adapter must meet.
+SMSC_ID_STYLES: dict[str, dict[str, Any]] = {
+    "hex resp, decimal text, receipted_message_id (the default)": {},
+    "hex resp, decimal text, no TLV": {"receipt_tlvs": False},
+    "decimal in both, no TLV": {
+        "submit_id_format": "{:d}",
+        "receipt_id_format": "{:d}",
+        "receipt_tlvs": False,
+    },
+    "zero-padded decimal resp, unpadded text": {
+        "submit_id_format": "{:010d}",
+        "receipt_id_format": "{:d}",
+        "receipt_tlvs": False,
+    },
+    "hex of digits only in both": {
+        "submit_id_format": "{:08X}",
+        "receipt_id_format": "{:08X}",
+        "first_message_id": 0x12340,  # 0x12340 to 0x12349: no hex letter in any
+        "receipt_tlvs": False,
+    },
+    "decimal resp, lower-case hex text": {
+        "submit_id_format": "{:d}",
+        "receipt_id_format": "{:x}",
+        "receipt_tlvs": False,
+    },
+    "opaque ids": {
+        "submit_id_format": "SM-{:d}-X",
+        "receipt_id_format": "sm-{:d}-x",
+        "receipt_tlvs": False,
+    },
+}
+
+
+@pytest.mark.parametrize("style", SMSC_ID_STYLES)
+async def test_receipts_find_their_message_whatever_the_id_style(smsc, connect, style) -> None:
+    sim = await smsc(delivered_ratio=0.5, seed=11, redelivery_delay_ms=20, **SMSC_ID_STYLES[style])
+    adapter, sink = await connect(sim)
+    results = await adapter.send_batch([msg(i) for i in range(10)])
+    await eventually(lambda: sim.receipts_pending == 0)
+    outcome = {message_key(m["id"]): m["stats"][-1] for m in sim.messages}
+    assert sorted(u.gateway_message_id for u in sink.updates) == sorted(
+        r.gateway_message_id for r in results if r.gateway_message_id
+    )
+    expected = {"DELIVRD": DeliveryState.DELIVERED, "UNDELIV": DeliveryState.FAILED}
+    for update in sink.updates:  # each with its own message's outcome
+        assert update.state == expected[outcome[update.gateway_message_id]]
+    assert sim.stats.receipts_refused == 0  # one adapter saw every id: nothing had to wait
 
 
 async def test_deliver_sm_is_answered_only_after_on_receipts_returned(smsc, connect) -> None:
@@ -600,9 +647,11 @@ def test_simulator_writes_the_deliver_sm_a_receipt_is() -> None:
     # codec encodes for that DeliverSm, and read back as the receipt it stands for.
     for tlvs, stat in [(False, "DELIVRD"), (True, "UNDELIV")]:
         sim = SmscSimulator(SmscOptions(receipt_tlvs=tlvs))
+        submit_id, text_id = "0A000001", "0167772161"
         submitted = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
         receipt = _Receipt(
-            message_id=0x0A000001,
+            submit_id=submit_id,
+            text_id=text_id,
             recipient="4520000001",
             recipient_ton=1,
             recipient_npi=1,
@@ -773,7 +822,7 @@ def test_registered_and_built_by_the_registry() -> None:
         2776,
         "sim",
     )
-    assert (adapter.window, adapter.submit_id_base, adapter.receipt_id_base) == (10, 16, 10)
+    assert (adapter.window, adapter.submit_id_base, adapter.receipt_id_base) == (10, None, None)
     assert adapter.enquire_link_interval == 30.0 and adapter.registered_delivery == 1
 
 

@@ -32,6 +32,7 @@ from broadcaster import metrics, queue, receipts, roster
 from broadcaster.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
 from broadcaster.circuit import CircuitBreaker
 from broadcaster.fanout import fan_out_next
+from broadcaster.message_ids import ConnectionReceipts
 from broadcaster.queue import Claimed, Outcome
 from broadcaster.ratelimit import TokenBucket
 from broadcaster.receipt_writer import ReceiptWriter
@@ -43,7 +44,6 @@ from gateway_adapters.base import (
     GatewayThrottled,
     OutboundMessage,
     ReceiptSink,
-    ReceiptUpdate,
     SendResult,
 )
 
@@ -228,12 +228,9 @@ class Dispatcher:
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
         """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: the same
         group commit as HTTP callbacks; the adapter acknowledges them after this returns, and
-        answers with an error if it raises."""
-
-        async def sink(updates: list[ReceiptUpdate]) -> None:
-            await self._receipts.write(gateway, updates)
-
-        return sink
+        answers with an error if it raises. It also tells the adapter which message ids name
+        our deliveries (message_ids.py)."""
+        return ConnectionReceipts(self._receipts, self.pool, gateway)
 
     def _on_notify(self, *_: object) -> None:
         self._wake_all()

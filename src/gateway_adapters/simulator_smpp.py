@@ -93,7 +93,6 @@ from gateway_adapters.smpp_receipts import (
 
 log = logging.getLogger(__name__)
 
-FIRST_MESSAGE_ID = 0x0A000001  # hex '0A000001', decimal '0167772161': padding in both forms
 SMSC_SYSTEM_ID = "SMSCSIM"
 STAT_STATE_VALUES = {"DELIVRD": 2, "UNDELIV": 5}  # message_state TLV values
 FAILURE_ERR = "069"
@@ -112,7 +111,15 @@ class SmscOptions:
     delivered_ratio: float = 1.0  # receipts DELIVRD, the rest UNDELIV
     receipt_delay_ms: float = 200.0
     hold_receipts: bool = False  # keep receipts until release()
-    receipt_tlvs: bool = False  # add receipted_message_id (hex) and message_state TLVs
+    # How the SMSC writes a message's id: a format for its number (the first is first_message_id)
+    # in submit_sm_resp and in the receipt text. The default is the style Kannel's msg-id-type 1
+    # names: upper-case hex in submit_sm_resp, zero-padded decimal in the receipt text.
+    submit_id_format: str = "{:08X}"
+    receipt_id_format: str = "{:010d}"
+    first_message_id: int = 0x0A000001  # hex '0A000001', decimal '0167772161': padding in both
+    # receipted_message_id (the id exactly as submit_sm_resp gave it, SMPP 3.4 section 5.3.2.12)
+    # and message_state TLVs on every receipt, as SMPP 3.4 SMSCs send them
+    receipt_tlvs: bool = True
     redelivery_delay_ms: float = 100.0  # after a refused receipt
     response_timeout_ms: float = 10_000.0  # for deliver_sm_resp; then the receipt goes again
     receipt_window: int = 10  # deliver_sm awaiting their answer at once
@@ -140,7 +147,8 @@ class SmscStats:
 
 @dataclass
 class _Receipt:
-    message_id: int
+    submit_id: str  # the id as submit_sm_resp gave it
+    text_id: str  # the id as the receipt text writes it
     recipient: str
     recipient_ton: int
     recipient_npi: int
@@ -176,7 +184,7 @@ class _Receipt:
 class _Partial:
     """Parts of a long message received so far, by sequence number."""
 
-    parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    parts: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)  # data, id, stat
 
 
 class _Session:
@@ -257,7 +265,7 @@ class SmscSimulator:
         self.stats = SmscStats()
         self.messages: list[dict[str, Any]] = []
         self._rng = random.Random(self.options.seed)
-        self._ids = itertools.count(FIRST_MESSAGE_ID)
+        self._ids = itertools.count(self.options.first_message_id)
         self._sessions: set[_Session] = set()
         self._partials: dict[tuple[str, str, int, int], _Partial] = {}
         self._ready: collections.deque[_Receipt] = collections.deque()
@@ -515,12 +523,13 @@ class SmscSimulator:
         message_id = ""
         if status == ESME_ROK:
             number = next(self._ids)
-            message_id = f"{number:08X}"
+            message_id = self.options.submit_id_format.format(number)
             self.stats.accepted += 1
-            self._record_part(session, pdu, concat, data, message_id)
+            self._record_part(session, pdu, concat, data, message_id, stat)
             if pdu.registered_delivery & 0x03:
                 text = decode_text(data, pdu.data_coding)
-                self._schedule_receipt(pdu, number, stat, text)
+                text_id = self.options.receipt_id_format.format(number)
+                self._schedule_receipt(pdu, message_id, text_id, stat, text)
         elif status == ESME_RTHROTTLED:
             self.stats.throttled += 1
         else:
@@ -538,23 +547,26 @@ class SmscSimulator:
         concat: ConcatInfo | None,
         data: bytes,
         message_id: str,
+        stat: str,
     ) -> None:
-        """Record the message once all its parts are in (a short message at once)."""
-        parts = [(data, message_id)]
+        """Record the message once all its parts are in (a short message at once), with the
+        ids and the receipt outcomes of its parts."""
+        parts = [(data, message_id, stat)]
         if concat is not None and concat.total > 1:
             key = (pdu.source_addr, pdu.destination_addr, concat.ref, concat.total)
             partial = self._partials.setdefault(key, _Partial())
-            partial.parts[concat.seq] = (data, message_id)
+            partial.parts[concat.seq] = (data, message_id, stat)
             if len(partial.parts) < concat.total:
                 return
             del self._partials[key]
             parts = [partial.parts[seq] for seq in sorted(partial.parts)]
         # Joined before decoding, so a client that splits a character across parts still reads.
-        text = decode_text(b"".join(d for d, _ in parts), pdu.data_coding)
+        text = decode_text(b"".join(d for d, _, _ in parts), pdu.data_coding)
         self.messages.append(
             {
                 "id": parts[-1][1],
-                "part_ids": [i for _, i in parts],
+                "part_ids": [i for _, i, _ in parts],
+                "stats": [s for _, _, s in parts],
                 "parts": len(parts),
                 "source_addr": pdu.source_addr,
                 "source_addr_ton": pdu.source_addr_ton,
@@ -573,10 +585,13 @@ class SmscSimulator:
 
     # -- receipts --------------------------------------------------------------------------------
 
-    def _schedule_receipt(self, pdu: SubmitSm, number: int, stat: str, text: str) -> None:
+    def _schedule_receipt(
+        self, pdu: SubmitSm, submit_id: str, text_id: str, stat: str, text: str
+    ) -> None:
         try:
             receipt = _Receipt(
-                message_id=number,
+                submit_id=submit_id,
+                text_id=text_id,
                 recipient=pdu.destination_addr,
                 recipient_ton=pdu.dest_addr_ton,
                 recipient_npi=pdu.dest_addr_npi,
@@ -588,7 +603,7 @@ class SmscSimulator:
                 snippet="".join(c for c in text if fits_gsm7(c))[:20],
             )
         except ValueError:  # an address a deliver_sm cannot carry back (too long, not Latin-1)
-            log.debug("no receipt for message %d: its addresses do not fit a deliver_sm", number)
+            log.debug("no receipt for %s: its addresses do not fit a deliver_sm", submit_id)
             return
         self._unacked += 1
         if self.options.hold_receipts:
@@ -678,7 +693,7 @@ class SmscSimulator:
         fields, built from the parts encoded when the receipt was created."""
         delivered = receipt.stat == "DELIVRD"
         head = receipt_head(
-            f"{receipt.message_id:010d}",
+            receipt.text_id,
             receipt.stat,
             "000" if delivered else FAILURE_ERR,
             receipt.submit_date,
@@ -689,10 +704,9 @@ class SmscSimulator:
         short_message = head.encode("ascii") + receipt.snippet_septets
         tlvs = b""
         if self.options.receipt_tlvs:
-            # receipted_message_id is written like the submit_sm_resp id (hex, here).
             tlvs = encode_tlvs(
                 {
-                    TAG_RECEIPTED_MESSAGE_ID: f"{receipt.message_id:08X}".encode() + b"\x00",
+                    TAG_RECEIPTED_MESSAGE_ID: receipt.submit_id.encode("latin-1") + b"\x00",
                     TAG_MESSAGE_STATE: bytes((STAT_STATE_VALUES[receipt.stat],)),
                 }
             )
@@ -773,6 +787,14 @@ def _positive_int(value: str) -> int:
     return result
 
 
+def _id_format(value: str) -> str:
+    try:
+        value.format(1)
+    except (ValueError, IndexError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a format for a number: {value!r}") from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = SmscOptions()
     parser = simulator_parser(
@@ -790,7 +812,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--password", default=defaults.password, help="expected password")
     add_fault_options(parser, defaults, [("throttle", None), ("invalid", None)])
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
-    add("--receipt-tlvs", action="store_true", help="add receipted_message_id/message_state")
+    add(
+        "--no-receipt-tlvs",
+        dest="receipt_tlvs",
+        action="store_false",
+        help="receipts without receipted_message_id and message_state (the text names the id)",
+    )
+    add(
+        "--submit-id-format",
+        type=_id_format,
+        default=defaults.submit_id_format,
+        help="message ids in submit_sm_resp, a Python format of the number (default %(default)s)",
+    )
+    add(
+        "--receipt-id-format",
+        type=_id_format,
+        default=defaults.receipt_id_format,
+        help="message ids in receipt texts (default %(default)s)",
+    )
+    add("--first-message-id", type=int, default=defaults.first_message_id, help=argparse.SUPPRESS)
     add(
         "--receipt-window",
         type=_positive_int,

@@ -18,9 +18,12 @@ batch commits, the next is read and committed beside it. The SMSC's window for d
 how many are in our hands at once, so it bounds the batches too: the receipt rate is about that
 window divided by the time from the SMSC's send to our answer.
 
-Ids: SMSCs often write an id in hex in submit_sm_resp and in decimal in the receipt (or the
-reverse, or zero-padded, or in another case). Ids are stored and matched in the canonical form of
-`smpp_ids.canonical_message_id` with the configured bases (`submit_id_base`, `receipt_id_base`).
+Ids: SMSCs write a message's id in submit_sm_resp and in the receipt in different bases, cases and
+paddings. A delivery is stored under `smpp_ids.message_key` of its submit_sm_resp id (the id as
+written, lower case, without leading zeros); a receipt finds it through receipted_message_id, or
+through its text id read in the gateway's id style: `submit_id_base` and `receipt_id_base` when
+configured (in the spirit of Kannel's msg-id-type), else learned from the first receipts that only
+one reading explains, and then kept (`smpp_inbound` has how; a receipt is never placed by a guess).
 
 Receipts carry `phone=None`: an SMPP message id names one recipient's message on its own, and
 SMSCs differ in how they write the receipt's source_addr.
@@ -80,7 +83,7 @@ from gateway_adapters.smpp_codec import (
     status_name,
 )
 from gateway_adapters.smpp_ids import (
-    canonical_message_id,
+    message_key,
 )
 from gateway_adapters.smpp_inbound import Inbound, LongMessage
 from gateway_adapters.smpp_link import Batch, Link, SmppConnectionLost, Submit, deliver_outcome
@@ -184,8 +187,10 @@ class SmppAdapter:
     enquire_link_timeout: float = 10.0
     reconnect_initial: float = 0.5  # doubled after each failed attempt ...
     reconnect_max: float = 30.0  # ... up to this
-    submit_id_base: int = 16  # how the SMSC writes ids in submit_sm_resp (10, 16, or 0 = opaque)
-    receipt_id_base: int = 10  # how it writes them in receipt texts
+    # How the SMSC writes ids in submit_sm_resp and in receipt texts (10, 16, or 0 for opaque ids
+    # compared as written): the gateway's id style (smpp_ids). Unset, it is learned.
+    submit_id_base: int | None = None
+    receipt_id_base: int | None = None
     registered_delivery: int = 1  # final receipts, success and failure
     unbind_timeout: float = 1.0
     throttle_retry_after: float = 1.0
@@ -238,7 +243,7 @@ class SmppAdapter:
             if value is not None:
                 setattr(self, name, value)
         for name in ("submit_id_base", "receipt_id_base"):
-            if getattr(self, name) not in (0, 10, 16):
+            if getattr(self, name) not in (None, 0, 10, 16):
                 raise SmppConfigError(f"gateway {config.name!r}: {name} must be 0, 10 or 16")
         try:
             words = receipt_status_words(self.status_words)
@@ -279,6 +284,8 @@ class SmppAdapter:
         if self._runner is not None:
             return
         self._inbound.on_receipts = on_receipts
+        # The service may offer a lookup of the ids it sent through this gateway (base.py).
+        self._inbound.known_ids = getattr(on_receipts, "known_message_ids", None)
         self._closing = False
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._runner = asyncio.create_task(self._maintain(first), name=f"smpp-{self.config.name}")
@@ -525,7 +532,7 @@ class SmppAdapter:
         return SendResult(delivery_id, False, error=error)
 
     def _accepted(self, delivery_id: int, resp: SubmitSmResp) -> SendResult:
-        message_id = canonical_message_id(resp.message_id, self.submit_id_base)
+        message_id = self._inbound.submitted(resp.message_id)
         if not message_id:
             log.warning("smpp gateway %s: accepted without a message id", self.config.name)
         return SendResult(delivery_id, True, gateway_message_id=message_id or None)
@@ -564,7 +571,7 @@ class SmppAdapter:
                     batch.settle(index, refused)
                     return
                 assert isinstance(outcome, SubmitSmResp)
-                ids.append(canonical_message_id(outcome.message_id, self.submit_id_base))
+                ids.append(message_key(outcome.message_id))
         finally:
             holder.finish(ids[-1] if len(ids) == len(parts) and ids[-1] else None)
         assert isinstance(outcome, SubmitSmResp)
@@ -572,7 +579,7 @@ class SmppAdapter:
 
     def _remember_response(self, holder: LongMessage, resp: Pdu) -> None:
         if resp.command_status == ESME_ROK and isinstance(resp, SubmitSmResp):
-            part_id = canonical_message_id(resp.message_id, self.submit_id_base)
+            part_id = self._inbound.submitted(resp.message_id)
             if part_id:
                 self._inbound.remember_part(part_id, holder)
 

@@ -1,22 +1,33 @@
 """What the SMPP adapter does with the deliver_sm it receives: receipts become updates, committed
-through on_receipts and only then answered; other deliver_sm are answered at once."""
+through on_receipts and only then answered; other deliver_sm are answered at once.
+
+A receipt is matched by its message id's key (see smpp_ids). While the gateway's id style is not
+settled, a receipt text id that could be read more than one way is looked up among the ids this
+adapter was given in submit_sm_resp lately and, if the service offers it (`known_message_ids` on
+the receipt sink), among every delivery sent through the gateway (by any process, before any
+restart). The one reading that names a message of ours is its key, and counts as evidence for
+the style. A receipt none or several of whose readings name one of ours is answered
+ESME_RX_T_APPN (a temporary error), so the SMSC delivers it again later: by then the style is
+settled, or its message written. A receipt is never matched under a guess.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from gateway_adapters.base import DeliveryState, ReceiptSink, ReceiptUpdate
+from gateway_adapters.base import DeliveryState, MessageIdLookup, ReceiptSink, ReceiptUpdate
 from gateway_adapters.smpp_codec import (
     DELIVER_SM_RESP,
     ESME_ROK,
     ESME_RSYSERR,
+    ESME_RX_T_APPN,
     DeliverSm,
     encode_response,
 )
-from gateway_adapters.smpp_ids import canonical_receipt_id
+from gateway_adapters.smpp_ids import IdStyle, Style, describe, message_key, resolve
 from gateway_adapters.smpp_link import Link, SmppConnectionLost
 from gateway_adapters.smpp_receipts import (
     STATUS_WORDS,
@@ -61,6 +72,17 @@ class Verdict:
     defer_to: LongMessage | None = None  # answer later: its message is still being submitted
 
 
+@dataclass(slots=True)
+class _Read:
+    """A deliver_sm read: its receipt (None for other deliver_sm, or an unreadable receipt) and
+    its key, or the keys it may have while that is open."""
+
+    pdu: DeliverSm
+    receipt: DeliveryReceipt | None = None
+    key: str | None = None
+    candidates: dict[str, frozenset[Style]] | None = None
+
+
 class Inbound:
     """One gateway's deliver_sm handling, shared by its connections."""
 
@@ -70,20 +92,34 @@ class Inbound:
         *,
         receipt_batch: int,
         part_map_size: int,
-        submit_id_base: int,
-        receipt_id_base: int,
+        submit_id_base: int | None,
+        receipt_id_base: int | None,
         words: Mapping[str, DeliveryState] = STATUS_WORDS,
     ) -> None:
         self.gateway = gateway
         self.receipt_batch = receipt_batch
         self.part_map_size = part_map_size
-        self.submit_id_base = submit_id_base
-        self.receipt_id_base = receipt_id_base
+        self.style = IdStyle(submit_id_base, receipt_id_base)
         self.on_receipts: ReceiptSink | None = None
+        self.known_ids: MessageIdLookup | None = None
         self.words = words  # status word -> state (smpp_receipts.status_words)
         self.unknown_words: set[str] = set()  # logged already
-        # canonical id of a non-last part of a long message -> that message
+        # key of a non-last part of a long message -> that message
         self.parts: OrderedDict[str, LongMessage] = OrderedDict()
+        # Keys of the ids submit_sm_resp gave us lately, while the id style is not settled.
+        self.recent: dict[str, None] = {}
+        self.refused = 0  # receipts answered ESME_RX_T_APPN: their id could not be placed yet
+
+    def submitted(self, raw: str) -> str:
+        """The key of an id from submit_sm_resp; remembered while the id style is open."""
+        key = message_key(raw)
+        if not self.style.settled and key:
+            self._settled(self.style.saw_submit_id(raw), "a submit_sm_resp id")
+            recent = self.recent
+            recent[key] = None
+            if len(recent) > self.part_map_size:
+                del recent[next(iter(recent))]
+        return key
 
     def remember_part(self, part_id: str, holder: LongMessage) -> None:
         self.parts[part_id] = holder
@@ -103,16 +139,23 @@ class Inbound:
             batch = [await link.receipts.get()]
             while len(batch) < self.receipt_batch and not link.receipts.empty():
                 batch.append(link.receipts.get_nowait())
+            reads = [self.read(pdu) for pdu in batch]
+            if any(r.candidates is not None for r in reads):
+                await self._place(reads)
             updates: list[ReceiptUpdate] = []
-            answers: list[tuple[DeliverSm, bool]] = []  # (pdu, committed with the batch?)
+            answers: list[tuple[DeliverSm, int | None]] = []  # (pdu, status; None: the batch's)
             forget: list[str] = []
-            for pdu in batch:
-                verdict = self.translate(pdu)
-                if verdict.defer_to is not None:
-                    # No await since _translate looked: the message cannot have finished since.
-                    verdict.defer_to.deferred.append((link, pdu))
+            for read in reads:
+                if read.receipt is not None and read.key is None:
+                    answers.append((read.pdu, ESME_RX_T_APPN))  # its id is not placed yet
+                    self.refused += 1
                     continue
-                answers.append((pdu, verdict.update is not None))
+                verdict = self.translate(read)
+                if verdict.defer_to is not None:
+                    # No await since translate looked: the message cannot have finished since.
+                    verdict.defer_to.deferred.append((link, read.pdu))
+                    continue
+                answers.append((read.pdu, None if verdict.update is not None else ESME_ROK))
                 if verdict.update is not None:
                     updates.append(verdict.update)
                 if verdict.forget is not None:
@@ -134,8 +177,10 @@ class Inbound:
                     self.parts.pop(part_id, None)
             # Only receipts we failed to store are refused; others would loop forever.
             data = b"".join(
-                encode_response(DELIVER_SM_RESP, pdu.sequence_number, status if ok else ESME_ROK)
-                for pdu, ok in answers
+                encode_response(
+                    DELIVER_SM_RESP, pdu.sequence_number, status if own is None else own
+                )
+                for pdu, own in answers
             )
             if not data:
                 continue  # every one of them waits for its long message
@@ -145,24 +190,88 @@ class Inbound:
             except (SmppConnectionLost, OSError):
                 return  # unacknowledged receipts come again after the reconnect
 
-    def translate(self, pdu: DeliverSm) -> Verdict:
-        """What to do with one deliver_sm: commit an update, just acknowledge it, or wait."""
-        name = self.gateway
+    def read(self, pdu: DeliverSm) -> _Read:
+        """Read one deliver_sm and its message id's key, where that needs no lookup."""
         if not is_delivery_receipt(pdu):
-            log.debug("smpp gateway %s: ignoring a mobile-originated message", name)
-            return Verdict()
+            log.debug("smpp gateway %s: ignoring a mobile-originated message", self.gateway)
+            return _Read(pdu)
         try:
             receipt = parse_delivery_receipt(pdu)
         except ValueError as exc:
             # Refusing it would only make the SMSC send it again forever.
-            log.warning("smpp gateway %s: dropping unreadable receipt: %s", name, exc)
-            return Verdict()
+            log.warning("smpp gateway %s: dropping unreadable receipt: %s", self.gateway, exc)
+            return _Read(pdu)
+        style = self.style
         if receipt.tlv_id:  # receipted_message_id is written like submit_sm_resp ids
-            written = receipt.tlv_id
-            message_id = canonical_receipt_id(written, self.submit_id_base, self.receipt_id_base)
-        else:
-            written = receipt.text_id
-            message_id = canonical_receipt_id(written, self.receipt_id_base, self.submit_id_base)
+            key = message_key(receipt.tlv_id)
+            if not style.settled and receipt.text_id:
+                self._settled(style.observe(receipt.text_id, key), "receipts naming ids twice")
+            return _Read(pdu, receipt, key)
+        text_id = receipt.text_id
+        if not style.settled:
+            self._settled(style.saw_receipt_id(text_id), "a receipt's text id")
+        if style.settled:
+            return _Read(pdu, receipt, style.key(text_id))
+        candidates = style.candidates(text_id)
+        if len(candidates) == 1:
+            return _Read(pdu, receipt, next(iter(candidates)))
+        hit = resolve(candidates, (k for k in candidates if k in self.recent))
+        if hit is not None:
+            self._settled(style.confirm(hit[1]), "receipts of messages we sent")
+            return _Read(pdu, receipt, hit[0])
+        return _Read(pdu, receipt, None, candidates)
+
+    async def _place(self, reads: list[_Read]) -> None:
+        """Find the keys of receipts that could be read several ways among the deliveries the
+        service knows; those still open stay without a key (answered with a temporary error)."""
+        open_reads = [r for r in reads if r.candidates is not None]
+        known: Collection[str] = ()
+        if self.known_ids is not None:
+            wanted = sorted({key for r in open_reads for key in r.candidates or ()})
+            try:
+                known = set(await self.known_ids(wanted))
+            except Exception as exc:
+                log.warning("smpp gateway %s: looking message ids up failed: %r", self.gateway, exc)
+        for read in open_reads:
+            assert read.candidates is not None and read.receipt is not None
+            hit = resolve(read.candidates, (k for k in read.candidates if k in known))
+            if hit is not None:
+                read.key = hit[0]
+                self._settled(self.style.confirm(hit[1]), "receipts of messages we sent")
+            elif self.style.settled:  # settled by another receipt of this batch
+                read.key = self.style.key(read.receipt.text_id)
+        unplaced = sum(1 for r in open_reads if r.key is None)
+        if unplaced:
+            log.info(
+                "smpp gateway %s: %d receipts name no message of ours in one reading only; "
+                "answered with a temporary error until the id style is known",
+                self.gateway,
+                unplaced,
+            )
+
+    def _settled(self, now: bool, how: str) -> None:
+        """Log the id style once it is settled, and forget what served to learn it."""
+        if not now:
+            return
+        self.recent.clear()
+        style = self.style.learned
+        assert style is not None
+        log.info(
+            "smpp gateway %s: message ids are read as %s (learned from %s); to fix it, set "
+            "submit_id_base = %d and receipt_id_base = %d",
+            self.gateway,
+            describe(style),
+            how,
+            style[0],
+            style[1],
+        )
+
+    def translate(self, read: _Read) -> Verdict:
+        """What to do with one deliver_sm whose key is known: commit an update, just
+        acknowledge it, or wait."""
+        receipt, message_id, pdu = read.receipt, read.key, read.pdu
+        if receipt is None or message_id is None:
+            return Verdict()
         state, provider_status, error = self.status(receipt)
         holder = self.parts.get(message_id)
         if holder is not None and not holder.done:
@@ -197,7 +306,7 @@ class Inbound:
             occurred_at=receipt.done_date,
             raw=raw,
         )
-        log.debug("smpp gateway %s: receipt %s %s", name, written, provider_status)
+        log.debug("smpp gateway %s: receipt %s %s", self.gateway, message_id, provider_status)
         return Verdict(update=update, forget=forget)
 
     def status(self, receipt: DeliveryReceipt) -> tuple[DeliveryState, str, str | None]:
