@@ -27,8 +27,12 @@ from gateway_adapters.smpp_codec import (
     GENERIC_NACK,
     GSM7_BASIC_TABLE,
     GSM7_EXTENSION_TABLE,
+    BindReceiver,
+    BindReceiverResp,
     BindTransceiver,
     BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
     ConcatInfo,
     DeliverSm,
     DeliverSmResp,
@@ -91,6 +95,22 @@ PDU_CASES: dict[str, tuple[Pdu, str]] = {
         BindTransceiverResp(sequence_number=1, system_id="SMSC", sc_interface_version=0x34),
         # system_id "SMSC\0", TLV sc_interface_version 0x0210 length 1 value 0x34
         "0000001A 80000009 00000000 00000001 534D534300 0210 0001 34",
+    ),
+    "bind_transmitter": (
+        BindTransmitter(sequence_number=3, system_id="sim", password="pw"),
+        "0000001C 00000002 00000000 00000003 73696D00 707700 00 34 00 00 00",
+    ),
+    "bind_transmitter_resp": (
+        BindTransmitterResp(sequence_number=3, system_id="SMSC"),
+        "00000015 80000002 00000000 00000003 534D534300",
+    ),
+    "bind_receiver": (
+        BindReceiver(sequence_number=4, system_id="sim", password="pw", system_type="VMA"),
+        "0000001F 00000001 00000000 00000004 73696D00 707700 564D4100 34 00 00 00",
+    ),
+    "bind_receiver_resp": (
+        BindReceiverResp(sequence_number=4, command_status=ESME_RBINDFAIL, system_id=""),
+        "00000011 80000001 0000000D 00000004 00",
     ),
     "submit_sm": (
         SubmitSm(

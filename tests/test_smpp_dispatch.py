@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 from tests.test_failover import Running, wait_for
 from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
@@ -17,6 +18,7 @@ from gateway_adapters.smpp_ids import message_key
 
 SENT = "SELECT count(*) = $1 FROM deliveries WHERE status = 'sent'"
 SETTLED = "SELECT count(*) = 0 FROM deliveries WHERE status NOT IN ('delivered', 'failed')"
+FINAL = "SELECT count(*) = $1 FROM deliveries WHERE status IN ('delivered', 'failed')"
 OUTCOMES = {"DELIVRD": "delivered", "UNDELIV": "failed"}
 
 
@@ -100,3 +102,37 @@ async def test_the_service_looks_message_ids_up_per_gateway(pool: asyncpg.Pool) 
         )
     assert await known_message_ids(pool, "operator", ["a3f0202", "171901442"]) == {"a3f0202"}
     assert await known_message_ids(pool, "other", ["a3f0202"]) == set()
+
+
+@pytest.mark.parametrize("bind_mode", ["transceiver", "transmitter_receiver"])
+async def test_a_broadcast_in_each_bind_mode(
+    db_url: str, pool: asyncpg.Pool, bind_mode: str
+) -> None:
+    """submit_sm and receipts through the dispatcher on one transceiver or on a transmitter
+    and receiver pair; long messages reassembled, every delivery ends with its outcome."""
+    smsc = SmscSimulator(SmscOptions(receipt_delay_ms=20, delivered_ratio=0.8, seed=4))
+    port = await smsc.start()
+    gateway = smpp_gateway(port, bind_mode=bind_mode)
+    settings = load_settings(database_url=db_url, poll_interval=0.05, gateways=[gateway])
+    long_text = "Politiet: " + "bliv indendørs og luk vinduerne. " * 6  # 2 SMS parts
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(100)])
+        alert = await queue_alert(conn, DONUT)
+        await conn.execute("UPDATE alerts SET message = $2 WHERE id = $1", alert, long_text)
+    running = Running(settings, pool, db_url)
+    try:
+        await wait_for(pool, FINAL, 100)
+    finally:
+        await running.close()
+        await smsc.close()
+    assert smsc.stats.bind_roles == (
+        {"transceiver": 1} if bind_mode == "transceiver" else {"transmitter": 1, "receiver": 1}
+    )
+    assert {m["text"] for m in smsc.messages} == {long_text} and len(smsc.messages) == 100
+    # A long message is delivered when all its parts are; one failed part fails it.
+    outcome = {
+        message_key(m["id"]): "delivered" if set(m["stats"]) == {"DELIVRD"} else "failed"
+        for m in smsc.messages
+    }
+    rows = await pool.fetch("SELECT gateway_message_id, status FROM deliveries")
+    assert {r["gateway_message_id"]: r["status"] for r in rows} == outcome

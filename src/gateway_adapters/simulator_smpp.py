@@ -1,17 +1,26 @@
 """An SMSC simulator speaking SMPP 3.4 over TCP, for tests, the demo and benchmarks.
 
-It accepts bind_transceiver (checking system_id and password), answers submit_sm with ids in
-upper-case hex and later sends one delivery receipt per accepted part as deliver_sm, naming the
-same id in decimal (so clients must normalise ids). A receipt counts as delivered only once the
-client answers its deliver_sm with ESME_ROK; refused or unanswered receipts are sent again, after
-a reconnect if need be. Long messages are reassembled from their UDH parts and recorded whole.
+It answers as SMPP 3.4 has an SMSC answer: bind_transceiver, bind_transmitter and bind_receiver
+(checking system_id and password; one account may hold binds of each kind at once); submit_sm
+from a transmitter or transceiver only (a receiver gets ESME_RINVBNDSTS), deliver_sm to a
+receiver or transceiver only. Long messages are reassembled from UDH parts or from sar_* TLVs
+and recorded whole, with their parts' ids and receipt outcomes.
+
+Ids are written as the options say: by default in upper-case hex in submit_sm_resp and in
+zero-padded decimal in the receipt text (the style Kannel's msg-id-type 1 is for), and every
+receipt carries receipted_message_id with the id exactly as submit_sm_resp gave it, and
+message_state (SMPP 3.4 section 5.3.2.12 and 5.3.2.35). One delivery receipt per accepted part
+goes out as deliver_sm, in ASCII, or in UCS-2 when the text snippet has characters ASCII lacks.
+A receipt counts as delivered only once the client answers its deliver_sm with ESME_ROK; refused
+or unanswered receipts are sent again, after a reconnect if need be.
 
 Receipts go out `receipt_window` unanswered at most (over all connections), as an SMSC's window
 for deliver_sm. The simulator is the load generator of the receipt benchmark, so sending is
 cheap: each receipt's addresses and text snippet are encoded once when it is created, and as many
 deliver_sm as the window allows go out in one write.
 
-In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`.
+In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`,
+`.drop_connections(role)` and `.deliver_mo(...)` (a mobile-originated message to the client).
 As a process: `python -m gateway_adapters.simulator_smpp --port 0 [--http-port 0]`; the HTTP side
 port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset and
 POST /_sim/disconnect (drop every SMPP connection).
@@ -45,7 +54,9 @@ from gateway_adapters.simulator_common import (
     simulator_parser,
 )
 from gateway_adapters.smpp_codec import (
+    BIND_ANSWERS,
     DATA_CODING_DEFAULT,
+    DATA_CODING_UCS2,
     DELIVER_SM,
     ESM_CLASS_DELIVERY_RECEIPT,
     ESM_CLASS_UDHI,
@@ -54,19 +65,23 @@ from gateway_adapters.smpp_codec import (
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
     ESME_RINVDSTADR,
-    ESME_RINVESMCLASS,
     ESME_ROK,
     ESME_RTHROTTLED,
     GENERIC_NACK,
     HEADER,
     HEADER_SIZE,
     MAX_SEQUENCE,
+    MAX_SHORT_MESSAGE,
     RESPONSE_BIT,
+    TAG_MESSAGE_PAYLOAD,
     TAG_MESSAGE_STATE,
     TAG_RECEIPTED_MESSAGE_ID,
+    Bind,
+    BindReceiver,
     BindTransceiver,
-    BindTransceiverResp,
+    BindTransmitter,
     ConcatInfo,
+    DeliverSm,
     EnquireLink,
     EnquireLinkResp,
     FrameReader,
@@ -84,6 +99,7 @@ from gateway_adapters.smpp_codec import (
     encode_tlvs,
     fits_gsm7,
     gsm7_encode,
+    sar_info,
     split_udh,
 )
 from gateway_adapters.smpp_receipts import (
@@ -94,6 +110,11 @@ from gateway_adapters.smpp_receipts import (
 log = logging.getLogger(__name__)
 
 SMSC_SYSTEM_ID = "SMSCSIM"
+ROLES: dict[type[Bind], str] = {
+    BindTransceiver: "transceiver",
+    BindTransmitter: "transmitter",
+    BindReceiver: "receiver",
+}
 STAT_STATE_VALUES = {"DELIVRD": 2, "UNDELIV": 5}  # message_state TLV values
 FAILURE_ERR = "069"
 SEND_CHUNK = 256  # deliver_sm per write at most; answers are read between chunks
@@ -143,6 +164,7 @@ class SmscStats:
     receipts_refused: int = 0  # answered with an error status
     receipts_unanswered: int = 0  # connection lost or answer timed out
     max_receipts_out: int = 0  # most deliver_sm awaiting their answer at once (the window)
+    bind_roles: dict[str, int] = field(default_factory=dict)  # binds by role
 
 
 @dataclass
@@ -160,10 +182,12 @@ class _Receipt:
     snippet: str
     attempts: int = 0
     # Encoded once, at creation: the deliver_sm fields before esm_class (source and destination
-    # address), the submit date as receipts write it, and the snippet in GSM 03.38.
+    # address), the submit date as receipts write it, the receipt's data_coding (ASCII, or UCS-2
+    # when the snippet has characters ASCII lacks: they stay readable) and the snippet in it.
     addresses: bytes = b""
     submit_date: str = ""
-    snippet_septets: bytes = b""
+    data_coding: int = DATA_CODING_DEFAULT
+    snippet_octets: bytes = b""
 
     def __post_init__(self) -> None:
         # The receipt goes back from the recipient to the sender (c_octet checks the lengths).
@@ -177,7 +201,11 @@ class _Receipt:
             )
         )
         self.submit_date = receipt_time(self.submitted)
-        self.snippet_septets = gsm7_encode(self.snippet)
+        if self.snippet.isascii():
+            self.snippet_octets = self.snippet.encode("ascii")
+        else:
+            self.data_coding = DATA_CODING_UCS2
+            self.snippet_octets = self.snippet.encode("utf-16-be")
 
 
 @dataclass
@@ -194,6 +222,7 @@ class _Session:
         self.reader = reader
         self.writer = writer
         self.bound = False
+        self.role = ""  # once bound: transceiver, transmitter or receiver
         self.closed = False
         self.in_flight = 0
         # While a read's PDUs are handled, answers collect here and go out in one write.
@@ -359,9 +388,10 @@ class SmscSimulator:
         self._partials.clear()
         self.stats = SmscStats()
 
-    def drop_connections(self) -> int:
-        """Close every client connection, as a network failure would; returns how many."""
-        sessions = list(self._sessions)
+    def drop_connections(self, role: str | None = None) -> int:
+        """Close every client connection (bound as `role`, if given), as a network failure
+        would; returns how many."""
+        sessions = [s for s in self._sessions if role is None or s.role == role]
         for session in sessions:
             self._lose(session)
         return len(sessions)
@@ -378,6 +408,27 @@ class SmscSimulator:
         sessions = [s for s in self._sessions if s.bound]
         answers = await asyncio.gather(*(s.request(EnquireLink(), seconds) for s in sessions))
         return [a.command_status for a in answers if isinstance(a, EnquireLinkResp)]
+
+    async def deliver_mo(self, sender: str, recipient: str, text: str, seconds: float = 2.0) -> int:
+        """Send a mobile-originated message (deliver_sm, esm_class 0) from `sender` to the
+        client's `recipient` address on a connection bound to receive; the command_status of
+        the client's answer."""
+        session = await self._bound_session()
+        coding, data = (
+            (DATA_CODING_DEFAULT, gsm7_encode(text))
+            if fits_gsm7(text)
+            else (DATA_CODING_UCS2, text.encode("utf-16-be"))
+        )
+        pdu = DeliverSm(
+            source_addr_ton=1,
+            source_addr_npi=1,
+            source_addr=sender,
+            destination_addr=recipient,
+            data_coding=coding,
+            short_message=data,
+        )
+        answer = await session.request(pdu, seconds)
+        return answer.command_status
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -426,7 +477,7 @@ class SmscSimulator:
             return True
         if pdu.is_response:
             session.resolve(pdu)
-        elif isinstance(pdu, BindTransceiver):
+        elif isinstance(pdu, Bind):
             return self._bind(session, pdu)
         elif isinstance(pdu, EnquireLink):
             self.stats.enquire_links += 1
@@ -442,7 +493,9 @@ class SmscSimulator:
             session.send(nack)
         return True
 
-    def _bind(self, session: _Session, pdu: BindTransceiver) -> bool:
+    def _bind(self, session: _Session, pdu: Bind) -> bool:
+        """Bind as the PDU asks: a transmitter submits only, a receiver is sent deliver_sm only
+        (SMPP 3.4 section 2.2); the same account may hold binds of each kind at once."""
         ok = hmac.compare_digest(
             pdu.system_id.encode(), self.options.system_id.encode()
         ) & hmac.compare_digest(pdu.password.encode(), self.options.password.encode())
@@ -452,7 +505,7 @@ class SmscSimulator:
             status = ESME_ROK
         else:
             status = ESME_RBINDFAIL
-        answer = BindTransceiverResp(
+        answer = BIND_ANSWERS[type(pdu)](
             sequence_number=pdu.sequence_number,
             command_status=status,
             system_id=SMSC_SYSTEM_ID if status == ESME_ROK else "",
@@ -462,16 +515,19 @@ class SmscSimulator:
             self.stats.bind_failures += 1
             return False
         if status == ESME_ROK:
+            role = ROLES[type(pdu)]
             self.stats.binds += 1
-            session.bound = True
-            self._bound.set()
+            self.stats.bind_roles[role] = self.stats.bind_roles.get(role, 0) + 1
+            session.bound, session.role = True, role
+            if role != "transmitter":
+                self._bound.set()  # a connection receipts can go to
         return True
 
     # -- submit_sm -------------------------------------------------------------------------------
 
     def _submit(self, session: _Session, pdu: SubmitSm) -> None:
         self.stats.submits += 1
-        if not session.bound:
+        if not session.bound or session.role == "receiver":
             session.send(
                 SubmitSmResp(sequence_number=pdu.sequence_number, command_status=ESME_RINVBNDSTS)
             )
@@ -487,11 +543,13 @@ class SmscSimulator:
             status = ESME_RINVDSTADR
         else:
             status = ESME_ROK
-            if pdu.esm_class & ESM_CLASS_UDHI:
-                try:
+            try:
+                if pdu.esm_class & ESM_CLASS_UDHI:
                     concat, data = split_udh(data)
-                except PduError:
-                    status = ESME_RINVESMCLASS
+                else:
+                    concat = sar_info(pdu.tlvs)
+            except PduError as exc:
+                status = exc.status
         session.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, session.in_flight)
         stat = "DELIVRD" if delivered < self.options.delivered_ratio else "UNDELIV"
@@ -600,7 +658,7 @@ class SmscSimulator:
                 sender_npi=pdu.source_addr_npi,
                 stat=stat,
                 submitted=datetime.now(UTC),
-                snippet="".join(c for c in text if fits_gsm7(c))[:20],
+                snippet="".join(c for c in text if c.isprintable())[:20],
             )
         except ValueError:  # an address a deliver_sm cannot carry back (too long, not Latin-1)
             log.debug("no receipt for %s: its addresses do not fit a deliver_sm", submit_id)
@@ -681,9 +739,10 @@ class SmscSimulator:
                 self._make_ready(receipts)
 
     async def _bound_session(self) -> _Session:
+        """A connection bound to receive deliver_sm (transceiver or receiver)."""
         while True:
             for session in self._sessions:
-                if session.bound and not session.closed:
+                if session.bound and session.role != "transmitter" and not session.closed:
                     return session
             self._bound.clear()
             await self._bound.wait()
@@ -700,8 +759,9 @@ class SmscSimulator:
             done_date,
             delivered,
         )
-        # Digits, capitals, spaces and colons: the same octets in GSM 03.38 as in ASCII.
-        short_message = head.encode("ascii") + receipt.snippet_septets
+        coding = receipt.data_coding
+        encoding = "ascii" if coding == DATA_CODING_DEFAULT else "utf-16-be"
+        short_message = head.encode(encoding) + receipt.snippet_octets
         tlvs = b""
         if self.options.receipt_tlvs:
             tlvs = encode_tlvs(
@@ -710,13 +770,16 @@ class SmscSimulator:
                     TAG_MESSAGE_STATE: bytes((STAT_STATE_VALUES[receipt.stat],)),
                 }
             )
+        if len(short_message) > MAX_SHORT_MESSAGE:  # a long id in UCS-2: in message_payload
+            tlvs += encode_tlvs({TAG_MESSAGE_PAYLOAD: short_message})
+            short_message = b""
         body = b"".join(
             (
                 receipt.addresses,
                 # esm_class, protocol_id, priority_flag; no schedule or validity
                 bytes((ESM_CLASS_DELIVERY_RECEIPT, 0, 0, 0, 0)),
                 # registered_delivery, replace_if_present, data_coding, sm_default_msg_id, length
-                bytes((0, 0, DATA_CODING_DEFAULT, 0, len(short_message))),
+                bytes((0, 0, coding, 0, len(short_message))),
                 short_message,
                 tlvs,
             )

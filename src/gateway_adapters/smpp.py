@@ -64,7 +64,10 @@ from gateway_adapters.smpp_codec import (
     NPI_UNKNOWN,
     TON_ALPHANUMERIC,
     TON_INTERNATIONAL,
+    Bind,
+    BindReceiver,
     BindTransceiver,
+    BindTransmitter,
     DeliverSm,
     EnquireLink,
     EnquireLinkResp,
@@ -96,6 +99,17 @@ DEFAULT_PORT = 2775
 THROTTLE_STATUSES = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
 # Answers that mean "this time, not this message": try again later.
 TRANSIENT_STATUSES = frozenset({ESME_RSYSERR, ESME_RX_T_APPN, ESME_RINVBNDSTS})
+# bind_mode -> the connections' roles: submit_sm go through the first, deliver_sm arrive on the
+# last (a transceiver does both).
+BIND_MODES: dict[str, tuple[str, ...]] = {
+    "transceiver": ("transceiver",),
+    "transmitter_receiver": ("transmitter", "receiver"),
+}
+BIND_PDUS: dict[str, type[Bind]] = {
+    "transceiver": BindTransceiver,
+    "transmitter": BindTransmitter,
+    "receiver": BindReceiver,
+}
 PRIORITY_FLAGS = {"emergency": 3, "high": 2}  # GSM treats any non-zero flag as "priority"
 
 
@@ -104,10 +118,10 @@ class SmppConfigError(GatewayMisconfigured, ValueError):
 
 
 class SmppBindRejected(Exception):
-    """The SMSC answered bind_transceiver with an error status."""
+    """The SMSC answered a bind with an error status."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"bind_transceiver refused: {status_name(status)}")
+    def __init__(self, role: str, status: int) -> None:
+        super().__init__(f"bind_{role} refused: {status_name(status)}")
         self.status = status
 
 
@@ -169,6 +183,7 @@ class SmppAdapter:
     # keyword argument to the constructor (which wins).
     options: ClassVar[OptionTypes] = {
         "window": int,
+        "bind_mode": str,
         "enquire_link_interval": float,
         "enquire_link_timeout": float,
         "reconnect_initial": float,
@@ -183,6 +198,9 @@ class SmppAdapter:
 
     # Defaults of the SMPP options (see the module docstring for why they are not in the file).
     window: int = 10  # unacknowledged submit_sm in flight on the connection
+    # "transceiver": one connection; "transmitter_receiver": submit_sm on a bind_transmitter,
+    # receipts and inbound messages on a bind_receiver, each re-bound on its own.
+    bind_mode: str = "transceiver"
     enquire_link_interval: float = 30.0
     enquire_link_timeout: float = 10.0
     reconnect_initial: float = 0.5  # doubled after each failed attempt ...
@@ -210,6 +228,7 @@ class SmppAdapter:
         session: Any = None,  # the HTTP session other adapters share; SMPP has no use for it
         *,
         window: int | None = None,
+        bind_mode: str | None = None,
         enquire_link_interval: float | None = None,
         enquire_link_timeout: float | None = None,
         reconnect_initial: float | None = None,
@@ -226,6 +245,7 @@ class SmppAdapter:
         self.endpoint = parse_config(config)
         overrides: Mapping[str, Any] = {
             "window": window,
+            "bind_mode": bind_mode,
             "enquire_link_interval": enquire_link_interval,
             "enquire_link_timeout": enquire_link_timeout,
             "reconnect_initial": reconnect_initial,
@@ -251,8 +271,13 @@ class SmppAdapter:
             raise SmppConfigError(f"gateway {config.name!r}: {exc}") from None
         if not 1 <= self.window <= 10_000:
             raise SmppConfigError(f"gateway {config.name!r}: window must be 1 to 10000")
-        self._link: Link | None = None
-        self._runner: asyncio.Task[None] | None = None
+        if self.bind_mode not in BIND_MODES:
+            modes = " or ".join(repr(m) for m in BIND_MODES)
+            raise SmppConfigError(f"gateway {config.name!r}: bind_mode must be {modes}")
+        # The connections' roles, the one submit_sm go through first, the receiving one last.
+        self._roles = BIND_MODES[self.bind_mode]
+        self._links: dict[str, Link] = {}  # role -> its bound connection
+        self._runners: list[asyncio.Task[None]] = []
         self._closing = False
         self._ref = 0
         self._inbound = Inbound(
@@ -270,60 +295,74 @@ class SmppAdapter:
 
     @property
     def bound(self) -> bool:
-        return self._link is not None and self._link.usable
+        """Whether the connection submit_sm go through is bound (transceiver or transmitter)."""
+        link = self._links.get(self._roles[0])
+        return link is not None and link.usable
+
+    @property
+    def receiving(self) -> bool:
+        """Whether the connection deliver_sm arrive on is bound (transceiver or receiver)."""
+        link = self._links.get(self._roles[-1])
+        return link is not None and link.usable
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, on_receipts: ReceiptSink) -> None:
-        """Connect and bind, then keep the connection up in the background.
+        """Connect and bind (each connection of the bind mode), then keep them up in the
+        background, each re-bound on its own when it drops.
 
-        Raises `GatewayMisconfigured` if the SMSC refuses the first bind (wrong credentials want
+        Raises `GatewayMisconfigured` if the SMSC refuses a first bind (wrong credentials want
         an operator). If the SMSC is unreachable it only logs: reconnection goes on with backoff,
         and `send_batch` raises `GatewayUnavailable` until bound.
         """
-        if self._runner is not None:
+        if self._runners:
             return
         self._inbound.on_receipts = on_receipts
         # The service may offer a lookup of the ids it sent through this gateway (base.py).
         self._inbound.known_ids = getattr(on_receipts, "known_message_ids", None)
         self._closing = False
-        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._runner = asyncio.create_task(self._maintain(first), name=f"smpp-{self.config.name}")
+        loop = asyncio.get_running_loop()
+        firsts: list[asyncio.Future[None]] = []
+        for role in self._roles:
+            first: asyncio.Future[None] = loop.create_future()
+            firsts.append(first)
+            name = f"smpp-{self.config.name}-{role}"
+            self._runners.append(asyncio.create_task(self._maintain(role, first), name=name))
         try:
-            await asyncio.shield(first)
+            await asyncio.shield(asyncio.gather(*firsts))
         except GatewayMisconfigured:
-            await self._stop_runner()
+            await self._stop_runners()
             raise
 
     async def close(self) -> None:
-        """Unbind (waiting briefly for unbind_resp), close the socket and stop every task.
+        """Unbind (waiting briefly for unbind_resp), close the sockets and stop every task.
 
         Receipts not yet committed stay unacknowledged, so the SMSC delivers them again later.
         """
         self._closing = True
-        await self._stop_runner()
-        link, self._link = self._link, None
-        if link is None:
-            return
-        if link.usable:
-            with contextlib.suppress(SmppConnectionLost, TimeoutError):
-                await link.request(Unbind(), self.unbind_timeout)
-        await link.stop()
+        await self._stop_runners()
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            if link.usable:
+                with contextlib.suppress(SmppConnectionLost, TimeoutError):
+                    await link.request(Unbind(), self.unbind_timeout)
+            await link.stop()
 
-    async def _stop_runner(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
+    async def _stop_runners(self) -> None:
+        runners, self._runners = self._runners, []
+        for runner in runners:
             runner.cancel()
+        for runner in runners:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
 
-    async def _maintain(self, first: asyncio.Future[None]) -> None:
-        """Connect, bind, wait for the connection to drop, back off, repeat."""
+    async def _maintain(self, role: str, first: asyncio.Future[None]) -> None:
+        """Connect, bind as `role`, wait for the connection to drop, back off, repeat."""
         delay = self.reconnect_initial
         name = self.config.name
         while True:
             try:
-                link = await self._connect()
+                link = await self._connect(role)
             except SmppBindRejected as exc:
                 if not first.done():
                     first.set_exception(GatewayMisconfigured(f"smpp gateway {name}: {exc}"))
@@ -331,16 +370,17 @@ class SmppAdapter:
                 log.error("smpp gateway %s: %s; retrying in %.1f s", name, exc, delay)
             except (OSError, TimeoutError, PduError, SmppConnectionLost) as exc:
                 log.warning(
-                    "smpp gateway %s: cannot connect (%s: %s); retrying in %.1f s",
+                    "smpp gateway %s: cannot connect the %s (%s: %s); retrying in %.1f s",
                     name,
+                    role,
                     type(exc).__name__,
                     exc,
                     delay,
                 )
             else:
                 delay = self.reconnect_initial
-                self._link = link
-                log.info("smpp gateway %s: bound", name)
+                self._links[role] = link
+                log.info("smpp gateway %s: bound as %s", name, role)
                 if not first.done():
                     first.set_result(None)
                 try:
@@ -348,27 +388,30 @@ class SmppAdapter:
                 finally:
                     # On cancellation (close) the link is close()'s to unbind; else it is dead.
                     if not self._closing:
-                        self._link = None
+                        if self._links.get(role) is link:
+                            del self._links[role]
                         await link.stop()
-                log.warning("smpp gateway %s: connection lost; reconnecting", name)
+                log.warning("smpp gateway %s: %s connection lost; reconnecting", name, role)
             if not first.done():
                 first.set_result(None)  # unreachable at start: go on trying in the background
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max)
 
-    async def _connect(self) -> Link:
+    async def _connect(self, role: str) -> Link:
         ep = self.endpoint
         timeout = self.config.timeout_seconds
         reader, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), timeout)
         link = Link(reader, writer, self.window, timeout)
         link.tasks.append(asyncio.create_task(self._read_loop(link)))
         try:
-            bind = BindTransceiver(system_id=ep.system_id, password=ep.password)
+            bind = BIND_PDUS[role](system_id=ep.system_id, password=ep.password)
             resp = await link.request(bind, timeout)
             if resp.command_status != ESME_ROK:
-                raise SmppBindRejected(resp.command_status)
+                raise SmppBindRejected(role, resp.command_status)
             link.bound = True
             link.tasks.append(asyncio.create_task(self._keepalive(link)))
+            # On every connection, though an SMSC sends deliver_sm to a transmitter only by
+            # mistake: answered all the same, they do not wait there for ever.
             for _ in range(max(1, self.receipt_concurrency)):
                 link.tasks.append(asyncio.create_task(self._inbound.worker(link)))
         except BaseException:
@@ -437,7 +480,7 @@ class SmppAdapter:
         After the first throttling answer, messages not yet submitted are reported throttled
         without being sent: the SMSC asked us to slow down. Cancelled, it sends nothing more.
         """
-        link = self._link
+        link = self._links.get(self._roles[0])
         if link is None or not link.usable:
             raise GatewayUnavailable(f"smpp gateway {self.config.name}: not bound")
         batch = Batch(len(messages))

@@ -1,10 +1,10 @@
 """SMPP 3.4 wire format: PDUs, GSM 03.38 / UCS-2 text, concatenation, absolute times.
 
 Only what an ESME sending alerts needs (and what the SMSC simulator needs to answer it):
-bind_transceiver, unbind, enquire_link, submit_sm, deliver_sm (each with its _resp) and
-generic_nack. Every integer is big-endian; strings are C-octet strings (NUL terminated).
-Pure functions and dataclasses only: no I/O except `read_frame`, which reads one PDU's bytes.
-Delivery receipts are read in `smpp_receipts`, message ids compared in `smpp_ids`.
+bind_transceiver, bind_transmitter, bind_receiver, unbind, enquire_link, submit_sm, deliver_sm
+(each with its _resp) and generic_nack. Every integer is big-endian; strings are C-octet strings
+(NUL terminated). Pure functions and dataclasses only: no I/O except `read_frame`, which reads
+one PDU's bytes. Delivery receipts are read in `smpp_receipts`, message ids compared in `smpp_ids`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ MAX_SEQUENCE = 0x7FFFFFFF
 RESPONSE_BIT = 0x80000000
 
 GENERIC_NACK = 0x80000000
+BIND_RECEIVER = 0x00000001
+BIND_RECEIVER_RESP = 0x80000001
+BIND_TRANSMITTER = 0x00000002
+BIND_TRANSMITTER_RESP = 0x80000002
 BIND_TRANSCEIVER = 0x00000009
 BIND_TRANSCEIVER_RESP = 0x80000009
 SUBMIT_SM = 0x00000004
@@ -67,6 +71,8 @@ ESME_RINVDSTTON = 0x00000050
 ESME_RINVDSTNPI = 0x00000051
 ESME_RINVSYSTYP = 0x00000053
 ESME_RTHROTTLED = 0x00000058
+ESME_RMISSINGOPTPARAM = 0x000000C3
+ESME_RINVOPTPARAMVAL = 0x000000C4
 ESME_RINVDCS = 0x00000104
 ESME_RX_T_APPN = 0x00000064
 ESME_RX_P_APPN = 0x00000065
@@ -87,6 +93,9 @@ def status_name(status: int) -> str:
 # -- optional parameters (TLVs) and field values --------------------------------------------------
 
 TAG_RECEIPTED_MESSAGE_ID = 0x001E
+TAG_SAR_MSG_REF_NUM = 0x020C  # concatenation by TLVs: reference (2 octets),
+TAG_SAR_TOTAL_SEGMENTS = 0x020E  # parts (1 octet),
+TAG_SAR_SEGMENT_SEQNUM = 0x020F  # and this part's number (1 octet)
 TAG_SC_INTERFACE_VERSION = 0x0210
 TAG_NETWORK_ERROR_CODE = 0x0423
 TAG_MESSAGE_PAYLOAD = 0x0424
@@ -239,8 +248,9 @@ class EnquireLinkResp(Pdu):
 
 
 @dataclass(kw_only=True, slots=True)
-class BindTransceiver(Pdu):
-    command_id: ClassVar[int] = BIND_TRANSCEIVER
+class Bind(Pdu):
+    """bind_transceiver, bind_transmitter and bind_receiver share one layout (SMPP 3.4 4.1)."""
+
     system_id: str = ""
     password: str = ""
     system_type: str = ""
@@ -274,8 +284,7 @@ class BindTransceiver(Pdu):
 
 
 @dataclass(kw_only=True, slots=True)
-class BindTransceiverResp(Pdu):
-    command_id: ClassVar[int] = BIND_TRANSCEIVER_RESP
+class BindResp(Pdu):
     system_id: str = ""
     sc_interface_version: int | None = None
 
@@ -292,6 +301,44 @@ class BindTransceiverResp(Pdu):
         system_id = body.c_octet()
         version = body.tlvs().get(TAG_SC_INTERFACE_VERSION)
         return {"system_id": system_id, "sc_interface_version": version[0] if version else None}
+
+
+@dataclass(kw_only=True, slots=True)
+class BindTransceiver(Bind):
+    command_id: ClassVar[int] = BIND_TRANSCEIVER
+
+
+@dataclass(kw_only=True, slots=True)
+class BindTransceiverResp(BindResp):
+    command_id: ClassVar[int] = BIND_TRANSCEIVER_RESP
+
+
+@dataclass(kw_only=True, slots=True)
+class BindTransmitter(Bind):
+    command_id: ClassVar[int] = BIND_TRANSMITTER
+
+
+@dataclass(kw_only=True, slots=True)
+class BindTransmitterResp(BindResp):
+    command_id: ClassVar[int] = BIND_TRANSMITTER_RESP
+
+
+@dataclass(kw_only=True, slots=True)
+class BindReceiver(Bind):
+    command_id: ClassVar[int] = BIND_RECEIVER
+
+
+@dataclass(kw_only=True, slots=True)
+class BindReceiverResp(BindResp):
+    command_id: ClassVar[int] = BIND_RECEIVER_RESP
+
+
+# Each bind and the answer it gets.
+BIND_ANSWERS: dict[type[Bind], type[BindResp]] = {
+    BindTransceiver: BindTransceiverResp,
+    BindTransmitter: BindTransmitterResp,
+    BindReceiver: BindReceiverResp,
+}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -484,6 +531,10 @@ PDU_TYPES: dict[int, type[Pdu]] = {
         GenericNack,
         BindTransceiver,
         BindTransceiverResp,
+        BindTransmitter,
+        BindTransmitterResp,
+        BindReceiver,
+        BindReceiverResp,
         SubmitSm,
         SubmitSmResp,
         DeliverSm,
@@ -796,6 +847,21 @@ def split_udh(user_data: bytes) -> tuple[ConcatInfo | None, bytes]:
             info = ConcatInfo((value[0] << 8) | value[1], value[2], value[3])
         i += 2 + size
     return info, payload
+
+
+def sar_info(tlvs: Mapping[int, bytes]) -> ConcatInfo | None:
+    """Concatenation by the sar_* TLVs (SMPP 3.4 section 5.3.2.22-24), or None without them.
+    Some but not all of the three, or one of the wrong length, is a `PduError`."""
+    ref = tlvs.get(TAG_SAR_MSG_REF_NUM)
+    total = tlvs.get(TAG_SAR_TOTAL_SEGMENTS)
+    seq = tlvs.get(TAG_SAR_SEGMENT_SEQNUM)
+    if ref is None and total is None and seq is None:
+        return None
+    if ref is None or total is None or seq is None:
+        raise PduError("sar_* TLVs incomplete", status=ESME_RMISSINGOPTPARAM)
+    if len(ref) != 2 or len(total) != 1 or len(seq) != 1 or not 1 <= seq[0] <= total[0]:
+        raise PduError("sar_* TLV of the wrong size or value", status=ESME_RINVOPTPARAMVAL)
+    return ConcatInfo(int.from_bytes(ref, "big"), total[0], seq[0])
 
 
 # -- times --------------------------------------------------------------------------------------
