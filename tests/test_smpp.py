@@ -25,7 +25,8 @@ from gateway_adapters.base import (
     ReceiptUpdate,
 )
 from gateway_adapters.registry import create_adapter, known_types
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator, _Receipt
+from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
+from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
 from gateway_adapters.smpp import SmppAdapter, SmppConfigError
 from gateway_adapters.smpp_codec import (
     ESME_RINVBNDSTS,
@@ -687,7 +688,7 @@ def test_simulator_writes_the_deliver_sm_a_receipt_is(
     # codec encodes for that DeliverSm, and read back as the receipt it stands for.
     sim = SmscSimulator(SmscOptions(receipt_tlvs=tlvs))
     submitted = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
-    receipt = _Receipt(
+    receipt = Receipt(
         submit_id="0A000001",
         text_id="0167772161",
         recipient="4520000001",
@@ -701,7 +702,7 @@ def test_simulator_writes_the_deliver_sm_a_receipt_is(
         snippet=snippet,
     )
     done = datetime(2026, 11, 24, 0, 1, tzinfo=UTC)
-    frame = sim._receipt_frame(receipt, 77, "2611240001")
+    frame = receipt_frame(receipt, 77, "2611240001", sim.options.receipt_tlvs)
     text = receipt_text(
         "0167772161",
         stat,

@@ -53,12 +53,12 @@ from gateway_adapters.simulator_common import (
     run_until_signalled,
     simulator_parser,
 )
+from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
+from gateway_adapters.simulator_smpp_session import Session
 from gateway_adapters.smpp_codec import (
     BIND_ANSWERS,
     DATA_CODING_DEFAULT,
     DATA_CODING_UCS2,
-    DELIVER_SM,
-    ESM_CLASS_DELIVERY_RECEIPT,
     ESM_CLASS_UDHI,
     ESME_RALYBND,
     ESME_RBINDFAIL,
@@ -69,13 +69,7 @@ from gateway_adapters.smpp_codec import (
     ESME_RTHROTTLED,
     GENERIC_NACK,
     HEADER,
-    HEADER_SIZE,
-    MAX_SEQUENCE,
-    MAX_SHORT_MESSAGE,
     RESPONSE_BIT,
-    TAG_MESSAGE_PAYLOAD,
-    TAG_MESSAGE_STATE,
-    TAG_RECEIPTED_MESSAGE_ID,
     Bind,
     BindReceiver,
     BindTransceiver,
@@ -86,24 +80,19 @@ from gateway_adapters.smpp_codec import (
     EnquireLinkResp,
     FrameReader,
     GenericNack,
-    Pdu,
     PduError,
     SubmitSm,
     SubmitSmResp,
     Unbind,
     UnbindResp,
-    c_octet,
     decode,
     decode_text,
-    encode,
-    encode_tlvs,
     fits_gsm7,
     gsm7_encode,
     sar_info,
     split_udh,
 )
 from gateway_adapters.smpp_receipts import (
-    receipt_head,
     receipt_time,
 )
 
@@ -115,8 +104,6 @@ ROLES: dict[type[Bind], str] = {
     BindTransmitter: "transmitter",
     BindReceiver: "receiver",
 }
-STAT_STATE_VALUES = {"DELIVRD": 2, "UNDELIV": 5}  # message_state TLV values
-FAILURE_ERR = "069"
 SEND_CHUNK = 256  # deliver_sm per write at most; answers are read between chunks
 
 
@@ -168,122 +155,10 @@ class SmscStats:
 
 
 @dataclass
-class _Receipt:
-    submit_id: str  # the id as submit_sm_resp gave it
-    text_id: str  # the id as the receipt text writes it
-    recipient: str
-    recipient_ton: int
-    recipient_npi: int
-    sender: str
-    sender_ton: int
-    sender_npi: int
-    stat: str
-    submitted: datetime
-    snippet: str
-    attempts: int = 0
-    # Encoded once, at creation: the deliver_sm fields before esm_class (source and destination
-    # address), the submit date as receipts write it, the receipt's data_coding (ASCII, or UCS-2
-    # when the snippet has characters ASCII lacks: they stay readable) and the snippet in it.
-    addresses: bytes = b""
-    submit_date: str = ""
-    data_coding: int = DATA_CODING_DEFAULT
-    snippet_octets: bytes = b""
-
-    def __post_init__(self) -> None:
-        # The receipt goes back from the recipient to the sender (c_octet checks the lengths).
-        self.addresses = b"".join(
-            (
-                b"\x00",  # service_type
-                bytes((self.recipient_ton, self.recipient_npi)),
-                c_octet(self.recipient, 21, "source_addr"),
-                bytes((self.sender_ton, self.sender_npi)),
-                c_octet(self.sender, 21, "destination_addr"),
-            )
-        )
-        self.submit_date = receipt_time(self.submitted)
-        if self.snippet.isascii():
-            self.snippet_octets = self.snippet.encode("ascii")
-        else:
-            self.data_coding = DATA_CODING_UCS2
-            self.snippet_octets = self.snippet.encode("utf-16-be")
-
-
-@dataclass
 class _Partial:
     """Parts of a long message received so far, by sequence number."""
 
     parts: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)  # data, id, stat
-
-
-class _Session:
-    """One client connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.bound = False
-        self.role = ""  # once bound: transceiver, transmitter or receiver
-        self.closed = False
-        self.in_flight = 0
-        # While a read's PDUs are handled, answers collect here and go out in one write.
-        self.out: list[bytes] | None = None
-        self.answered = 0  # submit_sm answered into `out`, in flight until it is written
-        self.pending: dict[int, asyncio.Future[Pdu]] = {}
-        # deliver_sm awaiting their answer: sequence number -> (receipt, loop time it expires),
-        # in the order they were sent.
-        self.receipts_out: dict[int, tuple[_Receipt, float]] = {}
-        self._sequence = 0
-
-    def send(self, pdu: Pdu) -> None:
-        if self.closed:
-            raise ConnectionResetError("session closed")
-        if self.out is not None:
-            self.out.append(encode(pdu))
-        else:
-            self.writer.write(encode(pdu))
-
-    def flush(self) -> None:
-        """Write the answers collected while a read was handled."""
-        out, self.out = self.out, None
-        self.in_flight -= self.answered
-        self.answered = 0
-        if out and not self.closed:
-            self.writer.write(b"".join(out))
-
-    def next_sequence(self) -> int:
-        self._sequence = self._sequence % MAX_SEQUENCE + 1
-        return self._sequence
-
-    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
-        pdu.sequence_number = self.next_sequence()
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self.pending[pdu.sequence_number] = future
-        try:
-            self.send(pdu)
-            async with asyncio.timeout(seconds):
-                return await future
-        finally:
-            self.pending.pop(pdu.sequence_number, None)
-
-    def resolve(self, pdu: Pdu) -> None:
-        future = self.pending.pop(pdu.sequence_number, None)
-        if future is not None and not future.done():
-            future.set_result(pdu)
-
-    def lose(self) -> list[_Receipt]:
-        """Close the connection; the receipts it left unanswered (to send again)."""
-        if self.closed:
-            return []
-        self.closed = True
-        self.bound = False
-        self.writer.close()
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(ConnectionResetError("session closed"))
-        self.pending.clear()
-        unanswered = [receipt for receipt, _ in self.receipts_out.values()]
-        self.receipts_out.clear()
-        return unanswered
 
 
 class SmscSimulator:
@@ -295,11 +170,11 @@ class SmscSimulator:
         self.messages: list[dict[str, Any]] = []
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(self.options.first_message_id)
-        self._sessions: set[_Session] = set()
+        self._sessions: set[Session] = set()
         self._partials: dict[tuple[str, str, int, int], _Partial] = {}
-        self._ready: collections.deque[_Receipt] = collections.deque()
+        self._ready: collections.deque[Receipt] = collections.deque()
         self._wake = asyncio.Event()  # set when a receipt is ready or a window slot frees
-        self._held: list[_Receipt] = []
+        self._held: list[Receipt] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._unacked = 0  # receipts created and not yet acknowledged
         self._bound = asyncio.Event()  # set whenever a session binds
@@ -396,7 +271,7 @@ class SmscSimulator:
             self._lose(session)
         return len(sessions)
 
-    def _lose(self, session: _Session) -> None:
+    def _lose(self, session: Session) -> None:
         """Close a connection; its unanswered receipts go out again (on the next one)."""
         unanswered = session.lose()
         self.stats.receipts_unanswered += len(unanswered)
@@ -437,7 +312,7 @@ class SmscSimulator:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        session = _Session(reader, writer)
+        session = Session(reader, writer)
         self._sessions.add(session)
         self.stats.connections += 1
         frames = FrameReader(reader)
@@ -460,7 +335,7 @@ class SmscSimulator:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    def _handle(self, session: _Session, frame: bytes) -> bool:
+    def _handle(self, session: Session, frame: bytes) -> bool:
         """Act on one PDU from a client; False when the connection is to end."""
         _, command_id, status, sequence = HEADER.unpack_from(frame)
         if command_id & RESPONSE_BIT and sequence in session.receipts_out:
@@ -493,7 +368,7 @@ class SmscSimulator:
             session.send(nack)
         return True
 
-    def _bind(self, session: _Session, pdu: Bind) -> bool:
+    def _bind(self, session: Session, pdu: Bind) -> bool:
         """Bind as the PDU asks: a transmitter submits only, a receiver is sent deliver_sm only
         (SMPP 3.4 section 2.2); the same account may hold binds of each kind at once."""
         ok = hmac.compare_digest(
@@ -525,7 +400,7 @@ class SmscSimulator:
 
     # -- submit_sm -------------------------------------------------------------------------------
 
-    def _submit(self, session: _Session, pdu: SubmitSm) -> None:
+    def _submit(self, session: Session, pdu: SubmitSm) -> None:
         self.stats.submits += 1
         if not session.bound or session.role == "receiver":
             session.send(
@@ -560,7 +435,7 @@ class SmscSimulator:
             session.answered += 1
             answer()
 
-    async def _answer_later(self, session: _Session, answer: Callable[[], None]) -> None:
+    async def _answer_later(self, session: Session, answer: Callable[[], None]) -> None:
         try:
             await asyncio.sleep(self.options.latency_ms / 1000)
         finally:
@@ -569,7 +444,7 @@ class SmscSimulator:
 
     def _answer_submit(
         self,
-        session: _Session,
+        session: Session,
         pdu: SubmitSm,
         status: int,
         concat: ConcatInfo | None,
@@ -600,7 +475,7 @@ class SmscSimulator:
 
     def _record_part(
         self,
-        session: _Session,
+        session: Session,
         pdu: SubmitSm,
         concat: ConcatInfo | None,
         data: bytes,
@@ -647,7 +522,7 @@ class SmscSimulator:
         self, pdu: SubmitSm, submit_id: str, text_id: str, stat: str, text: str
     ) -> None:
         try:
-            receipt = _Receipt(
+            receipt = Receipt(
                 submit_id=submit_id,
                 text_id=text_id,
                 recipient=pdu.destination_addr,
@@ -671,7 +546,7 @@ class SmscSimulator:
         delay = max(0.0, self.options.receipt_delay_ms / 1000)
         call_later_tracked(self._timers, delay, lambda: self._make_ready([receipt]))
 
-    def _make_ready(self, receipts: list[_Receipt]) -> None:
+    def _make_ready(self, receipts: list[Receipt]) -> None:
         if receipts:
             self._ready.extend(receipts)
             self._wake.set()
@@ -681,6 +556,7 @@ class SmscSimulator:
         most, up to SEND_CHUNK in one write."""
         loop = asyncio.get_running_loop()
         timeout = self.options.response_timeout_ms / 1000
+        tlvs = self.options.receipt_tlvs  # every receipt with receipted_message_id, or none
         while True:
             if not self._ready or self._free <= 0:
                 self._wake.clear()
@@ -698,7 +574,7 @@ class SmscSimulator:
                 receipt.attempts += 1
                 sequence = session.next_sequence()
                 session.receipts_out[sequence] = (receipt, expires)
-                frames.append(self._receipt_frame(receipt, sequence, done_date))
+                frames.append(receipt_frame(receipt, sequence, done_date, tlvs))
             self._free -= count
             self.stats.receipts_sent += count
             out = self._window - self._free
@@ -706,7 +582,7 @@ class SmscSimulator:
             session.writer.write(b"".join(frames))
             await asyncio.sleep(0)  # let the answers in between chunks
 
-    def _settle(self, receipt: _Receipt, acknowledged: bool) -> None:
+    def _settle(self, receipt: Receipt, acknowledged: bool) -> None:
         """A deliver_sm was answered: done with ESME_ROK, else sent again after a delay."""
         self._free += 1
         self._wake.set()
@@ -738,7 +614,7 @@ class SmscSimulator:
                 self._free += len(receipts)
                 self._make_ready(receipts)
 
-    async def _bound_session(self) -> _Session:
+    async def _bound_session(self) -> Session:
         """A connection bound to receive deliver_sm (transceiver or receiver)."""
         while True:
             for session in self._sessions:
@@ -746,45 +622,6 @@ class SmscSimulator:
                     return session
             self._bound.clear()
             await self._bound.wait()
-
-    def _receipt_frame(self, receipt: _Receipt, sequence: int, done_date: str) -> bytes:
-        """The deliver_sm of a receipt, encoded: what `encode` gives for the DeliverSm with these
-        fields, built from the parts encoded when the receipt was created."""
-        delivered = receipt.stat == "DELIVRD"
-        head = receipt_head(
-            receipt.text_id,
-            receipt.stat,
-            "000" if delivered else FAILURE_ERR,
-            receipt.submit_date,
-            done_date,
-            delivered,
-        )
-        coding = receipt.data_coding
-        encoding = "ascii" if coding == DATA_CODING_DEFAULT else "utf-16-be"
-        short_message = head.encode(encoding) + receipt.snippet_octets
-        tlvs = b""
-        if self.options.receipt_tlvs:
-            tlvs = encode_tlvs(
-                {
-                    TAG_RECEIPTED_MESSAGE_ID: receipt.submit_id.encode("latin-1") + b"\x00",
-                    TAG_MESSAGE_STATE: bytes((STAT_STATE_VALUES[receipt.stat],)),
-                }
-            )
-        if len(short_message) > MAX_SHORT_MESSAGE:  # a long id in UCS-2: in message_payload
-            tlvs += encode_tlvs({TAG_MESSAGE_PAYLOAD: short_message})
-            short_message = b""
-        body = b"".join(
-            (
-                receipt.addresses,
-                # esm_class, protocol_id, priority_flag; no schedule or validity
-                bytes((ESM_CLASS_DELIVERY_RECEIPT, 0, 0, 0, 0)),
-                # registered_delivery, replace_if_present, data_coding, sm_default_msg_id, length
-                bytes((0, 0, coding, 0, len(short_message))),
-                short_message,
-                tlvs,
-            )
-        )
-        return HEADER.pack(HEADER_SIZE + len(body), DELIVER_SM, ESME_ROK, sequence) + body
 
     # -- inspection over HTTP --------------------------------------------------------------------
 
