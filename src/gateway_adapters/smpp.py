@@ -1,11 +1,15 @@
-"""SMPP 3.4 adapter: one bind_transceiver connection over asyncio streams, submit_sm with a
-window, delivery receipts as deliver_sm acknowledged only after they are committed.
+"""SMPP 3.4 adapter: a bind_transceiver connection (or a bind_transmitter and bind_receiver
+pair) over asyncio streams, submit_sm with a window, delivery receipts as deliver_sm acknowledged
+only after they are committed.
 
 Configuration (`[[gateways]]` with `type = "smpp"`):
 - `base_url = "smpp://host:port"` (port 2775 if omitted), `token = "system_id:password"`;
 - `sender`: the source address; alphanumeric -> TON 5 / NPI 0, digits -> TON 1 / NPI 1;
 - `timeout_seconds`: connect, bind and per-PDU response timeout.
 - `window = N`: unacknowledged submit_sm in flight (the SMSC account's window; default 10).
+- `bind_mode`: "transceiver" (default), or "transmitter_receiver": submit_sm go through a
+  transmitter, receipts and inbound messages arrive on a receiver; each connection is kept up
+  and bound again on its own (`_maintain`, one per role).
 
 The other SMPP options (keepalive, reconnect backoff, message id bases, registered_delivery,
 receipt batching, the gateway's own receipt status words) are class attributes listed in

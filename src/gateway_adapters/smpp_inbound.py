@@ -109,6 +109,9 @@ class Inbound:
         # Keys of the ids submit_sm_resp gave us lately, while the id style is not settled.
         self.recent: dict[str, None] = {}
         self.refused = 0  # receipts answered ESME_RX_T_APPN: their id could not be placed yet
+        # Receipts naming their message both ways teach the style for free, but an SMSC whose
+        # text id is some other number never does: stop trying after this many.
+        self.observations_left = 1000
 
     def submitted(self, raw: str) -> str:
         """The key of an id from submit_sm_resp; remembered while the id style is open."""
@@ -204,7 +207,8 @@ class Inbound:
         style = self.style
         if receipt.tlv_id:  # receipted_message_id is written like submit_sm_resp ids
             key = message_key(receipt.tlv_id)
-            if not style.settled and receipt.text_id:
+            if not style.settled and receipt.text_id and self.observations_left:
+                self.observations_left -= 1
                 self._settled(style.observe(receipt.text_id, key), "receipts naming ids twice")
             return _Read(pdu, receipt, key)
         text_id = receipt.text_id
