@@ -85,6 +85,8 @@ class IdStyle:
         # Whether every text id has one key: the styles left all read ids alike.
         self.settled = _settled(self.possible)
         self.configured = self.settled
+        # Per side (submit, receipt): whether that base is known to be hex (nothing to learn).
+        self._hex_known = _hex_known(self.possible)
         self._evidence: frozenset[Style] | None = None  # styles every receipt so far allowed
         self.evidence = 0  # receipts behind `_evidence`
         self.contradictions = 0  # times the evidence disagreed with itself and started over
@@ -128,7 +130,7 @@ class IdStyle:
         return self._rule(raw, 1)
 
     def _rule(self, raw: str, side: int) -> bool:
-        if self.settled:
+        if self.settled or self._hex_known[side]:
             return False
         value = raw.strip()
         if not _HEX.fullmatch(value) or not _LETTER.search(value):
@@ -169,9 +171,14 @@ class IdStyle:
             return False
         self.possible = keep
         self.settled = _settled(keep)
+        self._hex_known = _hex_known(keep)
         if self._evidence is not None:
             self._evidence = self._evidence & keep or None
         return self.settled
+
+
+def _hex_known(styles: frozenset[Style]) -> tuple[bool, bool]:
+    return (all(s[0] == 16 for s in styles), all(s[1] == 16 for s in styles))
 
 
 def _settled(styles: frozenset[Style]) -> bool:

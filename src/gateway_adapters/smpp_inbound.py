@@ -106,8 +106,9 @@ class Inbound:
         self.unknown_words: set[str] = set()  # logged already
         # key of a non-last part of a long message -> that message
         self.parts: OrderedDict[str, LongMessage] = OrderedDict()
-        # Keys of the ids submit_sm_resp gave us lately, while the id style is not settled.
-        self.recent: dict[str, None] = {}
+        # Keys of the ids submit_sm_resp gave us lately, while the id style is not settled
+        # (an OrderedDict: a dict's oldest key is slow to find once many were deleted).
+        self.recent: OrderedDict[str, None] = OrderedDict()
         self.refused = 0  # receipts answered ESME_RX_T_APPN: their id could not be placed yet
         # Receipts naming their message both ways teach the style for free, but an SMSC whose
         # text id is some other number never does: stop trying after this many.
@@ -121,7 +122,7 @@ class Inbound:
             recent = self.recent
             recent[key] = None
             if len(recent) > self.part_map_size:
-                del recent[next(iter(recent))]
+                recent.popitem(last=False)
         return key
 
     def remember_part(self, part_id: str, holder: LongMessage) -> None:
