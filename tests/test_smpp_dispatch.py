@@ -129,10 +129,12 @@ async def test_a_broadcast_in_each_bind_mode(
         {"transceiver": 1} if bind_mode == "transceiver" else {"transmitter": 1, "receiver": 1}
     )
     assert {m["text"] for m in smsc.messages} == {long_text} and len(smsc.messages) == 100
-    # A long message is delivered when all its parts are; one failed part fails it.
-    outcome = {
-        message_key(m["id"]): "delivered" if set(m["stats"]) == {"DELIVRD"} else "failed"
-        for m in smsc.messages
-    }
+    # A long message's outcome is its last part's; a failed earlier part fails it too, unless
+    # the last part's receipt was applied first (final states do not change).
     rows = await pool.fetch("SELECT gateway_message_id, status FROM deliveries")
-    assert {r["gateway_message_id"]: r["status"] for r in rows} == outcome
+    status = {r["gateway_message_id"]: r["status"] for r in rows}
+    assert set(status) == {message_key(m["id"]) for m in smsc.messages}
+    for m in smsc.messages:
+        possible = {OUTCOMES[s] for s in m["stats"]} if m["stats"][-1] == "DELIVRD" else {"failed"}
+        assert status[message_key(m["id"])] in possible, m["stats"]
+    assert "delivered" in status.values() and "failed" in status.values()
