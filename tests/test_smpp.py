@@ -45,13 +45,15 @@ from gateway_adapters.smpp_codec import (
     SubmitSmResp,
     decode,
     encode,
-    gsm7_encode,
-    split_message,
 )
 from gateway_adapters.smpp_ids import message_key
 from gateway_adapters.smpp_receipts import (
     parse_delivery_receipt,
     receipt_text,
+)
+from gateway_adapters.smpp_text import (
+    gsm7_encode,
+    split_message,
 )
 
 SYSTEM_ID, PASSWORD = "sim", "sim-pass"

@@ -15,7 +15,10 @@ import pytest
 
 from gateway_adapters import smpp_receipts
 from gateway_adapters.base import DeliveryState
-from gateway_adapters.smpp_codec import DATA_CODING_UCS2, DeliverSm, gsm7_encode
+from gateway_adapters.smpp_codec import (
+    DATA_CODING_UCS2,
+    DeliverSm,
+)
 from gateway_adapters.smpp_inbound import Inbound
 from gateway_adapters.smpp_receipts import (
     MESSAGE_STATES,
@@ -27,6 +30,9 @@ from gateway_adapters.smpp_receipts import (
     receipt_text,
     receipt_time,
     status_words,
+)
+from gateway_adapters.smpp_text import (
+    gsm7_encode,
 )
 
 DELIVERED, FAILED = DeliveryState.DELIVERED, DeliveryState.FAILED

@@ -74,7 +74,6 @@ from gateway_adapters.smpp_codec import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
-    ConcatInfo,
     DeliverSm,
     EnquireLink,
     EnquireLinkResp,
@@ -86,14 +85,17 @@ from gateway_adapters.smpp_codec import (
     Unbind,
     UnbindResp,
     decode,
+)
+from gateway_adapters.smpp_receipts import (
+    receipt_time,
+)
+from gateway_adapters.smpp_text import (
+    ConcatInfo,
     decode_text,
     fits_gsm7,
     gsm7_encode,
     sar_info,
     split_udh,
-)
-from gateway_adapters.smpp_receipts import (
-    receipt_time,
 )
 
 log = logging.getLogger(__name__)

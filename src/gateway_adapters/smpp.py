@@ -77,7 +77,6 @@ from gateway_adapters.smpp_codec import (
     EnquireLinkResp,
     FrameReader,
     GenericNack,
-    MessageTooLong,
     Pdu,
     PduError,
     SubmitSm,
@@ -86,7 +85,6 @@ from gateway_adapters.smpp_codec import (
     UnbindResp,
     absolute_time,
     decode,
-    split_message,
     status_name,
 )
 from gateway_adapters.smpp_ids import (
@@ -95,6 +93,10 @@ from gateway_adapters.smpp_ids import (
 from gateway_adapters.smpp_inbound import Inbound, LongMessage
 from gateway_adapters.smpp_link import Batch, Link, SmppConnectionLost, Submit, deliver_outcome
 from gateway_adapters.smpp_receipts import status_words as receipt_status_words
+from gateway_adapters.smpp_text import (
+    MessageTooLong,
+    split_message,
+)
 
 log = logging.getLogger(__name__)
 
