@@ -57,6 +57,25 @@ def inbound(submit_id_base: int | None = None, receipt_id_base: int | None = Non
     )
 
 
+class Known:
+    """A stand-in for the service's `known_message_ids`: the keys of deliveries it knows."""
+
+    def __init__(self, *keys: str) -> None:
+        self.keys = set(keys)
+        self.asked: list[list[str]] = []
+
+    async def __call__(self, ids: Sequence[str]) -> set[str]:
+        self.asked.append(list(ids))
+        return self.keys & set(ids)
+
+
+async def place(handler: Inbound, pdu: DeliverSm) -> str | None:
+    reads = [handler.read(pdu)]
+    if reads[0].candidates is not None:
+        await handler._place(reads)
+    return reads[0].key
+
+
 # The issue's styles and their relatives: how an SMSC writes message number n in submit_sm_resp,
 # in the receipt text, and in receipted_message_id (None: absent), for a few numbers in turn.
 STYLES: dict[str, tuple[str, str | None, str | None, Sequence[int]]] = {
@@ -90,7 +109,9 @@ STYLES: dict[str, tuple[str, str | None, str | None, Sequence[int]]] = {
 
 
 @pytest.mark.parametrize("case", STYLES)
-def test_every_id_style_finds_its_delivery_with_the_default_configuration(case: str) -> None:
+async def test_every_id_style_finds_its_delivery_with_the_default_configuration(
+    case: str,
+) -> None:
     resp_format, text_format, tlv_format, numbers = STYLES[case]
     handler = inbound()
     keys = [handler.submitted(resp_format.format(n)) for n in numbers]
@@ -99,12 +120,11 @@ def test_every_id_style_finds_its_delivery_with_the_default_configuration(case: 
             text_format.format(n) if text_format else None,
             tlv_format.format(n) if tlv_format else None,
         )
-        assert handler.read(pdu).key == key, n
-    assert handler.refused == 0
+        assert await place(handler, pdu) == key, n
 
 
 @pytest.mark.parametrize("case", STYLES)
-def test_every_id_style_is_learned_and_then_needs_no_memory(case: str) -> None:
+async def test_every_id_style_is_learned_and_then_needs_no_memory(case: str) -> None:
     resp_format, text_format, tlv_format, numbers = STYLES[case]
     if text_format is None or not resp_format.startswith("{"):
         pytest.skip("receipts without a text id, and opaque ids, need no style")
@@ -113,31 +133,12 @@ def test_every_id_style_is_learned_and_then_needs_no_memory(case: str) -> None:
         handler.submitted(resp_format.format(n))
     for n in numbers:
         tlv = tlv_format.format(n) if tlv_format else None
-        handler.read(receipt(text_format.format(n), tlv))
+        await place(handler, receipt(text_format.format(n), tlv))
     assert handler.style.settled and handler.recent == {}
     # A receipt of a message this adapter never saw (sent by another process) is read alike.
     n = numbers[-1] + 1
     expected = message_key(resp_format.format(n))
-    assert handler.read(receipt(text_format.format(n))).key == expected
-
-
-class Known:
-    """A stand-in for the service's `known_message_ids`: the keys of deliveries it knows."""
-
-    def __init__(self, *keys: str) -> None:
-        self.keys = set(keys)
-        self.asked: list[list[str]] = []
-
-    async def __call__(self, ids: Sequence[str]) -> set[str]:
-        self.asked.append(list(ids))
-        return self.keys & set(ids)
-
-
-async def place(handler: Inbound, pdu: DeliverSm) -> str | None:
-    reads = [handler.read(pdu)]
-    if reads[0].candidates is not None:
-        await handler._place(reads)
-    return reads[0].key
+    assert await place(handler, receipt(text_format.format(n))) == expected
 
 
 async def test_an_id_two_deliveries_could_have_waits_for_the_style() -> None:
@@ -173,13 +174,24 @@ async def test_a_receipt_naming_no_message_of_ours_waits() -> None:
     assert await place(handler, receipt("4711")) is None
 
 
+async def test_our_own_message_does_not_decide_while_another_reading_names_one_too() -> None:
+    handler = inbound()
+    handler.submitted("20")  # this adapter sent '20' (0x20 if the SMSC writes hex) ...
+    handler.known_ids = Known("20", "32")  # ... another process sent '32'
+    assert await place(handler, receipt("32")) is None
+
+
 async def test_a_failing_lookup_leaves_the_receipt_for_later() -> None:
     async def broken(ids: Sequence[str]) -> set[str]:
         raise OSError("database unreachable")
 
     handler = inbound()
+    handler.submitted("0A3F0202")
     handler.known_ids = broken
-    assert await place(handler, receipt("4711")) is None
+    # Our own message alone would explain it, but another process's could too: not decided.
+    assert await place(handler, receipt("0171901442")) is None
+    handler.known_ids = None  # no service to ask (a lone adapter): its own messages decide
+    assert await place(handler, receipt("0171901442")) == "a3f0202"
 
 
 def test_facts_rule_styles_out() -> None:

@@ -3,19 +3,19 @@ through on_receipts and only then answered; other deliver_sm are answered at onc
 
 A receipt is matched by its message id's key (see smpp_ids). While the gateway's id style is not
 settled, a receipt text id that could be read more than one way is looked up among the ids this
-adapter was given in submit_sm_resp lately and, if the service offers it (`known_message_ids` on
-the receipt sink), among every delivery sent through the gateway (by any process, before any
-restart). The one reading that names a message of ours is its key, and counts as evidence for
-the style. A receipt none or several of whose readings name one of ours is answered
-ESME_RX_T_APPN (a temporary error), so the SMSC delivers it again later: by then the style is
-settled, or its message written. A receipt is never matched under a guess.
+adapter was given in submit_sm_resp lately (they may not be written yet) and, if the service
+offers it (`known_message_ids` on the receipt sink), among every delivery sent through the
+gateway (by any process, before any restart). The one reading that names a message of ours is
+its key, and counts as evidence for the style. A receipt none or several of whose readings name
+one of ours is answered ESME_RX_T_APPN (a temporary error), so the SMSC delivers it again later:
+by then the style is settled, or its message written. A receipt is never matched under a guess.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway_adapters.base import DeliveryState, MessageIdLookup, ReceiptSink, ReceiptUpdate
@@ -220,31 +220,31 @@ class Inbound:
         candidates = style.candidates(text_id)
         if len(candidates) == 1:
             return _Read(pdu, receipt, next(iter(candidates)))
-        hit = resolve(candidates, (k for k in candidates if k in self.recent))
-        if hit is not None:
-            self._settled(style.confirm(hit[1]), "receipts of messages we sent")
-            return _Read(pdu, receipt, hit[0])
-        return _Read(pdu, receipt, None, candidates)
+        return _Read(pdu, receipt, None, candidates)  # looked up in `_place`
 
     async def _place(self, reads: list[_Read]) -> None:
-        """Find the keys of receipts that could be read several ways among the deliveries the
-        service knows; those still open stay without a key (answered with a temporary error)."""
+        """Find the keys of receipts that could be read several ways: the one reading that
+        names a message of ours, among the ids submit_sm_resp gave this adapter lately and the
+        deliveries the service knows (every process's). Those still open stay without a key
+        (answered with a temporary error); all of them if the service could not be asked."""
         open_reads = [r for r in reads if r.candidates is not None]
-        known: Collection[str] = ()
+        wanted = {key for r in open_reads for key in r.candidates or ()}
+        known = {key for key in wanted if key in self.recent}
         if self.known_ids is not None:
-            wanted = sorted({key for r in open_reads for key in r.candidates or ()})
             try:
-                known = set(await self.known_ids(wanted))
+                known.update(await self.known_ids(sorted(wanted)))
             except Exception as exc:
                 log.warning("smpp gateway %s: looking message ids up failed: %r", self.gateway, exc)
+                known.clear()  # ours alone could hide another process's message
         for read in open_reads:
             assert read.candidates is not None and read.receipt is not None
+            if self.style.settled:  # by an earlier receipt of this batch: the style decides
+                read.key = self.style.key(read.receipt.text_id)
+                continue
             hit = resolve(read.candidates, (k for k in read.candidates if k in known))
             if hit is not None:
                 read.key = hit[0]
                 self._settled(self.style.confirm(hit[1]), "receipts of messages we sent")
-            elif self.style.settled:  # settled by another receipt of this batch
-                read.key = self.style.key(read.receipt.text_id)
         unplaced = sum(1 for r in open_reads if r.key is None)
         if unplaced:
             log.info(
