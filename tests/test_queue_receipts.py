@@ -209,6 +209,35 @@ async def test_receipt_before_the_send_result_is_applied_when_it_is_written(
     assert await pool.fetchval("SELECT applied FROM delivery_receipts") is True
 
 
+@pytest.mark.parametrize("phone_in_receipt", [True, False])
+async def test_a_carrier_opt_out_that_beat_the_send_result_opts_out_when_applied(
+    pool: asyncpg.Pool, phone_in_receipt: bool
+) -> None:
+    """A 21610 receipt committed before our write of the send result (a fast callback) waits
+    unapplied; when the send result comes, the receipt applies and the number is opted out."""
+    async with pool.acquire() as conn, pool.acquire() as dispatcher:
+        delivery, phone = await sent_delivery(conn, None)
+        batch = await queue.claim(dispatcher, 1, 60)
+        stop = ReceiptUpdate(
+            "m-9",
+            phone if phone_in_receipt else None,
+            DeliveryState.FAILED,
+            "undelivered",
+            error="twilio 21610",
+            opted_out=True,
+        )
+        await receipts.record_receipts(conn, "gw", [stop])
+        assert await conn.fetchval("SELECT applied FROM delivery_receipts") is False
+        assert await conn.fetchval("SELECT status FROM subscribers") == "active"
+        await batch.finish([Outcome(delivery, "sent", "gw", "m-9")])
+    await receipts.apply_pending(pool, "gw", ["m-9"])
+    assert await pool.fetchval("SELECT status FROM deliveries") == "failed"
+    assert await pool.fetchval("SELECT status FROM subscribers") == "opted_out"
+    assert await pool.fetchval("SELECT opt_out_reason FROM subscribers") == (
+        "carrier opt-out via gw: twilio 21610"
+    )
+
+
 async def test_receipt_for_an_unknown_id_is_kept_and_changes_nothing(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         _, phone = await sent_delivery(conn, "m-1")

@@ -25,23 +25,34 @@ from gateway_adapters.base import (
     ReceiptUpdate,
 )
 from gateway_adapters.registry import create_adapter, known_types
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator, _Receipt
+from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
+from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
 from gateway_adapters.smpp import SmppAdapter, SmppConfigError
 from gateway_adapters.smpp_codec import (
+    ESME_RINVBNDSTS,
+    ESME_RINVOPTPARAMVAL,
+    ESME_RMISSINGOPTPARAM,
     ESME_ROK,
+    BindReceiver,
     BindTransceiver,
     BindTransceiverResp,
+    BindTransmitter,
     DeliverSm,
     DeliverSmResp,
+    EnquireLink,
     FrameReader,
     SubmitSm,
     SubmitSmResp,
-    canonical_message_id,
     decode,
     encode,
-    gsm7_encode,
+)
+from gateway_adapters.smpp_ids import message_key
+from gateway_adapters.smpp_receipts import (
     parse_delivery_receipt,
     receipt_text,
+)
+from gateway_adapters.smpp_text import (
+    gsm7_encode,
     split_message,
 )
 
@@ -111,9 +122,21 @@ async def smsc() -> AsyncIterator[Callable[..., Awaitable[SmscSimulator]]]:
         await sim.close()
 
 
+# Binds per connect in each bind mode; tests marked `both_binds` run in each.
+BINDS = {"transceiver": 1, "transmitter_receiver": 2}
+both_binds = pytest.mark.parametrize("bind_mode", list(BINDS))
+
+
 @pytest.fixture
-async def connect() -> AsyncIterator[Callable[..., Awaitable[tuple[SmppAdapter, Sink]]]]:
-    """Builds, starts and finally closes adapters bound to a simulator."""
+def bind_mode() -> str:
+    return "transceiver"
+
+
+@pytest.fixture
+async def connect(
+    bind_mode: str,
+) -> AsyncIterator[Callable[..., Awaitable[tuple[SmppAdapter, Sink]]]]:
+    """Builds, starts and finally closes adapters bound to a simulator (in `bind_mode`)."""
     adapters: list[SmppAdapter] = []
 
     async def make(
@@ -121,6 +144,7 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[tuple[SmppAdapter, 
     ) -> tuple[SmppAdapter, Sink]:
         url = sim if isinstance(sim, str) else f"smpp://127.0.0.1:{sim.port}"
         options.setdefault("reconnect_initial", 0.05)
+        options.setdefault("bind_mode", bind_mode)
         adapter = SmppAdapter(config(url, token), "unused", **options)
         adapters.append(adapter)
         sink = Sink()
@@ -135,10 +159,11 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[tuple[SmppAdapter, 
 # -- sending --------------------------------------------------------------------------------------
 
 
-async def test_batch_larger_than_the_window_never_exceeds_it(smsc, connect) -> None:
+@both_binds
+async def test_batch_larger_than_the_window_never_exceeds_it(smsc, connect, bind_mode) -> None:
     sim = await smsc(latency_ms=20)
     adapter, _ = await connect(sim, window=4)
-    assert adapter.bound and sim.stats.binds == 1
+    assert adapter.bound and sim.stats.binds == BINDS[bind_mode]
 
     # Two batches at once, as the dispatcher's sender loops do: they share one window.
     first, second = await asyncio.gather(
@@ -150,11 +175,11 @@ async def test_batch_larger_than_the_window_never_exceeds_it(smsc, connect) -> N
     assert all(r.accepted and not r.retryable for r in results)
     assert sim.stats.max_in_flight == 4  # the window was used in full and never exceeded
 
-    # The stored id is the simulator's hex id in canonical (decimal) form.
+    # The stored id is the simulator's id as it wrote it ('0A000001'), in lower case, unpadded.
     by_phone = {m["destination_addr"]: m for m in sim.messages}
     for r in results:
         record = by_phone[f"4520{r.delivery_id:06d}"]
-        assert r.gateway_message_id == str(int(record["id"], 16))
+        assert r.gateway_message_id == record["id"].lower().lstrip("0")
     assert len({r.gateway_message_id for r in results}) == 30
 
 
@@ -303,6 +328,7 @@ async def test_malformed_phone_is_rejected_without_submitting(smsc, connect) -> 
     assert sim.stats.submits == 0
 
 
+@both_binds
 async def test_long_messages_are_reassembled_at_the_smsc(smsc, connect) -> None:
     sim = await smsc(latency_ms=10)
     adapter, _ = await connect(sim)
@@ -318,9 +344,10 @@ async def test_long_messages_are_reassembled_at_the_smsc(smsc, connect) -> None:
         record = by_phone[f"4520{r.delivery_id:06d}"]
         assert (record["text"], record["parts"], record["data_coding"]) == (text, parts, coding)
         # The message is known by its last part's id.
-        assert r.gateway_message_id == canonical_message_id(record["part_ids"][-1], 16)
+        assert r.gateway_message_id == message_key(record["part_ids"][-1])
 
 
+@both_binds
 async def test_long_message_receipts_speak_through_the_last_part(smsc, connect) -> None:
     # Receipts at once, submits slow: the first part's receipt arrives before the last part is
     # accepted, so the adapter must hold it until it knows the message's id.
@@ -374,7 +401,7 @@ async def test_a_part_receipt_read_right_behind_its_response_is_known_as_a_part(
                         resp = SubmitSmResp(
                             sequence_number=pdu.sequence_number, message_id=f"{parts:X}"
                         )
-                        before = receipt(900, 99) if parts == 1 else b""
+                        before = receipt(900, 9) if parts == 1 else b""
                         writer.write(before + encode(resp) + receipt(900 + parts, parts))
                     elif isinstance(pdu, DeliverSmResp):
                         answered.append((pdu.sequence_number, pdu.command_status))
@@ -389,7 +416,7 @@ async def test_a_part_receipt_read_right_behind_its_response_is_known_as_a_part(
         await eventually(lambda: len(answered) == 3)
         assert sorted(answered) == [(900, ESME_ROK), (901, ESME_ROK), (902, ESME_ROK)]
         # The unrelated receipt and the last part's, which speaks for the message; not part 1's.
-        assert sorted(u.gateway_message_id for u in sink.updates) == ["2", "99"]
+        assert sorted(u.gateway_message_id for u in sink.updates) == ["2", "9"]
     finally:
         server.close()
 
@@ -415,11 +442,65 @@ async def test_receipts_reach_on_receipts_with_canonical_ids(
     for update in sink.updates:
         assert (update.state, update.error, update.phone) == (state, error, None)
         assert update.occurred_at is not None
-    # The receipt named the id in zero-padded decimal (text) or hex (TLV), never as we store it.
-    assert sink.updates[0].raw["id"].startswith("0A" if receipt_tlvs else "0167")
+    # The receipt named the id in zero-padded decimal (text) and hex (TLV), kept as written.
+    raw = sink.updates[0].raw
+    assert raw["id"].startswith("0167")
+    assert raw.get("receipted_message_id", "0A").startswith("0A")
+    assert ("receipted_message_id" in raw) is receipt_tlvs
     await eventually(lambda: sim.receipts_pending == 0)
 
 
+# How the simulated SMSC writes ids (options of SmscOptions) -> the style the adapter must meet.
+SMSC_ID_STYLES: dict[str, dict[str, Any]] = {
+    "hex resp, decimal text, receipted_message_id (the default)": {},
+    "hex resp, decimal text, no TLV": {"receipt_tlvs": False},
+    "decimal in both, no TLV": {
+        "submit_id_format": "{:d}",
+        "receipt_id_format": "{:d}",
+        "receipt_tlvs": False,
+    },
+    "zero-padded decimal resp, unpadded text": {
+        "submit_id_format": "{:010d}",
+        "receipt_id_format": "{:d}",
+        "receipt_tlvs": False,
+    },
+    "hex of digits only in both": {
+        "submit_id_format": "{:08X}",
+        "receipt_id_format": "{:08X}",
+        "first_message_id": 0x12340,  # 0x12340 to 0x12349: no hex letter in any
+        "receipt_tlvs": False,
+    },
+    "decimal resp, lower-case hex text": {
+        "submit_id_format": "{:d}",
+        "receipt_id_format": "{:x}",
+        "receipt_tlvs": False,
+    },
+    "opaque ids": {
+        "submit_id_format": "SM-{:d}-X",
+        "receipt_id_format": "sm-{:d}-x",
+        "receipt_tlvs": False,
+    },
+}
+
+
+@pytest.mark.parametrize("style", SMSC_ID_STYLES)
+@both_binds
+async def test_receipts_find_their_message_whatever_the_id_style(smsc, connect, style) -> None:
+    sim = await smsc(delivered_ratio=0.5, seed=11, redelivery_delay_ms=20, **SMSC_ID_STYLES[style])
+    adapter, sink = await connect(sim)
+    results = await adapter.send_batch([msg(i) for i in range(10)])
+    await eventually(lambda: sim.receipts_pending == 0)
+    outcome = {message_key(m["id"]): m["stats"][-1] for m in sim.messages}
+    assert sorted(u.gateway_message_id for u in sink.updates) == sorted(
+        r.gateway_message_id for r in results if r.gateway_message_id
+    )
+    expected = {"DELIVRD": DeliveryState.DELIVERED, "UNDELIV": DeliveryState.FAILED}
+    for update in sink.updates:  # each with its own message's outcome
+        assert update.state == expected[outcome[update.gateway_message_id]]
+    assert sim.stats.receipts_refused == 0  # one adapter saw every id: nothing had to wait
+
+
+@both_binds
 async def test_deliver_sm_is_answered_only_after_on_receipts_returned(smsc, connect) -> None:
     sim = await smsc(hold_receipts=True)
     adapter, sink = await connect(sim)
@@ -435,6 +516,7 @@ async def test_deliver_sm_is_answered_only_after_on_receipts_returned(smsc, conn
     assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id]
 
 
+@both_binds
 async def test_failed_commit_answers_syserr_and_the_smsc_redelivers(smsc, connect) -> None:
     sim = await smsc(redelivery_delay_ms=20)
     adapter, sink = await connect(sim)
@@ -445,7 +527,10 @@ async def test_failed_commit_answers_syserr_and_the_smsc_redelivers(smsc, connec
     assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 2
 
 
-async def test_unanswered_receipts_are_redelivered_after_a_reconnect(smsc, connect) -> None:
+@both_binds
+async def test_unanswered_receipts_are_redelivered_after_a_reconnect(
+    smsc, connect, bind_mode
+) -> None:
     sim = await smsc(hold_receipts=True)
     adapter, sink = await connect(sim)
     sink.gate = asyncio.Event()  # the first commit never finishes ...
@@ -455,7 +540,7 @@ async def test_unanswered_receipts_are_redelivered_after_a_reconnect(smsc, conne
     sim.drop_connections()  # ... because the connection drops under it
     sink.gate = None
     await eventually(lambda: sim.stats.receipts_acked == 1)
-    assert sim.stats.binds == 2 and sim.stats.receipts_unanswered == 1
+    assert sim.stats.binds == 2 * BINDS[bind_mode] and sim.stats.receipts_unanswered == 1
     assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 2
 
 
@@ -564,6 +649,7 @@ async def test_a_deliver_sm_unanswered_in_time_is_sent_again(smsc) -> None:
         await adapter.close()
 
 
+@both_binds
 async def test_many_receipts_fill_the_window_without_exceeding_it(smsc, connect) -> None:
     sim = await smsc(hold_receipts=True, receipt_window=64, delivered_ratio=0.8, seed=5)
     adapter, sink = await connect(sim, receipt_batch=25, receipt_concurrency=3)
@@ -588,63 +674,79 @@ async def test_many_receipts_fill_the_window_without_exceeding_it(smsc, connect)
     assert states == {DeliveryState.DELIVERED, DeliveryState.FAILED}
 
 
-def test_simulator_writes_the_deliver_sm_a_receipt_is() -> None:
+@pytest.mark.parametrize(
+    ("tlvs", "stat", "snippet", "coding"),
+    [
+        (False, "DELIVRD", "Police: stay indoors", 0),  # ASCII
+        (True, "UNDELIV", "Politiet: bliv inde", 0),
+        (True, "DELIVRD", "Politi: indbrud på Ø", 8),  # beyond ASCII: UCS-2, still readable
+        (False, "UNDELIV", "Полиция: оставайтесь", 8),
+    ],
+)
+def test_simulator_writes_the_deliver_sm_a_receipt_is(
+    tlvs: bool, stat: str, snippet: str, coding: int
+) -> None:
     # The simulator builds deliver_sm from parts encoded in advance; the bytes must be what the
     # codec encodes for that DeliverSm, and read back as the receipt it stands for.
-    for tlvs, stat in [(False, "DELIVRD"), (True, "UNDELIV")]:
-        sim = SmscSimulator(SmscOptions(receipt_tlvs=tlvs))
-        submitted = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
-        receipt = _Receipt(
-            message_id=0x0A000001,
-            recipient="4520000001",
-            recipient_ton=1,
-            recipient_npi=1,
-            sender="POLITI",
-            sender_ton=5,
-            sender_npi=0,
-            stat=stat,
-            submitted=submitted,
-            snippet="Politiet: indbrud ¡",
-        )
-        done = datetime(2026, 11, 24, 0, 1, tzinfo=UTC)
-        frame = sim._receipt_frame(receipt, 77, "2611240001")
-        text = receipt_text(
-            "0167772161",
-            stat,
-            err="000" if stat == "DELIVRD" else "069",
-            submitted=submitted,
-            done=done,
-            delivered=stat == "DELIVRD",
-            text=receipt.snippet,
-        )
-        expected = DeliverSm(
-            sequence_number=77,
-            source_addr_ton=1,
-            source_addr_npi=1,
-            source_addr="4520000001",
-            dest_addr_ton=5,
-            dest_addr_npi=0,
-            destination_addr="POLITI",
-            esm_class=0x04,
-            short_message=gsm7_encode(text),
-            tlvs={0x001E: b"0A000001\x00", 0x0427: bytes((5,))} if tlvs else {},
-        )
-        assert frame == encode(expected)
-        pdu = decode(frame)
-        assert isinstance(pdu, DeliverSm)
-        parsed = parse_delivery_receipt(pdu)
-        assert (parsed.stat, parsed.done_date) == (stat, done)
-        assert parsed.message_id == ("0A000001" if tlvs else "0167772161")
+    sim = SmscSimulator(SmscOptions(receipt_tlvs=tlvs))
+    submitted = datetime(2026, 11, 23, 23, 59, 30, tzinfo=UTC)
+    receipt = Receipt(
+        submit_id="0A000001",
+        text_id="0167772161",
+        recipient="4520000001",
+        recipient_ton=1,
+        recipient_npi=1,
+        sender="POLITI",
+        sender_ton=5,
+        sender_npi=0,
+        stat=stat,
+        submitted=submitted,
+        snippet=snippet,
+    )
+    done = datetime(2026, 11, 24, 0, 1, tzinfo=UTC)
+    frame = receipt_frame(receipt, 77, "2611240001", sim.options.receipt_tlvs)
+    text = receipt_text(
+        "0167772161",
+        stat,
+        err="000" if stat == "DELIVRD" else "069",
+        submitted=submitted,
+        done=done,
+        delivered=stat == "DELIVRD",
+        text=snippet,
+    )
+    expected = DeliverSm(
+        sequence_number=77,
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr="4520000001",
+        dest_addr_ton=5,
+        dest_addr_npi=0,
+        destination_addr="POLITI",
+        esm_class=0x04,
+        data_coding=coding,
+        short_message=text.encode("ascii" if coding == 0 else "utf-16-be"),
+        tlvs={0x001E: b"0A000001\x00", 0x0427: bytes((2 if stat == "DELIVRD" else 5,))}
+        if tlvs
+        else {},
+    )
+    assert frame == encode(expected)
+    pdu = decode(frame)
+    assert isinstance(pdu, DeliverSm)
+    parsed = parse_delivery_receipt(pdu)
+    assert (parsed.stat, parsed.done_date, parsed.fields["text"]) == (stat, done, snippet)
+    assert (parsed.text_id, parsed.tlv_id) == ("0167772161", "0A000001" if tlvs else "")
 
 
 # -- connection -----------------------------------------------------------------------------------
 
 
-async def test_enquire_link_both_ways(smsc, connect) -> None:
+@both_binds
+async def test_enquire_link_both_ways(smsc, connect, bind_mode) -> None:
     sim = await smsc()
     adapter, _ = await connect(sim, enquire_link_interval=0.05)
     await eventually(lambda: sim.stats.enquire_links >= 2)  # the adapter's keepalive
-    assert await sim.enquire_link_all() == [ESME_ROK]  # the adapter answers the SMSC's
+    # The adapter answers the SMSC's, on each connection.
+    assert await sim.enquire_link_all() == [ESME_ROK] * BINDS[bind_mode]
     assert adapter.bound
 
 
@@ -683,7 +785,8 @@ async def test_unanswered_enquire_link_drops_the_connection() -> None:
         await server.wait_closed()
 
 
-async def test_reconnects_after_the_server_drops_the_connection(smsc, connect) -> None:
+@both_binds
+async def test_reconnects_after_the_server_drops_the_connection(smsc, connect, bind_mode) -> None:
     sim = await smsc(latency_ms=300)
     adapter, _ = await connect(sim)
     pending = asyncio.create_task(adapter.send_batch([msg(1), msg(2)]))
@@ -692,11 +795,12 @@ async def test_reconnects_after_the_server_drops_the_connection(smsc, connect) -
     for r in await pending:  # outstanding submits fail, and may be tried again
         assert (r.accepted, r.retryable, r.error) == (False, True, "smpp connection lost")
 
-    await eventually(lambda: not adapter.bound or sim.stats.binds == 2)
+    binds = 2 * BINDS[bind_mode]
+    await eventually(lambda: not adapter.bound or sim.stats.binds == binds)
     if not adapter.bound:
         with pytest.raises(GatewayUnavailable):
             await adapter.send_batch([msg(3)])
-    await eventually(lambda: adapter.bound and sim.stats.binds == 2)
+    await eventually(lambda: adapter.bound and sim.stats.binds == binds)
     sim.options.latency_ms = 0
     [result] = await adapter.send_batch([msg(4)])
     assert result.accepted
@@ -734,13 +838,172 @@ async def test_unreachable_at_start_keeps_trying_in_the_background() -> None:
         await sim.close()
 
 
-async def test_close_unbinds(smsc, connect) -> None:
+@both_binds
+async def test_close_unbinds(smsc, connect, bind_mode) -> None:
     sim = await smsc()
     adapter, _ = await connect(sim)
     await adapter.close()
-    assert sim.stats.unbinds == 1
+    assert sim.stats.unbinds == BINDS[bind_mode]
     assert not adapter.bound
     await eventually(lambda: sim.bound_sessions == 0)
+
+
+# -- binds ----------------------------------------------------------------------------------------
+
+
+async def test_a_pair_of_binds_submits_on_one_and_receives_on_the_other(smsc, connect) -> None:
+    sim = await smsc(delivered_ratio=0.0)
+    adapter, sink = await connect(sim, bind_mode="transmitter_receiver")
+    assert sim.stats.bind_roles == {"transmitter": 1, "receiver": 1}
+    assert adapter.bound and adapter.receiving
+    # The simulator refuses submit_sm on a receiver and sends deliver_sm only to receivers, as
+    # SMPP 3.4 has it: every message accepted and every receipt back proves the roles.
+    results = await adapter.send_batch([msg(i) for i in range(5)])
+    assert all(r.accepted for r in results)
+    await eventually(lambda: len(sink.updates) == 5)
+    assert {u.state for u in sink.updates} == {DeliveryState.FAILED}
+
+
+async def test_each_bind_of_a_pair_is_bound_again_on_its_own(smsc, connect) -> None:
+    sim = await smsc(hold_receipts=True)
+    adapter, sink = await connect(sim, bind_mode="transmitter_receiver")
+    [first] = await adapter.send_batch([msg(1)])
+    assert sim.drop_connections("receiver") == 1
+    # The transmitter goes on submitting while the receiver binds again.
+    [second] = await adapter.send_batch([msg(2)])
+    assert first.accepted and second.accepted
+    await eventually(lambda: adapter.receiving)
+    assert sim.stats.bind_roles == {"transmitter": 1, "receiver": 2}
+    sim.release()
+    await eventually(lambda: len(sink.updates) == 2)
+    assert sim.drop_connections("transmitter") == 1
+    # The receiver stays bound while the transmitter binds again.
+    await eventually(lambda: sim.stats.bind_roles["transmitter"] == 2 and adapter.bound)
+    [third] = await adapter.send_batch([msg(3)])
+    assert third.accepted and adapter.receiving
+    sim.release()
+    await eventually(lambda: len(sink.updates) == 3)
+    assert sim.stats.bind_roles == {"transmitter": 2, "receiver": 2}
+    assert sorted(u.gateway_message_id for u in sink.updates) == sorted(
+        str(r.gateway_message_id) for r in (first, second, third)
+    )
+
+
+async def test_a_refused_receiver_bind_is_a_clear_error(smsc) -> None:
+    sim = await smsc()
+    adapter = SmppAdapter(
+        config(f"smpp://127.0.0.1:{sim.port}", token="sim:wrong"),
+        "",
+        bind_mode="transmitter_receiver",
+    )
+    try:
+        with pytest.raises(GatewayMisconfigured, match=r"bind_(transmitter|receiver) refused"):
+            await adapter.start(Sink())
+    finally:
+        await adapter.close()
+    assert not adapter.bound and not adapter.receiving
+
+
+@both_binds
+async def test_inbound_messages_are_acknowledged_on_the_receiving_bind(
+    smsc, connect, bind_mode
+) -> None:
+    # Mobile-originated messages are not receipts: acknowledged, handed on as nothing (for now).
+    sim = await smsc()
+    adapter, sink = await connect(sim)
+    assert await sim.deliver_mo("4520000001", "POLITI", "Tip: a blue van") == ESME_ROK
+    assert await sim.deliver_mo("4520000002", "POLITI", "Подсказка") == ESME_ROK
+    results = await adapter.send_batch([msg(1)])
+    await eventually(lambda: len(sink.updates) == 1)
+    assert [u.gateway_message_id for u in sink.updates] == [results[0].gateway_message_id]
+
+
+class Esme:
+    """A bare ESME over TCP for what the adapter never does: bind as a receiver and submit,
+    concatenate with sar_* TLVs."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.frames = FrameReader(reader)
+        self.writer = writer
+        self.sequence = 0
+        self.inbox: list[Any] = []
+
+    @classmethod
+    async def bound(cls, sim: SmscSimulator, bind: type[Any]) -> Esme:
+        esme = cls(*await asyncio.open_connection("127.0.0.1", sim.port))
+        resp = await esme.request(bind(system_id=SYSTEM_ID, password=PASSWORD))
+        assert resp.command_status == ESME_ROK
+        return esme
+
+    async def request(self, pdu: Any) -> Any:
+        self.sequence += 1
+        pdu.sequence_number = self.sequence
+        self.writer.write(encode(pdu))
+        async with asyncio.timeout(2):
+            while True:
+                for frame in await self.frames.frames():
+                    answer = decode(frame)
+                    if answer.is_response and answer.sequence_number == self.sequence:
+                        return answer
+                    self.inbox.append(answer)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def sar_part(text: str, ref: int, total: int, seq: int, without: int = 0) -> SubmitSm:
+    """A part concatenated by sar_msg_ref_num, sar_total_segments and sar_segment_seqnum (all
+    but the TLV `without`)."""
+    sar = {0x020C: ref.to_bytes(2, "big"), 0x020E: bytes((total,)), 0x020F: bytes((seq,))}
+    return SubmitSm(
+        destination_addr="4520000001",
+        source_addr="POLITI",
+        registered_delivery=1,
+        short_message=gsm7_encode(text),
+        tlvs={tag: value for tag, value in sar.items() if tag != without},
+    )
+
+
+async def test_the_simulator_reassembles_sar_concatenation(smsc) -> None:
+    sim = await smsc(hold_receipts=True)
+    esme = await Esme.bound(sim, BindTransceiver)
+    try:
+        for seq, part in enumerate(["Politiet: bliv ", "indendørs ", "i aften."], start=1):
+            resp = await esme.request(sar_part(part, 0x1234, 3, seq))
+            assert resp.command_status == ESME_ROK
+        [message] = sim.messages
+        assert (message["text"], message["parts"]) == ("Politiet: bliv indendørs i aften.", 3)
+        missing = await esme.request(sar_part("x", 0x1235, 2, 1, without=0x020F))
+        assert missing.command_status == ESME_RMISSINGOPTPARAM
+        wrong = await esme.request(sar_part("x", 0x1235, 2, 3))
+        assert wrong.command_status == ESME_RINVOPTPARAMVAL
+    finally:
+        await esme.close()
+
+
+async def test_the_simulator_keeps_to_the_roles_of_binds(smsc) -> None:
+    sim = await smsc()
+    receiver = await Esme.bound(sim, BindReceiver)
+    transmitter = await Esme.bound(sim, BindTransmitter)
+    try:
+        refused = await receiver.request(sar_part("x", 1, 1, 1))
+        assert refused.command_status == ESME_RINVBNDSTS  # a receiver may not submit
+        accepted = await transmitter.request(sar_part("hello", 2, 1, 1))
+        assert accepted.command_status == ESME_ROK
+        await eventually(lambda: sim.stats.receipts_sent == 1)
+        async with asyncio.timeout(2):  # the receipt goes to the receiver ...
+            while not receiver.inbox:
+                receiver.inbox += [decode(f) for f in await receiver.frames.frames()]
+        await transmitter.request(EnquireLink())  # ... not to the transmitter: nothing before
+        assert transmitter.inbox == []  # the answer to this enquire_link
+        [receipt] = receiver.inbox
+        assert isinstance(receipt, DeliverSm) and receipt.esm_class == 0x04
+        assert receipt.tlvs[0x001E] == accepted.message_id.encode() + b"\x00"
+    finally:
+        await receiver.close()
+        await transmitter.close()
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -755,6 +1018,18 @@ def test_simulator_receipt_window_on_the_command_line() -> None:
     assert options_from_args(SmscOptions, build_parser().parse_args([])).receipt_window == 10
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--receipt-window", "0"])
+    styled = build_parser().parse_args(
+        ["--no-receipt-tlvs", "--submit-id-format", "{:d}", "--receipt-id-format", "{:x}"]
+    )
+    options = options_from_args(SmscOptions, styled)
+    assert (options.receipt_tlvs, options.submit_id_format, options.receipt_id_format) == (
+        False,
+        "{:d}",
+        "{:x}",
+    )
+    assert SmscOptions().receipt_tlvs  # receipted_message_id unless told otherwise
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--submit-id-format", "{:q}"])
 
 
 def test_registered_and_built_by_the_registry() -> None:
@@ -766,7 +1041,7 @@ def test_registered_and_built_by_the_registry() -> None:
         2776,
         "sim",
     )
-    assert (adapter.window, adapter.submit_id_base, adapter.receipt_id_base) == (10, 16, 10)
+    assert (adapter.window, adapter.submit_id_base, adapter.receipt_id_base) == (10, None, None)
     assert adapter.enquire_link_interval == 30.0 and adapter.registered_delivery == 1
 
 
@@ -782,6 +1057,28 @@ def test_registered_and_built_by_the_registry() -> None:
 def test_bad_configuration_is_refused(url: str, token: str, message: str) -> None:
     with pytest.raises(SmppConfigError, match=message):
         SmppAdapter(config(url, token), "")
+
+
+def test_a_status_word_mapped_to_no_state_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from broadcaster.settings import ConfigError, load_settings
+
+    bad = GatewayConfig(
+        name="smsc",
+        type="smpp",
+        base_url="smpp://h",
+        token="a:b",
+        extra={"status_words": {"OK": "done"}},
+    )
+    with pytest.raises(
+        SmppConfigError, match="gateway 'smsc': status word 'OK': 'done' is not one"
+    ):
+        SmppAdapter(bad, "")
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '[[gateways]]\nname = "smsc"\ntype = "smpp"\nbase_url = "smpp://h"\nstatus_words = "x"\n'
+    )
+    with pytest.raises(ConfigError, match="gateway 'smsc': status_words"):
+        load_settings(config=path)
 
 
 def test_parse_callback_is_refused() -> None:
@@ -821,7 +1118,8 @@ async def simulator_process(*args: str) -> AsyncIterator[tuple[str, str]]:
     assert proc.returncode == 0, "the simulator should exit cleanly on SIGTERM"
 
 
-async def test_simulator_process(connect) -> None:
+@both_binds
+async def test_simulator_process(connect, bind_mode) -> None:
     async with simulator_process("--receipt-delay-ms", "0", "--seed", "3") as (smpp_url, http):
         assert smpp_url.startswith("smpp://127.0.0.1:") and http.startswith("http://127.0.0.1:")
         adapter, sink = await connect(smpp_url)
@@ -837,12 +1135,12 @@ async def test_simulator_process(connect) -> None:
                 ("4520000002", 2),
             ]
             async with client.post(f"{http}/_sim/disconnect") as resp:
-                assert (await resp.json())["disconnected"] == 1
+                assert (await resp.json())["disconnected"] == BINDS[bind_mode]
             async with asyncio.timeout(10):  # the adapter binds again
                 while True:
                     async with client.get(f"{http}/_sim/stats") as resp:
                         stats = await resp.json()
-                    if stats["binds"] >= 2 and adapter.bound:
+                    if stats["binds"] >= 2 * BINDS[bind_mode] and adapter.bound:
                         break
                     await asyncio.sleep(0.02)
             assert stats["receipts_pending"] == 0
@@ -862,6 +1160,7 @@ def test_every_option_comes_from_the_configuration_file(tmp_path) -> None:  # ty
     entry = '[[gateways]]\nname = "smsc"\ntype = "smpp"\nbase_url = "smpp://127.0.0.1:2775"\n'
     values = {
         "window": 64,
+        "bind_mode": "transmitter_receiver",
         "enquire_link_interval": 12.5,
         "enquire_link_timeout": 3.0,
         "reconnect_initial": 0.25,
@@ -871,10 +1170,13 @@ def test_every_option_comes_from_the_configuration_file(tmp_path) -> None:  # ty
         "registered_delivery": 0,
         "receipt_batch": 50,
         "receipt_concurrency": 2,
+        "status_words": {"DND_REJECTED": "failed", "SUBMITD": "sent"},
     }
     assert set(values) == set(SmppAdapter.options)
     path = tmp_path / "gw.toml"
-    path.write_text(entry + 'token = "a:b"\n' + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    lines = [f"{k} = {v!r}\n" for k, v in values.items() if k != "status_words"]
+    lines.append('status_words = { DND_REJECTED = "failed", SUBMITD = "sent" }\n')
+    path.write_text(entry + 'token = "a:b"\n' + "".join(lines))
     (gateway,) = load_settings(config=path).gateway_configs()
     configured = create_adapter(gateway, "")
     assert isinstance(configured, SmppAdapter)

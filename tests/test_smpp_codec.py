@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from gateway_adapters import gsm7, smpp_codec
-from gateway_adapters.base import DeliveryState
 from gateway_adapters.smpp_codec import (
     DATA_CODING_DEFAULT,
     DATA_CODING_UCS2,
@@ -26,19 +25,18 @@ from gateway_adapters.smpp_codec import (
     ESME_RSYSERR,
     ESME_RTHROTTLED,
     GENERIC_NACK,
-    GSM7_BASIC_TABLE,
-    GSM7_EXTENSION_TABLE,
-    STAT_STATES,
+    BindReceiver,
+    BindReceiverResp,
     BindTransceiver,
     BindTransceiverResp,
-    ConcatInfo,
+    BindTransmitter,
+    BindTransmitterResp,
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
     EnquireLinkResp,
     FrameReader,
     GenericNack,
-    MessageTooLong,
     Pdu,
     PduError,
     SubmitSm,
@@ -47,24 +45,23 @@ from gateway_adapters.smpp_codec import (
     UnbindResp,
     UnknownPdu,
     absolute_time,
-    canonical_message_id,
-    canonical_receipt_id,
     decode,
-    decode_text,
     encode,
     encode_response,
+    read_frame,
+    status_name,
+)
+from gateway_adapters.smpp_text import (
+    GSM7_BASIC_TABLE,
+    GSM7_EXTENSION_TABLE,
+    ConcatInfo,
+    MessageTooLong,
+    decode_text,
     gsm7_char,
     gsm7_decode,
     gsm7_encode,
-    is_delivery_receipt,
-    parse_delivery_receipt,
-    parse_receipt_text,
-    read_frame,
-    receipt_text,
-    receipt_time,
     split_message,
     split_udh,
-    status_name,
 )
 
 
@@ -100,6 +97,22 @@ PDU_CASES: dict[str, tuple[Pdu, str]] = {
         BindTransceiverResp(sequence_number=1, system_id="SMSC", sc_interface_version=0x34),
         # system_id "SMSC\0", TLV sc_interface_version 0x0210 length 1 value 0x34
         "0000001A 80000009 00000000 00000001 534D534300 0210 0001 34",
+    ),
+    "bind_transmitter": (
+        BindTransmitter(sequence_number=3, system_id="sim", password="pw"),
+        "0000001C 00000002 00000000 00000003 73696D00 707700 00 34 00 00 00",
+    ),
+    "bind_transmitter_resp": (
+        BindTransmitterResp(sequence_number=3, system_id="SMSC"),
+        "00000015 80000002 00000000 00000003 534D534300",
+    ),
+    "bind_receiver": (
+        BindReceiver(sequence_number=4, system_id="sim", password="pw", system_type="VMA"),
+        "0000001F 00000001 00000000 00000004 73696D00 707700 564D4100 34 00 00 00",
+    ),
+    "bind_receiver_resp": (
+        BindReceiverResp(sequence_number=4, command_status=ESME_RBINDFAIL, system_id=""),
+        "00000011 80000001 0000000D 00000004 00",
     ),
     "submit_sm": (
         SubmitSm(
@@ -564,191 +577,7 @@ def test_split_udh_refuses_a_udh_longer_than_the_data() -> None:
         split_udh(hx("0A0003"))
 
 
-# -- delivery receipts ----------------------------------------------------------------------------
-
-RECEIPT = (
-    "id:0167772161 sub:001 dlvrd:001 submit date:2311231200 done date:2311231201 "
-    "stat:DELIVRD err:000 text:Police: stay indoors"
-)
-
-
-def test_parse_receipt_text() -> None:
-    assert parse_receipt_text(RECEIPT) == {
-        "id": "0167772161",
-        "sub": "001",
-        "dlvrd": "001",
-        "submit date": "2311231200",
-        "done date": "2311231201",
-        "stat": "DELIVRD",
-        "err": "000",
-        "text": "Police: stay indoors",
-    }
-
-
-def test_parse_receipt_text_variants() -> None:
-    # Capitalised keys, seconds in dates, no text field; text that looks like fields is text.
-    values = parse_receipt_text("ID:ab12 Sub:001 dlvrd:000 Done Date:231123120159 Stat:UNDELIV")
-    assert values == {
-        "id": "ab12",
-        "sub": "001",
-        "dlvrd": "000",
-        "done date": "231123120159",
-        "stat": "UNDELIV",
-    }
-    tricky = parse_receipt_text("id:1 stat:DELIVRD err:000 Text:id:2 stat:UNDELIV")
-    assert (tricky["id"], tricky["stat"], tricky["text"]) == ("1", "DELIVRD", "id:2 stat:UNDELIV")
-
-
-def test_parse_receipt_text_of_the_usual_layout_agrees_with_the_general_reading() -> None:
-    # The usual layout is read by one match; it must give what the general reading gives,
-    # also for values that could confuse it (empty ones, 'text' as a value, odd punctuation).
-    rng = random.Random(5)
-    values = ["0167772161", "001", "", "text", "TEXT", "x-y", "id", "err", "2311231200"]
-    tails = ["", " text:", " text:Police: stay indoors", " text:id:2 stat:UNDELIV", " text:\na"]
-    for _ in range(3000):
-        fields = [rng.choice(values) for _ in range(7)]
-        text = "id:{} sub:{} dlvrd:{} submit date:{} done date:{} stat:{} err:{}".format(
-            *fields
-        ) + rng.choice(tails)
-        assert parse_receipt_text(text) == smpp_codec._read_receipt_fields(text), text
-
-
-def test_receipt_text_layout() -> None:
-    submitted = datetime(2023, 11, 23, 12, 0, 59, tzinfo=UTC)
-    done = datetime(2023, 11, 23, 12, 1, tzinfo=UTC)
-    assert receipt_text(
-        "0167772161", "DELIVRD", submitted=submitted, done=done, delivered=True, text="x" * 30
-    ) == (
-        "id:0167772161 sub:001 dlvrd:001 submit date:2311231200 done date:2311231201 "
-        "stat:DELIVRD err:000 text:" + "x" * 20
-    )
-    assert receipt_text(
-        "7", "UNDELIV", err="069", submitted=submitted, done=done, delivered=False
-    ) == (
-        "id:7 sub:001 dlvrd:000 submit date:2311231200 done date:2311231201 "
-        "stat:UNDELIV err:069 text:"
-    )
-
-
-def test_receipt_time_writes_like_strftime() -> None:
-    moment = datetime(1969, 12, 31, 23, 59, tzinfo=UTC)
-    for _ in range(2000):
-        assert receipt_time(moment) == f"{moment:%y%m%d%H%M}"
-        moment += timedelta(days=13, hours=5, minutes=7)
-
-
-def receipt_pdu(text: str, tlvs: dict[int, bytes] | None = None, esm: int = 0x04) -> DeliverSm:
-    return DeliverSm(esm_class=esm, short_message=text.encode(), tlvs=tlvs or {})
-
-
-def test_parse_delivery_receipt() -> None:
-    receipt = parse_delivery_receipt(receipt_pdu(RECEIPT))
-    assert (receipt.message_id, receipt.id_from_tlv, receipt.stat, receipt.err) == (
-        "0167772161",
-        False,
-        "DELIVRD",
-        "000",
-    )
-    assert receipt.state == DeliveryState.DELIVERED
-    assert receipt.submit_date == datetime(2023, 11, 23, 12, 0, tzinfo=UTC)
-    assert receipt.done_date == datetime(2023, 11, 23, 12, 1, tzinfo=UTC)
-
-
-def test_receipt_tlvs_win_over_the_text() -> None:
-    tlvs = {0x001E: b"0A000001\x00", 0x0427: b"\x05"}  # receipted_message_id, UNDELIVERABLE
-    receipt = parse_delivery_receipt(receipt_pdu(RECEIPT, tlvs))
-    assert (receipt.message_id, receipt.id_from_tlv) == ("0A000001", True)
-    assert (receipt.stat, receipt.state) == ("UNDELIV", DeliveryState.FAILED)
-
-
-def test_receipt_text_in_message_payload() -> None:
-    pdu = DeliverSm(esm_class=0x04, tlvs={0x0424: b"id:7 stat:EXPIRED err:001"})
-    receipt = parse_delivery_receipt(pdu)
-    assert (receipt.message_id, receipt.state, receipt.err) == ("7", DeliveryState.EXPIRED, "001")
-
-
-def test_receipt_without_id_is_refused() -> None:
-    with pytest.raises(ValueError, match="message id"):
-        parse_delivery_receipt(receipt_pdu("sub:001 stat:DELIVRD"))
-
-
-def test_unknown_or_missing_stat_is_transient() -> None:
-    assert parse_delivery_receipt(receipt_pdu("id:1 stat:WHATEVR")).state == DeliveryState.SENT
-    assert parse_delivery_receipt(receipt_pdu("id:1")).stat == "UNKNOWN"
-
-
-@pytest.mark.parametrize(
-    ("esm_class", "is_receipt"), [(0x04, True), (0x44, True), (0x00, False), (0x08, False)]
-)
-def test_is_delivery_receipt(esm_class: int, is_receipt: bool) -> None:
-    assert is_delivery_receipt(receipt_pdu(RECEIPT, esm=esm_class)) is is_receipt
-
-
-def test_stat_words() -> None:
-    assert STAT_STATES == {
-        "DELIVRD": DeliveryState.DELIVERED,
-        "UNDELIV": DeliveryState.FAILED,
-        "REJECTD": DeliveryState.FAILED,
-        "DELETED": DeliveryState.FAILED,
-        "EXPIRED": DeliveryState.EXPIRED,
-        "ACCEPTD": DeliveryState.SENT,
-        "ENROUTE": DeliveryState.SENT,
-        "UNKNOWN": DeliveryState.SENT,
-    }
-
-
 def test_absolute_time_is_written_in_utc() -> None:
     assert absolute_time(datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)) == "240102030405000+"
     cet = timezone(timedelta(hours=1))
     assert absolute_time(datetime(2024, 1, 2, 3, 4, 5, tzinfo=cet)) == "240102020405000+"
-
-
-# -- message ids ----------------------------------------------------------------------------------
-
-CANONICAL_CASES = [
-    # (raw id, submit base, canonical)
-    ("0A000001", 16, "167772161"),
-    ("0a000001", 16, "167772161"),
-    ("A000001", 16, "167772161"),
-    ("0x0A000001", 16, "167772161"),
-    ("  1f\n", 16, "31"),
-    ("0167772161", 10, "167772161"),
-    ("167772161", 10, "167772161"),
-    ("000", 10, "0"),
-    ("1f", 10, "1f"),  # not decimal: kept as a string
-    ("1_0", 10, "1_0"),  # Python's int() would accept the underscore; we do not
-    ("ABC-123", 16, "abc-123"),
-    ("0A000001", 0, "0a000001"),  # base 0: opaque ids, only case and whitespace normalised
-    ("", 16, ""),
-]
-
-
-@pytest.mark.parametrize(("raw", "base", "canonical"), CANONICAL_CASES)
-def test_canonical_message_id(raw: str, base: int, canonical: str) -> None:
-    assert canonical_message_id(raw, base) == canonical
-
-
-MATCH_CASES = [
-    # (submit_sm_resp id, submit base, receipt id, receipt base): must give the same canonical id
-    ("0A000001", 16, "0167772161", 10),  # hex out, decimal back (the simulator's way)
-    ("0a000001", 16, "167772161", 10),
-    ("167772161", 10, "a000001", 16),  # the reverse
-    ("167772161", 10, "0A000001", 16),
-    ("0A000001", 16, "0A000001", 10),  # configured decimal but the SMSC writes hex in both
-    ("Msg-ABC", 16, "msg-abc", 10),  # opaque ids differing in case
-]
-
-
-@pytest.mark.parametrize(("submitted", "submit_base", "received", "receipt_base"), MATCH_CASES)
-def test_receipt_ids_match_submitted_ids(
-    submitted: str, submit_base: int, received: str, receipt_base: int
-) -> None:
-    assert canonical_receipt_id(received, receipt_base, submit_base) == canonical_message_id(
-        submitted, submit_base
-    )
-
-
-def test_receipt_base_is_tried_first() -> None:
-    # "12" is valid in both bases: the receipt base decides.
-    assert canonical_receipt_id("12", 10, 16) == "12"
-    assert canonical_receipt_id("12", 16, 10) == "18"

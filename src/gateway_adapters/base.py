@@ -9,7 +9,7 @@ fail-over or give-up from the typed errors raised here.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -208,7 +208,12 @@ class GatewayAdapter(Protocol):
     async def close(self) -> None: ...
 
 
+# Where an adapter hands the receipts that arrive on its own connections (SMPP).
 ReceiptSink = Callable[[list[ReceiptUpdate]], Awaitable[None]]
+# The service's sink may also answer `known_message_ids(ids)`: which of these message ids name a
+# delivery sent through the gateway. An adapter whose receipts can name a message more than one
+# way (SMPP, while it has not learned how the SMSC writes ids) asks it rather than guess.
+MessageIdLookup = Callable[[Sequence[str]], Awaitable[Collection[str]]]
 
 
 def error_for_status(status: int, body: str, retry_after: str | None = None) -> GatewayError:

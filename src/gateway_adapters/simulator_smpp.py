@@ -1,17 +1,26 @@
 """An SMSC simulator speaking SMPP 3.4 over TCP, for tests, the demo and benchmarks.
 
-It accepts bind_transceiver (checking system_id and password), answers submit_sm with ids in
-upper-case hex and later sends one delivery receipt per accepted part as deliver_sm, naming the
-same id in decimal (so clients must normalise ids). A receipt counts as delivered only once the
-client answers its deliver_sm with ESME_ROK; refused or unanswered receipts are sent again, after
-a reconnect if need be. Long messages are reassembled from their UDH parts and recorded whole.
+It answers as SMPP 3.4 has an SMSC answer: bind_transceiver, bind_transmitter and bind_receiver
+(checking system_id and password; one account may hold binds of each kind at once); submit_sm
+from a transmitter or transceiver only (a receiver gets ESME_RINVBNDSTS), deliver_sm to a
+receiver or transceiver only. Long messages are reassembled from UDH parts or from sar_* TLVs
+and recorded whole, with their parts' ids and receipt outcomes.
+
+Ids are written as the options say: by default in upper-case hex in submit_sm_resp and in
+zero-padded decimal in the receipt text (the style Kannel's msg-id-type 1 is for), and every
+receipt carries receipted_message_id with the id exactly as submit_sm_resp gave it, and
+message_state (SMPP 3.4 section 5.3.2.12 and 5.3.2.35). One delivery receipt per accepted part
+goes out as deliver_sm, in ASCII, or in UCS-2 when the text snippet has characters ASCII lacks.
+A receipt counts as delivered only once the client answers its deliver_sm with ESME_ROK; refused
+or unanswered receipts are sent again, after a reconnect if need be.
 
 Receipts go out `receipt_window` unanswered at most (over all connections), as an SMSC's window
 for deliver_sm. The simulator is the load generator of the receipt benchmark, so sending is
 cheap: each receipt's addresses and text snippet are encoded once when it is created, and as many
 deliver_sm as the window allows go out in one write.
 
-In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`.
+In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`,
+`.drop_connections(role)` and `.deliver_mo(...)` (a mobile-originated message to the client).
 As a process: `python -m gateway_adapters.simulator_smpp --port 0 [--http-port 0]`; the HTTP side
 port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset and
 POST /_sim/disconnect (drop every SMPP connection).
@@ -44,57 +53,59 @@ from gateway_adapters.simulator_common import (
     run_until_signalled,
     simulator_parser,
 )
+from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
+from gateway_adapters.simulator_smpp_session import Session
 from gateway_adapters.smpp_codec import (
+    BIND_ANSWERS,
     DATA_CODING_DEFAULT,
-    DELIVER_SM,
-    ESM_CLASS_DELIVERY_RECEIPT,
+    DATA_CODING_UCS2,
     ESM_CLASS_UDHI,
     ESME_RALYBND,
     ESME_RBINDFAIL,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
     ESME_RINVDSTADR,
-    ESME_RINVESMCLASS,
     ESME_ROK,
     ESME_RTHROTTLED,
     GENERIC_NACK,
     HEADER,
-    HEADER_SIZE,
-    MAX_SEQUENCE,
     RESPONSE_BIT,
-    TAG_MESSAGE_STATE,
-    TAG_RECEIPTED_MESSAGE_ID,
+    Bind,
+    BindReceiver,
     BindTransceiver,
-    BindTransceiverResp,
-    ConcatInfo,
+    BindTransmitter,
+    DeliverSm,
     EnquireLink,
     EnquireLinkResp,
     FrameReader,
     GenericNack,
-    Pdu,
     PduError,
     SubmitSm,
     SubmitSmResp,
     Unbind,
     UnbindResp,
-    c_octet,
     decode,
+)
+from gateway_adapters.smpp_receipts import (
+    receipt_time,
+)
+from gateway_adapters.smpp_text import (
+    ConcatInfo,
     decode_text,
-    encode,
-    encode_tlvs,
     fits_gsm7,
     gsm7_encode,
-    receipt_head,
-    receipt_time,
+    sar_info,
     split_udh,
 )
 
 log = logging.getLogger(__name__)
 
-FIRST_MESSAGE_ID = 0x0A000001  # hex '0A000001', decimal '0167772161': padding in both forms
 SMSC_SYSTEM_ID = "SMSCSIM"
-STAT_STATE_VALUES = {"DELIVRD": 2, "UNDELIV": 5}  # message_state TLV values
-FAILURE_ERR = "069"
+ROLES: dict[type[Bind], str] = {
+    BindTransceiver: "transceiver",
+    BindTransmitter: "transmitter",
+    BindReceiver: "receiver",
+}
 SEND_CHUNK = 256  # deliver_sm per write at most; answers are read between chunks
 
 
@@ -110,7 +121,15 @@ class SmscOptions:
     delivered_ratio: float = 1.0  # receipts DELIVRD, the rest UNDELIV
     receipt_delay_ms: float = 200.0
     hold_receipts: bool = False  # keep receipts until release()
-    receipt_tlvs: bool = False  # add receipted_message_id (hex) and message_state TLVs
+    # How the SMSC writes a message's id: a format for its number (the first is first_message_id)
+    # in submit_sm_resp and in the receipt text. The default is the style Kannel's msg-id-type 1
+    # names: upper-case hex in submit_sm_resp, zero-padded decimal in the receipt text.
+    submit_id_format: str = "{:08X}"
+    receipt_id_format: str = "{:010d}"
+    first_message_id: int = 0x0A000001  # hex '0A000001', decimal '0167772161': padding in both
+    # receipted_message_id (the id exactly as submit_sm_resp gave it, SMPP 3.4 section 5.3.2.12)
+    # and message_state TLVs on every receipt, as SMPP 3.4 SMSCs send them
+    receipt_tlvs: bool = True
     redelivery_delay_ms: float = 100.0  # after a refused receipt
     response_timeout_ms: float = 10_000.0  # for deliver_sm_resp; then the receipt goes again
     receipt_window: int = 10  # deliver_sm awaiting their answer at once
@@ -134,117 +153,14 @@ class SmscStats:
     receipts_refused: int = 0  # answered with an error status
     receipts_unanswered: int = 0  # connection lost or answer timed out
     max_receipts_out: int = 0  # most deliver_sm awaiting their answer at once (the window)
-
-
-@dataclass
-class _Receipt:
-    message_id: int
-    recipient: str
-    recipient_ton: int
-    recipient_npi: int
-    sender: str
-    sender_ton: int
-    sender_npi: int
-    stat: str
-    submitted: datetime
-    snippet: str
-    attempts: int = 0
-    # Encoded once, at creation: the deliver_sm fields before esm_class (source and destination
-    # address), the submit date as receipts write it, and the snippet in GSM 03.38.
-    addresses: bytes = b""
-    submit_date: str = ""
-    snippet_septets: bytes = b""
-
-    def __post_init__(self) -> None:
-        # The receipt goes back from the recipient to the sender (c_octet checks the lengths).
-        self.addresses = b"".join(
-            (
-                b"\x00",  # service_type
-                bytes((self.recipient_ton, self.recipient_npi)),
-                c_octet(self.recipient, 21, "source_addr"),
-                bytes((self.sender_ton, self.sender_npi)),
-                c_octet(self.sender, 21, "destination_addr"),
-            )
-        )
-        self.submit_date = receipt_time(self.submitted)
-        self.snippet_septets = gsm7_encode(self.snippet)
+    bind_roles: dict[str, int] = field(default_factory=dict)  # binds by role
 
 
 @dataclass
 class _Partial:
     """Parts of a long message received so far, by sequence number."""
 
-    parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
-
-
-class _Session:
-    """One client connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.bound = False
-        self.closed = False
-        self.in_flight = 0
-        # While a read's PDUs are handled, answers collect here and go out in one write.
-        self.out: list[bytes] | None = None
-        self.answered = 0  # submit_sm answered into `out`, in flight until it is written
-        self.pending: dict[int, asyncio.Future[Pdu]] = {}
-        # deliver_sm awaiting their answer: sequence number -> (receipt, loop time it expires),
-        # in the order they were sent.
-        self.receipts_out: dict[int, tuple[_Receipt, float]] = {}
-        self._sequence = 0
-
-    def send(self, pdu: Pdu) -> None:
-        if self.closed:
-            raise ConnectionResetError("session closed")
-        if self.out is not None:
-            self.out.append(encode(pdu))
-        else:
-            self.writer.write(encode(pdu))
-
-    def flush(self) -> None:
-        """Write the answers collected while a read was handled."""
-        out, self.out = self.out, None
-        self.in_flight -= self.answered
-        self.answered = 0
-        if out and not self.closed:
-            self.writer.write(b"".join(out))
-
-    def next_sequence(self) -> int:
-        self._sequence = self._sequence % MAX_SEQUENCE + 1
-        return self._sequence
-
-    async def request(self, pdu: Pdu, seconds: float) -> Pdu:
-        pdu.sequence_number = self.next_sequence()
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self.pending[pdu.sequence_number] = future
-        try:
-            self.send(pdu)
-            async with asyncio.timeout(seconds):
-                return await future
-        finally:
-            self.pending.pop(pdu.sequence_number, None)
-
-    def resolve(self, pdu: Pdu) -> None:
-        future = self.pending.pop(pdu.sequence_number, None)
-        if future is not None and not future.done():
-            future.set_result(pdu)
-
-    def lose(self) -> list[_Receipt]:
-        """Close the connection; the receipts it left unanswered (to send again)."""
-        if self.closed:
-            return []
-        self.closed = True
-        self.bound = False
-        self.writer.close()
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(ConnectionResetError("session closed"))
-        self.pending.clear()
-        unanswered = [receipt for receipt, _ in self.receipts_out.values()]
-        self.receipts_out.clear()
-        return unanswered
+    parts: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)  # data, id, stat
 
 
 class SmscSimulator:
@@ -255,12 +171,12 @@ class SmscSimulator:
         self.stats = SmscStats()
         self.messages: list[dict[str, Any]] = []
         self._rng = random.Random(self.options.seed)
-        self._ids = itertools.count(FIRST_MESSAGE_ID)
-        self._sessions: set[_Session] = set()
+        self._ids = itertools.count(self.options.first_message_id)
+        self._sessions: set[Session] = set()
         self._partials: dict[tuple[str, str, int, int], _Partial] = {}
-        self._ready: collections.deque[_Receipt] = collections.deque()
+        self._ready: collections.deque[Receipt] = collections.deque()
         self._wake = asyncio.Event()  # set when a receipt is ready or a window slot frees
-        self._held: list[_Receipt] = []
+        self._held: list[Receipt] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._unacked = 0  # receipts created and not yet acknowledged
         self._bound = asyncio.Event()  # set whenever a session binds
@@ -349,14 +265,15 @@ class SmscSimulator:
         self._partials.clear()
         self.stats = SmscStats()
 
-    def drop_connections(self) -> int:
-        """Close every client connection, as a network failure would; returns how many."""
-        sessions = list(self._sessions)
+    def drop_connections(self, role: str | None = None) -> int:
+        """Close every client connection (bound as `role`, if given), as a network failure
+        would; returns how many."""
+        sessions = [s for s in self._sessions if role is None or s.role == role]
         for session in sessions:
             self._lose(session)
         return len(sessions)
 
-    def _lose(self, session: _Session) -> None:
+    def _lose(self, session: Session) -> None:
         """Close a connection; its unanswered receipts go out again (on the next one)."""
         unanswered = session.lose()
         self.stats.receipts_unanswered += len(unanswered)
@@ -369,6 +286,27 @@ class SmscSimulator:
         answers = await asyncio.gather(*(s.request(EnquireLink(), seconds) for s in sessions))
         return [a.command_status for a in answers if isinstance(a, EnquireLinkResp)]
 
+    async def deliver_mo(self, sender: str, recipient: str, text: str, seconds: float = 2.0) -> int:
+        """Send a mobile-originated message (deliver_sm, esm_class 0) from `sender` to the
+        client's `recipient` address on a connection bound to receive; the command_status of
+        the client's answer."""
+        session = await self._bound_session()
+        coding, data = (
+            (DATA_CODING_DEFAULT, gsm7_encode(text))
+            if fits_gsm7(text)
+            else (DATA_CODING_UCS2, text.encode("utf-16-be"))
+        )
+        pdu = DeliverSm(
+            source_addr_ton=1,
+            source_addr_npi=1,
+            source_addr=sender,
+            destination_addr=recipient,
+            data_coding=coding,
+            short_message=data,
+        )
+        answer = await session.request(pdu, seconds)
+        return answer.command_status
+
     # -- connections -----------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -376,7 +314,7 @@ class SmscSimulator:
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        session = _Session(reader, writer)
+        session = Session(reader, writer)
         self._sessions.add(session)
         self.stats.connections += 1
         frames = FrameReader(reader)
@@ -399,7 +337,7 @@ class SmscSimulator:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    def _handle(self, session: _Session, frame: bytes) -> bool:
+    def _handle(self, session: Session, frame: bytes) -> bool:
         """Act on one PDU from a client; False when the connection is to end."""
         _, command_id, status, sequence = HEADER.unpack_from(frame)
         if command_id & RESPONSE_BIT and sequence in session.receipts_out:
@@ -416,7 +354,7 @@ class SmscSimulator:
             return True
         if pdu.is_response:
             session.resolve(pdu)
-        elif isinstance(pdu, BindTransceiver):
+        elif isinstance(pdu, Bind):
             return self._bind(session, pdu)
         elif isinstance(pdu, EnquireLink):
             self.stats.enquire_links += 1
@@ -432,7 +370,9 @@ class SmscSimulator:
             session.send(nack)
         return True
 
-    def _bind(self, session: _Session, pdu: BindTransceiver) -> bool:
+    def _bind(self, session: Session, pdu: Bind) -> bool:
+        """Bind as the PDU asks: a transmitter submits only, a receiver is sent deliver_sm only
+        (SMPP 3.4 section 2.2); the same account may hold binds of each kind at once."""
         ok = hmac.compare_digest(
             pdu.system_id.encode(), self.options.system_id.encode()
         ) & hmac.compare_digest(pdu.password.encode(), self.options.password.encode())
@@ -442,7 +382,7 @@ class SmscSimulator:
             status = ESME_ROK
         else:
             status = ESME_RBINDFAIL
-        answer = BindTransceiverResp(
+        answer = BIND_ANSWERS[type(pdu)](
             sequence_number=pdu.sequence_number,
             command_status=status,
             system_id=SMSC_SYSTEM_ID if status == ESME_ROK else "",
@@ -452,16 +392,19 @@ class SmscSimulator:
             self.stats.bind_failures += 1
             return False
         if status == ESME_ROK:
+            role = ROLES[type(pdu)]
             self.stats.binds += 1
-            session.bound = True
-            self._bound.set()
+            self.stats.bind_roles[role] = self.stats.bind_roles.get(role, 0) + 1
+            session.bound, session.role = True, role
+            if role != "transmitter":
+                self._bound.set()  # a connection receipts can go to
         return True
 
     # -- submit_sm -------------------------------------------------------------------------------
 
-    def _submit(self, session: _Session, pdu: SubmitSm) -> None:
+    def _submit(self, session: Session, pdu: SubmitSm) -> None:
         self.stats.submits += 1
-        if not session.bound:
+        if not session.bound or session.role == "receiver":
             session.send(
                 SubmitSmResp(sequence_number=pdu.sequence_number, command_status=ESME_RINVBNDSTS)
             )
@@ -477,11 +420,13 @@ class SmscSimulator:
             status = ESME_RINVDSTADR
         else:
             status = ESME_ROK
-            if pdu.esm_class & ESM_CLASS_UDHI:
-                try:
+            try:
+                if pdu.esm_class & ESM_CLASS_UDHI:
                     concat, data = split_udh(data)
-                except PduError:
-                    status = ESME_RINVESMCLASS
+                else:
+                    concat = sar_info(pdu.tlvs)
+            except PduError as exc:
+                status = exc.status
         session.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, session.in_flight)
         stat = "DELIVRD" if delivered < self.options.delivered_ratio else "UNDELIV"
@@ -492,7 +437,7 @@ class SmscSimulator:
             session.answered += 1
             answer()
 
-    async def _answer_later(self, session: _Session, answer: Callable[[], None]) -> None:
+    async def _answer_later(self, session: Session, answer: Callable[[], None]) -> None:
         try:
             await asyncio.sleep(self.options.latency_ms / 1000)
         finally:
@@ -501,7 +446,7 @@ class SmscSimulator:
 
     def _answer_submit(
         self,
-        session: _Session,
+        session: Session,
         pdu: SubmitSm,
         status: int,
         concat: ConcatInfo | None,
@@ -513,12 +458,13 @@ class SmscSimulator:
         message_id = ""
         if status == ESME_ROK:
             number = next(self._ids)
-            message_id = f"{number:08X}"
+            message_id = self.options.submit_id_format.format(number)
             self.stats.accepted += 1
-            self._record_part(session, pdu, concat, data, message_id)
+            self._record_part(session, pdu, concat, data, message_id, stat)
             if pdu.registered_delivery & 0x03:
                 text = decode_text(data, pdu.data_coding)
-                self._schedule_receipt(pdu, number, stat, text)
+                text_id = self.options.receipt_id_format.format(number)
+                self._schedule_receipt(pdu, message_id, text_id, stat, text)
         elif status == ESME_RTHROTTLED:
             self.stats.throttled += 1
         else:
@@ -531,28 +477,31 @@ class SmscSimulator:
 
     def _record_part(
         self,
-        session: _Session,
+        session: Session,
         pdu: SubmitSm,
         concat: ConcatInfo | None,
         data: bytes,
         message_id: str,
+        stat: str,
     ) -> None:
-        """Record the message once all its parts are in (a short message at once)."""
-        parts = [(data, message_id)]
+        """Record the message once all its parts are in (a short message at once), with the
+        ids and the receipt outcomes of its parts."""
+        parts = [(data, message_id, stat)]
         if concat is not None and concat.total > 1:
             key = (pdu.source_addr, pdu.destination_addr, concat.ref, concat.total)
             partial = self._partials.setdefault(key, _Partial())
-            partial.parts[concat.seq] = (data, message_id)
+            partial.parts[concat.seq] = (data, message_id, stat)
             if len(partial.parts) < concat.total:
                 return
             del self._partials[key]
             parts = [partial.parts[seq] for seq in sorted(partial.parts)]
         # Joined before decoding, so a client that splits a character across parts still reads.
-        text = decode_text(b"".join(d for d, _ in parts), pdu.data_coding)
+        text = decode_text(b"".join(d for d, _, _ in parts), pdu.data_coding)
         self.messages.append(
             {
                 "id": parts[-1][1],
-                "part_ids": [i for _, i in parts],
+                "part_ids": [i for _, i, _ in parts],
+                "stats": [s for _, _, s in parts],
                 "parts": len(parts),
                 "source_addr": pdu.source_addr,
                 "source_addr_ton": pdu.source_addr_ton,
@@ -571,10 +520,13 @@ class SmscSimulator:
 
     # -- receipts --------------------------------------------------------------------------------
 
-    def _schedule_receipt(self, pdu: SubmitSm, number: int, stat: str, text: str) -> None:
+    def _schedule_receipt(
+        self, pdu: SubmitSm, submit_id: str, text_id: str, stat: str, text: str
+    ) -> None:
         try:
-            receipt = _Receipt(
-                message_id=number,
+            receipt = Receipt(
+                submit_id=submit_id,
+                text_id=text_id,
                 recipient=pdu.destination_addr,
                 recipient_ton=pdu.dest_addr_ton,
                 recipient_npi=pdu.dest_addr_npi,
@@ -583,10 +535,10 @@ class SmscSimulator:
                 sender_npi=pdu.source_addr_npi,
                 stat=stat,
                 submitted=datetime.now(UTC),
-                snippet="".join(c for c in text if fits_gsm7(c))[:20],
+                snippet="".join(c for c in text if c.isprintable())[:20],
             )
         except ValueError:  # an address a deliver_sm cannot carry back (too long, not Latin-1)
-            log.debug("no receipt for message %d: its addresses do not fit a deliver_sm", number)
+            log.debug("no receipt for %s: its addresses do not fit a deliver_sm", submit_id)
             return
         self._unacked += 1
         if self.options.hold_receipts:
@@ -596,7 +548,7 @@ class SmscSimulator:
         delay = max(0.0, self.options.receipt_delay_ms / 1000)
         call_later_tracked(self._timers, delay, lambda: self._make_ready([receipt]))
 
-    def _make_ready(self, receipts: list[_Receipt]) -> None:
+    def _make_ready(self, receipts: list[Receipt]) -> None:
         if receipts:
             self._ready.extend(receipts)
             self._wake.set()
@@ -606,6 +558,7 @@ class SmscSimulator:
         most, up to SEND_CHUNK in one write."""
         loop = asyncio.get_running_loop()
         timeout = self.options.response_timeout_ms / 1000
+        tlvs = self.options.receipt_tlvs  # every receipt with receipted_message_id, or none
         while True:
             if not self._ready or self._free <= 0:
                 self._wake.clear()
@@ -623,7 +576,7 @@ class SmscSimulator:
                 receipt.attempts += 1
                 sequence = session.next_sequence()
                 session.receipts_out[sequence] = (receipt, expires)
-                frames.append(self._receipt_frame(receipt, sequence, done_date))
+                frames.append(receipt_frame(receipt, sequence, done_date, tlvs))
             self._free -= count
             self.stats.receipts_sent += count
             out = self._window - self._free
@@ -631,7 +584,7 @@ class SmscSimulator:
             session.writer.write(b"".join(frames))
             await asyncio.sleep(0)  # let the answers in between chunks
 
-    def _settle(self, receipt: _Receipt, acknowledged: bool) -> None:
+    def _settle(self, receipt: Receipt, acknowledged: bool) -> None:
         """A deliver_sm was answered: done with ESME_ROK, else sent again after a delay."""
         self._free += 1
         self._wake.set()
@@ -663,49 +616,14 @@ class SmscSimulator:
                 self._free += len(receipts)
                 self._make_ready(receipts)
 
-    async def _bound_session(self) -> _Session:
+    async def _bound_session(self) -> Session:
+        """A connection bound to receive deliver_sm (transceiver or receiver)."""
         while True:
             for session in self._sessions:
-                if session.bound and not session.closed:
+                if session.bound and session.role != "transmitter" and not session.closed:
                     return session
             self._bound.clear()
             await self._bound.wait()
-
-    def _receipt_frame(self, receipt: _Receipt, sequence: int, done_date: str) -> bytes:
-        """The deliver_sm of a receipt, encoded: what `encode` gives for the DeliverSm with these
-        fields, built from the parts encoded when the receipt was created."""
-        delivered = receipt.stat == "DELIVRD"
-        head = receipt_head(
-            f"{receipt.message_id:010d}",
-            receipt.stat,
-            "000" if delivered else FAILURE_ERR,
-            receipt.submit_date,
-            done_date,
-            delivered,
-        )
-        # Digits, capitals, spaces and colons: the same octets in GSM 03.38 as in ASCII.
-        short_message = head.encode("ascii") + receipt.snippet_septets
-        tlvs = b""
-        if self.options.receipt_tlvs:
-            # receipted_message_id is written like the submit_sm_resp id (hex, here).
-            tlvs = encode_tlvs(
-                {
-                    TAG_RECEIPTED_MESSAGE_ID: f"{receipt.message_id:08X}".encode() + b"\x00",
-                    TAG_MESSAGE_STATE: bytes((STAT_STATE_VALUES[receipt.stat],)),
-                }
-            )
-        body = b"".join(
-            (
-                receipt.addresses,
-                # esm_class, protocol_id, priority_flag; no schedule or validity
-                bytes((ESM_CLASS_DELIVERY_RECEIPT, 0, 0, 0, 0)),
-                # registered_delivery, replace_if_present, data_coding, sm_default_msg_id, length
-                bytes((0, 0, DATA_CODING_DEFAULT, 0, len(short_message))),
-                short_message,
-                tlvs,
-            )
-        )
-        return HEADER.pack(HEADER_SIZE + len(body), DELIVER_SM, ESME_ROK, sequence) + body
 
     # -- inspection over HTTP --------------------------------------------------------------------
 
@@ -771,6 +689,14 @@ def _positive_int(value: str) -> int:
     return result
 
 
+def _id_format(value: str) -> str:
+    try:
+        value.format(1)
+    except (ValueError, IndexError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a format for a number: {value!r}") from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = SmscOptions()
     parser = simulator_parser(
@@ -788,7 +714,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--password", default=defaults.password, help="expected password")
     add_fault_options(parser, defaults, [("throttle", None), ("invalid", None)])
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
-    add("--receipt-tlvs", action="store_true", help="add receipted_message_id/message_state")
+    add(
+        "--no-receipt-tlvs",
+        dest="receipt_tlvs",
+        action="store_false",
+        help="receipts without receipted_message_id and message_state (the text names the id)",
+    )
+    add(
+        "--submit-id-format",
+        type=_id_format,
+        default=defaults.submit_id_format,
+        help="message ids in submit_sm_resp, a Python format of the number (default %(default)s)",
+    )
+    add(
+        "--receipt-id-format",
+        type=_id_format,
+        default=defaults.receipt_id_format,
+        help="message ids in receipt texts (default %(default)s)",
+    )
+    add("--first-message-id", type=int, default=defaults.first_message_id, help=argparse.SUPPRESS)
     add(
         "--receipt-window",
         type=_positive_int,

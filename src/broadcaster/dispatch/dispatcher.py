@@ -32,6 +32,7 @@ import tenacity
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.dispatch.message_ids import ConnectionReceipts
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.queue import Claimed, Outcome
 from broadcaster.dispatch.ratelimit import SharedBucket
@@ -46,7 +47,6 @@ from gateway_adapters.base import (
     GatewayThrottled,
     OutboundMessage,
     ReceiptSink,
-    ReceiptUpdate,
     SendResult,
 )
 
@@ -223,12 +223,9 @@ class Dispatcher:
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
         """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: the same
         group commit as HTTP callbacks; the adapter acknowledges them after this returns, and
-        answers with an error if it raises."""
-
-        async def sink(updates: list[ReceiptUpdate]) -> None:
-            await self._receipts.write(gateway, updates)
-
-        return sink
+        answers with an error if it raises. It also tells the adapter which message ids name
+        our deliveries (message_ids.py)."""
+        return ConnectionReceipts(self._receipts, self.pool, gateway)
 
     def _on_notify(self, *_: object) -> None:
         self._wake_all()

@@ -69,6 +69,19 @@ SELECT id FROM delivery_receipts
 WHERE NOT applied AND gateway = $1 AND gateway_message_id = ANY($2::text[])
 """
 
+# Opt-out receipts of a batch that found no delivery yet (their opt-out waits for them).
+MARK_OPTED_OUT = """
+UPDATE delivery_receipts rc SET opted_out = true
+FROM unnest($1::text[], $2::text[], $3::text[]) AS o(gateway, message_id, phone)
+WHERE NOT rc.applied AND rc.gateway = o.gateway AND rc.gateway_message_id = o.message_id
+  AND rc.phone IS NOT DISTINCT FROM o.phone
+"""
+
+OPTED_OUT_APPLIED = """
+SELECT gateway, gateway_message_id, phone, error FROM delivery_receipts
+WHERE id = ANY($1::bigint[]) AND applied AND opted_out
+"""
+
 # Safety net for a receipt committed while the matching send result was being written: that
 # race lasts milliseconds, so only recent receipts are retried. Older unapplied ones are for ids
 # we never recorded (kept for audit) and are not looked at again.
@@ -186,10 +199,14 @@ async def record_batch(
         if u.opted_out
     ]
     if opt_outs:
-        # Rare (a carrier opt-out): the receipts and the opt-out commit together.
+        # Rare (a carrier opt-out): the receipts and the opt-out commit together. A receipt that
+        # did not find its delivery yet remembers the opt-out for when it is applied.
         async with conn.transaction():
             status = await conn.execute(statement, *args, timeout=statement_timeout)
             await optouts.opt_out_receipts(conn, opt_outs)
+            await conn.execute(
+                MARK_OPTED_OUT, *(list(c) for c in list(zip(*opt_outs, strict=True))[:3])
+            )
     else:
         status = await conn.execute(statement, *args, timeout=statement_timeout)
     stored = int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
@@ -208,9 +225,29 @@ async def record_receipts(
 async def _apply(
     conn: asyncpg.Connection | asyncpg.Pool, ids: list[int], gateway: str, *, by_message: bool
 ) -> None:
-    await conn.execute(APPLY_BY_RECIPIENT, ids, gateway)
-    if by_message:
-        await conn.execute(APPLY_BY_MESSAGE, ids, gateway)
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired:
+            await _apply(acquired, ids, gateway, by_message=by_message)
+        return
+    async with conn.transaction():
+        await conn.execute(APPLY_BY_RECIPIENT, ids, gateway)
+        if by_message:
+            await conn.execute(APPLY_BY_MESSAGE, ids, gateway)
+        # Carrier opt-outs among the receipts just applied (rare: usually none).
+        opted = await conn.fetch(OPTED_OUT_APPLIED, ids)
+        if opted:
+            await optouts.opt_out_receipts(
+                conn,
+                [
+                    (
+                        r["gateway"],
+                        r["gateway_message_id"],
+                        r["phone"],
+                        optouts.reason(gateway, r["error"]),
+                    )
+                    for r in opted
+                ],
+            )
 
 
 async def apply_pending(
