@@ -26,13 +26,13 @@ import logging
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter as Metric
 
 from broadcaster.dispatch.receipts import record_batch
 from broadcaster.ops import metrics
-from gateway_adapters.base import ReceiptUpdate
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ReceiptsRefused(Exception):
 @dataclass(slots=True)
 class _Request:
     gateway: str
-    updates: Sequence[ReceiptUpdate]
+    updates: Sequence[Any]  # ReceiptUpdate here, InboundMessage for InboundWriter
     done: asyncio.Future[int]
 
 
@@ -87,7 +87,7 @@ class ReceiptWriter:
         self.flushed_receipts = 0
 
     async def write(
-        self, gateway: str, updates: Sequence[ReceiptUpdate], *, wait_seconds: float | None = None
+        self, gateway: str, updates: Sequence[Any], *, wait_seconds: float | None = None
     ) -> int:
         """Commit `updates` of `gateway`; returns how many were stored once they are committed.
         Raises `ReceiptsUnavailable` when they were not (also when `wait_seconds` passed
@@ -207,11 +207,8 @@ class ReceiptWriter:
         try:
             if conn is None:
                 conn = await self._pool.acquire(timeout=self._acquire_timeout)
-                # The statement's generic plan is index lookups like its custom plans (the
-                # tests check both); left to choose, PostgreSQL planned it anew every time
-                # (about half of a small flush's database time). Reset when released.
-                await conn.execute("SET plan_cache_mode = force_generic_plan")
-            stored = await record_batch(conn, pairs, statement_timeout=self._statement_timeout)
+                await self._prepare(conn)
+            stored = await self._record(conn, pairs)
         except BaseException:
             # It may be broken (or in an unknown state after a timeout): give it back, the pool
             # resets or closes it, and the next flush takes a fresh one.
@@ -223,13 +220,27 @@ class ReceiptWriter:
         self._count(pairs)
         return conn
 
+    async def _prepare(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+        """Set up a connection a flusher took from the pool (reset when it goes back)."""
+        # The statement's generic plan is index lookups like its custom plans (the tests check
+        # both); left to choose, PostgreSQL planned it anew every time (about half of a small
+        # flush's database time).
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+    async def _record(
+        self, conn: asyncpg.pool.PoolConnectionProxy, pairs: list[tuple[str, Sequence[Any]]]
+    ) -> int:
+        """Commit one batch of (gateway, items) pairs; returns how many items were stored.
+        (InboundWriter stores inbound messages through the same batching.)"""
+        return await record_batch(conn, pairs, statement_timeout=self._statement_timeout)
+
     async def _release(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
         try:
             await self._pool.release(conn, timeout=self._acquire_timeout)
         except Exception as exc:  # a broken connection: the pool has dropped it anyway
             log.debug("releasing a receipt connection failed: %s", _describe(exc))
 
-    def _count(self, pairs: list[tuple[str, Sequence[ReceiptUpdate]]]) -> None:
+    def _count(self, pairs: list[tuple[str, Sequence[Any]]]) -> None:
         counts = Counter((gateway, str(u.state)) for gateway, updates in pairs for u in updates)
         for key, n in counts.items():
             counter = self._receipt_counters.get(key)
