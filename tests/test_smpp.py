@@ -908,7 +908,8 @@ async def test_a_refused_receiver_bind_is_a_clear_error(smsc) -> None:
 async def test_inbound_messages_are_acknowledged_on_the_receiving_bind(
     smsc, connect, bind_mode
 ) -> None:
-    # Mobile-originated messages are not receipts: acknowledged, handed on as nothing (for now).
+    # Mobile-originated messages are not receipts: a sink without `inbound` gets none of them,
+    # and they are acknowledged all the same (test_smpp_inbound.py has the sink that takes them).
     sim = await smsc()
     adapter, sink = await connect(sim)
     assert await sim.deliver_mo("4520000001", "POLITI", "Tip: a blue van") == ESME_ROK
@@ -1171,6 +1172,8 @@ def test_every_option_comes_from_the_configuration_file(tmp_path) -> None:  # ty
         "receipt_batch": 50,
         "receipt_concurrency": 2,
         "status_words": {"DND_REJECTED": "failed", "SUBMITD": "sent"},
+        "mo_country_code": "47",
+        "mo_part_seconds": 30.0,
     }
     assert set(values) == set(SmppAdapter.options)
     path = tmp_path / "gw.toml"

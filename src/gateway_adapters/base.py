@@ -2,13 +2,15 @@
 
 Adapters turn a batch of outbound messages into the provider's wire format and the provider's
 answer into per-message results, and they turn a provider's callback request into receipt updates
-after verifying it. They never touch the database and never retry: the dispatcher decides retry,
-fail-over or give-up from the typed errors raised here.
+and its inbound-message webhook into inbound messages, after verifying either. They never touch
+the database and never retry: the dispatcher decides retry, fail-over or give-up from the typed
+errors raised here.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -132,6 +134,40 @@ class ReceiptUpdate:
     known_status: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """An SMS a citizen sent to one of our numbers (mobile-originated), already verified.
+
+    `gateway_message_id` is the provider's id of the message (GatewayAPI's MO id, Twilio's
+    MessageSid): a message posted twice is stored once. SMPP gives a mobile-originated
+    deliver_sm no id, so it is None there. `phone` is the sender in E.164 (`+4520123456`);
+    `text` is the whole message, reassembled if it came in parts; `sent_at` is when the provider
+    says it was sent, None where it does not say. `raw` keeps the provider's fields for audit,
+    except the sender's number, which is in `phone` only (so that nulling `phone` after the
+    retention period leaves no copy of it).
+    """
+
+    gateway_message_id: str | None
+    phone: str
+    text: str
+    sent_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """An inbound text as the database can store it: NULs dropped, lone UTF-16 surrogates
+    (which JSON escapes can carry) replaced by U+FFFD."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
 class GatewayError(Exception):
     """Raised by `send_batch` when the whole request failed. `retryable` tells the dispatcher."""
 
@@ -199,10 +235,24 @@ class GatewayAdapter(Protocol):
         """Verify a callback request and translate it; raise `CallbackRejected` if it fails."""
         ...
 
+    def parse_inbound(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[InboundMessage]:
+        """Verify a request of the provider's inbound-message webhook (signed like its
+        receipts) and translate it; raise `CallbackRejected` if it fails (404 for a gateway
+        whose inbound messages do not come over HTTP)."""
+        ...
+
+    def inbound_reply(self, stored: int) -> tuple[str, bytes]:
+        """The content type and body of the 2xx answer the provider expects once the inbound
+        messages of a request are stored (Twilio: empty TwiML)."""
+        ...
+
     async def start(self, on_receipts: ReceiptSink) -> None:
         """Open long-lived connections, if the protocol has them (SMPP), and hand every receipt
-        that arrives on them to `on_receipts`. HTTP adapters do nothing here: their receipts
-        arrive through `parse_callback`."""
+        that arrives on them to `on_receipts` (and every inbound message to its `inbound`, see
+        below). HTTP adapters do nothing here: their receipts arrive through `parse_callback`,
+        their inbound messages through `parse_inbound`."""
         ...
 
     async def close(self) -> None: ...
@@ -214,6 +264,11 @@ ReceiptSink = Callable[[list[ReceiptUpdate]], Awaitable[None]]
 # delivery sent through the gateway. An adapter whose receipts can name a message more than one
 # way (SMPP, while it has not learned how the SMSC writes ids) asks it rather than guess.
 MessageIdLookup = Callable[[Sequence[str]], Awaitable[Collection[str]]]
+# It may also answer `inbound(messages)`: store these inbound messages (and act on them); it
+# returns once they are committed and raises if they were not. An adapter whose inbound messages
+# arrive on its own connections (SMPP) acknowledges them only after that returned; without it,
+# they are acknowledged and dropped.
+InboundSink = Callable[[list[InboundMessage]], Awaitable[None]]
 
 
 def error_for_status(status: int, body: str, retry_after: str | None = None) -> GatewayError:

@@ -20,13 +20,19 @@ from gateway_adapters.base import (
     GatewayConfig,
     GatewayError,
     GatewayUnavailable,
+    InboundMessage,
     OptionTypes,
     OutboundMessage,
     ReceiptSink,
     ReceiptUpdate,
     SendResult,
 )
-from gateway_adapters.gatewayapi_callbacks import MIN_SECRET_BYTES, _hs256_key, _parse_callback
+from gateway_adapters.gatewayapi_callbacks import (
+    MIN_SECRET_BYTES,
+    _hs256_key,
+    _parse_callback,
+    _parse_inbound,
+)
 from gateway_adapters.gatewayapi_errors import Recipient, RecipientRefused, error_for_answer
 from gateway_adapters.gsm7 import is_gsm7
 
@@ -287,6 +293,17 @@ class GatewayApiAdapter:
     ) -> list[ReceiptUpdate]:
         """Verify one JWT-signed receipt and translate it; raise `CallbackRejected` if it fails."""
         return [_parse_callback(self.config.webhook_secret, headers, body, self._hs256_key)]
+
+    def parse_inbound(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[InboundMessage]:
+        """Verify one JWT-signed MO SMS (signed with the webhook's token, as receipts are) and
+        translate it; raise `CallbackRejected` if it fails."""
+        return [_parse_inbound(self.config.webhook_secret, headers, body, self._hs256_key)]
+
+    def inbound_reply(self, stored: int) -> tuple[str, bytes]:
+        """GatewayAPI takes any 2xx."""
+        return "application/json", b'{"received":%d}' % stored
 
 
 def _choices(

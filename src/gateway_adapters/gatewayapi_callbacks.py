@@ -15,7 +15,13 @@ from typing import Any
 
 import jwt
 
-from gateway_adapters.base import CallbackRejected, DeliveryState, ReceiptUpdate
+from gateway_adapters.base import (
+    CallbackRejected,
+    DeliveryState,
+    InboundMessage,
+    ReceiptUpdate,
+    clean_text,
+)
 
 SIGNATURE_HEADER = "x-gwapi-signature"
 # RFC 7518 3.2: an HS256 key should be at least as long as the hash. PyJWT >= 2.10 warns on every
@@ -144,10 +150,8 @@ def _verified_claims(token: str, key: bytes) -> dict[str, Any] | None:
     return claims
 
 
-def _parse_callback(
-    secret: str, headers: Mapping[str, str], body: bytes, hs256_key: bytes | None = None
-) -> ReceiptUpdate:
-    # Authenticate before reading the body, so unsigned requests learn nothing about the format.
+def _verified(secret: str, headers: Mapping[str, str], hs256_key: bytes | None) -> dict[str, Any]:
+    """The claims of the request's X-Gwapi-Signature, or `CallbackRejected` (401)."""
     token = _header(headers, SIGNATURE_HEADER)
     if not secret:
         raise CallbackRejected("no webhook secret configured", status=401)
@@ -163,13 +167,15 @@ def _parse_callback(
                 claims = jwt.decode(token, secret, algorithms=["HS256"])
         except jwt.PyJWTError as exc:  # InvalidTokenError and key errors alike
             raise CallbackRejected(f"invalid signature: {exc}", status=401) from exc
+    return claims
 
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CallbackRejected("body is not JSON", status=400) from exc
-    if not isinstance(data, dict):
-        raise CallbackRejected("body is not a JSON object", status=400)
+
+def _parse_callback(
+    secret: str, headers: Mapping[str, str], body: bytes, hs256_key: bytes | None = None
+) -> ReceiptUpdate:
+    # Authenticate before reading the body, so unsigned requests learn nothing about the format.
+    claims = _verified(secret, headers, hs256_key)
+    data = _json_object(body)
     for source in (data, claims):
         missing = [k for k in _REQUIRED if source.get(k) in (None, "")]
         if missing:
@@ -193,6 +199,57 @@ def _parse_callback(
         raw=claims,
         known_status=status.strip().upper() in STATUS_MAP,
     )
+
+
+# An MO SMS (GatewayAPI's "Receiving SMS": a webhook posts one JSON object per message, signed
+# like receipts): `id` of the MO SMS, `msisdn` of the sender, `receiver` (our number or short
+# code), `message` (the text, keyword included), `senttime` (UNIX time), `webhook_label`, and
+# optionally `sender`, `mcc`, `mnc`, `encoding`, `udh`, `payload`, `country_code`, ...
+_MO_REQUIRED = ("id", "msisdn", "message")
+
+
+def _parse_inbound(
+    secret: str, headers: Mapping[str, str], body: bytes, hs256_key: bytes | None = None
+) -> InboundMessage:
+    """Verify one JWT-signed MO SMS and translate it; `CallbackRejected` if it fails. The
+    signed claims must carry the id, number and text the body carries, and only they are
+    read."""
+    claims = _verified(secret, headers, hs256_key)
+    data = _json_object(body)
+    for source in (data, claims):
+        # An empty message is a message (an empty SMS); an empty id or number is not.
+        missing = [
+            k for k in _MO_REQUIRED if source.get(k) is None or (k != "message" and source[k] == "")
+        ]
+        if missing:
+            raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
+    for key in _MO_REQUIRED:
+        if str(data[key]) != str(claims[key]):
+            raise CallbackRejected(f"body {key} differs from signed claims", status=401)
+    # From here on only the signed claims are used.
+    msisdn = str(claims["msisdn"]).strip().lstrip("+")
+    if not (msisdn.isascii() and msisdn.isdigit() and 7 <= len(msisdn) <= 15):
+        raise CallbackRejected("msisdn is not a phone number", status=400)
+    message = claims["message"]
+    if not isinstance(message, str):
+        raise CallbackRejected("message is not a text", status=400)
+    return InboundMessage(
+        gateway_message_id=str(claims["id"]),
+        phone="+" + msisdn,
+        text=clean_text(message),
+        sent_at=_timestamp(claims.get("senttime")),
+        raw={k: v for k, v in claims.items() if k != "msisdn"},
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CallbackRejected("body is not JSON", status=400) from exc
+    if not isinstance(data, dict):
+        raise CallbackRejected("body is not a JSON object", status=400)
+    return data
 
 
 def _error_text(error: Any, code: Any) -> str | None:

@@ -2,7 +2,8 @@
 
 It accepts `POST /rest/mtsms` like GatewayAPI, answers with one id per request, and posts one
 JWT-signed receipt per recipient to the request's `callback_url` through a bounded worker pool.
-`/_sim/*` endpoints let tests inspect what was accepted and control held receipts.
+`/_sim/*` endpoints let tests inspect what was accepted and control held receipts, and
+`POST /_sim/inbound` posts a citizen's SMS to `--inbound-url` as GatewayAPI's MO webhook does.
 
 Run: `python -m gateway_adapters.simulator --port 0` (or `broadcaster simulate-gateway`).
 """
@@ -84,6 +85,10 @@ class SimulatorOptions:
     temporarily_blacklisted: tuple[int, ...] = ()
     unauthorised_countries: tuple[str, ...] = ()
     unauthorised_operators: tuple[str, ...] = ()
+    # Where POST /_sim/inbound posts a citizen's SMS (GatewayAPI's MO webhook), and the number
+    # (short code or virtual number) it was sent to.
+    inbound_url: str | None = None
+    inbound_receiver: int = 4570000000
 
 
 _ReceiptJob = ReceiptJob[dict[str, Any]]
@@ -120,6 +125,7 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
         self.timeline: list[tuple[float, int, str | None]] = []
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
+        self._mo_ids = itertools.count(9_000_001)
         self.router.add(
             [
                 post("/rest/mtsms", self._handle_send),
@@ -323,6 +329,26 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
         what = f"a receipt for message {payload['id']}"
         return await self._post_with_retries(url, request, policy, what)
 
+    # -- inbound messages ------------------------------------------------------------------------
+
+    def _inbound_request(
+        self, url: str, sender: str, text: str, message_id: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """An MO SMS as GatewayAPI posts it: JSON, signed with the webhook's token."""
+        mo_id = int(message_id) if message_id is not None else next(self._mo_ids)
+        payload = {
+            "id": mo_id,
+            "msisdn": int(sender.lstrip("+")),
+            "receiver": self.options.inbound_receiver,
+            "message": text,
+            "senttime": int(time.time()),
+            "webhook_label": "broadcaster",
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SHORT_KEY_WARNING)
+            signature = jwt.encode(payload, self.options.webhook_secret, algorithm="HS256")
+        return str(mo_id), {"json": payload, "headers": {"X-Gwapi-Signature": signature}}
+
     # -- inspection ------------------------------------------------------------------------------
 
     def _handle_timeline(self, request: Request) -> Response:
@@ -369,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--duplicate-receipts", action="store_true", help="post every receipt twice")
     add("--enroute-after-final", action="store_true", help="post ENROUTE after the final receipt")
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
+    add("--inbound-url", default=None, help="where POST /_sim/inbound posts MO SMS (webhook)")
     add(
         "--blacklist",
         dest="blacklisted",

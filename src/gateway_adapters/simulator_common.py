@@ -2,9 +2,10 @@
 
 `HttpGatewaySimulator` holds what the two HTTP simulators have in common: the HTTP server's
 lifecycle (`simulator_http`), the receipt queue with its worker pool, delay timers and
-hold/release, the retrying receipt poster and the `/_sim/*` inspection handlers. The
-provider-specific parts (request validation, receipt payloads, signing) stay in the simulator
-modules.
+hold/release, the retrying receipt poster, the `/_sim/*` inspection handlers, and
+`POST /_sim/inbound`, which makes the simulator post a citizen's SMS to the configured inbound
+URL as the provider's incoming-message webhook would. The provider-specific parts (request
+validation, receipt and inbound payloads, signing) stay in the simulator modules.
 
 The command-line helpers (`ratio`, `non_negative`, `port`, `run_until_signalled`, ...) are used by
 all three simulators' `main()`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import json
 import logging
 import signal
 import sys
@@ -96,6 +98,7 @@ class HttpGatewaySimulator(Generic[PayloadT]):
         self._client: aiohttp.ClientSession | None = None
         self.router = Router()
         self._server: HttpServer | None = None
+        self.inbound_posted = 0
 
     def _inspection_routes(self) -> list[Route]:
         return [
@@ -107,6 +110,7 @@ class HttpGatewaySimulator(Generic[PayloadT]):
         return [
             post("/_sim/release", self._handle_release),
             post("/_sim/reset", self._handle_reset),
+            post("/_sim/inbound", self._handle_inbound),
         ]
 
     def _count_and_answer(
@@ -214,6 +218,43 @@ class HttpGatewaySimulator(Generic[PayloadT]):
                 logger.debug("callback failed: %s (attempt %d)", exc, attempt + 1)
         logger.warning("gave up on %s", what)
         return False
+
+    # -- inbound messages ------------------------------------------------------------------------
+
+    def _inbound_request(
+        self, url: str, sender: str, text: str, message_id: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The message's id (a new one unless given) and the provider's signed
+        incoming-message request to `url` (json= or data=, headers=)."""
+        raise NotImplementedError
+
+    async def _handle_inbound(self, request: Request) -> Response:
+        """`{"from": "+4520123456", "text": "STOP"[, "id": "..."]}`: post it once to the
+        configured inbound URL as the provider would; answers with the receiver's status and
+        body (`id` again posts a message the receiver may have seen: a provider's retry)."""
+        url = getattr(self._receipt_options, "inbound_url", None)
+        if not url:
+            return json_response({"error": "no inbound_url configured"}, 409)
+        try:
+            ask = json.loads(request.body)
+            sender, text = str(ask["from"]), str(ask["text"])
+            message_id = None if ask.get("id") is None else str(ask["id"])
+            message_id, outgoing = self._inbound_request(url, sender, text, message_id)
+        except (ValueError, KeyError, TypeError):
+            return json_response({"error": 'expected {"from": "+45...", "text": ...}'}, 400)
+        assert self._client is not None
+        try:
+            async with self._client.post(url, **outgoing) as resp:
+                body = await resp.read()
+                answer = {
+                    "status": resp.status,
+                    "content_type": resp.content_type,
+                    "body": body.decode("utf-8", "replace"),
+                }
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            answer = {"status": None, "error": type(exc).__name__}
+        self.inbound_posted += 1
+        return json_response({"id": message_id, **answer})
 
     # -- inspection ------------------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ cheap: each receipt's addresses and text snippet are encoded once when it is cre
 deliver_sm as the window allows go out in one write.
 
 In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`,
-`.drop_connections(role)` and `.deliver_mo(...)` (a mobile-originated message to the client).
+`.drop_connections(role)` and `.deliver_mo(...)` (a mobile-originated message to the client, in
+parts by UDH or sar_* TLVs when it is long).
 As a process: `python -m gateway_adapters.simulator_smpp --port 0 [--http-port 0]`; the HTTP side
-port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset and
-POST /_sim/disconnect (drop every SMPP connection).
+port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset,
+POST /_sim/disconnect (drop every SMPP connection) and POST /_sim/inbound (a citizen's SMS).
 """
 
 from __future__ import annotations
@@ -53,12 +54,11 @@ from gateway_adapters.simulator_common import (
     run_until_signalled,
     simulator_parser,
 )
+from gateway_adapters.simulator_smpp_mo import mo_pdus
 from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
 from gateway_adapters.simulator_smpp_session import Session
 from gateway_adapters.smpp_codec import (
     BIND_ANSWERS,
-    DATA_CODING_DEFAULT,
-    DATA_CODING_UCS2,
     ESM_CLASS_UDHI,
     ESME_RALYBND,
     ESME_RBINDFAIL,
@@ -74,7 +74,6 @@ from gateway_adapters.smpp_codec import (
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
-    DeliverSm,
     EnquireLink,
     EnquireLinkResp,
     FrameReader,
@@ -92,8 +91,6 @@ from gateway_adapters.smpp_receipts import (
 from gateway_adapters.smpp_text import (
     ConcatInfo,
     decode_text,
-    fits_gsm7,
-    gsm7_encode,
     sar_info,
     split_udh,
 )
@@ -153,6 +150,7 @@ class SmscStats:
     receipts_refused: int = 0  # answered with an error status
     receipts_unanswered: int = 0  # connection lost or answer timed out
     max_receipts_out: int = 0  # most deliver_sm awaiting their answer at once (the window)
+    mo_sent: int = 0  # mobile-originated deliver_sm sent (each part counts)
     bind_roles: dict[str, int] = field(default_factory=dict)  # binds by role
 
 
@@ -187,6 +185,7 @@ class SmscSimulator:
         self._free = self._window  # window slots not in use
         self.port = 0
         self.http_port: int | None = None
+        self._mo_ref = 0  # concatenation reference of the last long inbound message
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -208,6 +207,7 @@ class SmscSimulator:
                 web.post("/_sim/release", self._handle_release),
                 web.post("/_sim/reset", self._handle_reset),
                 web.post("/_sim/disconnect", self._handle_disconnect),
+                web.post("/_sim/inbound", self._handle_inbound),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -286,26 +286,29 @@ class SmscSimulator:
         answers = await asyncio.gather(*(s.request(EnquireLink(), seconds) for s in sessions))
         return [a.command_status for a in answers if isinstance(a, EnquireLinkResp)]
 
-    async def deliver_mo(self, sender: str, recipient: str, text: str, seconds: float = 2.0) -> int:
-        """Send a mobile-originated message (deliver_sm, esm_class 0) from `sender` to the
-        client's `recipient` address on a connection bound to receive; the command_status of
-        the client's answer."""
+    async def deliver_mo(
+        self,
+        sender: str,
+        recipient: str,
+        text: str,
+        seconds: float = 2.0,
+        *,
+        concat: str = "udh",
+        order: list[int] | None = None,
+    ) -> int:
+        """Send a mobile-originated message from `sender` to the client's `recipient` address
+        on a connection bound to receive: one deliver_sm (esm_class 0), or one per part of a
+        long text (`simulator_smpp_mo`), all at once, in `order` if given (part indexes from
+        0; leaving some out sends only those). The first error status among the client's
+        answers, else ESME_ROK."""
         session = await self._bound_session()
-        coding, data = (
-            (DATA_CODING_DEFAULT, gsm7_encode(text))
-            if fits_gsm7(text)
-            else (DATA_CODING_UCS2, text.encode("utf-16-be"))
-        )
-        pdu = DeliverSm(
-            source_addr_ton=1,
-            source_addr_npi=1,
-            source_addr=sender,
-            destination_addr=recipient,
-            data_coding=coding,
-            short_message=data,
-        )
-        answer = await session.request(pdu, seconds)
-        return answer.command_status
+        self._mo_ref = self._mo_ref % 0xFFFF + 1
+        pdus = mo_pdus(sender, recipient, text, concat=concat, ref=self._mo_ref)
+        if order is not None:
+            pdus = [pdus[i] for i in order]
+        answers = await asyncio.gather(*(session.request(pdu, seconds) for pdu in pdus))
+        self.stats.mo_sent += len(pdus)
+        return next((a.command_status for a in answers if a.command_status), ESME_ROK)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -650,6 +653,20 @@ class SmscSimulator:
 
     async def _handle_disconnect(self, request: web.Request) -> web.Response:
         return web.json_response({"disconnected": self.drop_connections()})
+
+    async def _handle_inbound(self, request: web.Request) -> web.Response:
+        """`{"from": "4520123456", "text": "STOP"[, "to": "POLITI", "concat": "sar"]}`: send
+        it as a mobile-originated deliver_sm (`deliver_mo`); answers the client's status."""
+        try:
+            ask = await request.json()
+            sender, text = str(ask["from"]).lstrip("+"), str(ask["text"])
+            recipient, concat = str(ask.get("to", "POLITI")), str(ask.get("concat", "udh"))
+            status = await self.deliver_mo(sender, recipient, text, concat=concat)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except (TimeoutError, ConnectionError):
+            return web.json_response({"status": None, "error": "no answer"})
+        return web.json_response({"status": status})
 
 
 async def serve(

@@ -3,7 +3,9 @@
 It accepts `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` like Twilio (form-encoded, HTTP
 Basic auth, one recipient per request), answers 201 with a message SID, and posts signed,
 form-encoded status callbacks to the request's `StatusCallback` through a bounded worker pool.
-`/_sim/*` endpoints let tests inspect what was accepted and control held callbacks.
+`/_sim/*` endpoints let tests inspect what was accepted and control held callbacks, and
+`POST /_sim/inbound` posts a citizen's SMS to `--inbound-url` as Twilio's incoming-message
+webhook does.
 
 Run: `python -m gateway_adapters.simulator_twilio --port 0`.
 """
@@ -84,6 +86,10 @@ class TwilioSimulatorOptions:
     opted_out: tuple[str, ...] = ()
     opted_out_later: tuple[str, ...] = ()
     senders: tuple[str, ...] = ()
+    # Where POST /_sim/inbound posts a citizen's SMS (the number's "A message comes in"
+    # webhook), and our number it was sent to.
+    inbound_url: str | None = None
+    inbound_to: str = "+4570000000"
 
 
 class _Stats(HttpStats):
@@ -294,6 +300,32 @@ class TwilioSimulator(HttpGatewaySimulator[dict[str, str]]):
         what = f"a status callback for message {params['MessageSid']}"
         return await self._post_with_retries(url, request, policy, what)
 
+    # -- inbound messages ------------------------------------------------------------------------
+
+    def _inbound_request(
+        self, url: str, sender: str, text: str, message_id: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """An incoming message as Twilio posts it: a form signed with X-Twilio-Signature."""
+        sid = message_id or f"{self._sid_prefix}{next(self._sid_counter):016x}"
+        if not is_e164(sender):
+            raise ValueError("from must be E.164")
+        params = {
+            "ToCountry": "DK",
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "SmsSid": sid,
+            "SmsStatus": "received",
+            "Body": text,
+            "To": self.options.inbound_to,
+            "NumSegments": "1",
+            "MessageSid": sid,
+            "AccountSid": self.account_sid,
+            "From": sender,
+            "ApiVersion": API_VERSION,
+        }
+        signature = twilio_signature(self.auth_token, url, params)
+        return sid, {"data": params, "headers": {"X-Twilio-Signature": signature}}
+
     # -- inspection ------------------------------------------------------------------------------
 
     def _reset(self) -> None:
@@ -348,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--receipt-concurrency", type=_positive_int, default=defaults.receipt_concurrency)
     add("--send-sent", action="store_true", help="post 'sent' before each final status")
     add("--hold-receipts", action="store_true", help="keep callbacks until POST /_sim/release")
+    add("--inbound-url", default=None, help="where POST /_sim/inbound posts incoming messages")
     add(
         "--opted-out",
         type=_numbers,

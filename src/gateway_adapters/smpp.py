@@ -29,6 +29,10 @@ through its text id read in the gateway's id style: `submit_id_base` and `receip
 configured (in the spirit of Kannel's msg-id-type), else learned from the first receipts that only
 one reading explains, and then kept (`smpp_inbound` has how; a receipt is never placed by a guess).
 
+Inbound messages (a deliver_sm that is not a receipt) are decoded, reassembled from their parts
+(UDH or sar_*), handed to the receipt sink's `inbound` and answered once it returned, so the
+SMSC sends them again if they were not committed (`smpp_mo`).
+
 Receipts carry `phone=None`: an SMPP message id names one recipient's message on its own, and
 SMSCs differ in how they write the receipt's source_addr.
 """
@@ -50,6 +54,7 @@ from gateway_adapters.base import (
     GatewayConfig,
     GatewayMisconfigured,
     GatewayUnavailable,
+    InboundMessage,
     OptionTypes,
     OutboundMessage,
     ReceiptSink,
@@ -200,6 +205,8 @@ class SmppAdapter:
         "receipt_batch": int,
         "receipt_concurrency": int,
         "status_words": dict[str, str],
+        "mo_country_code": str,
+        "mo_part_seconds": float,
     }
 
     # Defaults of the SMPP options (see the module docstring for why they are not in the file).
@@ -226,6 +233,10 @@ class SmppAdapter:
     # The gateway's own receipt status words beyond smpp_receipts.STATUS_WORDS, as a TOML table:
     # status_words = { DND_REJECTED = "failed", SUBMITD = "sent" }
     status_words: Mapping[str, str] = {}
+    # Inbound messages (smpp_mo): the country code a national (TON 2) sender is in, and how long
+    # the parts of a concatenated one are waited for before it is passed on with what came.
+    mo_country_code: str = "45"
+    mo_part_seconds: float = 60.0
 
     def __init__(
         self,
@@ -245,6 +256,8 @@ class SmppAdapter:
         receipt_batch: int | None = None,
         receipt_concurrency: int | None = None,
         status_words: Mapping[str, str] | None = None,
+        mo_country_code: str | None = None,
+        mo_part_seconds: float | None = None,
     ) -> None:
         self.config = config
         self.callback_url = callback_url
@@ -262,6 +275,8 @@ class SmppAdapter:
             "receipt_batch": receipt_batch,
             "receipt_concurrency": receipt_concurrency,
             "status_words": status_words,
+            "mo_country_code": mo_country_code,
+            "mo_part_seconds": mo_part_seconds,
         }
         for name, value in overrides.items():
             if value is None:
@@ -293,6 +308,8 @@ class SmppAdapter:
             submit_id_base=self.submit_id_base,
             receipt_id_base=self.receipt_id_base,
             words=words,
+            mo_country_code=self.mo_country_code,
+            mo_part_seconds=self.mo_part_seconds,
         )
 
     @property
@@ -326,6 +343,8 @@ class SmppAdapter:
         self._inbound.on_receipts = on_receipts
         # The service may offer a lookup of the ids it sent through this gateway (base.py).
         self._inbound.known_ids = getattr(on_receipts, "known_message_ids", None)
+        # ... and take the inbound messages (base.InboundSink); else they are answered and dropped.
+        self._inbound.on_inbound = getattr(on_receipts, "inbound", None)
         self._closing = False
         loop = asyncio.get_running_loop()
         firsts: list[asyncio.Future[None]] = []
@@ -334,6 +353,8 @@ class SmppAdapter:
             firsts.append(first)
             name = f"smpp-{self.config.name}-{role}"
             self._runners.append(asyncio.create_task(self._maintain(role, first), name=name))
+        name = f"smpp-{self.config.name}-mo"
+        self._runners.append(asyncio.create_task(self._inbound.sweep_parts(), name=name))
         try:
             await asyncio.shield(asyncio.gather(*firsts))
         except GatewayMisconfigured:
@@ -649,3 +670,12 @@ class SmppAdapter:
     ) -> list[ReceiptUpdate]:
         """SMPP has no HTTP callbacks."""
         raise CallbackRejected("smpp receipts arrive over the SMPP connection", status=404)
+
+    def parse_inbound(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[InboundMessage]:
+        """SMPP's inbound messages arrive as deliver_sm (smpp_mo), not over HTTP."""
+        raise CallbackRejected("smpp inbound messages arrive over the SMPP connection", status=404)
+
+    def inbound_reply(self, stored: int) -> tuple[str, bytes]:
+        return "application/json", b'{"received":%d}' % stored

@@ -1,5 +1,7 @@
 """What the SMPP adapter does with the deliver_sm it receives: receipts become updates, committed
-through on_receipts and only then answered; other deliver_sm are answered at once.
+through on_receipts and only then answered; mobile-originated messages (a citizen's SMS) are
+decoded and reassembled (smpp_mo), handed to the receipt sink's `inbound` and answered once it
+returned (committed), or at once when the sink has no `inbound`.
 
 A receipt is matched by its message id's key (see smpp_ids). While the gateway's id style is not
 settled, a receipt text id that could be read more than one way is looked up among the ids this
@@ -13,12 +15,20 @@ by then the style is settled, or its message written. A receipt is never matched
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway_adapters.base import DeliveryState, MessageIdLookup, ReceiptSink, ReceiptUpdate
+from gateway_adapters.base import (
+    DeliveryState,
+    InboundSink,
+    MessageIdLookup,
+    ReceiptSink,
+    ReceiptUpdate,
+)
 from gateway_adapters.smpp_codec import (
     DELIVER_SM_RESP,
     ESME_ROK,
@@ -29,6 +39,7 @@ from gateway_adapters.smpp_codec import (
 )
 from gateway_adapters.smpp_ids import IdStyle, Style, describe, message_key, resolve
 from gateway_adapters.smpp_link import Link, SmppConnectionLost
+from gateway_adapters.smpp_mo import Mo, MobileOriginated
 from gateway_adapters.smpp_receipts import (
     STATUS_WORDS,
     DeliveryReceipt,
@@ -81,6 +92,7 @@ class _Read:
     receipt: DeliveryReceipt | None = None
     key: str | None = None
     candidates: dict[str, frozenset[Style]] | None = None
+    mobile_originated: bool = False
 
 
 class Inbound:
@@ -95,8 +107,14 @@ class Inbound:
         submit_id_base: int | None,
         receipt_id_base: int | None,
         words: Mapping[str, DeliveryState] = STATUS_WORDS,
+        mo_country_code: str = "45",
+        mo_part_seconds: float = 60.0,
     ) -> None:
         self.gateway = gateway
+        self.mo = MobileOriginated(
+            gateway, country_code=mo_country_code, part_seconds=mo_part_seconds
+        )
+        self.on_inbound: InboundSink | None = None
         self.receipt_batch = receipt_batch
         self.part_map_size = part_map_size
         self.style = IdStyle(submit_id_base, receipt_id_base)
@@ -150,6 +168,8 @@ class Inbound:
             answers: list[tuple[DeliverSm, int | None]] = []  # (pdu, status; None: the batch's)
             forget: list[str] = []
             for read in reads:
+                if read.mobile_originated:
+                    continue  # below
                 if read.receipt is not None and read.key is None:
                     answers.append((read.pdu, ESME_RX_T_APPN))  # its id is not placed yet
                     self.refused += 1
@@ -164,6 +184,13 @@ class Inbound:
                     updates.append(verdict.update)
                 if verdict.forget is not None:
                     forget.append(verdict.forget)
+            mos: list[Mo] = []
+            for read in reads:
+                if read.mobile_originated:
+                    done, now = self.mo.read(link, read.pdu)
+                    mos += done
+                    if now is not None:
+                        answers.append((read.pdu, now))
             status = ESME_ROK
             if updates:
                 assert self.on_receipts is not None  # set by start(), which starts this task
@@ -179,6 +206,8 @@ class Inbound:
             if status == ESME_ROK:
                 for part_id in forget:
                     self.parts.pop(part_id, None)
+            if mos:
+                answers += await self.hand_on(mos, link)
             # Only receipts we failed to store are refused; others would loop forever.
             data = b"".join(
                 encode_response(
@@ -194,11 +223,56 @@ class Inbound:
             except (SmppConnectionLost, OSError):
                 return  # unacknowledged receipts come again after the reconnect
 
+    async def hand_on(self, mos: list[Mo], link: Link | None) -> list[tuple[DeliverSm, int]]:
+        """Commit whole inbound messages through the sink's `inbound`, then answer their
+        deliver_sm: ESME_ROK once committed, ESME_RSYSERR if not (the SMSC sends them again).
+        Returns the answers due on `link`; those of parts that came on another connection are
+        sent there (or not at all, if it is gone: the SMSC sends them again)."""
+        status = ESME_ROK
+        if self.on_inbound is not None:
+            try:
+                await self.on_inbound([mo.message for mo in mos])
+            except Exception as exc:
+                # The type only: a database error's text may quote the number or the message.
+                log.error(
+                    "smpp gateway %s: storing %d inbound messages failed (%s); the SMSC will "
+                    "send them again",
+                    self.gateway,
+                    len(mos),
+                    type(exc).__name__,
+                )
+                log.debug("inbound failure", exc_info=True)
+                status = ESME_RSYSERR
+        else:
+            log.debug("smpp gateway %s: no inbound sink; messages dropped", self.gateway)
+        self.mo.finished(mos, committed=status == ESME_ROK)
+        here: list[tuple[DeliverSm, int]] = []
+        for mo in mos:
+            for part in mo.parts:
+                if part.link is link:
+                    here.append((part.pdu, status))
+                    continue
+                other = part.link
+                assert isinstance(other, Link)
+                if not other.closed.is_set():
+                    with contextlib.suppress(SmppConnectionLost, OSError):
+                        other.send_bytes(
+                            encode_response(DELIVER_SM_RESP, part.pdu.sequence_number, status)
+                        )
+        return here
+
+    async def sweep_parts(self, interval: float = 1.0) -> None:
+        """Hand on, with what they have, the inbound messages whose parts stopped arriving."""
+        while True:
+            await asyncio.sleep(interval)
+            mos = self.mo.expired()
+            if mos:
+                await self.hand_on(mos, None)
+
     def read(self, pdu: DeliverSm) -> _Read:
         """Read one deliver_sm and its message id's key, where that needs no lookup."""
         if not is_delivery_receipt(pdu):
-            log.debug("smpp gateway %s: ignoring a mobile-originated message", self.gateway)
-            return _Read(pdu)
+            return _Read(pdu, mobile_originated=True)
         try:
             receipt = parse_delivery_receipt(pdu)
         except ValueError as exc:

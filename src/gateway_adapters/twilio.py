@@ -2,7 +2,8 @@
 
 Twilio takes one recipient per request, so a batch is sent as concurrent requests (at most
 `config.concurrency` in flight per adapter) and every message gets Twilio's own message SID.
-Status callbacks are form posts signed with HMAC-SHA1 by the account's auth token.
+Status callbacks and incoming messages are form posts signed with HMAC-SHA1 by the account's
+auth token.
 
 Configuration: `token` is "ACCOUNT_SID:AUTH_TOKEN"; `sender` is the From number or alphanumeric
 sender id, or a Messaging Service SID ("MG...").
@@ -26,6 +27,7 @@ from gateway_adapters.base import (
     AdapterLimits,
     GatewayConfig,
     GatewayMisconfigured,
+    InboundMessage,
     OptionTypes,
     OutboundMessage,
     ReceiptSink,
@@ -35,6 +37,7 @@ from gateway_adapters.base import (
 from gateway_adapters.twilio_callbacks import (
     _port_variants,
     is_e164,
+    parse_incoming_message,
     parse_status_callback,
 )
 from gateway_adapters.twilio_errors import result_for
@@ -48,6 +51,14 @@ USER_AGENT = "broadcaster"
 # Twilio's range for ValidityPeriod, in seconds (error 21624 outside it).
 MIN_VALIDITY_SECONDS = 1
 MAX_VALIDITY_SECONDS = 36_000
+EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def inbound_url(callback_url: str) -> str:
+    """The incoming-message webhook URL that goes with a status callback URL: the service serves
+    them as /v1/callbacks/<name> and /v1/inbound/<name>."""
+    base, sep, name = callback_url.rpartition("/v1/callbacks/")
+    return f"{base}/v1/inbound/{name}" if sep else ""
 
 
 def split_token(token: str) -> tuple[str, str]:
@@ -94,6 +105,8 @@ class TwilioAdapter:
         self._auth_key = self._auth_token.encode()
         # The URLs a callback may be signed for that do not depend on the request.
         self._callback_variants = _port_variants(callback_url)
+        # ... and the URL of the number's incoming-message webhook (/v1/inbound/<name>).
+        self._inbound_variants = _port_variants(inbound_url(callback_url))
         base_url = config.base_url or DEFAULT_BASE_URL
         # Quoted as a URL library would: an odd account SID must not break the request line.
         self._path = quote(urlsplit(messages_url(base_url, self.account_sid)).path, safe="/%")
@@ -222,6 +235,20 @@ class TwilioAdapter:
         return parse_status_callback(
             self.account_sid, self._auth_key, self._callback_variants, headers, body, url
         )
+
+    def parse_inbound(
+        self, headers: Mapping[str, str], body: bytes, url: str
+    ) -> list[InboundMessage]:
+        """Verify one signed incoming-message webhook request and translate it; raise
+        `CallbackRejected` if it fails. The number's "A message comes in" webhook is
+        `$BROADCASTER_PUBLIC_URL/v1/inbound/<gateway name>` (HTTP POST)."""
+        return parse_incoming_message(
+            self.account_sid, self._auth_key, self._inbound_variants, headers, body, url
+        )
+
+    def inbound_reply(self, stored: int) -> tuple[str, bytes]:
+        """Empty TwiML: Twilio answers nothing to the sender (our answers go as notices)."""
+        return "text/xml", EMPTY_TWIML
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,6 +1,7 @@
-"""Twilio status callbacks: the status words, and the verification (X-Twilio-Signature,
-HMAC-SHA1 by the account's auth token over the URL and the sorted form parameters) and reading
-of the form posts Twilio sends to a message's StatusCallback.
+"""Twilio status callbacks and incoming messages: the status words, and the verification
+(X-Twilio-Signature, HMAC-SHA1 by the account's auth token over the URL and the sorted form
+parameters) and reading of the form posts Twilio sends to a message's StatusCallback and to a
+number's incoming-message webhook.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ import hmac
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from gateway_adapters.base import CallbackRejected, DeliveryState, ReceiptUpdate
+from gateway_adapters.base import (
+    CallbackRejected,
+    DeliveryState,
+    InboundMessage,
+    ReceiptUpdate,
+    clean_text,
+)
 
 SIGNATURE_HEADER = "x-twilio-signature"
 # "Attempt to send to unsubscribed recipient": the recipient answered STOP to this sender.
@@ -69,20 +76,7 @@ def parse_status_callback(
 ) -> list[ReceiptUpdate]:
     """Verify one signed status callback and translate it; raise `CallbackRejected` if it
     fails. `url` must be the URL Twilio called, as it called it."""
-    signature = _header(headers, SIGNATURE_HEADER)
-    if not signature:
-        raise CallbackRejected("missing X-Twilio-Signature", status=401)
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CallbackRejected("body is not form-encoded UTF-8", status=400) from exc
-    if not _signed(auth_key, callback_variants, signature.strip(), url, pairs):
-        raise CallbackRejected("invalid X-Twilio-Signature", status=401)
-
-    params = dict(pairs)
-    sent_for = params.get("AccountSid")
-    if sent_for is not None and sent_for != account_sid:
-        raise CallbackRejected("callback for another account", status=401)
+    params = _verified_form(account_sid, auth_key, callback_variants, headers, body, url)
     message_sid = params.get("MessageSid", "").strip()
     status = params.get("MessageStatus", "").strip()
     if not message_sid or not status:
@@ -104,6 +98,55 @@ def parse_status_callback(
             known_status=status.lower() in STATUS_MAP,
         )
     ]
+
+
+def parse_incoming_message(
+    account_sid: str,
+    auth_key: bytes,
+    url_variants: list[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    url: str,
+) -> list[InboundMessage]:
+    """Verify one signed incoming-message webhook request (MessageSid, From, To, Body, ...)
+    and translate it; raise `CallbackRejected` if it fails. `url` must be the URL Twilio
+    called; `url_variants` the number's webhook URL as we configured it."""
+    params = _verified_form(account_sid, auth_key, url_variants, headers, body, url)
+    message_sid = (params.get("MessageSid") or params.get("SmsSid") or "").strip()
+    sender = params.get("From", "").strip()
+    if not message_sid or not sender:
+        missing = [k for k, v in (("MessageSid", message_sid), ("From", sender)) if not v]
+        raise CallbackRejected(f"missing {', '.join(missing)}", status=400)
+    if not is_e164(sender):
+        raise CallbackRejected("From is not a phone number", status=400)
+    # The number and the text are kept in their own columns only (see InboundMessage.raw).
+    raw = {k: v for k, v in params.items() if k not in ("From", "Body")}
+    return [InboundMessage(message_sid, sender, clean_text(params.get("Body", "")), None, raw)]
+
+
+def _verified_form(
+    account_sid: str,
+    auth_key: bytes,
+    url_variants: list[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    url: str,
+) -> dict[str, str]:
+    """The form parameters of a request signed by the account (or `CallbackRejected`)."""
+    signature = _header(headers, SIGNATURE_HEADER)
+    if not signature:
+        raise CallbackRejected("missing X-Twilio-Signature", status=401)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CallbackRejected("body is not form-encoded UTF-8", status=400) from exc
+    if not _signed(auth_key, url_variants, signature.strip(), url, pairs):
+        raise CallbackRejected("invalid X-Twilio-Signature", status=401)
+    params = dict(pairs)
+    sent_for = params.get("AccountSid")
+    if sent_for is not None and sent_for != account_sid:
+        raise CallbackRejected("callback for another account", status=401)
+    return params
 
 
 def _signed(
