@@ -134,6 +134,21 @@ class Settings(BaseSettings):
     # Clients whose X-Forwarded-For is believed (the ingress in front of the API), as uvicorn's
     # forwarded_allow_ips: the client address is what sign-up throttling counts.
     forwarded_allow_ips: str = "127.0.0.1"
+    # Inbound SMS. A text that is no keyword is a tip about the most recent alert the number got
+    # within this many hours. Answers to keywords per number and hour (a machine answering our
+    # answers must not make a loop). Pending rows made for keywords from numbers we did not
+    # know are forgotten after this many days.
+    tip_window_hours: float = Field(48.0, gt=0, le=24 * 366)
+    keyword_replies_per_number: int = Field(5, ge=1)
+    sms_pending_days: int = Field(30, ge=1)
+    # Tip forwarding to an alert's tip_webhook: the HMAC-SHA256 key of X-Broadcaster-Signature
+    # (unset: tips wait in the outbox and alerts with a tip_webhook are refused), the first
+    # retry delay (doubled per attempt) and the longest, and whether http:// URLs are taken
+    # (tests and local development only: tips carry personal data).
+    webhook_secret: str | None = Field(None, min_length=16)
+    tip_retry_base_seconds: float = Field(2.0, gt=0)
+    tip_retry_max_seconds: float = Field(900.0, gt=0)
+    tip_webhook_allow_http: bool = False
     gateways: list[GatewaySettings] = Field(default_factory=list)
 
     @field_validator("public_url")
@@ -143,6 +158,9 @@ class Settings(BaseSettings):
 
     def callback_url(self, gateway_name: str) -> str:
         return f"{self.public_url}/v1/callbacks/{gateway_name}"
+
+    def inbound_url(self, gateway_name: str) -> str:
+        return f"{self.public_url}/v1/inbound/{gateway_name}"
 
     def gateway_configs(self) -> list[GatewayConfig]:
         return [g.to_config() for g in self.gateways]

@@ -18,14 +18,18 @@ from broadcaster.api import (
     problems,
     routes_alerts,
     routes_callbacks,
+    routes_inbound,
     routes_ops,
     routes_signups,
     routes_subscribers,
+    routes_tips,
 )
 from broadcaster.api.deps import Database
 from broadcaster.api.guard import Guard, body_pending, route_path
 from broadcaster.api.problems import Problem, send_problem, send_response
 from broadcaster.api.routes_callbacks import CALLBACK_PREFIX, read_body, receive_callback
+from broadcaster.api.routes_inbound import INBOUND_PREFIX, receive_inbound
+from broadcaster.citizens.inbound_writer import InboundWriter
 from broadcaster.database import create_pool
 from broadcaster.dispatch.dispatcher import Dispatcher
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
@@ -37,7 +41,8 @@ from gateway_adapters.registry import create_adapter
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """SMS alerts to everyone registered in a zone. Every /v1 route except the gateways'
-callbacks needs `Authorization: Bearer <key>`; errors are RFC 9457 problem details."""
+callbacks and inbound SMS needs `Authorization: Bearer <key>`; errors are RFC 9457 problem
+details."""
 
 
 def create_app(
@@ -60,6 +65,7 @@ def create_app(
         app.state.settings = settings
         app.state.adapters = adapters
         app.state.receipt_writer = writer = ReceiptWriter(pool)
+        app.state.inbound_writer = inbound_writer = InboundWriter(pool, settings)
         stop = asyncio.Event()
         dispatcher_task = None
         if run_dispatcher:
@@ -71,6 +77,7 @@ def create_app(
             stop.set()
             # Receipts still queued are committed (or refused) before the pool goes away.
             await writer.close()
+            await inbound_writer.close()
             if dispatcher_task is not None:
                 await dispatcher_task
             for adapter in adapters.values():
@@ -91,19 +98,23 @@ def create_app(
         routes_subscribers,
         routes_signups,
         routes_alerts,
+        routes_tips,
         routes_callbacks,
+        routes_inbound,
     ):
         app.include_router(module.router)
     return app
 
 
 class BroadcasterApi(FastAPI):
-    """The FastAPI app, with POST /v1/callbacks/{gateway} answered before FastAPI's machinery.
+    """The FastAPI app, with POST /v1/callbacks/{gateway} and POST /v1/inbound/{gateway}
+    answered before FastAPI's machinery.
 
-    Gateways post one callback per SMS, so this is the API's busiest path by far; FastAPI's
-    per-request work (telemetry checks, middleware, routing, request objects, dependencies)
-    cost more than verifying a receipt and committing it with the group commit of
-    `ReceiptWriter`. Everything else, other methods on the same path included, goes through
+    Gateways post one callback per SMS, so this is the API's busiest path by far, and the
+    answers to an alert come as fast as citizens type; FastAPI's per-request work (telemetry
+    checks, middleware, routing, request objects, dependencies) cost more than verifying a
+    receipt and committing it with the group commit of `ReceiptWriter` (`InboundWriter` for
+    inbound SMS). Everything else, other methods on the same paths included, goes through
     FastAPI. Errors are problem+json as elsewhere."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,9 +125,16 @@ class BroadcasterApi(FastAPI):
                 if gateway and "/" not in gateway:
                     await self._callback(gateway, scope, receive, send)
                     return
+            elif path.startswith(INBOUND_PREFIX):
+                gateway = path[len(INBOUND_PREFIX) :]
+                if gateway and "/" not in gateway:
+                    await self._callback(gateway, scope, receive, send, inbound=True)
+                    return
         await super().__call__(scope, receive, send)
 
-    async def _callback(self, gateway: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _callback(
+        self, gateway: str, scope: Scope, receive: Receive, send: Send, *, inbound: bool = False
+    ) -> None:
         settings: Settings = self.state.settings
         limit = settings.max_callback_bytes
         headers = Headers(scope=scope)
@@ -130,7 +148,11 @@ class BroadcasterApi(FastAPI):
             adapter = self.state.adapters.get(gateway)
             # Only adapters that check the URL (Twilio signs it) get it: building it is not free.
             url = str(URL(scope=scope)) if getattr(adapter, "callback_uses_url", True) else ""
-            stored = await receive_callback(self, gateway, headers, body, url)
+            if inbound:
+                content_type, answer = await receive_inbound(self, gateway, headers, body, url)
+            else:
+                stored = await receive_callback(self, gateway, headers, body, url)
+                content_type, answer = "application/json", b'{"received":%d}' % stored
         except Problem as exc:
             # A 413 leaves the rest of the body unread: the connection cannot go on.
             await send_problem(send, scope, exc, close=exc.status == 413 and body_pending(headers))
@@ -142,4 +164,4 @@ class BroadcasterApi(FastAPI):
             )
             await send_problem(send, scope, problem, close=True)
             return
-        await send_response(send, 200, b'{"received":%d}' % stored, b"application/json")
+        await send_response(send, 200, answer, content_type.encode())

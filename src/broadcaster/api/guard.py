@@ -1,10 +1,10 @@
 """What every request meets before the app reads its body.
 
-- The API key (`Authorization: Bearer ...`) of every /v1 route but the gateway callbacks is
-  checked from the headers alone, so a request without a valid key costs one indexed lookup and
-  is answered 401 without its body being read (large bodies sent without a key once took the
-  process from 111 to 685 MB). The key found is left in the request's state for `require`,
-  which checks its scope.
+- The API key (`Authorization: Bearer ...`) of every /v1 route but the gateway callbacks and
+  inbound SMS (both signed by the gateway) is checked from the headers alone, so a request
+  without a valid key costs one indexed lookup and is answered 401 without its body being read
+  (large bodies sent without a key once took the process from 111 to 685 MB). The key found is
+  left in the request's state for `require`, which checks its scope.
 - The body's size: a Content-Length over the route's limit is answered 413 before anything is
   read; a chunked body is counted while it streams and refused once it goes over.
 - An error that escapes the app is answered 500 problem+json here, with `Connection: close`,
@@ -31,9 +31,10 @@ from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Routes under this prefix need a key, except the gateways' callbacks (signed by the gateway).
+# Routes under this prefix need a key, except the gateways' callbacks and inbound SMS (signed by
+# the gateway).
 KEYED_PREFIX = "/v1/"
-UNKEYED_PREFIXES = ("/v1/callbacks/",)
+UNKEYED_PREFIXES = ("/v1/callbacks/", "/v1/inbound/")
 
 
 class BodyTooLarge(HTTPException):
@@ -61,9 +62,12 @@ def needs_key(path: str) -> bool:
 
 
 def body_limit(settings: Settings, method: str, path: str) -> int:
-    """The largest body a route takes: alerts carry polygons, everything else is small."""
+    """The largest body a route takes: alerts carry polygons, gateways' posts what their
+    provider sends, everything else is small."""
     if method == "POST" and path == "/v1/alerts":
         return settings.max_alert_bytes
+    if path.startswith(UNKEYED_PREFIXES):
+        return settings.max_callback_bytes
     return settings.max_body_bytes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
@@ -27,6 +28,7 @@ from broadcaster.ingest.alerts import (
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.sms import segment_count
 from broadcaster.ops import metrics
+from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,20 @@ class AlertIn(BaseModel):
     priority: Literal["emergency", "high", "normal"] = "normal"
     expires_at: Expiry | None = None
     reference: Annotated[CleanStr, Field(max_length=200)] | None = None
+    tip_webhook: (
+        Annotated[
+            CleanStr,
+            Field(
+                max_length=2000,
+                pattern=r"^https?://[^\s/?#]+[^\s]*$",
+                description="The investigating system's URL: each tip citizens send in answer "
+                "to this alert is POSTed there (JSON, signed: X-Broadcaster-Signature: "
+                "sha256=<hex HMAC-SHA256 of the body>) until it answers 2xx. https only.",
+                examples=["https://cases.example.police.dk/tips/4711"],
+            ),
+        ]
+        | None
+    ) = None
 
     @field_validator("message")
     @classmethod
@@ -74,8 +90,13 @@ class DeliveryCounts(BaseModel):
     cancelled: int
 
 
+class TipCounts(BaseModel):
+    received: int = Field(description="Tips citizens sent in answer to the alert")
+    forwarded: int = Field(description="Of those, acknowledged by the alert's tip_webhook")
+
+
 class AlertStatus(BaseModel):
-    """An alert and how far its deliveries have come."""
+    """An alert, how far its deliveries have come, and the tips it brought."""
 
     id: int
     status: Literal["queued", "dispatching", "completed", "expired", "cancelled"]
@@ -88,6 +109,8 @@ class AlertStatus(BaseModel):
     cancelled_at: datetime | None
     recipients: int | None = Field(description="Subscribers in the zone; null until fanned out")
     deliveries: DeliveryCounts
+    tips: TipCounts
+    tip_webhook: str | None
 
 
 # Printable ASCII, as HTTP header values are meant to be.
@@ -122,7 +145,17 @@ async def post_alert(
         )
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise Problem(422, "Invalid request", "expires_at: must be in the future")
-    alert = NewAlert(body.message, area, zone, body.priority, body.expires_at, body.reference)
+    if body.tip_webhook is not None:
+        check_tip_webhook(body.tip_webhook, settings)
+    alert = NewAlert(
+        body.message,
+        area,
+        zone,
+        body.priority,
+        body.expires_at,
+        body.reference,
+        body.tip_webhook,
+    )
     try:
         async with db.connection() as conn:
             alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
@@ -136,6 +169,25 @@ async def post_alert(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(status, status_code=202, headers=headers)
+
+
+def check_tip_webhook(url: str, settings: Settings) -> None:
+    """A tip_webhook must be an https URL with a host (http only where the settings allow it),
+    and tips must be signable (BROADCASTER_WEBHOOK_SECRET); Problem 422 otherwise."""
+    schemes = ("https", "http") if settings.tip_webhook_allow_http else ("https",)
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not one, a malformed IPv6 address
+        usable = False
+    if not usable:
+        raise Problem(422, "Invalid request", "tip_webhook: must be an https URL with a host")
+    if not settings.webhook_secret:
+        raise Problem(
+            422,
+            "Tip forwarding not set up",
+            "tip_webhook: this service has no BROADCASTER_WEBHOOK_SECRET to sign tips with",
+        )
 
 
 @router.get(

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import tenacity
 
+from broadcaster.citizens import upkeep
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
@@ -186,6 +187,7 @@ class Dispatcher:
         # One more loop for emergencies only, so they never wait for a bulk batch to finish.
         tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
+        tasks.append(asyncio.create_task(upkeep.run(self.pool, self.settings, stop), name="tips"))
         log.info(
             "dispatcher started",
             extra={
@@ -225,7 +227,7 @@ class Dispatcher:
         group commit as HTTP callbacks; the adapter acknowledges them after this returns, and
         answers with an error if it raises. It also tells the adapter which message ids name
         our deliveries (message_ids.py)."""
-        return ConnectionReceipts(self._receipts, self.pool, gateway)
+        return ConnectionReceipts(self._receipts, self.pool, gateway, self.settings)
 
     def _on_notify(self, *_: object) -> None:
         self._wake_all()

@@ -1,8 +1,10 @@
-"""Which message ids name deliveries sent through a gateway, for adapters whose receipts can name
-a message more than one way (SMPP ids whose number base the adapter has not learned yet).
+"""The sink a gateway's own connections (SMPP) hand their receipts to, with what else it answers:
+which message ids name deliveries sent through the gateway, for adapters whose receipts can name
+a message more than one way (SMPP ids whose number base the adapter has not learned yet), and
+where inbound messages go.
 
-Adapters never touch the database: the sink a gateway's own connections hand their receipts to
-(`ConnectionReceipts`) answers `known_message_ids`, and the adapter asks it (base.py).
+Adapters never touch the database: the sink (`ConnectionReceipts`) answers `known_message_ids`
+and takes `inbound` messages, and the adapter asks it (base.py).
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from broadcaster.citizens.inbound import store_batch
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
-from gateway_adapters.base import ReceiptUpdate
+from broadcaster.ops import metrics
+from broadcaster.settings import Settings
+from gateway_adapters.base import InboundMessage, ReceiptUpdate
 
 # Through deliveries_gateway_message (gateway_message_id, subscriber_id): one probe per id.
 KNOWN_MESSAGE_IDS = """
@@ -31,15 +36,28 @@ async def known_message_ids(pool: asyncpg.Pool, gateway: str, ids: Sequence[str]
 
 class ConnectionReceipts:
     """The receipt sink of a gateway whose receipts arrive on its own connection (SMPP): commits
-    them in the receipt writer's shared transactions, and looks message ids up."""
+    them in the receipt writer's shared transactions, looks message ids up, and stores and acts
+    on inbound messages."""
 
-    def __init__(self, writer: ReceiptWriter, pool: asyncpg.Pool, gateway: str) -> None:
+    def __init__(
+        self, writer: ReceiptWriter, pool: asyncpg.Pool, gateway: str, settings: Settings
+    ) -> None:
         self._writer = writer
         self._pool = pool
         self._gateway = gateway
+        self._settings = settings
 
     async def __call__(self, updates: list[ReceiptUpdate]) -> None:
         await self._writer.write(self._gateway, updates)
 
     async def known_message_ids(self, ids: Sequence[str]) -> set[str]:
         return await known_message_ids(self._pool, self._gateway, ids)
+
+    async def inbound(self, messages: list[InboundMessage]) -> None:
+        """Store the messages and act on them (citizens/inbound.py) in one transaction; returns
+        once committed. The adapter's receiving already batches them (what arrived together),
+        and they are few next to receipts: no group commit across calls."""
+        async with self._pool.acquire(timeout=LOOKUP_TIMEOUT) as conn, conn.transaction():
+            stored = await store_batch(conn, self._settings, [(self._gateway, messages)])
+        for kind, n in stored.kinds.items():
+            metrics.INBOUND.labels(kind).inc(n)

@@ -32,19 +32,19 @@ class NewAlert:
     priority: str
     expires_at: datetime | None
     reference: str | None
+    tip_webhook: str | None = None  # where its tips are posted (citizens/tip_forwarding.py)
 
     def request_hash(self) -> bytes:
-        canonical = json.dumps(
-            {
-                "message": self.message,
-                "area": self.area,
-                "priority": self.priority,
-                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-                "reference": self.reference,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        fields: dict[str, Any] = {
+            "message": self.message,
+            "area": self.area,
+            "priority": self.priority,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "reference": self.reference,
+        }
+        if self.tip_webhook is not None:  # absent, the hash is what it was before tip_webhook
+            fields["tip_webhook"] = self.tip_webhook
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
 
@@ -54,8 +54,8 @@ class NewAlert:
 INSERT_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        idempotency_key, request_hash, tip_webhook)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), zones AS (
@@ -77,10 +77,14 @@ SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = 
 
 ALERT_STATUS = """
 SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fanned_out_at,
-       a.completed_at, a.cancelled_at, a.recipients,
+       a.completed_at, a.cancelled_at, a.recipients, a.tip_webhook,
        (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM deliveries
-                 WHERE alert_id = a.id GROUP BY status) c) AS counts
+                 WHERE alert_id = a.id GROUP BY status) c) AS counts,
+       (SELECT count(*) FROM inbound_messages m
+         WHERE m.alert_id = a.id AND m.kind = 'tip') AS tips,
+       (SELECT count(*) FROM inbound_messages m
+         WHERE m.alert_id = a.id AND m.kind = 'tip' AND m.forwarded_at IS NOT NULL) AS forwarded
 FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
 """
 
@@ -116,6 +120,7 @@ async def create_alert(
         [r.radius_m for r in rows],
         [r.bbox for r in rows],
         WAKEUP_CHANNEL,
+        alert.tip_webhook,
     )
     if alert_id is not None:
         return alert_id, True
@@ -183,6 +188,8 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "cancelled_at": _iso(row["cancelled_at"]),
         "recipients": row["recipients"],
         "deliveries": counts,
+        "tips": {"received": row["tips"], "forwarded": row["forwarded"]},
+        "tip_webhook": row["tip_webhook"],
     }
 
 

@@ -51,3 +51,13 @@ CIRCUIT_OPEN = Gauge(
     "1 while a gateway's circuit is open or half-open",
     ["gateway"],
 )
+INBOUND = Counter(
+    "broadcaster_inbound_messages_total",
+    "Inbound SMS stored (repeats of a stored message not counted), by what they were",
+    ["kind"],
+)
+TIPS_FORWARDED = Counter(
+    "broadcaster_tips_forwarded_total",
+    "Attempts to post a tip to its alert's tip_webhook, by outcome",
+    ["outcome"],
+)
