@@ -57,6 +57,8 @@ JOIN inbound_messages m ON m.id = l.inbound_message_id
 JOIN alerts a ON a.id = m.alert_id
 """
 
+WAITING = "SELECT EXISTS (SELECT 1 FROM tip_outbox)"
+
 DELIVERED = """
 WITH gone AS (DELETE FROM tip_outbox WHERE id = ANY($1::bigint[]) RETURNING inbound_message_id)
 UPDATE inbound_messages SET forwarded_at = now()
@@ -113,7 +115,9 @@ class TipForwarder:
         """Post the tips due now (at most BATCH); returns how many were tried."""
         secret = self.settings.webhook_secret
         if not secret:
-            if not self._warned:
+            # Said once, when there is something to forward (alerts were given a tip_webhook by
+            # an API process that has the secret).
+            if not self._warned and await self.pool.fetchval(WAITING):
                 log.error("tips wait in the outbox: BROADCASTER_WEBHOOK_SECRET is not set")
                 self._warned = True
             return 0
