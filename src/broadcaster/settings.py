@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     signup_sms_per_number: int = Field(3, ge=1)
     signup_sms_per_client: int = Field(20, ge=1)
     code_attempts_per_client: int = Field(30, ge=1)
+    # Inbound messages and receipts keep the number this long; pending sign-ups never
+    # confirmed are deleted after pending_days (citizens/retention.py).
+    retention_days: int = Field(90, ge=1)
+    pending_days: int = Field(7, ge=1)
     # Clients whose X-Forwarded-For is believed (the ingress in front of the API), as uvicorn's
     # forwarded_allow_ips: the client address is what sign-up throttling counts.
     forwarded_allow_ips: str = "127.0.0.1"
