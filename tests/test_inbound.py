@@ -22,7 +22,7 @@ from tests.test_fanout import DONUT, add_subscribers, queue_alert
 from twilio import request_validator
 
 from broadcaster.api.app import create_app
-from broadcaster.citizens import upkeep
+from broadcaster.citizens import retention
 from broadcaster.citizens.texts import text
 from broadcaster.dispatch import queue
 from broadcaster.dispatch.fanout import fan_out_next
@@ -223,22 +223,24 @@ async def test_stop_from_a_number_we_do_not_know_keeps_it_out_for_good(
         assert (
             await conn.fetchval("SELECT count(*) FROM deliveries WHERE alert_id = $1", alert) == 0
         )
-    # The upkeep forgets pending rows made by SMS, never the opted-out ones.
-    await pool.execute("UPDATE subscribers SET updated_at = now() - interval '40 days'")
-    assert await upkeep.forget_strangers(pool, 30) == 0
+    # Retention forgets pending rows made by SMS, never the opted-out ones.
+    await pool.execute("UPDATE subscribers SET created_at = now() - interval '40 days'")
+    await retention.run(pool, settings_for("unused"))
     assert await subscriber(pool, UNKNOWN) is not None
 
 
-async def test_pending_rows_made_for_answers_are_forgotten_after_their_days(
+async def test_pending_rows_made_for_answers_are_forgotten_after_the_pending_days(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     assert (await send(client, UNKNOWN, "HELP")).status_code == 200
     assert (await send(client, "+4529990002", "HELP")).status_code == 200
-    assert await upkeep.forget_strangers(pool, 30) == 0  # too young
+    settings = settings_for("unused")  # BROADCASTER_PENDING_DAYS 7
+    await retention.run(pool, settings)
+    assert await subscriber(pool, UNKNOWN) is not None  # too young
     await pool.execute(
-        "UPDATE subscribers SET updated_at = now() - interval '31 days' WHERE phone = $1", UNKNOWN
+        "UPDATE subscribers SET created_at = now() - interval '8 days' WHERE phone = $1", UNKNOWN
     )
-    assert await upkeep.forget_strangers(pool, 30) == 1
+    await retention.run(pool, settings)
     assert await subscriber(pool, UNKNOWN) is None
     assert await subscriber(pool, "+4529990002") is not None
     # The message it sent stays (without a subscriber): a tip or a keyword is a record.

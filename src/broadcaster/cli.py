@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="scopes",
         help="a scope to grant (repeatable; default: all)",
     )
+    keys = sub.add_parser("api-key", help="list or revoke API keys").add_subparsers(
+        dest="key_command", required=True
+    )
+    keys.add_parser("list", help="list API keys (never the keys themselves)")
+    revoke = keys.add_parser("revoke", help="revoke an API key, effective at once")
+    revoke.add_argument("key", help="the key's id, or its name if only one active key has it")
     sub.add_parser(
         "simulate-gateway", help="run the gateway simulator (see --help)", add_help=False
     )
@@ -89,6 +95,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _run(_migrate(url))
     if args.command == "create-api-key":
         return _run(_create_key(url, args.name, args.scopes))
+    if args.command == "api-key":
+        return _run(_manage_keys(url, args.key_command, getattr(args, "key", None)))
     if args.command in ("serve", "api"):
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         settings = settings.model_copy(update=overrides)
@@ -139,6 +147,29 @@ async def _check_migrated(url: str) -> int:
         await ensure_migrated(conn)
     finally:
         await conn.close()
+    return 0
+
+
+async def _manage_keys(url: str, command: str, which: str | None) -> int:
+    from broadcaster.auth import list_api_keys, revoke_api_key
+
+    conn = await connect(url)
+    try:
+        await ensure_migrated(conn)
+        if command == "revoke":
+            assert which is not None
+            print(f"revoked API key {await revoke_api_key(conn, which)}")
+            return 0
+        rows = await list_api_keys(conn)
+    finally:
+        await conn.close()
+    print(f"{'id':>4}  {'name':<24} {'created':<20} {'revoked':<20} scopes")
+    for r in rows:
+        revoked = f"{r['revoked_at']:%Y-%m-%d %H:%M:%S}" if r["revoked_at"] else "-"
+        print(
+            f"{r['id']:>4}  {r['name'][:24]:<24} {r['created_at']:%Y-%m-%d %H:%M:%S}  "
+            f"{revoked:<20} {','.join(r['scopes'])}"
+        )
     return 0
 
 

@@ -131,16 +131,18 @@ class Settings(BaseSettings):
     signup_sms_per_number: int = Field(3, ge=1)
     signup_sms_per_client: int = Field(20, ge=1)
     code_attempts_per_client: int = Field(30, ge=1)
+    # Inbound messages and receipts keep the number this long; pending sign-ups never
+    # confirmed are deleted after pending_days (citizens/retention.py).
+    retention_days: int = Field(90, ge=1)
+    pending_days: int = Field(7, ge=1)
     # Clients whose X-Forwarded-For is believed (the ingress in front of the API), as uvicorn's
     # forwarded_allow_ips: the client address is what sign-up throttling counts.
     forwarded_allow_ips: str = "127.0.0.1"
     # Inbound SMS. A text that is no keyword is a tip about the most recent alert the number got
     # within this many hours. Answers to keywords per number and hour (a machine answering our
-    # answers must not make a loop). Pending rows made for keywords from numbers we did not
-    # know are forgotten after this many days.
+    # answers must not make a loop).
     tip_window_hours: float = Field(48.0, gt=0, le=24 * 366)
     keyword_replies_per_number: int = Field(5, ge=1)
-    sms_pending_days: int = Field(30, ge=1)
     # Tip forwarding to an alert's tip_webhook: the HMAC-SHA256 key of X-Broadcaster-Signature
     # (unset: tips wait in the outbox and alerts with a tip_webhook are refused), the first
     # retry delay (doubled per attempt) and the longest, and whether http:// URLs are taken

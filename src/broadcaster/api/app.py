@@ -93,16 +93,20 @@ def create_app(
     app.openapi = functools.partial(openapi.build, app)  # type: ignore[method-assign]
     problems.install(app)
     app.add_middleware(Guard, settings=settings)
-    for module in (
-        routes_ops,
-        routes_subscribers,
-        routes_signups,
-        routes_alerts,
-        routes_tips,
-        routes_callbacks,
-        routes_inbound,
-    ):
-        app.include_router(module.router)
+    app.state.routers = [
+        module.router
+        for module in (
+            routes_ops,
+            routes_subscribers,
+            routes_signups,
+            routes_alerts,
+            routes_tips,
+            routes_callbacks,
+            routes_inbound,
+        )
+    ]
+    for router in app.state.routers:
+        app.include_router(router)
     return app
 
 

@@ -53,3 +53,11 @@ def require(scope: str) -> Any:
         return key
 
     return Depends(check)
+
+
+def request_id(request: Request) -> str:
+    """The request's id (the Guard gives every request one)."""
+    return str(getattr(request.state, "request_id", ""))
+
+
+RequestId = Annotated[str, Depends(request_id)]

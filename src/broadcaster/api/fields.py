@@ -44,11 +44,11 @@ def _near_future(value: datetime) -> datetime:
 # A phone number as people write it: digits with an optional leading + (or "(+45)"), spaced with
 # blanks, dashes or parentheses. Anything else (an extension, letters, a NUL) is refused rather
 # than dropped; phone.normalise then decides whether it is a valid number.
-_PHONE = re.compile(r"\(?\+?[0-9 ()\-]*[0-9][0-9 ()\-]*")
+PHONE_SHAPE = re.compile(r"\(?\+?[0-9 ()\-]*[0-9][0-9 ()\-]*")
 
 
 def _phone_shaped(value: str) -> str:
-    if not _PHONE.fullmatch(value):
+    if not PHONE_SHAPE.fullmatch(value):
         raise ValueError(
             "must be a phone number: digits with an optional leading +, spaced with blanks, "
             "dashes or parentheses"

@@ -7,6 +7,8 @@
   left in the request's state for `require`, which checks its scope.
 - The body's size: a Content-Length over the route's limit is answered 413 before anything is
   read; a chunked body is counted while it streams and refused once it goes over.
+- Every request gets an id (the caller's X-Request-ID, or a new one), answered in X-Request-ID
+  and recorded with audited actions.
 - An error that escapes the app is answered 500 problem+json here, with `Connection: close`,
   instead of being re-raised (which made the server drop the keep-alive connection without a
   word, so the client could not know whether its POST was taken).
@@ -18,6 +20,8 @@ and the connection cannot carry another request.
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +34,10 @@ from broadcaster.auth import find_api_key
 from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A caller's X-Request-ID is kept when it looks like an id; else one is made. Either way it is
+# answered in X-Request-ID and recorded with audited actions.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 # Routes under this prefix need a key, except the gateways' callbacks and inbound SMS (signed by
 # the gateway).
@@ -85,6 +93,11 @@ class Guard:
         path = route_path(scope)
         headers = Headers(scope=scope)
         limit = body_limit(self.settings, scope["method"], path)
+        request_id = headers.get("x-request-id", "")
+        if not REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        send = _tagged(send, (b"x-request-id", request_id.encode()))
         try:
             if needs_key(path):
                 scope.setdefault("state", {})["api_key"] = await self._authenticate(scope, headers)
@@ -137,6 +150,17 @@ class Guard:
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         return key
+
+
+def _tagged(send: Send, header: tuple[bytes, bytes]) -> Send:
+    """`send` that adds `header` to the response."""
+
+    async def tagged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), header]
+        await send(message)
+
+    return tagged
 
 
 def body_pending(headers: Headers) -> bool:

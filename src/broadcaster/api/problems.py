@@ -116,10 +116,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem_response(
-            request, exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+        title = {400: "Bad request", 404: "Not found", 405: "Method not allowed"}.get(
+            exc.status_code, "Error"
         )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only.
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return problem_response(request, exc.status_code, title, str(exc.detail), headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         problem = database_problem(exc)
@@ -138,6 +142,17 @@ def install(app: FastAPI) -> None:
     # takes are answered 500 by the Guard, which keeps the connection honest.)
     for kind in DATABASE_ERRORS:
         app.add_exception_handler(kind, _database)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of the app answers on `path`."""
+    methods: set[str] = set()
+    for router in getattr(app.state, "routers", ()):
+        for route in router.routes:
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods |= set(getattr(route, "methods", ()) or ())
+    return sorted(methods)
 
 
 DATABASE_ERRORS = (

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broadcaster.api.area_schema import Area
-from broadcaster.api.deps import DbDep, SettingsDep, require
+from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
 from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
@@ -27,7 +27,7 @@ from broadcaster.ingest.alerts import (
 )
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.sms import segment_count
-from broadcaster.ops import metrics
+from broadcaster.ops import audit, metrics
 from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ async def post_alert(
     body: AlertIn,
     db: DbDep,
     settings: SettingsDep,
+    request_id: RequestId,
     key: ApiKey = require("alerts:write"),
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -158,7 +159,17 @@ async def post_alert(
     )
     try:
         async with db.connection() as conn:
-            alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
+            async with conn.transaction():
+                alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
+                if created:
+                    await audit.record(
+                        conn,
+                        key.name,
+                        audit.ALERT_CREATED,
+                        f"alert:{alert_id}",
+                        request_id,
+                        {"priority": body.priority, "reference": body.reference},
+                    )
             status = await alert_status(conn, alert_id)
     except IdempotencyConflict as exc:
         raise Problem(422, "Idempotency-Key reused", str(exc)) from None
@@ -209,11 +220,16 @@ async def get_alert(
     responses=errors(401, 403, 404, 409, 413, 422, 503),
 )
 async def cancel(
-    alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:write")
+    alert_id: AlertId, db: DbDep, request_id: RequestId, key: ApiKey = require("alerts:write")
 ) -> dict[str, Any]:
     try:
         async with db.connection() as conn:
-            found = await cancel_alert(conn, alert_id)
+            async with conn.transaction():
+                found = await cancel_alert(conn, alert_id)
+                if found:
+                    await audit.record(
+                        conn, key.name, audit.ALERT_CANCELLED, f"alert:{alert_id}", request_id
+                    )
             status = await alert_status(conn, alert_id)
     except NotCancellable as exc:
         raise Problem(409, "Not cancellable", str(exc)) from None

@@ -1,19 +1,26 @@
-"""Subscribers registered by other systems (with the scope subscribers:write)."""
+"""Subscribers registered by other systems (scope subscribers:write), and a citizen's data on
+request: what is stored about a number (subscribers:read), its erasure (subscribers:write)."""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from broadcaster.api.deps import DbDep, require
-from broadcaster.api.fields import CleanStr, Coordinate, PhoneInput
+from broadcaster.api.deps import DbDep, RequestId, require
+from broadcaster.api.fields import PHONE_SHAPE, CleanStr, Coordinate, PhoneInput
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
+from broadcaster.citizens import privacy
 from broadcaster.ingest.geo import SCALE
+from broadcaster.ops import audit
 from broadcaster.phone import PhoneError, normalise
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["subscribers"])
 
@@ -94,3 +101,112 @@ async def create_subscriber(
         "status": body.status,
         "locations": [loc.model_dump() for loc in body.locations],
     }
+
+
+# -- a citizen's data on request ------------------------------------------------------------------
+
+PhoneInPath = Annotated[
+    str,
+    Path(
+        min_length=4,
+        max_length=32,
+        description="The number, E.164 (+4520123456; %2B for + in a URL) or national",
+    ),
+]
+
+
+class StoredSubscriber(BaseModel):
+    id: int
+    phone: str
+    status: Literal["active", "pending", "opted_out"]
+    language: str
+    reason: str | None
+    source: str
+    created_at: datetime
+    confirmed_at: datetime | None
+    opted_out_at: datetime | None
+    opt_out_reason: str | None
+
+
+class StoredSignup(BaseModel):
+    created_at: datetime
+    expires_at: datetime
+    confirmed_at: datetime | None
+    source: str
+    language: str
+    reason: str | None
+    locations: list[Location]
+
+
+class StoredInbound(BaseModel):
+    received_at: datetime
+    kind: str
+    text: str
+    alert_id: int | None
+
+
+class StoredDeliveries(BaseModel):
+    kind: Literal["alert", "notice"]
+    status: str
+    n: int
+    last_sent_at: datetime | None
+
+
+class SubscriberRecord(BaseModel):
+    """Everything stored about a number (an access request)."""
+
+    subscriber: StoredSubscriber
+    locations: list[Location]
+    signups: list[StoredSignup]
+    inbound_messages: list[StoredInbound]
+    deliveries: list[StoredDeliveries]
+
+
+def _number(raw: str) -> str:
+    if not PHONE_SHAPE.fullmatch(raw):
+        raise Problem(422, "Invalid phone number", "phone: must be a phone number")
+    try:
+        return normalise(raw)
+    except PhoneError as exc:
+        raise Problem(422, "Invalid phone number", f"phone: {exc}") from None
+
+
+@router.get(
+    "/v1/subscribers/{phone}",
+    response_model=SubscriberRecord,
+    responses=errors(401, 403, 404, 422, 503),
+)
+async def get_subscriber(
+    phone: PhoneInPath, db: DbDep, _key: ApiKey = require("subscribers:read")
+) -> dict[str, Any]:
+    """Everything stored about the number, for a citizen's access request."""
+    number = _number(phone)
+    async with db.connection() as conn:
+        record = await privacy.describe(conn, number, SCALE)
+    if record is None:
+        raise Problem(404, "Not found", "no subscriber with this number")
+    return record
+
+
+@router.delete(
+    "/v1/subscribers/{phone}", status_code=204, responses=errors(401, 403, 404, 422, 503)
+)
+async def erase_subscriber(
+    phone: PhoneInPath,
+    db: DbDep,
+    request_id: RequestId,
+    key: ApiKey = require("subscribers:write"),
+) -> Response:
+    """Erase the number's personal data (number, areas, sign-ups; the number in inbound
+    messages and receipts). Past deliveries stay, anonymous, for the statistics. Audited."""
+    number = _number(phone)
+    async with db.connection() as conn, conn.transaction():
+        erased = await privacy.erase(conn, number)
+        if erased is not None:
+            await audit.record(
+                conn, key.name, audit.SUBSCRIBER_ERASED, f"subscriber:{erased}", request_id
+            )
+    if erased is None:
+        raise Problem(404, "Not found", "no subscriber with this number")
+    log.info("subscriber erased", extra={"subscriber_id": erased})
+    return Response(status_code=204)

@@ -26,8 +26,9 @@ the API's group commit) and, inside the caller's transaction:
    for STOP and START), and at most `keyword_replies_per_number` an hour go to one number (a
    machine answering our answers must not make a loop); the action itself is always done.
    A number we do not know that asks for an answer (HELP, START, JOIN) gets a *pending*
-   subscriber row with source 'sms' and no areas to carry the notice. Pending rows of that kind
-   live `sms_pending_days` (upkeep.py deletes them); opted-out rows made by STOP are kept.
+   subscriber row with source 'sms' and no areas to carry the notice. Such rows are deleted
+   with their notices after BROADCASTER_PENDING_DAYS (7) by the retention job, as unconfirmed
+   sign-ups are (retention.py); opted-out rows made by STOP are kept.
 """
 
 from __future__ import annotations

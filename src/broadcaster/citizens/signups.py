@@ -29,15 +29,6 @@ from broadcaster.ingest.geo import SCALE
 from broadcaster.settings import Settings
 
 MAX_ATTEMPTS = 5
-REASONS = (
-    "help_police",
-    "help_community",
-    "feel_safer",
-    "stay_informed",
-    "general_interest",
-    "curious",
-    "other",
-)
 
 UPSERT_PENDING = """
 INSERT INTO subscribers (phone, language, status, source) VALUES ($1, $2, 'pending', $3)

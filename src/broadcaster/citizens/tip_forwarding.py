@@ -3,7 +3,7 @@ the investigating system, until that system acknowledges it (any 2xx).
 
 The tip and its outbox row (`tip_outbox`) are written in one transaction (inbound.py), so a tip
 is never lost while the receiver is down or the dispatcher restarts. The dispatcher process
-drains the outbox (`run`, one loop per process; several processes share the rows):
+drains the outbox (`run`, one loop per dispatcher process; several processes share the rows):
 
 - due rows are leased (`due_at` moved `LEASE_SECONDS` ahead) in one statement with
   `FOR UPDATE SKIP LOCKED`, so a row is posted by one process at a time, and a process that

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import tenacity
 
-from broadcaster.citizens import upkeep
+from broadcaster.citizens import retention, tip_forwarding
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
@@ -65,6 +65,8 @@ SPEED_STEP = 0.05
 LIVE_SECONDS = 3.0
 # Housekeeping looks for alerts with nothing left to submit every this many heartbeats.
 COMPLETION_SWEEP_TICKS = 5
+# Forgetting dead dispatchers and the retention of personal data: at start, then hourly.
+RETENTION_TICKS = 3600
 EMERGENCY, NORMAL = PRIORITIES["emergency"], PRIORITIES["normal"]
 # InternalClientError: what asyncpg raises on a connection the server ended between statements
 # (a claim's transaction cut off by idle_in_transaction_session_timeout).
@@ -187,7 +189,8 @@ class Dispatcher:
         # One more loop for emergencies only, so they never wait for a bulk batch to finish.
         tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
-        tasks.append(asyncio.create_task(upkeep.run(self.pool, self.settings, stop), name="tips"))
+        tips = tip_forwarding.run(self.pool, self.settings, stop)
+        tasks.append(asyncio.create_task(tips, name="tip-forwarding"))
         log.info(
             "dispatcher started",
             extra={
@@ -383,8 +386,9 @@ class Dispatcher:
                     ]
                     if ids:
                         await queue.complete_alerts(self.pool, ids)
-                if ticks % 600 == 0:
+                if ticks % RETENTION_TICKS == 0:
                     await roster.forget_dead(self.pool)
+                    await retention.run(self.pool, self.settings)
                 self._db.ok()
             except DB_ERRORS as exc:
                 self._db.failed(exc, "housekeeping")
