@@ -39,6 +39,18 @@ QUICK = {
     "emergency_latency": ["--subscribers", "20000", "--samples", "5"],
     "receipts": ["--receipts", "3000", "--api-requests", "2000", "--smpp-receipts", "2000"],
     "import_subscribers": ["--rows", "20000"],
+    "inbound": [
+        "--subscribers",
+        "20000",
+        "--stops",
+        "10",
+        "--started",
+        "2000",
+        "--tips",
+        "3000",
+        "--api-requests",
+        "2000",
+    ],
     "memory": ["--recipients", "10000", "50000"],
 }
 MAIN_GUARD = re.compile(r"^if __name__ == [\"']__main__[\"']:", re.MULTILINE)

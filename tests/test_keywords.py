@@ -83,6 +83,12 @@ DOCUMENTED = {
         ("   ", None),
         ("?!", None),
         ("S T O P", None),
+        ("Stop . !", Keyword("stop")),  # three parts between blanks
+        ("TILMELD 3400 .", Keyword("join", "da", "3400")),
+        ("STOP . ! ?", None),  # four: documented as never a keyword
+        ("STOP" + "!" * 57, None),  # more than 60 characters
+        ("STOP" + "!" * 56, Keyword("stop")),
+        ("   STOP   " * 1 + " " * 500, Keyword("stop")),  # blanks do not count
     ],
 )
 def test_keyword_table(text: str, expected: Keyword | None) -> None:

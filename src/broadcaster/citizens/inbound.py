@@ -1,7 +1,8 @@
 """Inbound SMS: every message a citizen sends us is stored, and acted on in the same transaction.
 
 `store_batch` takes the verified messages of one or more requests (several gateways at once:
-the API's group commit) and, inside the caller's transaction:
+the API's group commit) and commits them: one statement when they are all tips (the common case,
+one round trip), else one transaction that
 
 1. stores every message in `inbound_messages`, in one statement. A message whose gateway id was
    stored before (the gateway posted it again) is stored once and not acted on again. A text
@@ -83,13 +84,15 @@ WITH m AS (
     FROM m JOIN found f ON f.n = m.n
     ORDER BY m.n
     ON CONFLICT (gateway, gateway_message_id) WHERE gateway_message_id IS NOT NULL DO NOTHING
-    RETURNING id, gateway, phone, subscriber_id, text, kind, alert_id
+    RETURNING id, phone, text, kind, alert_id
 ), outbox AS (
     INSERT INTO tip_outbox (inbound_message_id, url)
     SELECT stored.id, a.tip_webhook FROM stored JOIN alerts a ON a.id = stored.alert_id
     WHERE a.tip_webhook IS NOT NULL
 )
-SELECT id, gateway, phone, subscriber_id, text, kind, alert_id FROM stored
+SELECT t.tips, k.id, k.phone, k.text, k.kind
+FROM (SELECT count(*) AS tips FROM stored WHERE kind = 'tip') t
+LEFT JOIN (SELECT id, phone, text, kind FROM stored WHERE kind <> 'tip') k ON true
 """
 
 # The subscriber a keyword is about, locked: two keywords from one number apply in turn.
@@ -163,34 +166,39 @@ async def store_batch(
     *,
     statement_timeout: float | None = None,
 ) -> Stored:
-    """Store (gateway, messages) pairs and act on their keywords, in the caller's transaction
-    (see the module docstring)."""
+    """Store (gateway, messages) pairs and act on their keywords, and commit (see the module
+    docstring; inside a caller's transaction, as part of it)."""
     rows = [(gateway, m) for gateway, messages in batch for m in messages]
     if not rows:
         return Stored(0, {})
-    stored = await conn.fetch(
-        STORE,
+    kinds = [kind_of(m.text) for _, m in rows]
+    args = (
         [gateway for gateway, _ in rows],
         [m.gateway_message_id for _, m in rows],
         [m.phone for _, m in rows],
         [m.text for _, m in rows],
-        [kind_of(m.text) for _, m in rows],
+        kinds,
         [m.sent_at for _, m in rows],
         [m.raw if type(m.raw) is dict else dict(m.raw) for _, m in rows],
         timedelta(hours=settings.tip_window_hours),
-        timeout=statement_timeout,
     )
-    kinds: dict[str, int] = {}
-    for row in stored:
-        kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
-    commands = sorted(
-        (r for r in stored if r["kind"] != "tip"), key=lambda r: (r["phone"], r["id"])
-    )
+    if all(kind == "tip" for kind in kinds):
+        # One statement commits on its own: no transaction block, one round trip.
+        (result,) = await conn.fetch(STORE, *args, timeout=statement_timeout)
+        return Stored(result["tips"], {"tip": result["tips"]} if result["tips"] else {})
+    async with conn.transaction():
+        result_rows = await conn.fetch(STORE, *args, timeout=statement_timeout)
+        commands = sorted(
+            (r for r in result_rows if r["kind"] is not None), key=lambda r: (r["phone"], r["id"])
+        )
+        for row in commands:
+            keyword = keywords.parse(row["text"])
+            assert keyword is not None  # STORE's kind came from the same parse
+            await act(conn, settings, row["id"], row["phone"], keyword)
+    counts: dict[str, int] = {"tip": result_rows[0]["tips"]} if result_rows[0]["tips"] else {}
     for row in commands:
-        keyword = keywords.parse(row["text"])
-        assert keyword is not None  # STORE's kind came from the same parse
-        await act(conn, settings, row["id"], row["phone"], keyword)
-    return Stored(len(stored), kinds)
+        counts[row["kind"]] = counts.get(row["kind"], 0) + 1
+    return Stored(result_rows[0]["tips"] + len(commands), counts)
 
 
 async def act(

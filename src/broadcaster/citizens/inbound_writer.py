@@ -33,10 +33,9 @@ class InboundWriter(ReceiptWriter):
     async def _record(
         self, conn: asyncpg.pool.PoolConnectionProxy, pairs: list[tuple[str, Sequence[Any]]]
     ) -> int:
-        async with conn.transaction():
-            stored = await store_batch(
-                conn, self._settings, pairs, statement_timeout=self._statement_timeout
-            )
+        stored = await store_batch(
+            conn, self._settings, pairs, statement_timeout=self._statement_timeout
+        )
         for kind, n in stored.kinds.items():
             metrics.INBOUND.labels(kind).inc(n)
         return sum(len(messages) for _, messages in pairs)

@@ -14,10 +14,12 @@ A text is a keyword only when the whole text is one: `stop`, ` Stop. `, `STOP!` 
 - case (`Stop`, `sToP`) and width (full-width letters);
 - blanks and line breaks around and between the words (`TILMELD   3400`, also `TILMELD3400`);
 - accents and marks (`STÓP`), and Æ written as AE (`HJAELP`);
-- trailing punctuation: any run of `. ! ? , ; :` at the end (`Stop.`, `HELP?!`), and quotes
-  around the text.
+- trailing punctuation: any run of `. ! ? , ; :` and blanks at the end (`Stop.`, `HELP?!`,
+  `Stop . !`), and quotes around the text.
 
-Anything else is not a keyword: `parse` returns None, and the text is a tip (inbound.py).
+Anything else is not a keyword: `parse` returns None, and the text is a tip (inbound.py). So is
+any text of more than 60 characters (blanks aside) or of more than three parts between blanks
+(`TILMELD 3400 .` is three): no keyword comes close, and most tips are decided without folding.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ WORDS: dict[str, tuple[str, str | None]] = {
 KINDS = frozenset(kind for kind, _ in WORDS.values())
 # Letters with no decomposition that a Danish keyword may hold, written as their transliteration.
 _TRANSLITERATE = str.maketrans({"Æ": "AE", "æ": "AE", "Ø": "OE", "ø": "OE", "Å": "AA", "å": "AA"})
-_TRAILING = re.compile(r"[.!?,;:]+$")
+_TRAILING = re.compile(r"[\s.!?,;:]+$")
 _QUOTES = "\"'`\u201c\u201d\u201e\u00ab\u00bb\u2018\u2019"  # straight, curly, guillemets
 # A word, then for JOIN/TILMELD optionally a postal code of four digits.
 _SHAPE = re.compile(r"([A-Z]+)(?: ?([0-9]{4}))?")
@@ -57,19 +59,28 @@ class Keyword:
     postal_code: str | None = None
 
 
+MAX_CHARS = 60  # blanks aside
+MAX_PARTS = 3  # between blanks
+
+
 def normalise(text: str) -> str:
     """The text as keywords are compared: compatibility forms folded (full width), Æ/Ø/Å
     transliterated, accents dropped, upper case, blanks collapsed to one space, quotes and
     trailing punctuation removed."""
-    folded = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE))
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
-    plain = plain.translate(_TRANSLITERATE).upper()
-    words = " ".join(plain.split()).strip(_QUOTES + " ")
+    if not text.isascii():  # ASCII has nothing to fold (most texts: a fast path)
+        folded = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE))
+        text = "".join(c for c in folded if not unicodedata.combining(c))
+        text = text.translate(_TRANSLITERATE)
+    words = " ".join(text.upper().split()).strip(_QUOTES + " ")
     return _TRAILING.sub("", words).strip(_QUOTES + " ")
 
 
 def parse(text: str) -> Keyword | None:
     """The keyword `text` is, or None when it is not one (see the module docstring)."""
+    if len(text) > MAX_CHARS and len("".join(text.split())) > MAX_CHARS:
+        return None
+    if len(text.split(maxsplit=MAX_PARTS)) > MAX_PARTS:
+        return None
     shape = _SHAPE.fullmatch(normalise(text))
     if shape is None:
         return None

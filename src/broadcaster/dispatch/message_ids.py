@@ -57,7 +57,7 @@ class ConnectionReceipts:
         """Store the messages and act on them (citizens/inbound.py) in one transaction; returns
         once committed. The adapter's receiving already batches them (what arrived together),
         and they are few next to receipts: no group commit across calls."""
-        async with self._pool.acquire(timeout=LOOKUP_TIMEOUT) as conn, conn.transaction():
+        async with self._pool.acquire(timeout=LOOKUP_TIMEOUT) as conn:
             stored = await store_batch(conn, self._settings, [(self._gateway, messages)])
         for kind, n in stored.kinds.items():
             metrics.INBOUND.labels(kind).inc(n)
