@@ -55,40 +55,49 @@ REPLY_LIFETIME = timedelta(hours=24)  # an answer that could not go out in a day
 
 # The messages as rows ($1..$7), then the tip window ($8). `recent`: the alerts that may have a
 # delivery sent within the window (not completed before it began), as one array, so that each
-# tip probes deliveries' (alert_id, subscriber_id) key once per such alert.
+# tip probes deliveries' (alert_id, subscriber_id) key once per such alert. The lookups are
+# scalar subqueries, evaluated per message through an index whatever the batch size and the
+# statistics (as joins, a batch of 500 was planned as a hash join over every subscriber);
+# tests/test_inbound_plans.py checks it.
 STORE = """
-WITH m AS (
+WITH m AS MATERIALIZED (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
                 $7::jsonb[])
          WITH ORDINALITY AS m(gateway, message_id, phone, text, kind, sent_at, raw, n)
-), recent AS (
+), recent AS MATERIALIZED (
     SELECT coalesce(array_agg(id), '{}') AS ids FROM alerts
     WHERE kind = 'alert' AND (completed_at IS NULL OR completed_at > now() - $8::interval)
-), found AS (
-    SELECT m.n, s.id AS subscriber_id,
-           CASE WHEN m.kind = 'tip' AND s.id IS NOT NULL THEN (
+), found AS MATERIALIZED (
+    SELECT m.*, s.subscriber_id,
+           CASE WHEN m.kind = 'tip' AND s.subscriber_id IS NOT NULL THEN (
                SELECT d.alert_id FROM deliveries d
                WHERE d.alert_id = ANY((SELECT ids FROM recent)::bigint[])
-                 AND d.subscriber_id = s.id AND d.status IN ('sent', 'delivered')
+                 AND d.subscriber_id = s.subscriber_id AND d.status IN ('sent', 'delivered')
                  AND d.sent_at > now() - $8::interval
                ORDER BY d.sent_at DESC, d.alert_id DESC
                LIMIT 1)
            END AS alert_id
-    FROM m LEFT JOIN subscribers s ON s.phone = m.phone
+    FROM m
+    CROSS JOIN LATERAL (
+        SELECT (SELECT id FROM subscribers WHERE phone = m.phone) AS subscriber_id OFFSET 0
+    ) s
 ), stored AS (
     INSERT INTO inbound_messages (gateway, gateway_message_id, phone, subscriber_id, text, kind,
                                   alert_id, sent_at, raw)
-    SELECT m.gateway, m.message_id, m.phone, f.subscriber_id, m.text, m.kind, f.alert_id,
-           m.sent_at, m.raw
-    FROM m JOIN found f ON f.n = m.n
-    ORDER BY m.n
+    SELECT gateway, message_id, phone, subscriber_id, text, kind, alert_id, sent_at, raw
+    FROM found
+    ORDER BY n
     ON CONFLICT (gateway, gateway_message_id) WHERE gateway_message_id IS NOT NULL DO NOTHING
     RETURNING id, phone, text, kind, alert_id
 ), outbox AS (
     INSERT INTO tip_outbox (inbound_message_id, url)
-    SELECT stored.id, a.tip_webhook FROM stored JOIN alerts a ON a.id = stored.alert_id
-    WHERE a.tip_webhook IS NOT NULL
+    SELECT id, url FROM (
+        SELECT stored.id, (SELECT tip_webhook FROM alerts WHERE id = stored.alert_id) AS url
+        FROM stored WHERE stored.alert_id IS NOT NULL
+        OFFSET 0
+    ) hooked
+    WHERE url IS NOT NULL
 )
 SELECT t.tips, k.id, k.phone, k.text, k.kind
 FROM (SELECT count(*) AS tips FROM stored WHERE kind = 'tip') t

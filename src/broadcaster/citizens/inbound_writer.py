@@ -28,7 +28,9 @@ class InboundWriter(ReceiptWriter):
         self._settings = settings
 
     async def _prepare(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
-        """Nothing to set: the statements are planned as they come."""
+        """STORE's generic plan is its custom plans (per-message lookups;
+        tests/test_inbound_plans.py checks both): planned once, as receipts are."""
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
 
     async def _record(
         self, conn: asyncpg.pool.PoolConnectionProxy, pairs: list[tuple[str, Sequence[Any]]]
