@@ -22,7 +22,7 @@ one API process takes per second.
     linked). Next to it, in the same run: the FastAPI no-op POST ceiling with the same client
     (bench/ceilings.api_ceiling) just before and just after; the mean of the two is the ceiling.
 
-    python bench/inbound.py [--subscribers 500000] [--stops 50] [--interval 0.1] [--rate 0]
+    python bench/inbound.py [--subscribers 500000] [--stops 200] [--interval 0.05] [--rate 0]
                             [--tips 50000] [--concurrency 64] [--api-requests 20000]
                             [--only stop|ingest]
 """
@@ -355,8 +355,8 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=500_000)
-    parser.add_argument("--stops", type=int, default=50)
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between STOPs")
+    parser.add_argument("--stops", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between STOPs")
     parser.add_argument("--rate", type=float, default=0, help="gateway limit (0: none)")
     parser.add_argument(
         "--started", type=int, default=20_000, help="messages sent before the STOPs begin"

@@ -211,12 +211,13 @@ async def _dispatcher(settings: Settings, url: str) -> int:
 
     worker = worker_name()
     # Sender loops (one connection each while a batch is out), the emergency loop, fan-out,
-    # housekeeping and two for receipts arriving on gateway connections (SMPP).
+    # housekeeping, tip forwarding and two for receipts and inbound messages arriving on gateway
+    # connections (SMPP).
     loops = min(_concurrency(settings), settings.batches_in_flight)
     pool = await create_pool(
         url,
         min_size=2,
-        max_size=loops + 5,
+        max_size=loops + 6,
         application_name=f"dispatcher {worker}",
         # The dispatcher's statements run once per batch of up to thousands of rows: planning
         # each time costs a millisecond, while a generic plan (the server's choice after five

@@ -143,8 +143,8 @@ class InboundMessage:
     deliver_sm no id, so it is None there. `phone` is the sender in E.164 (`+4520123456`);
     `text` is the whole message, reassembled if it came in parts; `sent_at` is when the provider
     says it was sent, None where it does not say. `raw` keeps the provider's fields for audit,
-    except the sender's number, which is in `phone` only (so that nulling `phone` after the
-    retention period leaves no copy of it).
+    except the sender's number and the text, which are in `phone` and `text` only (so that
+    nulling `phone` after the retention period leaves no copy of it).
     """
 
     gateway_message_id: str | None

@@ -238,7 +238,7 @@ def _parse_inbound(
         phone="+" + msisdn,
         text=clean_text(message),
         sent_at=_timestamp(claims.get("senttime")),
-        raw={k: v for k, v in claims.items() if k != "msisdn"},
+        raw={k: v for k, v in claims.items() if k not in ("msisdn", "message")},
     )
 
 
