@@ -75,6 +75,7 @@ def test_gatewayapi_mo_sms_is_read_from_the_signed_claims() -> None:
         ({**MO, "message": 7}, {**MO, "message": 7}, 400, "not a text"),
         ("[1, 2]", MO, 400, "not a JSON object"),
         ("{", MO, 400, "not JSON"),
+        ("[" * 100_000 + "]" * 100_000, MO, 400, "not JSON"),  # nested past the recursion limit
     ],
 )
 def test_gatewayapi_mo_sms_refused(body: Any, claims: Any, status: int, why: str) -> None:

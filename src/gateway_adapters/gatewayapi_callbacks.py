@@ -245,7 +245,7 @@ def _parse_inbound(
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CallbackRejected("body is not JSON", status=400) from exc
     if not isinstance(data, dict):
         raise CallbackRejected("body is not a JSON object", status=400)
