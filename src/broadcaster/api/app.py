@@ -17,6 +17,7 @@ from broadcaster.api import (
     openapi,
     problems,
     routes_alerts,
+    routes_audit,
     routes_callbacks,
     routes_ops,
     routes_signups,
@@ -93,6 +94,7 @@ def create_app(
             routes_subscribers,
             routes_signups,
             routes_alerts,
+            routes_audit,
             routes_callbacks,
         )
     ]

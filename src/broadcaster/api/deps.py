@@ -52,7 +52,18 @@ def require(scope: str) -> Any:
             raise Problem(403, "Forbidden", f"the API key lacks the scope {scope!r}")
         return key
 
+    check.scope = scope  # type: ignore[attr-defined]  # read by tests walking the routes
     return Depends(check)
+
+
+def required_scope(route: Any) -> str | None:
+    """The scope a route's `require(...)` asks for, or None for a route without a key."""
+    dependant = getattr(route, "dependant", None)
+    for dependency in dependant.dependencies if dependant is not None else []:
+        scope = getattr(dependency.call, "scope", None)
+        if scope is not None:
+            return str(scope)
+    return None
 
 
 def request_id(request: Request) -> str:

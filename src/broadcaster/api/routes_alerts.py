@@ -6,10 +6,11 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from broadcaster.api import pagination
 from broadcaster.api.area_schema import Area
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
 from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
@@ -23,6 +24,7 @@ from broadcaster.ingest.alerts import (
     alert_status,
     cancel_alert,
     create_alert,
+    list_alerts,
 )
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.sms import segment_count
@@ -74,12 +76,16 @@ class DeliveryCounts(BaseModel):
     cancelled: int
 
 
+AlertStatusName = Literal["queued", "dispatching", "completed", "expired", "cancelled"]
+Priority = Literal["emergency", "high", "normal"]
+
+
 class AlertStatus(BaseModel):
     """An alert and how far its deliveries have come."""
 
     id: int
-    status: Literal["queued", "dispatching", "completed", "expired", "cancelled"]
-    priority: Literal["emergency", "high", "normal"]
+    status: AlertStatusName
+    priority: Priority
     reference: str | None
     expires_at: datetime | None
     created_at: datetime
@@ -147,6 +153,38 @@ async def post_alert(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(status, status_code=202, headers=headers)
+
+
+class AlertSummary(BaseModel):
+    """An alert in a list (its delivery counts are in GET /v1/alerts/{id})."""
+
+    id: int
+    status: AlertStatusName
+    priority: Priority
+    reference: str | None
+    expires_at: datetime | None
+    created_at: datetime
+    fanned_out_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    recipients: int | None
+
+
+@router.get(
+    "/v1/alerts", response_model=pagination.Page[AlertSummary], responses=errors(401, 403, 422, 503)
+)
+async def get_alerts(
+    db: DbDep,
+    _key: ApiKey = require("alerts:read"),
+    status: Annotated[list[AlertStatusName] | None, Query(description="Any of these")] = None,
+    limit: pagination.Limit = 50,
+    cursor: pagination.Cursor = None,
+) -> dict[str, Any]:
+    """Alerts, newest first, a page at a time."""
+    before = pagination.decode(cursor)
+    async with db.connection() as conn:
+        rows = await list_alerts(conn, before, list(status or []), limit + 1)
+    return pagination.page(rows, [r["id"] for r in rows], limit)
 
 
 @router.get(
