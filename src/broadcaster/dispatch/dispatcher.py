@@ -4,8 +4,8 @@ Gateways are used in the configured order of preference. Each sender loop picks 
 gateway that is usable now (circuit closed or due for a probe, not throttled), takes a chunk of
 that gateway's rate-limit tokens, claims that many due deliveries (one statement, priority
 first), submits them through the adapter and writes every result back (one statement, shielded
-from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback. On stop they finish the
-batch in hand and exit.
+from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback (wakeups.py). On stop
+they finish the batch in hand and exit.
 
 A gateway's `rate_per_second` is one token bucket in PostgreSQL shared by every dispatcher
 (ratelimit.py), so the limit holds for the sum of all dispatcher processes at every moment.
@@ -36,7 +36,8 @@ from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.queue import Claimed, Outcome
 from broadcaster.dispatch.ratelimit import SharedBucket
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
-from broadcaster.ingest.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
+from broadcaster.dispatch.wakeups import Wakeups
+from broadcaster.ingest.alerts import PRIORITIES, PRIORITY_NAMES
 from broadcaster.ops import metrics
 from broadcaster.settings import Settings
 from gateway_adapters.base import (
@@ -149,10 +150,7 @@ class Dispatcher:
             )
             for a in adapters
         ]
-        # Wake-ups are counted: a loop sleeps only if none came since it last looked at the queue,
-        # and no loop can swallow another's (as clearing one shared event could).
-        self._wakeups = 0
-        self._woken = asyncio.Event()
+        self._wakeups = Wakeups(database_url, settings.poll_interval)
         self._live = 1
         self._db = OutageWatch()
         self._receipts = ReceiptWriter(pool)
@@ -161,10 +159,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; returns after in-flight batches are written."""
-        from broadcaster.database import connect
-
-        listener = await connect(self.database_url)
-        await listener.add_listener(WAKEUP_CHANNEL, self._on_notify)
+        await self._wakeups.listen()
         for lane in self.lanes:
             try:
                 await lane.adapter.start(self._receipt_sink(lane.name))
@@ -197,7 +192,7 @@ class Dispatcher:
         try:
             await stop.wait()
         finally:
-            self._wake_all()
+            self._wakeups.wake_all()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(
@@ -207,8 +202,7 @@ class Dispatcher:
             await self._receipts.close()
             with contextlib.suppress(*DB_ERRORS):
                 await roster.leave(self.pool, self.worker)
-            with contextlib.suppress(Exception):
-                await listener.close()
+            await self._wakeups.close()
             log.info("dispatcher stopped", extra={"worker": self.worker})
 
     # ------------------------------------------------------------------ coordination
@@ -230,47 +224,23 @@ class Dispatcher:
 
         return sink
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake_all()
-
-    def _wake_all(self) -> None:
-        self._wakeups += 1
-        woken, self._woken = self._woken, asyncio.Event()
-        woken.set()
-
-    async def _idle(self, stop: asyncio.Event, seen: int) -> None:
-        """Sleep until a notification, the poll interval, or stop, whichever comes first; at
-        once if a notification came after `seen` (the count when the caller looked)."""
-        if stop.is_set() or self._wakeups != seen:
-            return
-        waiters = [asyncio.ensure_future(self._woken.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(
-                waiters,
-                timeout=self.settings.poll_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for w in waiters:
-                w.cancel()
-
     # ------------------------------------------------------------------ loops
 
     async def _fanout_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            seen = self._wakeups
+            seen = self._wakeups.count
             try:
                 async with self.pool.acquire() as conn:
                     started = time.perf_counter()
                     result = await fan_out_next(conn)
                 if result is None:
-                    await self._idle(stop, seen)
+                    await self._wakeups.idle(stop, seen)
                     continue
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
                 self._db.ok()
-                self._wake_all()
+                self._wakeups.wake_all()
             except DB_ERRORS as exc:
                 await self._sleep(stop, self._db.failed(exc, "fan-out"))
 
@@ -307,7 +277,7 @@ class Dispatcher:
                 lane.breaker.release_probe()
                 if not urgent:
                     await self._complete_touched_alerts()
-                await self._idle(stop, seen)
+                await self._wakeups.idle(stop, seen)
             elif claimed < granted and not urgent:
                 # The queue is running dry: the alerts of this batch may be done.
                 await self._complete_touched_alerts()
@@ -327,7 +297,7 @@ class Dispatcher:
         async with self.pool.acquire() as conn:
             # Tokens first, then the claim: rows are claimed when they can go out at once.
             granted = await lane.bucket.take(conn, lane.adapter.max_batch, urgent=urgent)
-            seen = self._wakeups
+            seen = self._wakeups.count
             batch = await queue.claim(conn, granted, self.settings.lease_seconds, max_priority)
             if not batch.rows:
                 await lane.bucket.give_back(conn, granted)
