@@ -47,6 +47,7 @@ from gateway_adapters.base import (
     OptionTypes,
     OutboundMessage,
     ReceiptSink,
+    ReceiptsNotStored,
     ReceiptUpdate,
     SendResult,
 )
@@ -715,6 +716,14 @@ class SmppAdapter:
                 assert self._on_receipts is not None  # set by start(), which starts this task
                 try:
                     await self._on_receipts(updates)
+                except ReceiptsNotStored as exc:
+                    log.debug(
+                        "smpp gateway %s: %d receipts not stored (%s); the SMSC will resend them",
+                        self.config.name,
+                        len(updates),
+                        exc,
+                    )
+                    status = ESME_RSYSERR
                 except Exception:
                     log.exception(
                         "smpp gateway %s: storing %d receipts failed; the SMSC will resend them",

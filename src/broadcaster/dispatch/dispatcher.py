@@ -35,7 +35,7 @@ from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.queue import Claimed, Outcome
 from broadcaster.dispatch.ratelimit import SharedBucket
-from broadcaster.dispatch.receipt_writer import ReceiptWriter
+from broadcaster.dispatch.receipt_writer import ReceiptsUnavailable, ReceiptWriter
 from broadcaster.dispatch.wakeups import Wakeups
 from broadcaster.ingest.alerts import PRIORITIES, PRIORITY_NAMES
 from broadcaster.ops import metrics
@@ -47,6 +47,7 @@ from gateway_adapters.base import (
     GatewayThrottled,
     OutboundMessage,
     ReceiptSink,
+    ReceiptsNotStored,
     ReceiptUpdate,
     SendResult,
 )
@@ -133,6 +134,7 @@ class Dispatcher:
         adapters: Sequence[GatewayAdapter],
         database_url: str,
         worker: str | None = None,
+        outage: OutageWatch | None = None,
     ) -> None:
         if not adapters:
             raise ValueError(
@@ -150,10 +152,15 @@ class Dispatcher:
             )
             for a in adapters
         ]
-        self._wakeups = Wakeups(database_url, settings.poll_interval)
         self._live = 1
-        self._db = OutageWatch()
-        self._receipts = ReceiptWriter(pool)
+        self._db = outage or OutageWatch()
+        self._wakeups = Wakeups(
+            database_url,
+            settings.poll_interval,
+            self._db,
+            application_name=f"dispatcher {self.worker} wake-ups",
+        )
+        self._receipts = ReceiptWriter(pool, outage=self._db)
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
 
@@ -181,6 +188,7 @@ class Dispatcher:
         # One more loop for emergencies only, so they never wait for a bulk batch to finish.
         tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
+        tasks.append(asyncio.create_task(self._wakeups.keep_listening(stop), name="wake-ups"))
         log.info(
             "dispatcher started",
             extra={
@@ -217,10 +225,14 @@ class Dispatcher:
     def _receipt_sink(self, gateway: str) -> ReceiptSink:
         """Where receipts arriving on a gateway's own connection (SMPP deliver_sm) go: the same
         group commit as HTTP callbacks; the adapter acknowledges them after this returns, and
-        answers with an error if it raises."""
+        answers with an error if it raises. The writer has reported why they were not stored
+        (an outage once, outage.py), so the adapter need not."""
 
         async def sink(updates: list[ReceiptUpdate]) -> None:
-            await self._receipts.write(gateway, updates)
+            try:
+                await self._receipts.write(gateway, updates)
+            except ReceiptsUnavailable as exc:
+                raise ReceiptsNotStored(str(exc)) from None
 
         return sink
 
@@ -229,6 +241,7 @@ class Dispatcher:
     async def _fanout_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             seen = self._wakeups.count
+            mark = self._db.attempt()
             try:
                 async with self.pool.acquire() as conn:
                     started = time.perf_counter()
@@ -239,7 +252,7 @@ class Dispatcher:
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
-                self._db.ok()
+                self._db.ok(mark)
                 self._wakeups.wake_all()
             except DB_ERRORS as exc:
                 await self._sleep(stop, self._db.failed(exc, "fan-out"))
@@ -266,13 +279,14 @@ class Dispatcher:
             if lane is None:
                 await asyncio.sleep(0.05)
                 continue
+            mark = self._db.attempt()
             try:
                 claimed, granted, seen = await self._claim_and_send(lane, max_priority, urgent)
             except DB_ERRORS as exc:
                 lane.breaker.release_probe()
                 await self._sleep(stop, self._db.failed(exc, "claim"))
                 continue
-            self._db.ok()
+            self._db.ok(mark)
             if not claimed:
                 lane.breaker.release_probe()
                 if not urgent:
@@ -338,6 +352,7 @@ class Dispatcher:
     async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
         ticks = 0
         while not stop.is_set():
+            mark = self._db.attempt()
             try:
                 await self._heartbeat()
                 if ticks % 2 == 0:
@@ -356,7 +371,7 @@ class Dispatcher:
                         await queue.complete_alerts(self.pool, ids)
                 if ticks % 600 == 0:
                     await roster.forget_dead(self.pool)
-                self._db.ok()
+                self._db.ok(mark)
             except DB_ERRORS as exc:
                 self._db.failed(exc, "housekeeping")
             for lane in self.lanes:
