@@ -23,7 +23,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -32,6 +31,7 @@ import tenacity
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.dispatch.lane import Lane
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.queue import Claimed, Outcome
 from broadcaster.dispatch.ratelimit import SharedBucket
@@ -58,10 +58,6 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_SECONDS = 15.0
 MAX_BACKOFF_SECONDS = 300.0
 HEARTBEAT_SECONDS = 1.0
-# After throttling a gateway's rate is halved (down to MIN_SPEED of the share) and regains
-# SPEED_STEP of the share per successful batch.
-MIN_SPEED = 0.05
-SPEED_STEP = 0.05
 # A dispatcher whose heartbeat is older than this no longer counts for the rate-limit shares.
 LIVE_SECONDS = 3.0
 # Housekeeping looks for alerts with nothing left to submit every this many heartbeats.
@@ -92,38 +88,6 @@ def retry_delay(attempts: int, base: float) -> float:
     state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = max(1, attempts)
     return float(strategy(state))
-
-
-@dataclass
-class Lane:
-    """One gateway as this dispatcher sees it: its adapter, the account's shared rate-limit
-    bucket, its circuit breaker, and how long it asked us to hold off (throttling)."""
-
-    adapter: GatewayAdapter
-    bucket: SharedBucket
-    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
-    paused_until: float = 0.0
-    # Fraction of the limit this dispatcher refills the bucket at: halved on each throttling
-    # answer, regained step by step on successful batches (additive increase, multiplicative
-    # decrease), so a gateway that throttles is not hit at full speed again the moment
-    # Retry-After runs out.
-    speed: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return self.adapter.config.name
-
-    def slow_down(self) -> None:
-        self.speed = max(MIN_SPEED, self.speed / 2)
-        self.bucket.set_speed(self.speed)
-
-    def speed_up(self) -> None:
-        if self.speed < 1.0:
-            self.speed = min(1.0, self.speed + SPEED_STEP)
-            self.bucket.set_speed(self.speed)
-
-    def usable(self) -> bool:
-        return time.monotonic() >= self.paused_until and self.breaker.state == "closed"
 
 
 class Dispatcher:
