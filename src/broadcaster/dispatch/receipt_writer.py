@@ -202,9 +202,14 @@ class ReceiptWriter:
                 # Its own values: sending it again would fail again.
                 log.warning("a receipt request the database cannot store was refused (%s)", reason)
                 _fail(batch, reason, refused=True)
-            else:
-                # Logged once per outage (and in full if it is not one); the senders retry.
+            elif is_outage(exc):
+                # Logged once per outage, not per flush; the senders try again.
                 self._outage.failed(exc, "committing receipts")
+                _fail(batch, reason)
+            else:
+                log.error(
+                    "receipts not committed: %s (%d requests answered 503)", reason, len(batch)
+                )
                 _fail(batch, reason)
         else:
             self._outage.ok(mark)
