@@ -230,12 +230,12 @@ async def test_a_broadcast_rides_out_a_database_restart(
         back = await wait_until("ready again", lambda: _ready(http), timeout=15)
         status = await _wait_completed(http, alert_id, timeout=60)
 
-        # A new alert goes out at once: both dispatchers listen for wake-ups again, so none
-        # waits for its 30 s poll.
-        assert await _listeners(seeded.url) == 2
+        # Both dispatchers listen for wake-ups again (they try with the backoff of the other
+        # loops), so a new alert goes out at once: none waits for its 30 s poll.
+        await wait_until("both dispatchers listen", lambda: _listening(seeded.url, 2), 10)
         small = await http.post("/v1/alerts", json={"message": "Politiet: efter", "area": SMALL})
         assert small.status_code == 202, small.text
-        small_status = await _wait_completed(http, small.json()["id"], timeout=5)
+        small_status = await _wait_completed(http, small.json()["id"], timeout=10)
         if storm:
             # Every receipt is in once the simulator has none left to post.
             await wait_until("receipts posted", lambda: _receipts_done(stack.sim_url), 60)
@@ -322,18 +322,17 @@ async def _wait_completed(http: httpx.AsyncClient, alert_id: int, timeout: float
     return found
 
 
-async def _listeners(url: str) -> int:
-    """Connections of the database that LISTEN (their last statement was the LISTEN)."""
+async def _listening(url: str, n: int) -> bool:
+    """Whether `n` connections of the database LISTEN (their last statement was the LISTEN)."""
     conn = await connect(url)
     try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-            )
+        listening = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
         )
     finally:
         await conn.close()
+    return bool(listening == n)
 
 
 async def test_the_receipt_writer_reports_an_outage_once_and_recovers(
