@@ -18,7 +18,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway_adapters.base import DeliveryState, MessageIdLookup, ReceiptSink, ReceiptUpdate
+from gateway_adapters.base import (
+    DeliveryState,
+    MessageIdLookup,
+    ReceiptSink,
+    ReceiptsNotStored,
+    ReceiptUpdate,
+)
 from gateway_adapters.smpp_codec import (
     DELIVER_SM_RESP,
     ESME_ROK,
@@ -169,6 +175,14 @@ class Inbound:
                 assert self.on_receipts is not None  # set by start(), which starts this task
                 try:
                     await self.on_receipts(updates)
+                except ReceiptsNotStored as exc:
+                    log.debug(
+                        "smpp gateway %s: %d receipts not stored (%s); the SMSC will resend them",
+                        self.gateway,
+                        len(updates),
+                        exc,
+                    )
+                    status = ESME_RSYSERR
                 except Exception:
                     log.exception(
                         "smpp gateway %s: storing %d receipts failed; the SMSC will resend them",

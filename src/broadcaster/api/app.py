@@ -29,6 +29,7 @@ from broadcaster.api.problems import Problem, send_problem, send_response
 from broadcaster.api.routes_callbacks import CALLBACK_PREFIX, read_body, receive_callback
 from broadcaster.database import create_pool
 from broadcaster.dispatch.dispatcher import Dispatcher
+from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.migrate import ensure_migrated
 from broadcaster.settings import Settings
@@ -56,15 +57,19 @@ def create_app(
             g.name: create_adapter(g, settings.callback_url(g.name))
             for g in settings.gateway_configs()
         }
+        # One report per outage for the whole process (requests, receipts, dispatcher loops).
+        outage = OutageWatch(meanwhile="answering 503 until it is back")
         app.state.pool = pool
-        app.state.database = Database(pool, settings.db_timeout_seconds)
+        app.state.database = Database(pool, settings.db_timeout_seconds, outage)
         app.state.settings = settings
         app.state.adapters = adapters
-        app.state.receipt_writer = writer = ReceiptWriter(pool)
+        app.state.receipt_writer = writer = ReceiptWriter(pool, outage=outage)
         stop = asyncio.Event()
         dispatcher_task = None
         if run_dispatcher:
-            dispatcher = Dispatcher(settings, pool, list(adapters.values()), database_url)
+            dispatcher = Dispatcher(
+                settings, pool, list(adapters.values()), database_url, outage=outage
+            )
             dispatcher_task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
         try:
             yield

@@ -139,9 +139,8 @@ class Guard:
                 "an API key is required: Authorization: Bearer <key>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        pool = scope["app"].state.pool
         try:
-            async with pool.acquire(timeout=self.settings.db_timeout_seconds) as conn:
+            async with scope["app"].state.database.connection() as conn:
                 key = await find_api_key(conn, token.strip())
                 if key is not None and counts_as_write(scope["method"], route_path(scope)):
                     await throttle.hit(

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from broadcaster.dispatch.receipt_writer import ReceiptWriter
-from gateway_adapters.base import ReceiptUpdate
+from broadcaster.dispatch.receipt_writer import ReceiptsUnavailable, ReceiptWriter
+from gateway_adapters.base import ReceiptsNotStored, ReceiptUpdate
 
 # Through deliveries_gateway_message (gateway_message_id, subscriber_id): one probe per id.
 KNOWN_MESSAGE_IDS = """
@@ -39,7 +39,12 @@ class ConnectionReceipts:
         self._gateway = gateway
 
     async def __call__(self, updates: list[ReceiptUpdate]) -> None:
-        await self._writer.write(self._gateway, updates)
+        """Commit the receipts; ReceiptsNotStored when they could not be (the writer has
+        reported why, an outage once: outage.py), so the adapter need not."""
+        try:
+            await self._writer.write(self._gateway, updates)
+        except ReceiptsUnavailable as exc:
+            raise ReceiptsNotStored(str(exc)) from None
 
     async def known_message_ids(self, ids: Sequence[str]) -> set[str]:
         return await known_message_ids(self._pool, self._gateway, ids)
