@@ -463,3 +463,51 @@ async def test_cancel(client: httpx.AsyncClient, key: str, pool: asyncpg.Pool) -
     async with pool.acquire() as conn:
         reader = await create_api_key(conn, "reader2", ["alerts:read"])
     assert_problem(await client.post(f"/v1/alerts/{alert_id}/cancel", headers=auth(reader)), 403)
+
+
+# ---------------------------------------------------------------- lists
+
+
+async def test_alerts_are_listed_newest_first_a_page_at_a_time(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    ids = []
+    for n in range(5):
+        r = await client.post(
+            "/v1/alerts", headers=auth(key), json=alert_body(reference=f"case-{n}")
+        )
+        ids.append(r.json()["id"])
+    await client.post(f"/v1/alerts/{ids[1]}/cancel", headers=auth(key))
+    first = (await client.get("/v1/alerts?limit=2", headers=auth(key))).json()
+    assert [a["id"] for a in first["items"]] == ids[:2:-1][:2]
+    assert first["items"][0]["reference"] == "case-4" and "deliveries" not in first["items"][0]
+    rest = (
+        await client.get(f"/v1/alerts?limit=10&cursor={first['next_cursor']}", headers=auth(key))
+    ).json()
+    assert [a["id"] for a in rest["items"]] == ids[2::-1] and rest["next_cursor"] is None
+    cancelled = (await client.get("/v1/alerts?status=cancelled", headers=auth(key))).json()
+    assert [a["id"] for a in cancelled["items"]] == [ids[1]]
+    both = await client.get("/v1/alerts?status=cancelled&status=queued", headers=auth(key))
+    assert len(both.json()["items"]) == 5
+    bad = await client.get("/v1/alerts?cursor=not-a-cursor", headers=auth(key))
+    assert_problem(bad, 422, "cursor")
+
+
+async def test_the_audit_log_is_read_by_admins_filtered_by_time_and_action(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    r = await client.post("/v1/alerts", headers=auth(key), json=alert_body())
+    await client.post(f"/v1/alerts/{r.json()['id']}/cancel", headers=auth(key))
+    entries = (await client.get("/v1/audit", headers=auth(key))).json()["items"]
+    assert [e["action"] for e in entries] == ["alert.cancelled", "alert.created", "api_key.created"]
+    cancelled = await client.get("/v1/audit?action=alert.cancelled", headers=auth(key))
+    assert [e["action"] for e in cancelled.json()["items"]] == ["alert.cancelled"]
+    later = await client.get(
+        "/v1/audit", params={"since": "2999-01-01T00:00:00Z"}, headers=auth(key)
+    )
+    assert later.json() == {"items": [], "next_cursor": None}
+    naive = await client.get("/v1/audit", params={"since": "2020-01-01T00:00"}, headers=auth(key))
+    assert_problem(naive, 422, "since")
+    async with pool.acquire() as conn:
+        reader = await create_api_key(conn, "reader", ["alerts:read"])
+    assert_problem(await client.get("/v1/audit", headers=auth(reader)), 403, "admin")

@@ -81,7 +81,8 @@ def test_the_area_is_one_of_three_shapes_with_examples() -> None:
 async def test_schemathesis_finds_nothing(stack: Stack, pool: asyncpg.Pool) -> None:
     stack.sim_url = "http://127.0.0.1:9"  # the API never calls the gateway here
     stack.write_config(rate=100)
-    stack.start_service("api")
+    # Writes are limited per key; the run makes more than a real client would in a minute.
+    stack.start_service("api", BROADCASTER_WRITES_PER_KEY_PER_MINUTE="100000")
     async with pool.acquire() as conn:
         key = await create_api_key(conn, "schemathesis")
     async with httpx.AsyncClient() as http:

@@ -52,7 +52,9 @@ async def test_urgent_takes_one_token_without_waiting_for_a_chunk(pool: asyncpg.
     async with pool.acquire() as conn:
         await conn.execute("UPDATE rate_buckets SET tokens = 2, refilled_at = clock_timestamp()")
         started = time.monotonic()
-        assert await bucket.take(conn, 1000, urgent=True) == 2
+        # The two tokens, and any refilled since the UPDATE (one per 10 ms on a loaded
+        # machine): what is there, not a chunk waited for.
+        assert 2 <= await bucket.take(conn, 1000, urgent=True) < 10
         assert time.monotonic() - started < 0.05
         started = time.monotonic()
         assert await bucket.take(conn, 1000) >= 10  # waits for a chunk: 0.1 s at 100/s
@@ -75,10 +77,13 @@ async def test_a_slowed_bucket_refills_slower(pool: asyncpg.Pool) -> None:
     await bucket.ensure(pool)
     bucket.set_speed(0.1)
     async with pool.acquire() as conn:
+        started = time.monotonic()
         await conn.execute("UPDATE rate_buckets SET tokens = 0, refilled_at = clock_timestamp()")
         await asyncio.sleep(0.5)
         got = await bucket.take(conn, 10_000, urgent=True)
-    assert 40 <= got <= 60  # 0.5 s at 100/s, not at 1000/s
+        elapsed = time.monotonic() - started  # 0.5 s, and more on a loaded machine
+    assert elapsed < 1.5
+    assert 40 <= got <= 100 * elapsed + 1  # at 100/s, not at 1000/s
 
 
 async def test_a_missing_row_is_created_empty(pool: asyncpg.Pool) -> None:

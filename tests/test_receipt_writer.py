@@ -354,3 +354,30 @@ async def test_recording_a_batch_looks_everything_up_by_index(pool: asyncpg.Pool
         if key[2] == "by recipient":
             total = float(plan.splitlines()[0].split("..")[1].split()[0])
             assert total < 100_000, (key, plan)
+
+
+async def end_other_sessions(pool: asyncpg.Pool) -> None:
+    """What a restart does to the pool's and the writer's connections."""
+    ended = await pool.fetchval(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()) t"
+    )
+    assert ended >= 1
+
+
+async def test_a_held_connection_the_server_ended_is_replaced_not_answered_503(
+    pool: asyncpg.Pool, writer: ReceiptWriter
+) -> None:
+    """After a database restart the writer's held connection is dead while the database is
+    back: the receipts go through a fresh one instead of failing (a Twilio receipt answered
+    503 is not sent again)."""
+    async with pool.acquire() as conn:
+        await seed(conn, 10)
+    assert await writer.write("gw", [delivered(1)]) == 1  # the writer now holds a connection
+    # At once, before the client has read the end of the connection, and after it has.
+    await end_other_sessions(pool)
+    assert await writer.write("gw", [delivered(2)]) == 1
+    await end_other_sessions(pool)
+    await asyncio.sleep(0.2)
+    assert await writer.write("gw", [delivered(3)]) == 1
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'delivered'") == 3

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -200,6 +201,7 @@ async def test_every_recipient_gets_one_final_receipt(receiver: Receiver, make_a
         "rejected_requests": 0,
         "receipts_sent": 15,
         "receipts_failed": 0,
+        "receipt_retries": 0,
         "receipts_pending": 0,
     }
 
@@ -402,6 +404,32 @@ async def test_serve_in_process_retries_and_counts_failed_callbacks(
     assert sorted(u.phone for u in finals) == sorted([ok, flaky])
     assert receiver.attempts == {ok: 1, flaky: 3, broken: 1 + simulator.CALLBACK_RETRIES}
     assert (stats["receipts_sent"], stats["receipts_failed"]) == (2, 1)
+    assert stats["receipt_retries"] == 2 + simulator.CALLBACK_RETRIES
+
+
+async def test_callback_retries_are_an_option_and_the_pause_stops_growing_at_a_second(
+    receiver: Receiver, make_adapter
+) -> None:
+    """--callback-retries: a receipt refused 9 times goes through on the 10th attempt; with the
+    pause doubling from 0.05 s but never above 1 s that takes about 5 s, not 25."""
+    [message] = batch(1)
+    receiver.refuse = lambda phone, attempt: attempt <= 9
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    options = simulator.SimulatorOptions(receipt_delay_ms=0, callback_retries=12)
+    server = asyncio.create_task(simulator.serve(options, ready=bound.set_result, stop=stop))
+    started = time.monotonic()
+    try:
+        url = f"http://127.0.0.1:{await asyncio.wait_for(bound, 5)}"
+        await make_adapter(url).send_batch([message])
+        [final] = await receiver.wait_for_finals(1, within=15)
+        _, stats = await sim_get(url, "/_sim/stats")
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 5)
+    assert final.phone == message.phone and receiver.attempts == {message.phone: 10}
+    assert (stats["receipts_sent"], stats["receipts_failed"], stats["receipt_retries"]) == (1, 0, 9)
+    assert 4.5 < time.monotonic() - started < 8  # 0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 4 x 1 s
 
 
 async def test_list_root_gets_one_id_per_message_object() -> None:

@@ -221,6 +221,7 @@ async def test_every_message_gets_one_final_receipt(
         "throttled_requests": 0,
         "receipts_sent": 17,
         "receipts_failed": 0,
+        "receipt_retries": 0,
         "receipts_pending": 0,
     }
 

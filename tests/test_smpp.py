@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from gateway_adapters.base import (
     GatewayMisconfigured,
     GatewayUnavailable,
     OutboundMessage,
+    ReceiptsNotStored,
     ReceiptUpdate,
 )
 from gateway_adapters.registry import create_adapter, known_types
@@ -89,6 +91,7 @@ class Sink:
         self.calls: list[list[ReceiptUpdate]] = []
         self.gate: asyncio.Event | None = None
         self.fail_next = 0  # raise on this many calls
+        self.error: type[Exception] = RuntimeError
         self.entered = asyncio.Event()
 
     async def __call__(self, updates: list[ReceiptUpdate]) -> None:
@@ -98,7 +101,7 @@ class Sink:
             await self.gate.wait()
         if self.fail_next:
             self.fail_next -= 1
-            raise RuntimeError("database is down")
+            raise self.error("database is down")
 
     @property
     def updates(self) -> list[ReceiptUpdate]:
@@ -525,6 +528,25 @@ async def test_failed_commit_answers_syserr_and_the_smsc_redelivers(smsc, connec
     await eventually(lambda: sim.stats.receipts_acked == 1)
     assert sim.stats.receipts_refused == 1  # answered ESME_RSYSERR, then sent again
     assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 2
+
+
+async def test_receipts_not_stored_for_now_are_refused_without_a_log_line_each(
+    smsc, connect, caplog
+) -> None:
+    """During a database outage the sink says the receipts were not stored and the cause was
+    reported (once, by the receipt writer): they are refused and come again, without a
+    traceback per batch."""
+    sim = await smsc(redelivery_delay_ms=20)
+    adapter, sink = await connect(sim)
+    sink.fail_next, sink.error = 3, ReceiptsNotStored
+    caplog.set_level(logging.DEBUG, logger="gateway_adapters")
+    [result] = await adapter.send_batch([msg(1)])
+    await eventually(lambda: sim.stats.receipts_acked == 1)
+    assert sim.stats.receipts_refused == 3
+    assert [u.gateway_message_id for u in sink.updates] == [result.gateway_message_id] * 4
+    noted = [r for r in caplog.records if r.name.startswith("gateway_adapters.smpp")]
+    assert [r for r in noted if r.levelno >= logging.WARNING or r.exc_info] == []
+    assert len([r for r in noted if "not stored" in r.getMessage()]) == 3
 
 
 @both_binds

@@ -143,7 +143,7 @@ async def test_tips_are_listed_newest_first_a_page_at_a_time_with_the_sender_mas
         r = await client.get(url, params=params, headers=keys["tips"])
         assert r.status_code == 200, r.text
         page = r.json()
-        seen += page["tips"]
+        seen += page["items"]
         pages += 1
         cursor = page["next_cursor"]
         if cursor is None:
@@ -167,20 +167,16 @@ async def test_tips_route_answers_errors_as_problems(
     r = await client.get(f"/v1/alerts/{alert}/tips", headers=keys["alerts"])
     assert r.status_code == 403 and "tips:read" in r.json()["detail"]
     r = await client.get(f"/v1/alerts/{alert}/tips", headers=keys["tips"])
-    assert r.status_code == 200 and r.json() == {"tips": [], "next_cursor": None}
+    assert r.status_code == 200 and r.json() == {"items": [], "next_cursor": None}
     r = await client.get("/v1/alerts/999999/tips", headers=keys["tips"])
     assert r.status_code == 404
     # A notice is not an alert.
     await send(client, "+4529990001", "HELP")
     notice = await pool.fetchval("SELECT id FROM alerts WHERE kind = 'notice'")
     assert (await client.get(f"/v1/alerts/{notice}/tips", headers=keys["tips"])).status_code == 404
-    for params in ({"cursor": "x"}, {"cursor": "99999999999999999999"}, {"limit": 0}):
+    for params in ({"cursor": "x"}, {"cursor": "812"}, {"limit": 0}, {"limit": 201}):
         r = await client.get(f"/v1/alerts/{alert}/tips", params=params, headers=keys["tips"])
         assert r.status_code == 422, (params, r.text)
-    r = await client.get(
-        f"/v1/alerts/{alert}/tips", params={"cursor": "9999999999999999999"}, headers=keys["tips"]
-    )
-    assert r.status_code == 422  # beyond bigint
 
 
 async def test_tip_webhook_must_be_https_and_tips_signable(

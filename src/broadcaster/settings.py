@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     max_callback_bytes: int = Field(256 * 1024, ge=1024)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     metrics_port: int | None = None
+    # Writes (POST, DELETE) one API key may make per minute, answered 429 beyond.
+    writes_per_key_per_minute: int = Field(600, ge=1)
     # Citizens. The name that starts every SMS the service writes itself (codes, answers to
     # keywords) and heads the public pages.
     organisation: str = Field("Broadcaster", min_length=1, max_length=40)

@@ -211,6 +211,13 @@ class CallbackRejected(Exception):
         self.status = status
 
 
+class ReceiptsNotStored(Exception):
+    """Raised by a `ReceiptSink`: the receipts were not stored for now (the database is away)
+    and the cause has been reported already. The adapter refuses them, so that the gateway sends
+    them again, and logs no more about it (during an outage, a traceback per batch of receipts
+    would bury the one report that counts)."""
+
+
 class GatewayAdapter(Protocol):
     """What the dispatcher and the callback endpoint need from a gateway."""
 
@@ -250,9 +257,10 @@ class GatewayAdapter(Protocol):
 
     async def start(self, on_receipts: ReceiptSink) -> None:
         """Open long-lived connections, if the protocol has them (SMPP), and hand every receipt
-        that arrives on them to `on_receipts` (and every inbound message to its `inbound`, see
-        below). HTTP adapters do nothing here: their receipts arrive through `parse_callback`,
-        their inbound messages through `parse_inbound`."""
+        that arrives on them to `on_receipts`, which returns once they are stored or raises
+        (`ReceiptsNotStored`: not now, already reported), and every inbound message to its
+        `inbound` (see below). HTTP adapters do nothing here: their receipts arrive through
+        `parse_callback`, their inbound messages through `parse_inbound`."""
         ...
 
     async def close(self) -> None: ...

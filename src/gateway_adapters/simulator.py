@@ -74,6 +74,9 @@ class SimulatorOptions:
     duplicate_receipts: bool = False
     enroute_after_final: bool = False
     hold_receipts: bool = False
+    # How often a refused receipt is posted again (default CALLBACK_RETRIES): GatewayAPI itself
+    # goes on for 12 hours, which a test of an outage may want a few seconds of.
+    callback_retries: int | None = None
     receipt_concurrency: int = 32
     seed: int | None = None
     # The account, as GatewayAPI refuses what it does not allow: its message classes (URGENT
@@ -325,7 +328,8 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
             warnings.simplefilter("ignore", SHORT_KEY_WARNING)
             signature = jwt.encode(payload, self.options.webhook_secret, algorithm="HS256")
         request = {"json": payload, "headers": {"X-Gwapi-Signature": signature}}
-        policy = (CALLBACK_RETRIES, CALLBACK_BACKOFF_SECONDS, log)
+        retries = self.options.callback_retries
+        policy = (CALLBACK_RETRIES if retries is None else retries, CALLBACK_BACKOFF_SECONDS, log)
         what = f"a receipt for message {payload['id']}"
         return await self._post_with_retries(url, request, policy, what)
 
@@ -397,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
     add("--inbound-url", default=None, help="where POST /_sim/inbound posts MO SMS (webhook)")
     add(
+        "--callback-retries",
+        type=_count,
+        default=None,
+        help=f"post a refused receipt again this many times (default {CALLBACK_RETRIES}; the "
+        "pause doubles from 0.05 s up to 1 s)",
+    )
+    add(
         "--blacklist",
         dest="blacklisted",
         type=_msisdns,
@@ -413,6 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--seed", type=int, default=None, help="seed for reproducible outcomes")
     return parser
+
+
+def _count(value: str) -> int:
+    result = int(number(value, int))
+    if result < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return result
 
 
 def _msisdns(value: str) -> tuple[int, ...]:

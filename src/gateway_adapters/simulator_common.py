@@ -39,9 +39,11 @@ from gateway_adapters.simulator_http import (
 )
 
 # Receipt posting: retries after the first attempt, and the first backoff (doubled per retry:
-# 0.05 .. 0.8 s). Each HTTP simulator module re-exports both and reads its own copy per post.
+# 0.05 .. 0.8 s, and never above the maximum). Each HTTP simulator module re-exports the first
+# two and reads its own copy per post.
 CALLBACK_RETRIES = 5
 CALLBACK_BACKOFF_SECONDS = 0.05
+CALLBACK_MAX_BACKOFF_SECONDS = 1.0
 
 PayloadT = TypeVar("PayloadT")
 OptionsT = TypeVar("OptionsT")
@@ -73,6 +75,7 @@ class HttpStats:
         self.rejected_requests = 0  # every non-2xx answer, throttling included
         self.receipts_sent = 0
         self.receipts_failed = 0
+        self.receipt_retries = 0  # attempts after a refused or failed one
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({vars(self)})"
@@ -202,12 +205,15 @@ class HttpGatewaySimulator(Generic[PayloadT]):
         what: str,
     ) -> bool:
         """POST `request` (json=/data=/headers=) to `url`; `policy` is (retries after the first
-        attempt, first backoff in seconds, doubled per retry, logger). False after giving up."""
+        attempt, first backoff in seconds, doubled per retry up to CALLBACK_MAX_BACKOFF_SECONDS,
+        logger). False after giving up."""
         assert self._client is not None
         retries, backoff_seconds, logger = policy
         for attempt in range(retries + 1):
             if attempt:
-                await asyncio.sleep(backoff_seconds * 2 ** (attempt - 1))
+                self.stats.receipt_retries += 1
+                backoff = backoff_seconds * 2 ** min(attempt - 1, 30)
+                await asyncio.sleep(min(backoff, CALLBACK_MAX_BACKOFF_SECONDS))
             try:
                 async with self._client.post(url, **request) as resp:
                     await resp.read()

@@ -27,6 +27,7 @@ from gateway_adapters.base import (
     InboundSink,
     MessageIdLookup,
     ReceiptSink,
+    ReceiptsNotStored,
     ReceiptUpdate,
 )
 from gateway_adapters.smpp_codec import (
@@ -196,6 +197,14 @@ class Inbound:
                 assert self.on_receipts is not None  # set by start(), which starts this task
                 try:
                     await self.on_receipts(updates)
+                except ReceiptsNotStored as exc:
+                    log.debug(
+                        "smpp gateway %s: %d receipts not stored (%s); the SMSC will resend them",
+                        self.gateway,
+                        len(updates),
+                        exc,
+                    )
+                    status = ESME_RSYSERR
                 except Exception:
                     log.exception(
                         "smpp gateway %s: storing %d receipts failed; the SMSC will resend them",
@@ -232,6 +241,8 @@ class Inbound:
         if self.on_inbound is not None:
             try:
                 await self.on_inbound([mo.message for mo in mos])
+            except ReceiptsNotStored:
+                status = ESME_RSYSERR  # reported by the sink
             except Exception as exc:
                 # The type only: a database error's text may quote the number or the message.
                 log.error(

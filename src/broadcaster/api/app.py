@@ -17,6 +17,7 @@ from broadcaster.api import (
     openapi,
     problems,
     routes_alerts,
+    routes_audit,
     routes_callbacks,
     routes_inbound,
     routes_ops,
@@ -32,6 +33,7 @@ from broadcaster.api.routes_inbound import INBOUND_PREFIX, receive_inbound
 from broadcaster.citizens.inbound_writer import InboundWriter
 from broadcaster.database import create_pool
 from broadcaster.dispatch.dispatcher import Dispatcher
+from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.migrate import ensure_migrated
 from broadcaster.settings import Settings
@@ -60,16 +62,20 @@ def create_app(
             g.name: create_adapter(g, settings.callback_url(g.name))
             for g in settings.gateway_configs()
         }
+        # One report per outage for the whole process (requests, receipts, dispatcher loops).
+        outage = OutageWatch(meanwhile="answering 503 until it is back")
         app.state.pool = pool
-        app.state.database = Database(pool, settings.db_timeout_seconds)
+        app.state.database = Database(pool, settings.db_timeout_seconds, outage)
         app.state.settings = settings
         app.state.adapters = adapters
-        app.state.receipt_writer = writer = ReceiptWriter(pool)
-        app.state.inbound_writer = inbound_writer = InboundWriter(pool, settings)
+        app.state.receipt_writer = writer = ReceiptWriter(pool, outage=outage)
+        app.state.inbound_writer = inbound_writer = InboundWriter(pool, settings, outage=outage)
         stop = asyncio.Event()
         dispatcher_task = None
         if run_dispatcher:
-            dispatcher = Dispatcher(settings, pool, list(adapters.values()), database_url)
+            dispatcher = Dispatcher(
+                settings, pool, list(adapters.values()), database_url, outage=outage
+            )
             dispatcher_task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
         try:
             yield
@@ -101,6 +107,7 @@ def create_app(
             routes_signups,
             routes_alerts,
             routes_tips,
+            routes_audit,
             routes_callbacks,
             routes_inbound,
         )

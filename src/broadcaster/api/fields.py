@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 # C0 controls other than tab, line feed and carriage return; DEL. NUL is what PostgreSQL refuses
 # outright, the others have no business in an SMS or a reference either.
@@ -57,7 +57,19 @@ def _phone_shaped(value: str) -> str:
 
 
 PhoneInput = Annotated[str, Field(min_length=4, max_length=32), AfterValidator(_phone_shaped)]
-Expiry = Annotated[AwareDatetime, AfterValidator(_near_future)]
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_text(value: object) -> object:
+    """Times are RFC 3339 text, as the schema says (pydantic would also read a number as a Unix
+    time, which the document does not promise and nobody sends on purpose)."""
+    if not isinstance(value, str) or not _ISO_DATETIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time such as 2026-12-07T18:00:00+01:00")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+Expiry = Annotated[Timestamp, AfterValidator(_near_future)]
 # A JSON number (not a numeric string, not a boolean), finite.
 Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]

@@ -23,6 +23,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broadcaster.api.problems import Problem, database_problem, internal_error, send_problem
 from broadcaster.auth import find_api_key
+from broadcaster.citizens import throttle
 from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 # A caller's X-Request-ID is kept when it looks like an id; else one is made. Either way it is
 # answered in X-Request-ID and recorded with audited actions.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+WRITE_WINDOW = timedelta(minutes=1)
 
 # Routes under this prefix need a key, except the gateways' callbacks and inbound SMS (signed by
 # the gateway).
@@ -63,6 +67,12 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
         return path[len(root) :]
     return path
+
+
+def counts_as_write(method: str, path: str) -> bool:
+    """Writes count against a key's rate (BROADCASTER_WRITES_PER_KEY_PER_MINUTE), except sign-ups:
+    one front-end key carries every citizen's, and they have throttles of their own."""
+    return method not in ("GET", "HEAD", "OPTIONS") and not path.startswith("/v1/signups")
 
 
 def needs_key(path: str) -> bool:
@@ -133,10 +143,24 @@ class Guard:
                 "an API key is required: Authorization: Bearer <key>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        pool = scope["app"].state.pool
         try:
-            async with pool.acquire(timeout=self.settings.db_timeout_seconds) as conn:
+            async with scope["app"].state.database.connection() as conn:
                 key = await find_api_key(conn, token.strip())
+                if key is not None and counts_as_write(scope["method"], route_path(scope)):
+                    await throttle.hit(
+                        conn,
+                        "key-writes",
+                        str(key.id),
+                        self.settings.writes_per_key_per_minute,
+                        WRITE_WINDOW,
+                    )
+        except throttle.Throttled as exc:
+            raise Problem(
+                429,
+                "Too many requests",
+                f"this API key made too many writes; try again in {exc.retry_after} seconds",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
         except Exception as exc:
             problem = database_problem(exc)
             if problem is None:

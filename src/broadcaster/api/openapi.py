@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
-from broadcaster.api.guard import needs_key
+from broadcaster.api.guard import counts_as_write, needs_key
 from broadcaster.api.problems import PROBLEM_JSON
 
 SCHEME = "bearerAuth"
@@ -88,9 +88,11 @@ def build(app: FastAPI) -> dict[str, Any]:
     }
     problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
     for path, operations in document.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             if needs_key(path):
                 operation["security"] = [{SCHEME: []}]
+            if needs_key(path) and counts_as_write(method.upper(), path):
+                operation["responses"].setdefault("429", {"description": REASONS[429]})
             for code, response in operation.get("responses", {}).items():
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = problem

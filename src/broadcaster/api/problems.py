@@ -132,8 +132,10 @@ def install(app: FastAPI) -> None:
             problem = Problem(
                 500, "Internal error", "an unexpected error occurred; it has been logged"
             )
-        elif problem.status == 503:
-            log.warning("database unavailable on %s: %s", request.url.path, describe_error(exc))
+        elif problem.status == 503 and isinstance(exc, TimeoutError):
+            # An outage is logged once, by deps.Database; a connection not had in time (the
+            # pool busy, or the database slow) is not one, and is logged here.
+            log.warning("no database connection in time on %s", request.url.path)
         return problem_response(
             request, problem.status, problem.title, problem.detail, headers=problem.headers
         )

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from broadcaster.api import pagination
 from broadcaster.api.area_schema import Area
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
 from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
@@ -24,6 +25,7 @@ from broadcaster.ingest.alerts import (
     alert_status,
     cancel_alert,
     create_alert,
+    list_alerts,
 )
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.sms import segment_count
@@ -90,6 +92,10 @@ class DeliveryCounts(BaseModel):
     cancelled: int
 
 
+AlertStatusName = Literal["queued", "dispatching", "completed", "expired", "cancelled"]
+Priority = Literal["emergency", "high", "normal"]
+
+
 class TipCounts(BaseModel):
     received: int = Field(description="Tips citizens sent in answer to the alert")
     forwarded: int = Field(description="Of those, acknowledged by the alert's tip_webhook")
@@ -99,8 +105,8 @@ class AlertStatus(BaseModel):
     """An alert, how far its deliveries have come, and the tips it brought."""
 
     id: int
-    status: Literal["queued", "dispatching", "completed", "expired", "cancelled"]
-    priority: Literal["emergency", "high", "normal"]
+    status: AlertStatusName
+    priority: Priority
     reference: str | None
     expires_at: datetime | None
     created_at: datetime
@@ -199,6 +205,38 @@ def check_tip_webhook(url: str, settings: Settings) -> None:
             "Tip forwarding not set up",
             "tip_webhook: this service has no BROADCASTER_WEBHOOK_SECRET to sign tips with",
         )
+
+
+class AlertSummary(BaseModel):
+    """An alert in a list (its delivery counts are in GET /v1/alerts/{id})."""
+
+    id: int
+    status: AlertStatusName
+    priority: Priority
+    reference: str | None
+    expires_at: datetime | None
+    created_at: datetime
+    fanned_out_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    recipients: int | None
+
+
+@router.get(
+    "/v1/alerts", response_model=pagination.Page[AlertSummary], responses=errors(401, 403, 422, 503)
+)
+async def get_alerts(
+    db: DbDep,
+    _key: ApiKey = require("alerts:read"),
+    status: Annotated[list[AlertStatusName] | None, Query(description="Any of these")] = None,
+    limit: pagination.Limit = 50,
+    cursor: pagination.Cursor = None,
+) -> dict[str, Any]:
+    """Alerts, newest first, a page at a time."""
+    before = pagination.decode(cursor)
+    async with db.connection() as conn:
+        rows = await list_alerts(conn, before, list(status or []), limit + 1)
+    return pagination.page(rows, [r["id"] for r in rows], limit)
 
 
 @router.get(

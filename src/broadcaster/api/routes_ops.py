@@ -30,7 +30,9 @@ async def readyz(db: DbDep) -> dict[str, str]:
     except NotMigrated as exc:
         raise Problem(503, "Not ready", str(exc)) from None
     except DATABASE_ERRORS:
-        raise Problem(503, "Not ready", "the database is unreachable") from None
+        raise Problem(
+            503, "Not ready", "the database is unreachable", headers={"Retry-After": "1"}
+        ) from None
     return {"status": "ready"}
 
 

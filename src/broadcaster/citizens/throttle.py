@@ -1,4 +1,5 @@
-"""Throttles shared by every API process: fixed one-hour windows counted in PostgreSQL.
+"""Throttles shared by every API process: fixed windows (an hour unless told otherwise) counted in
+PostgreSQL. Also used for each API key's writes (api/guard.py).
 
 Sign-up is the one door a stranger can use to make the service send an SMS to any number, and
 codes are short enough to guess by trying; so sign-up SMS are counted per number and per client,
@@ -37,17 +38,21 @@ def _key(kind: str, value: str) -> bytes:
     return hashlib.sha256(f"{kind}\0{value}".encode()).digest()
 
 
-def _window(now: datetime) -> datetime:
-    return now.replace(minute=0, second=0, microsecond=0)
+def _window(now: datetime, length: timedelta = WINDOW) -> datetime:
+    seconds = int(length.total_seconds())
+    return datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, UTC)
 
 
-async def hit(conn: asyncpg.Connection, kind: str, value: str, limit: int) -> None:
-    """Count one more `kind` for `value` in this window; raise Throttled once over `limit`."""
+async def hit(
+    conn: asyncpg.Connection, kind: str, value: str, limit: int, window: timedelta = WINDOW
+) -> None:
+    """Count one more `kind` for `value` in this window (an hour unless told otherwise); raise
+    Throttled once over `limit`."""
     now = datetime.now(UTC)
-    start = _window(now)
+    start = _window(now, window)
     hits = await conn.fetchval(HIT, _key(kind, value), start)
     if hits > limit:
-        retry_after = int((start + WINDOW - now).total_seconds()) + 1
+        retry_after = int((start + window - now).total_seconds()) + 1
         raise Throttled(kind, retry_after)
 
 

@@ -3,7 +3,7 @@ them.
 
 A tip is an inbound message that is not a keyword, linked to the most recent alert its number
 got within the tip window (inbound.py). `GET /v1/alerts/{id}/tips` lists an alert's tips newest
-first, a page at a time; the cursor is the id of the last tip of the page before.
+first, a page at a time (api/pagination.py).
 
 Investigators see the sender masked (`+45 12 ** ** 78`: the country code, the first two and
 the last two digits), never the whole number: a `tips:read` key may sit in a case-handling
@@ -29,8 +29,6 @@ ORDER BY id DESC
 LIMIT $3
 """
 
-NO_CURSOR = 2**63 - 1
-
 
 def mask(phone: str | None) -> str | None:
     """`+4512345678` -> `+45 12 ** ** 78`: country code, then the national number in pairs,
@@ -51,24 +49,19 @@ def mask(phone: str | None) -> str | None:
 
 
 async def alert_tips(
-    conn: asyncpg.Connection, alert_id: int, cursor: int | None, limit: int
-) -> dict[str, Any] | None:
-    """One page of an alert's tips, newest first, and the cursor of the next page (None on the
-    last page); None when there is no such alert."""
+    conn: asyncpg.Connection, alert_id: int, before: int, limit: int
+) -> list[dict[str, Any]] | None:
+    """An alert's tips with ids below `before`, newest first, at most `limit`; None when there
+    is no such alert."""
     if not await conn.fetchval(ALERT_EXISTS, alert_id):
         return None
-    rows = await conn.fetch(PAGE, alert_id, NO_CURSOR if cursor is None else cursor, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "tips": [
-            {
-                "id": r["id"],
-                "received_at": r["received_at"].isoformat(),
-                "text": r["text"],
-                "sender": mask(r["phone"]),
-            }
-            for r in rows
-        ],
-        "next_cursor": str(rows[-1]["id"]) if more else None,
-    }
+    rows = await conn.fetch(PAGE, alert_id, before, limit)
+    return [
+        {
+            "id": r["id"],
+            "received_at": r["received_at"].isoformat(),
+            "text": r["text"],
+            "sender": mask(r["phone"]),
+        }
+        for r in rows
+    ]

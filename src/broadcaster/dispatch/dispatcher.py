@@ -4,8 +4,8 @@ Gateways are used in the configured order of preference. Each sender loop picks 
 gateway that is usable now (circuit closed or due for a probe, not throttled), takes a chunk of
 that gateway's rate-limit tokens, claims that many due deliveries (one statement, priority
 first), submits them through the adapter and writes every result back (one statement, shielded
-from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback. On stop they finish the
-batch in hand and exit.
+from cancellation). Loops sleep on LISTEN/NOTIFY with a poll as fallback (wakeups.py). On stop
+they finish the batch in hand and exit.
 
 A gateway's `rate_per_second` is one token bucket in PostgreSQL shared by every dispatcher
 (ratelimit.py), so the limit holds for the sum of all dispatcher processes at every moment.
@@ -23,7 +23,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -33,12 +32,14 @@ from broadcaster.citizens import retention, tip_forwarding
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.dispatch.lane import Lane
 from broadcaster.dispatch.message_ids import ConnectionReceipts
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.queue import Claimed, Outcome
 from broadcaster.dispatch.ratelimit import SharedBucket
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
-from broadcaster.ingest.alerts import PRIORITIES, PRIORITY_NAMES, WAKEUP_CHANNEL
+from broadcaster.dispatch.wakeups import Wakeups
+from broadcaster.ingest.alerts import PRIORITIES, PRIORITY_NAMES
 from broadcaster.ops import metrics
 from broadcaster.settings import Settings
 from gateway_adapters.base import (
@@ -57,10 +58,6 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_SECONDS = 15.0
 MAX_BACKOFF_SECONDS = 300.0
 HEARTBEAT_SECONDS = 1.0
-# After throttling a gateway's rate is halved (down to MIN_SPEED of the share) and regains
-# SPEED_STEP of the share per successful batch.
-MIN_SPEED = 0.05
-SPEED_STEP = 0.05
 # A dispatcher whose heartbeat is older than this no longer counts for the rate-limit shares.
 LIVE_SECONDS = 3.0
 # Housekeeping looks for alerts with nothing left to submit every this many heartbeats.
@@ -95,38 +92,6 @@ def retry_delay(attempts: int, base: float) -> float:
     return float(strategy(state))
 
 
-@dataclass
-class Lane:
-    """One gateway as this dispatcher sees it: its adapter, the account's shared rate-limit
-    bucket, its circuit breaker, and how long it asked us to hold off (throttling)."""
-
-    adapter: GatewayAdapter
-    bucket: SharedBucket
-    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
-    paused_until: float = 0.0
-    # Fraction of the limit this dispatcher refills the bucket at: halved on each throttling
-    # answer, regained step by step on successful batches (additive increase, multiplicative
-    # decrease), so a gateway that throttles is not hit at full speed again the moment
-    # Retry-After runs out.
-    speed: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return self.adapter.config.name
-
-    def slow_down(self) -> None:
-        self.speed = max(MIN_SPEED, self.speed / 2)
-        self.bucket.set_speed(self.speed)
-
-    def speed_up(self) -> None:
-        if self.speed < 1.0:
-            self.speed = min(1.0, self.speed + SPEED_STEP)
-            self.bucket.set_speed(self.speed)
-
-    def usable(self) -> bool:
-        return time.monotonic() >= self.paused_until and self.breaker.state == "closed"
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -135,6 +100,7 @@ class Dispatcher:
         adapters: Sequence[GatewayAdapter],
         database_url: str,
         worker: str | None = None,
+        outage: OutageWatch | None = None,
     ) -> None:
         if not adapters:
             raise ValueError(
@@ -152,22 +118,21 @@ class Dispatcher:
             )
             for a in adapters
         ]
-        # Wake-ups are counted: a loop sleeps only if none came since it last looked at the queue,
-        # and no loop can swallow another's (as clearing one shared event could).
-        self._wakeups = 0
-        self._woken = asyncio.Event()
         self._live = 1
-        self._db = OutageWatch()
-        self._receipts = ReceiptWriter(pool)
+        self._db = outage or OutageWatch()
+        self._wakeups = Wakeups(
+            database_url,
+            settings.poll_interval,
+            self._db,
+            application_name=f"dispatcher {self.worker} wake-ups",
+        )
+        self._receipts = ReceiptWriter(pool, outage=self._db)
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; returns after in-flight batches are written."""
-        from broadcaster.database import connect
-
-        listener = await connect(self.database_url)
-        await listener.add_listener(WAKEUP_CHANNEL, self._on_notify)
+        await self._wakeups.listen()
         for lane in self.lanes:
             try:
                 await lane.adapter.start(self._receipt_sink(lane.name))
@@ -189,6 +154,7 @@ class Dispatcher:
         # One more loop for emergencies only, so they never wait for a bulk batch to finish.
         tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
+        tasks.append(asyncio.create_task(self._wakeups.keep_listening(stop), name="wake-ups"))
         tips = tip_forwarding.run(self.pool, self.settings, stop)
         tasks.append(asyncio.create_task(tips, name="tip-forwarding"))
         log.info(
@@ -202,7 +168,7 @@ class Dispatcher:
         try:
             await stop.wait()
         finally:
-            self._wake_all()
+            self._wakeups.wake_all()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(
@@ -212,8 +178,7 @@ class Dispatcher:
             await self._receipts.close()
             with contextlib.suppress(*DB_ERRORS):
                 await roster.leave(self.pool, self.worker)
-            with contextlib.suppress(Exception):
-                await listener.close()
+            await self._wakeups.close()
             log.info("dispatcher stopped", extra={"worker": self.worker})
 
     # ------------------------------------------------------------------ coordination
@@ -232,47 +197,24 @@ class Dispatcher:
         our deliveries (message_ids.py)."""
         return ConnectionReceipts(self._receipts, self.pool, gateway, self.settings)
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake_all()
-
-    def _wake_all(self) -> None:
-        self._wakeups += 1
-        woken, self._woken = self._woken, asyncio.Event()
-        woken.set()
-
-    async def _idle(self, stop: asyncio.Event, seen: int) -> None:
-        """Sleep until a notification, the poll interval, or stop, whichever comes first; at
-        once if a notification came after `seen` (the count when the caller looked)."""
-        if stop.is_set() or self._wakeups != seen:
-            return
-        waiters = [asyncio.ensure_future(self._woken.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(
-                waiters,
-                timeout=self.settings.poll_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for w in waiters:
-                w.cancel()
-
     # ------------------------------------------------------------------ loops
 
     async def _fanout_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            seen = self._wakeups
+            seen = self._wakeups.count
+            mark = self._db.attempt()
             try:
                 async with self.pool.acquire() as conn:
                     started = time.perf_counter()
                     result = await fan_out_next(conn)
                 if result is None:
-                    await self._idle(stop, seen)
+                    await self._wakeups.idle(stop, seen)
                     continue
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
-                self._db.ok()
-                self._wake_all()
+                self._db.ok(mark)
+                self._wakeups.wake_all()
             except DB_ERRORS as exc:
                 await self._sleep(stop, self._db.failed(exc, "fan-out"))
 
@@ -298,18 +240,19 @@ class Dispatcher:
             if lane is None:
                 await asyncio.sleep(0.05)
                 continue
+            mark = self._db.attempt()
             try:
                 claimed, granted, seen = await self._claim_and_send(lane, max_priority, urgent)
             except DB_ERRORS as exc:
                 lane.breaker.release_probe()
                 await self._sleep(stop, self._db.failed(exc, "claim"))
                 continue
-            self._db.ok()
+            self._db.ok(mark)
             if not claimed:
                 lane.breaker.release_probe()
                 if not urgent:
                     await self._complete_touched_alerts()
-                await self._idle(stop, seen)
+                await self._wakeups.idle(stop, seen)
             elif claimed < granted and not urgent:
                 # The queue is running dry: the alerts of this batch may be done.
                 await self._complete_touched_alerts()
@@ -329,7 +272,7 @@ class Dispatcher:
         async with self.pool.acquire() as conn:
             # Tokens first, then the claim: rows are claimed when they can go out at once.
             granted = await lane.bucket.take(conn, lane.adapter.max_batch, urgent=urgent)
-            seen = self._wakeups
+            seen = self._wakeups.count
             batch = await queue.claim(conn, granted, self.settings.lease_seconds, max_priority)
             if not batch.rows:
                 await lane.bucket.give_back(conn, granted)
@@ -370,6 +313,7 @@ class Dispatcher:
     async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
         ticks = 0
         while not stop.is_set():
+            mark = self._db.attempt()
             try:
                 await self._heartbeat()
                 if ticks % 2 == 0:
@@ -389,7 +333,7 @@ class Dispatcher:
                 if ticks % RETENTION_TICKS == 0:
                     await roster.forget_dead(self.pool)
                     await retention.run(self.pool, self.settings)
-                self._db.ok()
+                self._db.ok(mark)
             except DB_ERRORS as exc:
                 self._db.failed(exc, "housekeeping")
             for lane in self.lanes:

@@ -17,6 +17,13 @@ retried one by one (below).
 A failed flush fails every request in it, except that when the database refused the batch
 itself (bad data, a deadlock) and not because it is unreachable, each request is tried again on
 its own, so one receipt the database cannot take does not fail the others with it.
+
+An outage is reported once when it starts and once when it ends (outage.py), not once per
+failed flush: in a receipt storm that was an ERROR line for every flush while the database was
+away. A connection held from an earlier flush that the server has ended since (a restart) is
+replaced before it is used, and a batch that fails on a held connection because it is broken is
+tried once more on a fresh one: otherwise the first receipts after the database came back were
+answered 503 (and a Twilio receipt answered 503 is not sent again).
 """
 
 from __future__ import annotations
@@ -31,14 +38,12 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter as Metric
 
+from broadcaster.database import is_outage
+from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipts import record_batch
 from broadcaster.ops import metrics
 
 log = logging.getLogger(__name__)
-
-# SQLSTATE classes that say the database or the connection is not there; retrying the requests
-# of a failed batch one by one would only fail them more slowly.
-_OUTAGE_CLASSES = ("08", "53", "57", "58")
 
 
 class ReceiptsUnavailable(Exception):
@@ -69,8 +74,12 @@ class ReceiptWriter:
         max_flushes: int = 2,
         acquire_timeout: float = 10.0,
         statement_timeout: float = 30.0,
+        outage: OutageWatch | None = None,
     ) -> None:
         self._pool = pool
+        # Shared with the process's other users of the database, so that an outage is
+        # reported once for all of them.
+        self._outage = outage or OutageWatch()
         self._max_batch = max(1, max_batch)
         self._max_flushes = max(1, max_flushes)
         self._acquire_timeout = acquire_timeout
@@ -169,12 +178,19 @@ class ReceiptWriter:
         self, batch: list[_Request], conn: asyncpg.pool.PoolConnectionProxy | None
     ) -> asyncpg.pool.PoolConnectionProxy | None:
         """Commit one batch and answer its requests; returns the connection to go on with."""
+        mark = self._outage.attempt()
         try:
-            conn = await self._commit(batch, conn)
+            try:
+                conn = await self._commit(batch, conn)
+            except Exception as exc:
+                if conn is None or not _broken(exc):
+                    raise
+                # A held connection the server ended: the database may well be there.
+                conn = await self._commit(batch, None)
         except Exception as exc:
             conn = None  # _commit gave it back
             reason = _describe(exc)
-            if len(batch) > 1 and not _is_outage(exc):
+            if len(batch) > 1 and not is_outage(exc):
                 log.warning(
                     "receipt batch refused (%s); committing its requests one by one", reason
                 )
@@ -186,12 +202,17 @@ class ReceiptWriter:
                 # Its own values: sending it again would fail again.
                 log.warning("a receipt request the database cannot store was refused (%s)", reason)
                 _fail(batch, reason, refused=True)
+            elif is_outage(exc):
+                # Logged once per outage, not per flush; the senders try again.
+                self._outage.failed(exc, "committing receipts")
+                _fail(batch, reason)
             else:
                 log.error(
                     "receipts not committed: %s (%d requests answered 503)", reason, len(batch)
                 )
                 _fail(batch, reason)
         else:
+            self._outage.ok(mark)
             for request in batch:
                 if not request.done.done():  # its handler may have been cancelled meanwhile
                     request.done.set_result(len(request.updates))
@@ -204,6 +225,9 @@ class ReceiptWriter:
         self, batch: list[_Request], conn: asyncpg.pool.PoolConnectionProxy | None
     ) -> asyncpg.pool.PoolConnectionProxy:
         pairs = [(r.gateway, r.updates) for r in batch]
+        if conn is not None and conn.is_closed():
+            await self._release(conn)
+            conn = None
         try:
             if conn is None:
                 conn = await self._pool.acquire(timeout=self._acquire_timeout)
@@ -267,14 +291,10 @@ def _fail(batch: list[_Request], reason: str, *, refused: bool = False) -> None:
             request.done.set_exception(error)
 
 
-def _is_outage(exc: BaseException) -> bool:
-    """Whether the error says the database is unreachable (rather than refusing this batch)."""
-    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
-        return True
-    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError):
-        return True  # the connection is closed or broken
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in _OUTAGE_CLASSES
+def _broken(exc: BaseException) -> bool:
+    """Whether the error says the connection is gone (rather than that the database was slow:
+    a timed-out batch is not sent again at once)."""
+    return is_outage(exc) and not isinstance(exc, TimeoutError | asyncpg.QueryCanceledError)
 
 
 def _is_unstorable(exc: BaseException) -> bool:

@@ -195,3 +195,23 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+LIST_ALERTS = """
+SELECT id, status, priority, reference, expires_at, created_at, fanned_out_at, completed_at,
+       cancelled_at, recipients
+FROM alerts
+WHERE kind = 'alert' AND id < $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+ORDER BY id DESC
+LIMIT $3
+"""
+
+
+async def list_alerts(
+    conn: asyncpg.Connection, before_id: int, statuses: list[str], limit: int
+) -> list[dict[str, Any]]:
+    """Alerts newest first, below `before_id`, in any of `statuses` (all when empty); without
+    delivery counts (GET /v1/alerts/{id} has them: counting a large alert's deliveries is not
+    for every row of a list)."""
+    rows = await conn.fetch(LIST_ALERTS, before_id, statuses, limit)
+    return [{**dict(r), "priority": PRIORITY_NAMES[r["priority"]]} for r in rows]
