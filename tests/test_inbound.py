@@ -24,10 +24,14 @@ from twilio import request_validator
 from broadcaster.api.app import create_app
 from broadcaster.citizens import retention
 from broadcaster.citizens.texts import text
+from broadcaster.database import create_pool
 from broadcaster.dispatch import queue
 from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.dispatch.message_ids import ConnectionReceipts
+from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.importer import import_file
 from broadcaster.settings import GatewaySettings, Settings, load_settings
+from gateway_adapters.base import InboundMessage, ReceiptsNotStored
 
 SECRET = "inbound-webhook-secret-0123456789abcdef"
 ACCOUNT, AUTH_TOKEN = "ACinbound", "inbound-auth-token"
@@ -418,3 +422,13 @@ async def test_inbound_bodies_over_the_callback_limit_are_refused_before_being_r
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 413 and r.headers["connection"] == "close"
+
+
+async def test_the_smpp_sink_says_not_stored_while_the_database_is_away(db_url: str) -> None:
+    """Over SMPP the dispatcher's receipt sink stores inbound messages; with the database away
+    it raises ReceiptsNotStored (the adapter answers ESME_RSYSERR, the SMSC sends them again)."""
+    gone = await create_pool(db_url, min_size=1, max_size=1)
+    await gone.close()
+    sink = ConnectionReceipts(ReceiptWriter(gone), gone, "smsc", settings_for(db_url))
+    with pytest.raises(ReceiptsNotStored):
+        await sink.inbound([InboundMessage(None, "+4520123456", "STOP")])
