@@ -1,6 +1,7 @@
 """Fan-out: turn a queued alert into one delivery per active subscriber inside its zone.
 
-One set-based INSERT ... SELECT per alert, driven by the GiST index on subscriber locations.
+One set-based INSERT ... SELECT per alert, driven by the GiST index on subscriber locations,
+and one for the subscribers registered by postal code (FANOUT_REGISTERED).
 A subscriber with several locations inside the zone gets one delivery (DISTINCT); pending and
 opted-out subscribers get none (an anti-join on the few of them, see INACTIVE). There is no
 ON CONFLICT clause: the alert is locked and still 'queued' in the same transaction, so it has
@@ -47,15 +48,17 @@ SELECT 1 FROM subscribers s WHERE s.id = l.subscriber_id AND s.status <> 'active
 # A location is inside an outer ring or on it, and not strictly inside one of that ring's holes
 # (a point on a hole's boundary is on the polygon's boundary, hence inside). The bounding box is
 # the GiST index condition; "on the ring" is a distance to the ring's path within the tolerance.
-# Positions are in micro-degrees (see geo.SCALE).
+# A cell (a box wholly inside a large polygon, see ingest/pieces.py) is its bounding box, so the
+# index condition is the whole test. Positions are in micro-degrees (see geo.SCALE).
 FANOUT_POLYGON = f"""
 INSERT INTO deliveries (alert_id, subscriber_id, priority)
 SELECT DISTINCT $1::bigint, l.subscriber_id, $2::smallint
 FROM alert_zones z
 JOIN subscriber_locations l ON l.position <@ z.bbox
-WHERE z.alert_id = $1 AND z.kind = 'outer'
+WHERE z.alert_id = $1 AND z.kind IN ('outer', 'cell')
   AND NOT EXISTS ({INACTIVE})
-  AND (l.position <@ z.ring OR (l.position <-> z.boundary) <= {BOUNDARY_TOLERANCE})
+  AND (z.kind = 'cell' OR l.position <@ z.ring
+       OR (l.position <-> z.boundary) <= {BOUNDARY_TOLERANCE})
   AND NOT EXISTS (
         SELECT 1 FROM alert_zones h
         WHERE h.alert_id = $1 AND h.part = z.part AND h.kind = 'hole'
@@ -74,6 +77,31 @@ WHERE z.alert_id = $1 AND z.kind = 'circle'
         sin(radians((l.position[1] - z.center[1]) / {SCALE}) / 2) ^ 2
         + cos(radians(z.center[1] / {SCALE})) * cos(radians(l.position[1] / {SCALE}))
           * sin(radians((l.position[0] - z.center[0]) / {SCALE}) / 2) ^ 2))) <= z.radius_m
+"""
+
+# Subscribers registered by a postal code (subscriber_zones) whose zone the alert names, or
+# whose zone's core (the postal code less a band along its border, zone_parts 'core') the
+# alert's area overlaps; those the location statement reached already are left out. Where in
+# the postal code such a subscriber lives is unknown, so any alert that reaches into it is for
+# them (README, "Postal codes"). The alert's rows have their ring (a cell's box, the polygon
+# around a circle); `&&` on polygons is an exact overlap test. A separate statement, so that the
+# location statement's plan stays what it was.
+FANOUT_REGISTERED = """
+INSERT INTO deliveries (alert_id, subscriber_id, priority)
+SELECT $1::bigint, r.subscriber_id, $2::smallint
+FROM subscriber_zones r
+WHERE r.zone_id IN (
+        SELECT t.zone_id FROM alert_targets t WHERE t.alert_id = $1
+        UNION
+        SELECT c.zone_id
+        FROM alert_zones a
+        JOIN zone_parts c ON c.kind = 'core' AND c.bbox && a.bbox
+        WHERE a.alert_id = $1 AND a.kind IN ('outer', 'cell', 'circle') AND c.ring && a.ring)
+  AND NOT EXISTS (
+        SELECT 1 FROM subscribers s WHERE s.id = r.subscriber_id AND s.status <> 'active')
+  AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.alert_id = $1 AND d.subscriber_id = r.subscriber_id)
+GROUP BY r.subscriber_id
 """
 
 # Marks the alert and, if it has deliveries, wakes the dispatchers (one round trip).
@@ -115,6 +143,8 @@ async def fan_out_next(conn: asyncpg.Connection) -> FanoutResult | None:
         query = FANOUT_CIRCLE if alert["area_type"] == "Circle" else FANOUT_POLYGON
         status = await conn.execute(query, alert["id"], alert["priority"])
         recipients = int(status.split()[-1])
+        status = await conn.execute(FANOUT_REGISTERED, alert["id"], alert["priority"])
+        recipients += int(status.split()[-1])
         if recipients >= ANALYZE_AFTER_ROWS:
             # Statistics that include the new rows, before anyone claims them: with the old ones
             # (no rows open) the planner sorted every open delivery on each claim instead of
