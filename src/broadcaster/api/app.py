@@ -18,6 +18,7 @@ from broadcaster.api import (
     routes_callbacks,
     routes_ops,
     routes_subscribers,
+    routes_zones,
 )
 from broadcaster.api.deps import Database
 from broadcaster.api.guard import Guard, body_pending, route_path
@@ -74,7 +75,7 @@ def create_app(
     app = BroadcasterApi(title="broadcaster", version="0.1.0", lifespan=lifespan)
     problems.install(app)
     app.add_middleware(Guard, settings=settings)
-    for module in (routes_ops, routes_subscribers, routes_alerts, routes_callbacks):
+    for module in (routes_ops, routes_subscribers, routes_alerts, routes_zones, routes_callbacks):
         app.include_router(module.router)
     return app
 

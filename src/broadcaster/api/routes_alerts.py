@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from broadcaster.api.area_schema import Area
+from broadcaster.api.area_schema import Area, PostalCodesArea, ZonesArea
 from broadcaster.api.deps import DbDep, SettingsDep, require
 from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
 from broadcaster.api.problems import Problem
@@ -25,6 +25,7 @@ from broadcaster.ingest.alerts import (
 )
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.sms import segment_count
+from broadcaster.ingest.zones import UnknownZones, resolve_names, resolve_postal_codes
 from broadcaster.ops import metrics
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,12 @@ async def post_alert(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     area = body.area.zone_input()
-    try:
-        zone = parse_area(area)
-    except AreaError as exc:
-        raise Problem(422, "Invalid area", f"area: {exc}") from None
+    zone = None
+    if not isinstance(body.area, ZonesArea | PostalCodesArea):
+        try:
+            zone = parse_area(area)
+        except AreaError as exc:
+            raise Problem(422, "Invalid area", f"area: {exc}") from None
     segments = segment_count(body.message)
     if segments > settings.max_segments:
         raise Problem(
@@ -78,9 +81,18 @@ async def post_alert(
         )
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise Problem(422, "Invalid request", "expires_at: must be in the future")
-    alert = NewAlert(body.message, area, zone, body.priority, body.expires_at, body.reference)
     try:
         async with db.connection() as conn:
+            targets = () if zone is not None else await _targets(conn, body.area)
+            alert = NewAlert(
+                body.message,
+                area,
+                zone,
+                body.priority,
+                body.expires_at,
+                body.reference,
+                targets,
+            )
             alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
             status = await alert_status(conn, alert_id)
     except IdempotencyConflict as exc:
@@ -92,6 +104,18 @@ async def post_alert(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(status, status_code=202, headers=headers)
+
+
+async def _targets(conn: Any, area: Any) -> tuple[int, ...]:
+    """The ids of the zones a named area names; 422 naming those that name none."""
+    try:
+        if isinstance(area, ZonesArea):
+            return tuple(await resolve_names(conn, area.zones))
+        codes = await resolve_postal_codes(conn, area.postal_codes)
+        return tuple(dict.fromkeys(codes[c] for c in area.postal_codes))
+    except UnknownZones as exc:
+        where = "area.zones" if isinstance(area, ZonesArea) else "area.postal_codes"
+        raise Problem(422, "Unknown zone", f"{where}: {exc}", unknown=exc.missing) from None
 
 
 @router.get("/v1/alerts/{alert_id}", tags=["alerts"])
