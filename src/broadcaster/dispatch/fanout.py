@@ -68,6 +68,11 @@ WHERE r.zone_id IN (
         SELECT 1 FROM subscribers s WHERE s.id = r.subscriber_id AND s.status <> 'active')
 """.strip()
 
+# Rows go in in subscriber order (ORDER BY), so that the unique index on (alert_id,
+# subscriber_id) grows at its right edge. Without it the planner may pick a hash aggregate for
+# the DISTINCT, whose random order made the index's inserts touch ten times as many pages:
+# 500,000 deliveries took twice as long to write.
+#
 # A location is inside an outer ring or on it, and not strictly inside one of that ring's holes
 # (a point on a hole's boundary is on the polygon's boundary, hence inside). The bounding box is
 # the GiST index condition; "on the ring" is a distance to the ring's path within the tolerance.
@@ -91,6 +96,7 @@ FROM (
     UNION ALL
     {REGISTERED}
 ) x
+ORDER BY x.subscriber_id
 """
 
 # The box is an index pre-filter that contains the circle; the haversine test is exact.
@@ -110,6 +116,7 @@ FROM (
     UNION ALL
     {REGISTERED}
 ) x
+ORDER BY x.subscriber_id
 """
 
 # Marks the alert and, if it has deliveries, wakes the dispatchers (one round trip).
