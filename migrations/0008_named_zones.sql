@@ -71,3 +71,13 @@ CREATE TABLE shipped_data (
     sha256     bytea NOT NULL,
     loaded_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- The fan-out reads subscriber ids from the position index itself (index-only scans): a zone
+-- cut into hundreds of pieces would otherwise visit each heap page once per piece (347,286 page
+-- visits for 475,000 recipients in seven postal codes; the join fell from 1.03 s to 0.36 s, and
+-- for a plain box from 0.61 s to 0.25 s). Built anew, so the migration holds a write lock on
+-- subscriber_locations while it builds (about 2.5 s per million locations).
+CREATE INDEX subscriber_locations_position_covering
+    ON subscriber_locations USING gist (position) INCLUDE (subscriber_id);
+DROP INDEX subscriber_locations_position;
+ALTER INDEX subscriber_locations_position_covering RENAME TO subscriber_locations_position;
