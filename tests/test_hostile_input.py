@@ -216,7 +216,10 @@ json_values = st.recursive(
     max_leaves=20,
 )
 positions = st.lists(st.floats(allow_nan=True, allow_infinity=True) | json_values, max_size=4)
-areas = json_values | st.fixed_dictionaries(
+names = st.lists(
+    st.sampled_from(["3400", "Hillerød Kommune", "hillerød kommune", "9999"]) | scalars, max_size=4
+)
+polygons = st.fixed_dictionaries(
     {"type": st.sampled_from(["Circle", "Polygon", "MultiPolygon", "Point"])},
     optional={
         "center": positions,
@@ -224,6 +227,13 @@ areas = json_values | st.fixed_dictionaries(
         "coordinates": st.lists(st.lists(positions, max_size=6), max_size=2) | json_values,
         "bbox": json_values,
     },
+)
+areas = (
+    json_values
+    | polygons
+    | st.fixed_dictionaries(
+        {}, optional={"zones": names | json_values, "postal_codes": names | json_values}
+    )
 )
 alert_bodies = st.fixed_dictionaries(
     {},
@@ -242,7 +252,13 @@ subscriber_bodies = st.fixed_dictionaries(
         "phone": st.from_regex(r"\+?[0-9 ()\-]{0,16}", fullmatch=True) | json_values,
         "locations": st.lists(
             st.fixed_dictionaries(
-                {}, optional={"lat": scalars, "lon": scalars, "label": json_values}
+                {},
+                optional={
+                    "lat": scalars,
+                    "lon": scalars,
+                    "postal_code": st.sampled_from(["3400", " 3480", "9999"]) | scalars,
+                    "label": json_values,
+                },
             ),
             max_size=3,
         )
@@ -250,6 +266,29 @@ subscriber_bodies = st.fixed_dictionaries(
         "language": json_values,
         "status": st.sampled_from(["active", "pending", "opted_out"]) | json_values,
     },
+)
+
+
+zone_features = st.fixed_dictionaries(
+    {"type": st.sampled_from(["Feature", "Feature", "FeatureCollection", "Polygon"])},
+    optional={
+        "geometry": polygons | json_values,
+        "properties": st.fixed_dictionaries(
+            {},
+            optional={
+                "name": st.sampled_from(["Skolen", "Hillerød Kommune", ""]) | scalars,
+                "kind": st.sampled_from(["custom", "postal_code", "municipality", "x"]) | scalars,
+                "code": scalars,
+            },
+        )
+        | json_values,
+        "id": scalars,
+        "crs": json_values,
+    },
+)
+zone_bodies = zone_features | st.fixed_dictionaries(
+    {"type": st.just("FeatureCollection")},
+    optional={"features": st.lists(zone_features, max_size=3) | json_values, "name": scalars},
 )
 
 
@@ -293,6 +332,39 @@ async def test_generated_subscriber_bodies_never_get_a_5xx(
     text = encode(body)
     r = await client.post("/v1/subscribers", headers=auth(key) | JSON, content=text)
     assert r.status_code < 500, (text, r.text)
+
+
+@PROPERTY
+@given(body=zone_bodies)
+async def test_generated_zone_bodies_never_get_a_5xx(
+    client: httpx.AsyncClient,
+    key: str,
+    body: Any,
+) -> None:
+    text = encode(body)
+    r = await client.post("/v1/zones", headers=auth(key) | JSON, content=text)
+    assert r.status_code < 500, (text, r.text)
+
+
+@PROPERTY
+@given(
+    params=st.fixed_dictionaries(
+        {},
+        optional={
+            "kind": st.sampled_from(["postal_code", "x"]) | st.text(max_size=10),
+            "cursor": st.text(max_size=80) | st.just("ejE"),
+            "limit": st.text(max_size=25) | st.integers().map(str),
+        },
+    ),
+    zone_id=st.text(max_size=30) | st.integers().map(str),
+)
+async def test_generated_zone_queries_never_get_a_5xx(
+    client: httpx.AsyncClient, key: str, params: dict[str, str], zone_id: str
+) -> None:
+    r = await client.get("/v1/zones", headers=auth(key), params=params)
+    assert r.status_code < 500, (params, r.text)
+    r = await client.get("/v1/zones/" + quote(zone_id, safe=""), headers=auth(key))
+    assert r.status_code < 500, (zone_id, r.text)
 
 
 @PROPERTY

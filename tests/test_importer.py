@@ -141,6 +141,14 @@ async def test_reimport_changes_nothing_and_repeats_are_skipped(
         (HEADER + "20123456,55.9,12.3,,dansk,\n", "line 2: language: 'dansk' is not a two"),
         (HEADER + "20123456,55.9\n", "line 2: expected 6 fields, found 2"),
         ("phone,lat\n20123456,55.9\n", "line 1: missing column(s) lon"),
+        ("phone,postal_code,lat\n20123456,3400,\n", "line 1: missing column(s) lon"),
+        ("phone,label\n20123456,x\n", "line 1: missing column(s) lat, lon"),
+        ("phone,postal_code\n20123456,9999\n", "line 2: postal_code: '9999' is not a known"),
+        ("phone,postal_code\n20123456,\n", "line 2: postal_code is empty"),
+        (
+            "phone,lat,lon,postal_code\n20123456,55.9,12.3,3400\n",
+            "line 2: give lat and lon or postal_code, not both",
+        ),
         ("phone;lat;lon\n20123456;55.9;12.3\n", "line 1: unknown column 'phone;lat;lon'"),
         ("phone,lat,lon,lat\n", "line 1: column 'lat' appears twice"),
         ("", "subscribers.csv is empty"),
@@ -161,6 +169,45 @@ async def test_a_bad_row_stops_the_import_and_nothing_is_imported(
     message = str(failed.value)
     assert expected in message and "\n" not in message
     assert "12345" not in message  # numbers are not echoed
+
+
+async def test_postal_codes_as_locations(db_url: str, tmp_path: Path) -> None:
+    """A postal_code column next to lat and lon: each row gives one or the other; repeats and
+    postal codes a subscriber already has are skipped, so a second import changes nothing."""
+    text = (
+        "phone,lat,lon,postal_code,label\n"
+        "20123456,55.9267,12.3111,,home\n"
+        "20123456,,, 3480 ,parents\n"
+        "20123457,,,3400,\n"
+        "20123457,,,3400,again\n"
+        "20123458,,,3000,\n"
+    )
+    path = write(tmp_path, text)
+    conn = await connect(db_url)
+    try:
+        first = await import_file(conn, path)
+        assert (first.subscribers_created, first.locations_added, first.locations_known) == (
+            3,
+            4,
+            1,
+        )
+        rows = await conn.fetch(
+            "SELECT s.phone, z.code, r.label FROM subscriber_zones r "
+            "JOIN subscribers s ON s.id = r.subscriber_id JOIN zones z ON z.id = r.zone_id "
+            "ORDER BY s.phone"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("+4520123456", "3480", "parents"),
+            ("+4520123457", "3400", None),
+            ("+4520123458", "3000", None),
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM subscriber_locations") == 1
+        again = await import_file(conn, path)
+        assert (again.locations_added, again.locations_known) == (0, 5)
+        only_codes = write(tmp_path, "phone,postal_code\n20123459,3400\n", "codes.csv")
+        assert (await import_file(conn, only_codes)).locations_added == 1
+    finally:
+        await conn.close()
 
 
 async def test_header_variants_and_encoding(db_url: str, tmp_path: Path) -> None:

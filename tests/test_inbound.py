@@ -30,6 +30,8 @@ from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.dispatch.message_ids import ConnectionReceipts
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.importer import import_file
+from broadcaster.ingest.alerts import NewAlert, create_alert
+from broadcaster.ingest.zones import resolve_postal_codes
 from broadcaster.settings import GatewaySettings, Settings, load_settings
 from gateway_adapters.base import InboundMessage, ReceiptsNotStored
 
@@ -432,3 +434,62 @@ async def test_the_smpp_sink_says_not_stored_while_the_database_is_away(db_url: 
     sink = ConnectionReceipts(ReceiptWriter(gone), gone, "smsc", settings_for(db_url))
     with pytest.raises(ReceiptsNotStored):
         await sink.inbound([InboundMessage(None, "+4520123456", "STOP")])
+
+
+@pytest.mark.parametrize(
+    ("word", "language"),
+    [("TILMELD 3400", "da"), ("tilmeld3400", "da"), (" Join 3400 ", "en"), ("JOIN 3400.", "en")],
+)
+async def test_join_subscribes_a_new_number_for_a_postal_code(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, word: str, language: str
+) -> None:
+    assert (await send(client, UNKNOWN, word)).status_code == 200
+    row = await subscriber(pool, UNKNOWN)
+    assert row is not None and row["status"] == "active"
+    codes = await pool.fetch(
+        "SELECT z.code FROM subscriber_zones r JOIN zones z ON z.id = r.zone_id "
+        "JOIN subscribers s ON s.id = r.subscriber_id WHERE s.phone = $1",
+        UNKNOWN,
+    )
+    assert [r["code"] for r in codes] == ["3400"]
+    assert await notices_to(pool, UNKNOWN) == [text("join", language, ORG, postal_code="3400")]
+    # An alert for the postal code reaches the number.
+    async with pool.acquire() as conn:
+        zone_ids = await resolve_postal_codes(conn, ["3400"])
+        area = {"postal_codes": ["3400"]}
+        new = NewAlert("test", area, None, "normal", None, None, targets=(zone_ids["3400"],))
+        alert, _ = await create_alert(conn, new, None, None)
+        await fan_out_next(conn)
+        reached = await conn.fetchval(
+            "SELECT count(*) FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+            "WHERE d.alert_id = $1 AND s.phone = $2",
+            alert,
+            UNKNOWN,
+        )
+    assert reached == 1
+
+
+async def test_join_opts_an_opted_out_number_back_in_and_keeps_its_places(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    assert (await send(client, UNKNOWN, "JOIN 3400")).status_code == 200
+    assert (await send(client, UNKNOWN, "STOP")).status_code == 200
+    assert (await subscriber(pool, UNKNOWN))["status"] == "opted_out"  # type: ignore[index]
+    assert (await send(client, UNKNOWN, "TILMELD 3480")).status_code == 200
+    assert (await subscriber(pool, UNKNOWN))["status"] == "active"  # type: ignore[index]
+    codes = await pool.fetch(
+        "SELECT z.code FROM subscriber_zones r JOIN zones z ON z.id = r.zone_id "
+        "JOIN subscribers s ON s.id = r.subscriber_id WHERE s.phone = $1 ORDER BY z.code",
+        UNKNOWN,
+    )
+    assert [r["code"] for r in codes] == ["3400", "3480"]
+
+
+async def test_join_with_an_unknown_postal_code_says_so_and_subscribes_nobody(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    assert (await send(client, UNKNOWN, "TILMELD 9999")).status_code == 200
+    row = await subscriber(pool, UNKNOWN)
+    assert row is not None and row["status"] == "pending"  # only to carry the answer
+    assert await notices_to(pool, UNKNOWN) == [text("join_unknown", "da", ORG, postal_code="9999")]
+    assert await pool.fetchval("SELECT count(*) FROM subscriber_zones") == 0

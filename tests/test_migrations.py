@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import with_database
 
 from broadcaster.database import DatabaseUnavailable, connect
+from broadcaster.ingest.zone_files import SHIPPED_FILES
 from broadcaster.migrate import (
     NotMigrated,
     apply_migrations,
@@ -47,8 +48,9 @@ async def test_two_migrators_at_once_on_an_empty_database(server_url: str) -> No
         with pytest.raises(NotMigrated, match="broadcaster migrate"):
             await ensure_migrated(conns[0])
         results = await asyncio.gather(*(apply_migrations(c) for c in conns))
-        # One did the work, the other waited on the advisory lock and found nothing to do.
-        assert sorted(len(r) for r in results) == [0, len(load_migrations())]
+        # One did the work (the SQL migrations and the shipped zones), the other waited on the
+        # advisory lock and found nothing to do.
+        assert sorted(len(r) for r in results) == [0, len(load_migrations()) + len(SHIPPED_FILES)]
         await ensure_migrated(conns[1])
         for c in conns:
             await c.close()

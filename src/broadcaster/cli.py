@@ -61,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import the valid rows and report the invalid ones (default: stop at the first)",
     )
+    zones = sub.add_parser(
+        "import-zones",
+        help="create or update named zones from a GeoJSON file",
+        description="Import a GeoJSON Feature or FeatureCollection of Polygon or MultiPolygon "
+        "features with the properties name, kind (police_district, municipality, postal_code, "
+        "custom) and code (where the zone has one; postal codes must) in one transaction. A "
+        "feature with a code updates the zone of that kind and code, one without the zone of "
+        "that kind and name; the others are created.",
+    )
+    zones.add_argument("file", type=Path, metavar="FILE")
     demo = sub.add_parser("demo", help="broadcast to a North Zealand zone end to end")
     demo.add_argument("--subscribers", type=int, default=34_000)
     demo.add_argument("--rate", type=float, default=5_000, help="gateway messages per second")
@@ -109,6 +119,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from broadcaster.importer import import_command
 
         return _run(import_command(url, args.file, skip_invalid=args.skip_invalid))
+    if args.command == "import-zones":
+        from broadcaster.ingest.zone_files import import_command as import_zones
+
+        return _run(import_zones(url, args.file))
     raise AssertionError(args.command)
 
 
@@ -135,10 +149,14 @@ async def _migrate(url: str) -> int:
         applied = await apply_migrations(conn)
     finally:
         await conn.close()
+    sql = [name for name in applied if name.endswith(".sql")]
     print(
-        f"applied {len(applied)} migration(s)"
-        + (f": {', '.join(applied)}" if applied else "; the database is up to date")
+        f"applied {len(sql)} migration(s)"
+        + (f": {', '.join(sql)}" if sql else "; the database is up to date")
     )
+    for loaded in applied:
+        if loaded not in sql:
+            print(f"loaded {loaded}")
     return 0
 
 

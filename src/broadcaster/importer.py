@@ -7,9 +7,12 @@ their locations. Everything happens in one transaction: the whole file is import
 The file:
 
 - UTF-8 (a byte-order mark is allowed), comma-separated, with a header line. Columns, in any
-  order, names case-insensitive: `phone`, `lat`, `lon` (required), `label`, `language`, `status`
-  (optional). Unknown or repeated columns are refused, so a misspelt column is not silently lost.
-- One row per location: a number on several rows gets several locations.
+  order, names case-insensitive: `phone`, and `lat` and `lon` or `postal_code` or all three
+  (required), `label`, `language`, `status` (optional). Unknown or repeated columns are refused,
+  so a misspelt column is not silently lost.
+- One row per location: a number on several rows gets several locations. A location is a point
+  (`lat`, `lon`) or a postal code (`postal_code`, which must be a postal-code zone); a row gives
+  one or the other, not both.
 - `phone`: any format `broadcaster.phone.normalise` accepts (numbers without a country code are
   Danish), stored in E.164. `lat` in [-90, 90], `lon` in [-180, 180], in degrees.
 - `label` at most 50 characters; `language` two letters (`da`, `en`, ...); `status` one of
@@ -25,9 +28,9 @@ The rules:
   number.** So an `opted_out` subscriber stays opted out unless one of its rows explicitly says
   `active` or `pending`; a file without a status column (or with empty cells) never re-subscribes
   anybody. A row saying `opted_out` opts an existing subscriber out.
-- Locations: a location equal to one the subscriber already has (same coordinates, whatever the
-  label) is skipped, and so is a repeat within the file; the first label is kept. Re-importing a
-  file therefore changes nothing.
+- Locations: a location equal to one the subscriber already has (same coordinates or postal
+  code, whatever the label) is skipped, and so is a repeat within the file; the first label is
+  kept. Re-importing a file therefore changes nothing.
 - Bad rows: by default the first bad row stops the import with one line naming its line number
   and the problem (nothing is imported). With `--skip-invalid` the valid rows are imported, and the
   number of skipped rows is reported with the first few line numbers and reasons. Phone numbers
@@ -57,7 +60,9 @@ from broadcaster.ingest.geo import SCALE
 from broadcaster.migrate import ensure_migrated
 from broadcaster.phone import DEFAULT_REGION, PhoneError, normalise
 
-REQUIRED = ("phone", "lat", "lon")
+REQUIRED = ("phone",)
+# A place: lat and lon, or postal_code (a column of either, or both, with one given per row).
+PLACES = ("lat", "lon", "postal_code")
 OPTIONAL = ("label", "language", "status")
 STATUSES = frozenset({"active", "pending", "opted_out"})
 DEFAULT_LANGUAGE = "da"
@@ -184,8 +189,22 @@ class ImportResult:
         )
 
 
-Record = tuple[int, str, float, float, str | None, str | None, str | None]
-COLUMNS = ["line", "phone", "lon", "lat", "label", "language", "status"]
+Record = tuple[int, str, float | None, float | None, str | None, str | None, str | None, str | None]
+COLUMNS = ["line", "phone", "lon", "lat", "label", "language", "status", "postal_code"]
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where each column is in a row (None: the file has no such column)."""
+
+    width: int
+    phone: int
+    lat: int | None
+    lon: int | None
+    postal_code: int | None
+    label: int | None
+    language: int | None
+    status: int | None
 
 
 def _coordinate(text: str, name: str, limit: float) -> float:
@@ -201,31 +220,47 @@ def _coordinate(text: str, name: str, limit: float) -> float:
     return value
 
 
-def _header(fields: list[str] | None, name: str) -> dict[str, int]:
+def _header(fields: list[str] | None, name: str) -> _Columns:
     if fields is None:
-        raise ImportFailed(f"{name} is empty: expected a header line with {','.join(REQUIRED)}")
+        raise ImportFailed(
+            f"{name} is empty: expected a header line with phone and lat,lon or postal_code"
+        )
+    known = REQUIRED + PLACES + OPTIONAL
     columns: dict[str, int] = {}
     for i, raw in enumerate(fields):
         column = raw.strip().lower()
-        if column not in REQUIRED and column not in OPTIONAL:
+        if column not in known:
             raise ImportFailed(
                 f"{name} line 1: unknown column {raw.strip()!r} (known: "
-                f"{', '.join(REQUIRED + OPTIONAL)}; the file must be comma-separated)"
+                f"{', '.join(known)}; the file must be comma-separated)"
             )
         if column in columns:
             raise ImportFailed(f"{name} line 1: column {column!r} appears twice")
         columns[column] = i
     missing = [c for c in REQUIRED if c not in columns]
+    if "postal_code" not in columns:
+        missing += [c for c in ("lat", "lon") if c not in columns]
+    elif ("lat" in columns) != ("lon" in columns):
+        missing.append("lon" if "lat" in columns else "lat")
     if missing:
         raise ImportFailed(f"{name} line 1: missing column(s) {', '.join(missing)}")
-    return columns
+    return _Columns(
+        len(columns),
+        columns["phone"],
+        *(columns.get(c) for c in ("lat", "lon", "postal_code", "label", "language", "status")),
+    )
 
 
 def read_rows(
-    path: Path, result: ImportResult, *, skip_invalid: bool, chunk_rows: int = CHUNK_ROWS
+    path: Path,
+    result: ImportResult,
+    *,
+    skip_invalid: bool,
+    chunk_rows: int = CHUNK_ROWS,
+    postal_codes: frozenset[str] = frozenset(),
 ) -> Iterator[list[Record]]:
     """Valid rows of the file in chunks; bad rows raise ImportFailed or, with skip_invalid, are
-    counted in result (with the first few reasons)."""
+    counted in result (with the first few reasons). `postal_codes` are those that exist."""
     name = path.name
     try:
         f = open(path, encoding="utf-8-sig", newline="")
@@ -235,11 +270,7 @@ def read_rows(
         reader = csv.reader(f, strict=True)
         try:
             columns = _header(next(reader, None), name)
-            width = len(columns)
-            i_phone, i_lat, i_lon = columns["phone"], columns["lat"], columns["lon"]
-            i_label = columns.get("label")
-            i_language = columns.get("language")
-            i_status = columns.get("status")
+            width = columns.width
             chunk: list[Record] = []
             for fields in reader:
                 if len(fields) != width:
@@ -250,18 +281,7 @@ def read_rows(
                 else:
                     result.rows_read += 1
                     try:
-                        chunk.append(
-                            _record(
-                                reader.line_num,
-                                fields,
-                                i_phone,
-                                i_lat,
-                                i_lon,
-                                i_label,
-                                i_language,
-                                i_status,
-                            )
-                        )
+                        chunk.append(_record(reader.line_num, fields, columns, postal_codes))
                         if len(chunk) >= chunk_rows:
                             yield chunk
                             chunk = []
@@ -301,46 +321,53 @@ def _first_undecodable_line(path: Path) -> int:
 
 
 def _record(
-    line: int,
-    fields: list[str],
-    i_phone: int,
-    i_lat: int,
-    i_lon: int,
-    i_label: int | None,
-    i_language: int | None,
-    i_status: int | None,
+    line: int, fields: list[str], columns: _Columns, postal_codes: frozenset[str]
 ) -> Record:
-    raw_phone = fields[i_phone]
+    raw_phone = fields[columns.phone]
     if not raw_phone.strip():
         raise _RowError("phone is empty")
     try:
         phone = normalise_phone(raw_phone)
     except PhoneError as exc:
         raise _RowError(f"phone: {exc}") from None
-    lat = _coordinate(fields[i_lat], "lat", 90.0)
-    lon = _coordinate(fields[i_lon], "lon", 180.0)
+    lat: float | None = None
+    lon: float | None = None
+    postal_code = None
+    if columns.postal_code is not None:
+        postal_code = fields[columns.postal_code].strip() or None
+    if postal_code is None:
+        if columns.lat is None or columns.lon is None:
+            raise _RowError("postal_code is empty")
+        lat = _coordinate(fields[columns.lat], "lat", 90.0)
+        lon = _coordinate(fields[columns.lon], "lon", 180.0)
+    else:
+        if columns.lat is not None and columns.lon is not None:
+            if fields[columns.lat].strip() or fields[columns.lon].strip():
+                raise _RowError("give lat and lon or postal_code, not both")
+        if postal_code not in postal_codes:
+            raise _RowError(f"postal_code: {postal_code!r} is not a known postal code")
     label = language = status = None
-    if i_label is not None:
-        label = fields[i_label].strip() or None
+    if columns.label is not None:
+        label = fields[columns.label].strip() or None
         if label is not None and len(label) > MAX_LABEL:
             raise _RowError(f"label is longer than {MAX_LABEL} characters")
-    if i_language is not None:
-        language = fields[i_language].strip().lower() or None
+    if columns.language is not None:
+        language = fields[columns.language].strip().lower() or None
         if language is not None and not _LANGUAGE.fullmatch(language):
             raise _RowError(f"language: {language!r} is not a two-letter code")
-    if i_status is not None:
-        status = fields[i_status].strip().lower() or None
+    if columns.status is not None:
+        status = fields[columns.status].strip().lower() or None
         if status is not None and status not in STATUSES:
             raise _RowError(f"status: {status!r} is not one of active, pending, opted_out")
-    return (line, phone, lon, lat, label, language, status)
+    return (line, phone, lon, lat, label, language, status, postal_code)
 
 
 # ---------------------------------------------------------------- the set-based part
 
 CREATE_ROWS = """
 CREATE TEMP TABLE import_rows (
-    line integer NOT NULL, phone text NOT NULL, lon float8 NOT NULL, lat float8 NOT NULL,
-    label text, language text, status text
+    line integer NOT NULL, phone text NOT NULL, lon float8, lat float8,
+    label text, language text, status text, postal_code text
 ) ON COMMIT DROP
 """
 
@@ -388,12 +415,28 @@ FROM (
            s.id AS subscriber_id, r.label, r.lon * $1 AS x, r.lat * $1 AS y
     FROM import_rows r
     JOIN subscribers s ON s.phone = r.phone
+    WHERE r.postal_code IS NULL
     ORDER BY s.id, r.lon * $1, r.lat * $1, r.line
 ) n
 WHERE NOT EXISTS (
     SELECT 1 FROM subscriber_locations l
     WHERE l.subscriber_id = n.subscriber_id AND l.position[0] = n.x AND l.position[1] = n.y)
 """
+
+
+# Postal codes as places (subscriber_zones), likewise without repeats.
+INSERT_POSTAL_CODES = """
+INSERT INTO subscriber_zones (subscriber_id, zone_id, label)
+SELECT DISTINCT ON (s.id, z.id) s.id, z.id, r.label
+FROM import_rows r
+JOIN subscribers s ON s.phone = r.phone
+JOIN zones z ON z.kind = 'postal_code' AND z.code = r.postal_code
+WHERE r.postal_code IS NOT NULL
+ORDER BY s.id, z.id, r.line
+ON CONFLICT DO NOTHING
+"""
+
+POSTAL_CODES = "SELECT code FROM zones WHERE kind = 'postal_code'"
 
 
 async def import_file(
@@ -412,7 +455,10 @@ async def import_file(
             # Sorts and hashes of a large file stay in memory.
             await conn.execute("SET LOCAL work_mem = '64MB'")
             await conn.execute(CREATE_ROWS)
-            for chunk in read_rows(path, result, skip_invalid=skip_invalid, chunk_rows=chunk_rows):
+            codes = frozenset(r["code"] for r in await conn.fetch(POSTAL_CODES))
+            for chunk in read_rows(
+                path, result, skip_invalid=skip_invalid, chunk_rows=chunk_rows, postal_codes=codes
+            ):
                 await conn.copy_records_to_table("import_rows", records=chunk, columns=COLUMNS)
             await conn.execute("ANALYZE import_rows")
             await conn.execute(CREATE_SUBSCRIBERS)
@@ -422,10 +468,11 @@ async def import_file(
             counts = await conn.fetchrow(UPSERT_SUBSCRIBERS, DEFAULT_LANGUAGE, DEFAULT_STATUS)
             assert counts is not None
             status = await conn.execute(INSERT_LOCATIONS, SCALE)
+            postal = await conn.execute(INSERT_POSTAL_CODES)
             result.subscribers_created = counts["created"]
             result.subscribers_updated = counts["updated"]
             result.subscribers_unchanged = numbers - counts["created"] - counts["updated"]
-            result.locations_added = int(status.split()[-1])
+            result.locations_added = int(status.split()[-1]) + int(postal.split()[-1])
             result.locations_known = result.rows_read - result.skipped - result.locations_added
     except asyncpg.PostgresError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,5 +1,7 @@
 """Numbered SQL migrations, applied in order, each in its own transaction, under an advisory lock
 so that two pods starting together cannot race. Applied versions are kept in schema_migrations.
+After them, under the same lock, the zones shipped with the service are loaded where their
+files changed (ingest/zone_files.py); a database is migrated when both are done.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
                     migration.name,
                 )
             applied_now.append(migration.name)
+        from broadcaster.ingest.zone_files import load_shipped
+
+        applied_now += [f"zones from {loaded}" for loaded in await load_shipped(conn)]
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied_now
@@ -82,7 +87,10 @@ async def pending_migrations(conn: asyncpg.Connection) -> list[str]:
     done: set[int] = set()
     if exists:
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return [m.name for m in load_migrations() if m.version not in done]
+    from broadcaster.ingest.zone_files import shipped_pending
+
+    pending = [m.name for m in load_migrations() if m.version not in done]
+    return pending + [f"zones from {name}" for name in await shipped_pending(conn)]
 
 
 async def ensure_migrated(conn: asyncpg.Connection) -> None:

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # geo.MAX_POSITIONS positions), callbacks one or a few receipts, everything else a small
     # JSON document.
     max_alert_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # POST /v1/zones: a FeatureCollection of zones (larger sets: `broadcaster import-zones`).
+    max_zone_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_callback_bytes: int = Field(256 * 1024, ge=1024)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     metrics_port: int | None = None

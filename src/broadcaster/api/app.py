@@ -24,6 +24,7 @@ from broadcaster.api import (
     routes_signups,
     routes_subscribers,
     routes_tips,
+    routes_zones,
 )
 from broadcaster.api.deps import Database
 from broadcaster.api.guard import Guard, body_pending, route_path
@@ -106,6 +107,7 @@ def create_app(
             routes_subscribers,
             routes_signups,
             routes_alerts,
+            routes_zones,
             routes_tips,
             routes_audit,
             routes_callbacks,

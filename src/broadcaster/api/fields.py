@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 
 # C0 controls other than tab, line feed and carriage return; DEL. NUL is what PostgreSQL refuses
 # outright, the others have no business in an SMS or a reference either.
@@ -33,6 +33,12 @@ def _clean_text(value: str) -> str:
 # A string without control characters (tab and line breaks aside) or lone surrogates; give it a
 # length with Annotated[CleanStr, Field(max_length=...)].
 CleanStr = Annotated[str, AfterValidator(_clean_text)]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
 
 
 def _near_future(value: datetime) -> datetime:
@@ -73,3 +79,14 @@ Expiry = Annotated[Timestamp, AfterValidator(_near_future)]
 # A JSON number (not a numeric string, not a boolean), finite.
 Coordinate = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
+# A zone's code (a postal code, a municipality's number): letters and digits, with blanks, dots
+# and dashes inside; white space around it is dropped. Whether it exists is the database's to say.
+ZoneCode = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=20, pattern=r"^[0-9A-Za-z][0-9A-Za-z ._-]*$"
+    ),
+]
+PostalCode = ZoneCode
+# The name of a zone: text of 1 to 200 characters, not blank.
+ZoneName = Annotated[CleanStr, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]

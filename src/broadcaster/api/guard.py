@@ -80,10 +80,12 @@ def needs_key(path: str) -> bool:
 
 
 def body_limit(settings: Settings, method: str, path: str) -> int:
-    """The largest body a route takes: alerts carry polygons, gateways' posts what their
-    provider sends, everything else is small."""
+    """The largest body a route takes: alerts and zones carry polygons, gateways' posts what
+    their provider sends, everything else is small."""
     if method == "POST" and path == "/v1/alerts":
         return settings.max_alert_bytes
+    if method == "POST" and path == "/v1/zones":
+        return settings.max_zone_bytes
     if path.startswith(UNKEYED_PREFIXES):
         return settings.max_callback_bytes
     return settings.max_body_bytes

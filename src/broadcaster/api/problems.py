@@ -81,11 +81,15 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return out or "body"
 
 
-def _error_location(error: Any) -> str:
+def error_location(error: Any) -> str:
+    """Where a pydantic error is, as a reader writes it."""
     where = _location(error["loc"])
     if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         # The error is the discriminating member's, though pydantic places it on the union.
         where += "." + str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
+    elif error.get("type") == "area_kind" and isinstance(error.get("input"), dict):
+        if "type" in error["input"]:
+            where += ".type"
     return where
 
 
@@ -110,8 +114,8 @@ def install(app: FastAPI) -> None:
                 request, 400, "Malformed JSON", "the request body is not valid JSON"
             )
         first = errors[0]
-        detail = f"{_error_location(first)}: {first['msg']}"
-        listed = [{"location": _error_location(e), "message": e["msg"]} for e in errors]
+        detail = f"{error_location(first)}: {first['msg']}"
+        listed = [{"location": error_location(e), "message": e["msg"]} for e in errors]
         return problem_response(request, 422, "Invalid request", detail, errors=listed)
 
     @app.exception_handler(StarletteHTTPException)

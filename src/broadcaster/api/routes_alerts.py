@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broadcaster.api import pagination
-from broadcaster.api.area_schema import Area
+from broadcaster.api.area_schema import Area, PostalCodesArea, ZonesArea
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
 from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
 from broadcaster.api.openapi import errors
@@ -29,6 +29,7 @@ from broadcaster.ingest.alerts import (
 )
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.sms import segment_count
+from broadcaster.ingest.zones import UnknownZones, resolve_names, resolve_postal_codes
 from broadcaster.ops import audit, metrics
 from broadcaster.settings import Settings
 
@@ -139,10 +140,12 @@ async def post_alert(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     area = body.area.zone_input()
-    try:
-        zone = parse_area(area)
-    except AreaError as exc:
-        raise Problem(422, "Invalid area", f"area: {exc}") from None
+    zone = None
+    if not isinstance(body.area, ZonesArea | PostalCodesArea):
+        try:
+            zone = parse_area(area)
+        except AreaError as exc:
+            raise Problem(422, "Invalid area", f"area: {exc}") from None
     segments = segment_count(body.message)
     if segments > settings.max_segments:
         raise Problem(
@@ -154,17 +157,19 @@ async def post_alert(
         raise Problem(422, "Invalid request", "expires_at: must be in the future")
     if body.tip_webhook is not None:
         check_tip_webhook(body.tip_webhook, settings)
-    alert = NewAlert(
-        body.message,
-        area,
-        zone,
-        body.priority,
-        body.expires_at,
-        body.reference,
-        body.tip_webhook,
-    )
     try:
         async with db.connection() as conn:
+            targets = () if zone is not None else await _targets(conn, body.area)
+            alert = NewAlert(
+                body.message,
+                area,
+                zone,
+                body.priority,
+                body.expires_at,
+                body.reference,
+                tip_webhook=body.tip_webhook,
+                targets=targets,
+            )
             async with conn.transaction():
                 alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
                 if created:
@@ -186,6 +191,18 @@ async def post_alert(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(status, status_code=202, headers=headers)
+
+
+async def _targets(conn: Any, area: Any) -> tuple[int, ...]:
+    """The ids of the zones a named area names; 422 naming those that name none."""
+    try:
+        if isinstance(area, ZonesArea):
+            return tuple(await resolve_names(conn, area.zones))
+        codes = await resolve_postal_codes(conn, area.postal_codes)
+        return tuple(dict.fromkeys(codes[c] for c in area.postal_codes))
+    except UnknownZones as exc:
+        where = "area.zones" if isinstance(area, ZonesArea) else "area.postal_codes"
+        raise Problem(422, "Unknown zone", f"{where}: {exc}", unknown=exc.missing) from None
 
 
 def check_tip_webhook(url: str, settings: Settings) -> None:

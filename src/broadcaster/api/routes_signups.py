@@ -12,10 +12,11 @@ from broadcaster.api.deps import DbDep, SettingsDep, require
 from broadcaster.api.fields import PhoneInput
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
-from broadcaster.api.routes_subscribers import Location
+from broadcaster.api.routes_subscribers import AnyLocation, unknown_postal_code
 from broadcaster.auth import ApiKey
 from broadcaster.citizens import signups
 from broadcaster.citizens.throttle import Throttled
+from broadcaster.ingest.zones import UnknownZones
 from broadcaster.phone import PhoneError, normalise
 
 router = APIRouter(tags=["signups"])
@@ -38,7 +39,7 @@ class SignupIn(BaseModel):
             "examples": [
                 {
                     "phone": "20 12 34 56",
-                    "locations": [{"lat": 55.93, "lon": 12.30, "label": "home"}],
+                    "locations": [{"postal_code": "3400"}, {"lat": 55.93, "lon": 12.30}],
                     "language": "da",
                     "reason": "help_community",
                 }
@@ -46,7 +47,7 @@ class SignupIn(BaseModel):
         },
     )
     phone: PhoneInput
-    locations: list[Location] = Field(min_length=1, max_length=10)
+    locations: list[AnyLocation] = Field(min_length=1, max_length=10)
     language: Literal["da", "en"] = "da"
     reason: Reason | None = Field(None, description="Why the citizen signs up (optional)")
 
@@ -68,7 +69,7 @@ class ConfirmOut(BaseModel):
     status: Literal["active"]
     phone: str
     language: str
-    locations: list[Location]
+    locations: list[AnyLocation]
 
 
 def client_of(request: Request) -> str:
@@ -122,6 +123,8 @@ async def post_signup(
             )
     except Throttled as exc:
         raise too_many(exc) from None
+    except UnknownZones as exc:
+        raise unknown_postal_code(exc, body.locations) from None
     return {"status": "code_sent", "expires_in": lifetime}
 
 

@@ -1,22 +1,24 @@
-"""Subscribers registered by other systems (scope subscribers:write), and a citizen's data on
-request: what is stored about a number (subscribers:read), its erasure (subscribers:write)."""
+"""Subscribers registered by other systems (scope subscribers:write), with points or postal
+codes as their places; and a citizen's data on request: what is stored about a number
+(subscribers:read), its erasure (subscribers:write)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from broadcaster.api.deps import DbDep, RequestId, require
-from broadcaster.api.fields import PHONE_SHAPE, CleanStr, Coordinate, PhoneInput
+from broadcaster.api.fields import PHONE_SHAPE, CleanStr, Coordinate, PhoneInput, PostalCode
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
-from broadcaster.citizens import privacy
-from broadcaster.ingest.geo import SCALE
+from broadcaster.citizens import places, privacy
+from broadcaster.ingest.zones import UnknownZones
 from broadcaster.ops import audit
 from broadcaster.phone import PhoneError, normalise
 
@@ -24,12 +26,39 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["subscribers"])
 
+Label = Annotated[CleanStr, Field(max_length=50)]
+
 
 class Location(BaseModel):
+    """A point: the subscriber is reached by alerts whose area contains it."""
+
     model_config = ConfigDict(extra="forbid")
     lat: Annotated[Coordinate, Field(ge=-90, le=90)]
     lon: Annotated[Coordinate, Field(ge=-180, le=180)]
-    label: Annotated[CleanStr, Field(max_length=50)] | None = None
+    label: Label | None = None
+
+
+class PostalCodeLocation(BaseModel):
+    """A postal code instead of a point: the subscriber is reached by alerts for the postal
+    code and by those whose area reaches into it (see the README)."""
+
+    model_config = ConfigDict(extra="forbid")
+    postal_code: PostalCode
+    label: Label | None = None
+
+
+def _location_kind(value: Any) -> str:
+    if isinstance(value, PostalCodeLocation) or (
+        isinstance(value, dict) and "postal_code" in value
+    ):
+        return "PostalCode"
+    return "Point"
+
+
+AnyLocation = Annotated[
+    Annotated[Location, Tag("Point")] | Annotated[PostalCodeLocation, Tag("PostalCode")],
+    Discriminator(_location_kind),
+]
 
 
 class SubscriberIn(BaseModel):
@@ -40,13 +69,16 @@ class SubscriberIn(BaseModel):
                 {
                     "phone": "20 12 34 56",
                     "language": "da",
-                    "locations": [{"lat": 55.93, "lon": 12.30, "label": "home"}],
+                    "locations": [
+                        {"lat": 55.93, "lon": 12.30, "label": "home"},
+                        {"postal_code": "3480", "label": "parents"},
+                    ],
                 }
             ]
         },
     )
     phone: PhoneInput
-    locations: list[Location] = Field(min_length=1, max_length=10)
+    locations: list[AnyLocation] = Field(min_length=1, max_length=10)
     language: str = Field("da", pattern=r"^[a-z]{2}$")
     status: Literal["active", "pending"] = "active"
 
@@ -56,7 +88,7 @@ class SubscriberOut(BaseModel):
     phone: str = Field(examples=["+4520123456"], description="E.164")
     language: str
     status: Literal["active", "pending"]
-    locations: list[Location]
+    locations: list[AnyLocation]
 
 
 @router.post(
@@ -84,16 +116,10 @@ async def create_subscriber(
             raise Problem(
                 409, "Already registered", "a subscriber with this phone number already exists"
             )
-        await conn.execute(
-            """INSERT INTO subscriber_locations (subscriber_id, label, position)
-               SELECT $1, l.label, point(l.lon * $5, l.lat * $5)
-               FROM unnest($2::text[], $3::float8[], $4::float8[]) AS l(label, lon, lat)""",
-            sub_id,
-            [loc.label for loc in body.locations],
-            [loc.lon for loc in body.locations],
-            [loc.lat for loc in body.locations],
-            SCALE,
-        )
+        try:
+            await places.add(conn, sub_id, [loc.model_dump() for loc in body.locations])
+        except UnknownZones as exc:
+            raise unknown_postal_code(exc, body.locations) from None
     return {
         "id": sub_id,
         "phone": phone,
@@ -101,6 +127,21 @@ async def create_subscriber(
         "status": body.status,
         "locations": [loc.model_dump() for loc in body.locations],
     }
+
+
+def unknown_postal_code(exc: UnknownZones, locations: Sequence[Any]) -> Problem:
+    """422 naming the first location whose postal code no zone has."""
+    first = next(
+        i
+        for i, loc in enumerate(locations)
+        if isinstance(loc, PostalCodeLocation) and loc.postal_code in exc.missing
+    )
+    return Problem(
+        422,
+        "Unknown postal code",
+        f"locations[{first}].postal_code: {exc}",
+        unknown=exc.missing,
+    )
 
 
 # -- a citizen's data on request ------------------------------------------------------------------
@@ -135,7 +176,7 @@ class StoredSignup(BaseModel):
     source: str
     language: str
     reason: str | None
-    locations: list[Location]
+    locations: list[AnyLocation]
 
 
 class StoredInbound(BaseModel):
@@ -156,7 +197,7 @@ class SubscriberRecord(BaseModel):
     """Everything stored about a number (an access request)."""
 
     subscriber: StoredSubscriber
-    locations: list[Location]
+    locations: list[AnyLocation]
     signups: list[StoredSignup]
     inbound_messages: list[StoredInbound]
     deliveries: list[StoredDeliveries]
@@ -182,7 +223,7 @@ async def get_subscriber(
     """Everything stored about the number, for a citizen's access request."""
     number = _number(phone)
     async with db.connection() as conn:
-        record = await privacy.describe(conn, number, SCALE)
+        record = await privacy.describe(conn, number)
     if record is None:
         raise Problem(404, "Not found", "no subscriber with this number")
     return record

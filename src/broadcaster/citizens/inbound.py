@@ -22,7 +22,9 @@ one round trip), else one transaction that
    - START: an opted-out (or pending) subscriber with areas is active again; one without areas,
      or a number we do not know, is told how to join (`start_nothing`);
    - HJÆLP / HELP: the help text;
-   - TILMELD / JOIN: see `join` below.
+   - TILMELD 3400 / JOIN 3400: the number becomes an active subscriber (whatever it was: the
+     SMS comes from it) with the postal code added to its places, answered with `join`; an
+     unknown postal code gets `join_unknown`, a TILMELD without one the help text.
    Answers are notices (notices.py) in the subscriber's language, else the keyword's (Danish
    for STOP and START), and at most `keyword_replies_per_number` an hour go to one number (a
    machine answering our answers must not make a loop); the action itself is always done.
@@ -41,10 +43,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from broadcaster.citizens import keywords, throttle
+from broadcaster.citizens import keywords, places, throttle
 from broadcaster.citizens.keywords import Keyword
 from broadcaster.citizens.notices import send_notice
+from broadcaster.citizens.places import HAS_PLACES
 from broadcaster.citizens.texts import FALLBACK, text
+from broadcaster.ingest.zones import UnknownZones, resolve_postal_codes
 from broadcaster.settings import Settings
 from gateway_adapters.base import InboundMessage
 
@@ -105,11 +109,21 @@ LEFT JOIN (SELECT id, phone, text, kind FROM stored WHERE kind <> 'tip') k ON tr
 """
 
 # The subscriber a keyword is about, locked: two keywords from one number apply in turn.
-FIND = """
-SELECT s.id, s.status, s.language,
-       EXISTS (SELECT 1 FROM subscriber_locations l WHERE l.subscriber_id = s.id) AS has_areas
+FIND = f"""
+SELECT s.id, s.status, s.language, {HAS_PLACES} AS has_areas
 FROM subscribers s WHERE s.phone = $1
 FOR UPDATE
+"""
+
+# TILMELD/JOIN with a postal code: the SMS comes from the number, so it is its owner's wish; the
+# subscriber is active (whatever it was) and the postal code is added to its places.
+JOIN = """
+INSERT INTO subscribers (phone, language, status, source, confirmed_at)
+VALUES ($1, $2, 'active', 'sms', now())
+ON CONFLICT (phone) DO UPDATE
+SET status = 'active', opted_out_at = NULL, opt_out_reason = NULL,
+    confirmed_at = coalesce(subscribers.confirmed_at, now()), updated_at = now()
+RETURNING id
 """
 
 OPT_OUT = """
@@ -228,8 +242,19 @@ async def act(
         else:
             answer = "start_nothing"
         subscriber_id = found["id"] if found is not None else None
-    elif keyword.kind == "join":
-        answer, values = "help", {}
+    elif keyword.kind == "join" and keyword.postal_code is not None:
+        values = {"postal_code": keyword.postal_code}
+        try:
+            await resolve_postal_codes(conn, [keyword.postal_code])
+        except UnknownZones:
+            answer = "join_unknown"
+            subscriber_id = found["id"] if found is not None else None
+        else:
+            subscriber_id = await conn.fetchval(JOIN, phone, language)
+            await places.add(conn, subscriber_id, [{"postal_code": keyword.postal_code}])
+            answer = "join"
+    elif keyword.kind == "join":  # without a postal code: how to do it
+        answer = "help"
         subscriber_id = found["id"] if found is not None else None
     else:
         answer = "help"

@@ -16,16 +16,14 @@ from typing import Any
 
 import asyncpg
 
+from broadcaster.citizens import places
+
 FIND = """
 SELECT id, phone, status, language, reason, source, created_at, confirmed_at, opted_out_at,
        opt_out_reason
 FROM subscribers WHERE phone = $1
 """
 
-LOCATIONS = """
-SELECT label, position[0] / $2 AS lon, position[1] / $2 AS lat
-FROM subscriber_locations WHERE subscriber_id = $1 ORDER BY id
-"""
 
 SIGNUPS = """
 SELECT created_at, expires_at, confirmed_at, source, language, reason, locations
@@ -46,7 +44,6 @@ WHERE d.alert_id = ANY(ARRAY(SELECT id FROM alerts)) AND d.subscriber_id = $1
 GROUP BY a.kind, d.status ORDER BY a.kind, d.status
 """
 
-ERASE_LOCATIONS = "DELETE FROM subscriber_locations WHERE subscriber_id = $1"
 ERASE_SIGNUPS = "DELETE FROM signups WHERE subscriber_id = $1"
 ERASE_INBOUND = """
 UPDATE inbound_messages SET phone = NULL, raw = '{}' WHERE subscriber_id = $1 OR phone = $2
@@ -78,7 +75,7 @@ def number_hash(phone: str) -> bytes:
     return hashlib.sha256(phone.encode()).digest()
 
 
-async def describe(conn: asyncpg.Connection, phone: str, scale: float) -> dict[str, Any] | None:
+async def describe(conn: asyncpg.Connection, phone: str) -> dict[str, Any] | None:
     """Everything stored about the number, or None when it is not known."""
     row = await conn.fetchrow(FIND, phone)
     if row is None:
@@ -86,7 +83,7 @@ async def describe(conn: asyncpg.Connection, phone: str, scale: float) -> dict[s
     subscriber_id = row["id"]
     return {
         "subscriber": dict(row),
-        "locations": [dict(r) for r in await conn.fetch(LOCATIONS, subscriber_id, scale)],
+        "locations": await places.show(conn, subscriber_id),
         "signups": [dict(r) for r in await conn.fetch(SIGNUPS, subscriber_id)],
         "inbound_messages": [dict(r) for r in await conn.fetch(INBOUND, subscriber_id, phone)],
         "deliveries": [dict(r) for r in await conn.fetch(DELIVERIES, subscriber_id)],
@@ -102,7 +99,7 @@ async def erase(conn: asyncpg.Connection, phone: str) -> int | None:
         )
         if subscriber_id is None:
             return None
-        await conn.execute(ERASE_LOCATIONS, subscriber_id)
+        await places.delete_all(conn, subscriber_id)
         await conn.execute(ERASE_SIGNUPS, subscriber_id)
         await conn.execute(ERASE_INBOUND, subscriber_id, phone)
         await conn.execute(ERASE_RECEIPTS, subscriber_id, phone)

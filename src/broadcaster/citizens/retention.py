@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncpg
 
 from broadcaster.citizens.notices import blank_finished
+from broadcaster.citizens.places import HAS_PLACES
 from broadcaster.citizens.throttle import forget_old
 from broadcaster.settings import Settings
 
@@ -37,13 +38,12 @@ WHERE id = ANY(ARRAY(SELECT id FROM delivery_receipts
                      LIMIT $2))
 """
 
-DELETE_STALE_PENDING = """
+DELETE_STALE_PENDING = f"""
 DELETE FROM subscribers
 WHERE id = ANY(ARRAY(SELECT s.id FROM subscribers s
                      WHERE s.status = 'pending' AND s.confirmed_at IS NULL
                        AND s.created_at < now() - make_interval(days => $1)
-                       AND NOT EXISTS (SELECT 1 FROM subscriber_locations l
-                                       WHERE l.subscriber_id = s.id)
+                       AND NOT {HAS_PLACES}
                      LIMIT $2))
 """
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import asyncpg
 
-from broadcaster.citizens import throttle
+from broadcaster.citizens import places, throttle
 from broadcaster.citizens.notices import send_notice
 from broadcaster.citizens.texts import text
-from broadcaster.ingest.geo import SCALE
+from broadcaster.ingest.zones import resolve_postal_codes
 from broadcaster.settings import Settings
 
 MAX_ATTEMPTS = 5
@@ -70,13 +70,6 @@ WHERE id = $1
 RETURNING id, phone, language, status
 """
 
-REPLACE_LOCATIONS = """
-WITH gone AS (DELETE FROM subscriber_locations WHERE subscriber_id = $1)
-INSERT INTO subscriber_locations (subscriber_id, label, position)
-SELECT $1, l.label, point(l.lon * $5, l.lat * $5)
-FROM unnest($2::text[], $3::float8[], $4::float8[]) AS l(label, lon, lat)
-"""
-
 
 class SignupError(Exception):
     """A confirmation that cannot succeed; `field` is the request member at fault."""
@@ -118,7 +111,9 @@ async def start(
     client: str,
 ) -> int:
     """Record a sign-up and queue its code by SMS; returns the code's lifetime in seconds.
-    Raises throttle.Throttled (counted before anything is stored)."""
+    Raises throttle.Throttled (counted before anything is stored), ingest.zones.UnknownZones for
+    a postal code no zone has (before any SMS)."""
+    await resolve_postal_codes(conn, [p["postal_code"] for p in locations if "postal_code" in p])
     await throttle.hit(conn, "signup-sms-number", phone, settings.signup_sms_per_number)
     await throttle.hit(conn, "signup-sms-client", client, settings.signup_sms_per_client)
     lifetime = timedelta(minutes=settings.signup_code_minutes)
@@ -173,14 +168,7 @@ async def confirm(
             subscriber = await conn.fetchrow(
                 ACTIVATE, row["subscriber_id"], row["language"], row["reason"], row["source"]
             )
-            await conn.execute(
-                REPLACE_LOCATIONS,
-                row["subscriber_id"],
-                [loc.get("label") for loc in locations],
-                [loc["lon"] for loc in locations],
-                [loc["lat"] for loc in locations],
-                SCALE,
-            )
+            await places.replace(conn, row["subscriber_id"], locations)
     if not right:
         left = MAX_ATTEMPTS - attempts
         if left <= 0:

@@ -26,12 +26,17 @@ class IdempotencyConflict(Exception):
 
 @dataclass(frozen=True)
 class NewAlert:
+    """An alert to create. `area` is what the caller asked for, as stored and hashed; its zone
+    is either `zone` (a polygon or circle) or the named zones `targets` (ids), whose rows are
+    copied from zone_parts."""
+
     message: str
     area: dict[str, Any]
-    zone: Zone
+    zone: Zone | None
     priority: str
     expires_at: datetime | None
     reference: str | None
+    targets: tuple[int, ...] = ()
     tip_webhook: str | None = None  # where its tips are posted (citizens/tip_forwarding.py)
 
     def request_hash(self) -> bytes:
@@ -71,6 +76,30 @@ WITH alert AS (
 SELECT alert.id FROM alert, wakeup
 """
 
+# The same for an alert for named zones: their rows are copied from zone_parts (each zone's
+# parts renumbered after the others'), and the zones are recorded in alert_targets.
+INSERT_NAMED_ALERT = """
+WITH alert AS (
+    INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
+                        idempotency_key, request_hash, tip_webhook)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11)
+    ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
+    RETURNING id
+), targets AS (
+    INSERT INTO alert_targets (alert_id, zone_id)
+    SELECT alert.id, t.zone_id FROM alert, unnest($9::bigint[]) AS t(zone_id)
+), zones AS (
+    INSERT INTO alert_zones (alert_id, part, kind, ring, boundary, bbox)
+    SELECT alert.id, dense_rank() OVER (ORDER BY p.zone_id, p.part), p.kind, p.ring,
+           p.boundary, p.bbox
+    FROM alert, zone_parts p
+    WHERE p.zone_id = ANY($9::bigint[]) AND p.kind <> 'core'
+), wakeup AS (
+    SELECT pg_notify($10, 'alert') FROM alert
+)
+SELECT alert.id FROM alert, wakeup
+"""
+
 FIND_BY_IDEMPOTENCY_KEY = """
 SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = $2
 """
@@ -84,7 +113,12 @@ SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fa
        (SELECT count(*) FROM inbound_messages m
          WHERE m.alert_id = a.id AND m.kind = 'tip') AS tips,
        (SELECT count(*) FROM inbound_messages m
-         WHERE m.alert_id = a.id AND m.kind = 'tip' AND m.forwarded_at IS NOT NULL) AS forwarded
+         WHERE m.alert_id = a.id AND m.kind = 'tip' AND m.forwarded_at IS NOT NULL) AS forwarded,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('id', z.id, 'kind', z.kind,
+                                                     'name', z.name, 'code', z.code)
+                                  ORDER BY z.id), '[]'::jsonb)
+          FROM alert_targets t JOIN zones z ON z.id = t.zone_id
+         WHERE t.alert_id = a.id) AS zones
 FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
 """
 
@@ -101,9 +135,7 @@ async def create_alert(
     identical request, in which case nothing new is queued.
     """
     request_hash = alert.request_hash()
-    rows = alert.zone.rows()
-    alert_id = await conn.fetchval(
-        INSERT_ALERT,
+    common = (
         alert.message,
         alert.area,
         PRIORITIES[alert.priority],
@@ -112,16 +144,26 @@ async def create_alert(
         api_key_id,
         idempotency_key,
         request_hash,
-        [r.part for r in rows],
-        [r.kind for r in rows],
-        [r.ring for r in rows],
-        [r.boundary for r in rows],
-        [r.center for r in rows],
-        [r.radius_m for r in rows],
-        [r.bbox for r in rows],
-        WAKEUP_CHANNEL,
-        alert.tip_webhook,
     )
+    if alert.zone is None:
+        alert_id = await conn.fetchval(
+            INSERT_NAMED_ALERT, *common, list(alert.targets), WAKEUP_CHANNEL, alert.tip_webhook
+        )
+    else:
+        rows = alert.zone.rows()
+        alert_id = await conn.fetchval(
+            INSERT_ALERT,
+            *common,
+            [r.part for r in rows],
+            [r.kind for r in rows],
+            [r.ring for r in rows],
+            [r.boundary for r in rows],
+            [r.center for r in rows],
+            [r.radius_m for r in rows],
+            [r.bbox for r in rows],
+            WAKEUP_CHANNEL,
+            alert.tip_webhook,
+        )
     if alert_id is not None:
         return alert_id, True
     existing = await conn.fetchrow(FIND_BY_IDEMPOTENCY_KEY, api_key_id, idempotency_key)
@@ -190,6 +232,7 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "deliveries": counts,
         "tips": {"received": row["tips"], "forwarded": row["forwarded"]},
         "tip_webhook": row["tip_webhook"],
+        "zones": row["zones"],
     }
 
 

@@ -1,4 +1,5 @@
-"""Alert zones: validation of GeoJSON (Multi)Polygons and circles, and their rows in alert_zones.
+"""Alert zones: validation of GeoJSON (Multi)Polygons and circles, and their rows in alert_zones
+(and zone_parts, for named zones).
 
 Semantics follow RFC 7946: positions are [lon, lat], edges are straight lines in lon/lat, rings
 are closed. A point on the boundary counts as inside. Circles use great-circle distance on a
@@ -15,6 +16,8 @@ import shapely
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.validation import explain_validity
 
+from broadcaster.ingest.pieces import needs_cutting, subdivide
+
 EARTH_RADIUS_M = 6_371_008.8
 # Positions are stored in micro-degrees. PostgreSQL's geometric operators compare with a fixed
 # absolute tolerance of 1e-6 (also on cross products), which in plain degrees would count points
@@ -24,6 +27,7 @@ SCALE = 1_000_000.0
 BOUNDARY_TOLERANCE = 0.001
 MAX_RADIUS_M = 500_000.0
 MAX_POSITIONS = 100_000
+CIRCLE_VERTICES = 64
 
 Position = tuple[float, float]
 Ring = list[Position]
@@ -59,24 +63,45 @@ class PolygonZone:
     kind = "polygon"
 
     def rows(self) -> list[ZoneRow]:
-        rows = []
-        for i, part in enumerate(self.parts):
-            rows.append(
-                ZoneRow(
-                    i,
-                    "outer",
-                    _pg_polygon(part.outer),
-                    _pg_path(part.outer),
-                    None,
-                    None,
-                    _pg_box(part.outer),
-                )
-            )
-            for hole in part.holes:
-                rows.append(
-                    ZoneRow(i, "hole", _pg_polygon(hole), _pg_path(hole), None, None, _pg_box(hole))
-                )
+        """Small polygons without holes as they are; the others cut into cells and pieces
+        (pieces.py). Every cell and piece is a part of its own."""
+        rows: list[ZoneRow] = []
+        for part in self.parts:
+            polygon = ShapelyPolygon(part.outer, part.holes)
+            if not needs_cutting(polygon):
+                rows += _polygon_rows(len(rows), part.outer, part.holes)
+                continue
+            for piece in subdivide(polygon):
+                if piece.ring is None:
+                    x0, y0, x1, y1 = piece.box
+                    box = f"({_pg_point(x0, y0)},{_pg_point(x1, y1)})"
+                    ring = _pg_polygon(piece.outline())
+                    rows.append(ZoneRow(len(rows), "cell", ring, None, None, None, box))
+                else:
+                    rows += _polygon_rows(len(rows), piece.ring, list(piece.holes))
         return rows
+
+    def shape(self) -> Any:
+        """The zone as a shapely (Multi)Polygon, in degrees."""
+        polygons = [ShapelyPolygon(p.outer, p.holes) for p in self.parts]
+        return polygons[0] if len(polygons) == 1 else shapely.MultiPolygon(polygons)
+
+
+def ring_rows(kind: str, first_part: int, rings: list[Ring]) -> list[ZoneRow]:
+    """Rows of `kind` with a ring and its box each, one part per ring (a postal code's core)."""
+    return [
+        ZoneRow(first_part + i, kind, _pg_polygon(ring), None, None, None, _pg_box(ring))
+        for i, ring in enumerate(rings)
+    ]
+
+
+def _polygon_rows(part: int, outer: Ring, holes: list[Ring]) -> list[ZoneRow]:
+    rows = [ZoneRow(part, "outer", _pg_polygon(outer), _pg_path(outer), None, None, _pg_box(outer))]
+    for hole in holes:
+        rows.append(
+            ZoneRow(part, "hole", _pg_polygon(hole), _pg_path(hole), None, None, _pg_box(hole))
+        )
+    return rows
 
 
 @dataclass(frozen=True)
@@ -101,13 +126,39 @@ class CircleZone:
             return (-180.0, min_lat, 180.0, max_lat)
         return (self.lon - dlon, min_lat, self.lon + dlon, max_lat)
 
+    def outline(self) -> Ring:
+        """A closed ring around the circle (its circumscribed 64-gon, from points on the
+        sphere), for overlap tests; the box where the circle reaches a pole or the antimeridian.
+        Never inside the circle by more than rounding, so an overlap it finds may be a few
+        metres beyond the circle, never short of it."""
+        x0, y0, x1, y1 = self.bbox()
+        if x0 == -180.0 and x1 == 180.0:
+            return [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        # Vertices on a circle of radius r / cos(pi / n) put the polygon's edges outside the
+        # circle of radius r.
+        reach = self.radius_m / math.cos(math.pi / CIRCLE_VERTICES) / EARTH_RADIUS_M
+        lat1, lon1 = math.radians(self.lat), math.radians(self.lon)
+        ring = []
+        for i in range(CIRCLE_VERTICES):
+            bearing = 2 * math.pi * i / CIRCLE_VERTICES
+            lat2 = math.asin(
+                math.sin(lat1) * math.cos(reach)
+                + math.cos(lat1) * math.sin(reach) * math.cos(bearing)
+            )
+            lon2 = lon1 + math.atan2(
+                math.sin(bearing) * math.sin(reach) * math.cos(lat1),
+                math.cos(reach) - math.sin(lat1) * math.sin(lat2),
+            )
+            ring.append((math.degrees(lon2), math.degrees(lat2)))
+        return [*ring, ring[0]]
+
     def rows(self) -> list[ZoneRow]:
         x0, y0, x1, y1 = self.bbox()
         return [
             ZoneRow(
                 0,
                 "circle",
-                None,
+                _pg_polygon(self.outline()),
                 None,
                 _pg_point(self.lon, self.lat),
                 self.radius_m,
