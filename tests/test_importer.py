@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from broadcaster.citizens.privacy import erase
 from broadcaster.database import connect
-from broadcaster.importer import ImportFailed, import_file, normalise_phone
-from broadcaster.phone import PhoneError, normalise
+from broadcaster.importer import ImportFailed, import_file
+from broadcaster.phone import PhoneError, normalise, normalise_phone
 
 HEADER = "phone,lat,lon,label,language,status\n"
 VALID = (
@@ -264,10 +266,17 @@ async def test_skip_invalid_imports_the_rest_and_reports(db_url: str, tmp_path: 
         await conn.close()
     again = run_cli("import-subscribers", "--skip-invalid", str(path), db_url=db_url)
     assert again.returncode == 0, again.stderr
-    first, summary = again.stdout.strip().splitlines()
+    first, report, summary = again.stdout.strip().splitlines()
     assert first.startswith("skipped 15 invalid row(s): line 3: phone: not a valid phone number;")
     assert first.endswith(", ...")
+    assert report == f"rows not imported as written: {path}.errors.csv"
     assert "30 rows read (15 skipped)" in summary and "0 created" in summary
+    # The report names every bad line, the column, the value as written and why.
+    listed = list(csv.reader(Path(f"{path}.errors.csv").read_text().splitlines()))
+    assert listed[0] == ["line", "column", "value", "reason"]
+    assert [int(r[0]) for r in listed[1:]] == [i + 2 for i in range(30) if i % 4 in (1, 3)]
+    assert listed[1] == ["3", "phone", "10000001", "phone: not a valid phone number"]
+    assert listed[2] == ["5", "lat", "95", "lat: 95 is not in [-90, 90]"]
 
 
 async def opt_out(url: str, phone: str) -> None:
@@ -276,6 +285,26 @@ async def opt_out(url: str, phone: str) -> None:
         await conn.execute(
             "UPDATE subscribers SET status = 'opted_out', language = 'en' WHERE phone = $1", phone
         )
+    finally:
+        await conn.close()
+
+
+async def test_an_erased_number_is_never_imported_again(db_url: str, tmp_path: Path) -> None:
+    conn = await connect(db_url)
+    try:
+        await import_file(conn, write(tmp_path, "phone,lat,lon\n20123456,55.9,12.3\n"))
+        assert await erase(conn, "+4520123456") is not None
+        report = tmp_path / "again.report.csv"
+        text = "phone,lat,lon\n20123456,55.9,12.3\n20123457,55.9,12.3\n"
+        result = await import_file(conn, write(tmp_path, text, "again.csv"), report=report)
+        assert (result.erased, result.subscribers_created) == (1, 1)
+        assert (
+            await conn.fetchval("SELECT count(*) FROM subscribers WHERE phone = $1", "+4520123456")
+            == 0
+        )
+        assert report.read_text().splitlines()[1:] == [
+            "2,phone,,erased at the subscriber's request; not imported"
+        ]
     finally:
         await conn.close()
 
@@ -297,15 +326,22 @@ async def test_opted_out_stays_opted_out_unless_the_file_says_otherwise(
         # A language alone changes the language only.
         await import_file(conn, write(tmp_path, HEADER + "20123456,55.7,12.3,,da,\n", "l.csv"))
         assert await status(conn, "+4520123456") == ("da", "opted_out")
-        # An explicit status re-subscribes; the last row giving a status wins.
+        # Not even an explicit status re-subscribes an opted-out number: only its owner can
+        # (START, a confirmed sign-up). The rows are reported; their places are still added.
         text = HEADER + "20123456,55.7,12.3,,,pending\n20123456,55.6,12.3,,,active\n"
         text += "20123456,55.5,12.3,,,\n"
-        result = await import_file(conn, write(tmp_path, text, "yes.csv"))
-        assert result.subscribers_updated == 1
-        assert await status(conn, "+4520123456") == ("da", "active")
-        # And a row saying opted_out opts an existing subscriber out.
-        await import_file(conn, write(tmp_path, HEADER + "20123456,1,1,,,opted_out\n", "no.csv"))
+        report = tmp_path / "yes.report.csv"
+        result = await import_file(conn, write(tmp_path, text, "yes.csv"), report=report)
+        assert result.opt_outs_kept == 2 and result.subscribers_updated == 0
         assert await status(conn, "+4520123456") == ("da", "opted_out")
+        assert report.read_text().splitlines()[1:] == [
+            "2,status,pending,opted out by the subscriber; stays so",
+            "3,status,active,opted out by the subscriber; stays so",
+        ]
+        # A row saying opted_out opts an existing, active subscriber out.
+        await import_file(conn, write(tmp_path, HEADER + "20123457,1,1,,,\n", "new.csv"))
+        await import_file(conn, write(tmp_path, HEADER + "20123457,1,1,,,opted_out\n", "no.csv"))
+        assert await status(conn, "+4520123457") == ("da", "opted_out")
     finally:
         await conn.close()
 

@@ -50,16 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import-subscribers",
         help="import subscribers and their locations from a CSV file",
-        description="Import a CSV file (header: phone,lat,lon[,label][,language][,status]; one "
-        "row per location) in one transaction. An existing subscriber's status changes only "
-        "where the file states one: an opted-out subscriber stays opted out unless a row for "
-        "the number explicitly says active or pending.",
+        description="Import a CSV file (header: phone and lat,lon or postal_code, optional "
+        "label, language, status; one row per place) in one transaction. An existing "
+        "subscriber's status changes only where the file states one, and an opted-out one "
+        "stays opted out; numbers erased at their owner's request are never imported.",
     )
     imp.add_argument("file", type=Path, metavar="FILE")
     imp.add_argument(
+        "--report",
+        type=Path,
+        metavar="CSV",
+        help="where to list the rows not imported as written (line, column, value, reason); "
+        "default FILE.errors.csv, written only when there are such rows",
+    )
+    imp.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="import the valid rows and report the invalid ones (default: stop at the first)",
+        help="import the valid rows and report the invalid ones (default: import nothing "
+        "when a row is invalid)",
     )
     zones = sub.add_parser(
         "import-zones",
@@ -116,9 +124,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dispatcher":
         return _run(_dispatcher(settings, url))
     if args.command == "import-subscribers":
-        from broadcaster.importer import import_command
+        from broadcaster.import_command import import_command
 
-        return _run(import_command(url, args.file, skip_invalid=args.skip_invalid))
+        return _run(
+            import_command(url, args.file, skip_invalid=args.skip_invalid, report=args.report)
+        )
     if args.command == "import-zones":
         from broadcaster.ingest.zone_files import import_command as import_zones
 

@@ -25,21 +25,23 @@ The rules:
   file gives replaces it. Where one number's rows give different values, the last row giving one
   wins.
 - Opt-out: **an existing subscriber's status only changes when the file states a status for that
-  number.** So an `opted_out` subscriber stays opted out unless one of its rows explicitly says
-  `active` or `pending`; a file without a status column (or with empty cells) never re-subscribes
-  anybody. A row saying `opted_out` opts an existing subscriber out.
+  number, and an opted-out subscriber stays opted out whatever the file says**: only its owner
+  opts back in (START, a confirmed sign-up). A row saying `opted_out` opts an existing subscriber
+  out. Rows that asked to re-subscribe an opted-out number are reported (their places are added).
+- Erasure: a number whose owner had it erased (privacy.py) is never imported again; its rows are
+  reported and left out.
 - Locations: a location equal to one the subscriber already has (same coordinates or postal
   code, whatever the label) is skipped, and so is a repeat within the file; the first label is
   kept. Re-importing a file therefore changes nothing.
-- Bad rows: by default the first bad row stops the import with one line naming its line number
-  and the problem (nothing is imported). With `--skip-invalid` the valid rows are imported, and the
-  number of skipped rows is reported with the first few line numbers and reasons. Phone numbers
-  are never echoed in messages.
+- Bad rows: by default a bad row means nothing is imported; the whole file is still read, so
+  that every bad row is reported, and the error names the first by line number and problem.
+  With `--skip-invalid` the valid rows are imported, and the number of skipped rows is reported
+  with the first few line numbers and reasons. Phone numbers are never echoed in messages.
+- The report file (`report`, the CLI's `--report`, by default FILE.errors.csv) lists every row
+  not imported as written, as CSV: line, column, value as written, reason; it is written only
+  when there is such a row.
 
-Parsing phone numbers with phonenumbers costs ~20 us each, most of an import's CPU time. Plain
-Danish numbers (8 digits, or +45 and 8 digits) therefore take a fast path that checks them with
-the patterns of phonenumbers' own Danish metadata; everything else, and every number the fast
-path would refuse, goes through `normalise`, so the results are identical (tested).
+Phone numbers go through `phone.normalise_phone` (a fast path for plain Danish numbers).
 """
 
 from __future__ import annotations
@@ -51,14 +53,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 import asyncpg
-import phonenumbers
 
-from broadcaster.database import connect
 from broadcaster.ingest.geo import SCALE
-from broadcaster.migrate import ensure_migrated
-from broadcaster.phone import DEFAULT_REGION, PhoneError, normalise
+from broadcaster.phone import PhoneError, normalise_phone
 
 REQUIRED = ("phone",)
 # A place: lat and lon, or postal_code (a column of either, or both, with one given per row).
@@ -73,7 +73,6 @@ EXAMPLES = 5
 # Serialises imports: two imports of overlapping files would otherwise wait on each other's rows.
 IMPORT_LOCK_ID = 0x5B5C_1A0D
 _LANGUAGE = re.compile(r"[a-z]{2}")
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # the CHECK constraint of subscribers.phone
 
 
 class ImportFailed(ValueError):
@@ -81,83 +80,12 @@ class ImportFailed(ValueError):
 
 
 class _RowError(Exception):
-    pass
+    """A bad row: the column at fault, its value as written, why."""
 
-
-# ---------------------------------------------------------------- phone numbers
-
-
-def _danish_fast_path() -> Callable[[str], str | None] | None:
-    """A function giving E.164 for a plain, valid Danish number ('20123456', '+4520123456') and
-    None for anything else, built from phonenumbers' metadata for the default region; None if the
-    metadata does not have the shape it relies on (then everything goes through phonenumbers)."""
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(DEFAULT_REGION)
-    if (
-        DEFAULT_REGION != "DK"
-        or meta is None
-        or meta.country_code != 45
-        or meta.national_prefix_for_parsing
-        or meta.national_prefix
-    ):
-        return None
-    general = meta.general_desc
-    if general is None or not general.national_number_pattern:
-        return None
-    if general.possible_length and 8 not in general.possible_length:
-        return None
-    # phonenumbers calls a number valid when it matches the general description and one of the
-    # number types (each with its own possible lengths); all our candidates have 8 digits.
-    kinds = [
-        meta.premium_rate,
-        meta.toll_free,
-        meta.shared_cost,
-        meta.voip,
-        meta.personal_number,
-        meta.pager,
-        meta.uan,
-        meta.voicemail,
-        meta.fixed_line,
-        meta.mobile,
-    ]
-    patterns = [
-        d.national_number_pattern
-        for d in kinds
-        if d is not None
-        and d.national_number_pattern
-        and (not d.possible_length or 8 in d.possible_length)
-    ]
-    if not patterns:
-        return None
-    general_rx = re.compile(general.national_number_pattern)
-    kinds_rx = re.compile("|".join(f"(?:{p})" for p in patterns))
-    plain = re.compile(r"(?:\+45)?([0-9]{8})")
-
-    def fast(raw: str) -> str | None:
-        m = plain.fullmatch(raw)
-        if m is None:
-            return None
-        digits = m.group(1)
-        if general_rx.fullmatch(digits) and kinds_rx.fullmatch(digits):
-            return "+45" + digits
-        return None
-
-    return fast
-
-
-_FAST = _danish_fast_path()
-
-
-def normalise_phone(raw: str) -> str:
-    """The same as `broadcaster.phone.normalise(raw)` (E.164 or PhoneError), faster for plain
-    Danish numbers."""
-    if _FAST is not None:
-        e164 = _FAST(raw.strip())
-        if e164 is not None:
-            return e164
-    e164 = normalise(raw)
-    if not _E164.fullmatch(e164):
-        raise PhoneError("not a valid phone number")
-    return e164
+    def __init__(self, column: str, value: str, why: str) -> None:
+        super().__init__(why)
+        self.column = column
+        self.value = value
 
 
 # ---------------------------------------------------------------- reading and validating
@@ -173,6 +101,9 @@ class ImportResult:
     subscribers_unchanged: int = 0
     locations_added: int = 0
     locations_known: int = 0  # duplicates of existing locations or of earlier rows
+    erased: int = 0  # rows of numbers erased at their owner's request: never imported
+    opt_outs_kept: int = 0  # rows that would have re-subscribed an opted-out number
+    report: Path | None = None  # the report file, when one was written
     seconds: float = 0.0
 
     def skipped_line(self) -> str:
@@ -212,11 +143,11 @@ def _coordinate(text: str, name: str, limit: float) -> float:
         value = float(text)
     except ValueError:
         text = text.strip()
-        raise _RowError(
-            f"{name}: {text!r} is not a number" if text else f"{name} is empty"
-        ) from None
+        why = f"{name}: {text!r} is not a number" if text else f"{name} is empty"
+        raise _RowError(name, text, why) from None
     if not math.isfinite(value) or not -limit <= value <= limit:
-        raise _RowError(f"{name}: {text.strip()} is not in [-{limit:.0f}, {limit:.0f}]")
+        why = f"{name}: {text.strip()} is not in [-{limit:.0f}, {limit:.0f}]"
+        raise _RowError(name, text.strip(), why)
     return value
 
 
@@ -251,6 +182,9 @@ def _header(fields: list[str] | None, name: str) -> _Columns:
     )
 
 
+Problem = Callable[[int, str, str, str], None]  # (line, column, value as written, why)
+
+
 def read_rows(
     path: Path,
     result: ImportResult,
@@ -258,16 +192,30 @@ def read_rows(
     skip_invalid: bool,
     chunk_rows: int = CHUNK_ROWS,
     postal_codes: frozenset[str] = frozenset(),
+    on_problem: Problem | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[list[Record]]:
-    """Valid rows of the file in chunks; bad rows raise ImportFailed or, with skip_invalid, are
-    counted in result (with the first few reasons). `postal_codes` are those that exist."""
+    """Valid rows of the file in chunks. Every bad row goes to `on_problem` and is counted in
+    result (the first few with their reasons); with skip_invalid the rest is imported, without
+    it the whole file is still read, so that every bad row is reported, and ImportFailed names
+    the first once the file is read. `postal_codes` are those that exist; `on_progress` hears
+    how many characters were read since it last heard."""
     name = path.name
     try:
         f = open(path, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ImportFailed(f"cannot read {path}: {exc.strerror or exc}") from None
+    first_problem: tuple[int, str] | None = None
     with f:
-        reader = csv.reader(f, strict=True)
+        read = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal read
+            for line in f:
+                read += len(line)
+                yield line
+
+        reader = csv.reader(lines(), strict=True)
         try:
             columns = _header(next(reader, None), name)
             width = columns.width
@@ -277,27 +225,34 @@ def read_rows(
                     if not any(v.strip() for v in fields):
                         continue  # a blank line
                     result.rows_read += 1
-                    problem = f"expected {width} fields, found {len(fields)}"
+                    problem = _RowError("", "", f"expected {width} fields, found {len(fields)}")
                 else:
                     result.rows_read += 1
                     try:
-                        chunk.append(_record(reader.line_num, fields, columns, postal_codes))
+                        record = _record(reader.line_num, fields, columns, postal_codes)
+                    except _RowError as exc:
+                        problem = exc
+                    else:
+                        if first_problem is None or skip_invalid:
+                            chunk.append(record)
                         if len(chunk) >= chunk_rows:
                             yield chunk
                             chunk = []
+                            if on_progress is not None:
+                                on_progress(read)
+                                read = 0
                         continue
-                    except _RowError as exc:
-                        problem = str(exc)
-                if not skip_invalid:
-                    raise ImportFailed(
-                        f"{name} line {reader.line_num}: {problem}; nothing was imported "
-                        "(--skip-invalid imports the valid rows)"
-                    )
                 result.skipped += 1
                 if len(result.problems) < EXAMPLES:
-                    result.problems.append((reader.line_num, problem))
+                    result.problems.append((reader.line_num, str(problem)))
+                if first_problem is None:
+                    first_problem = (reader.line_num, str(problem))
+                if on_problem is not None:
+                    on_problem(reader.line_num, problem.column, problem.value, str(problem))
             if chunk:
                 yield chunk
+            if on_progress is not None:
+                on_progress(read)
         except UnicodeDecodeError:
             # Text is decoded a block at a time, ahead of the csv reader: find the line itself.
             line = _first_undecodable_line(path)
@@ -308,6 +263,14 @@ def read_rows(
             raise ImportFailed(
                 f"{name} line {reader.line_num}: {exc}; nothing was imported"
             ) from None
+    if first_problem is not None and not skip_invalid:
+        line, why = first_problem
+        more = result.skipped - 1
+        others = f" (and {more} more bad row(s))" if more else ""
+        raise ImportFailed(
+            f"{name} line {line}: {why}{others}; nothing was imported "
+            "(--skip-invalid imports the valid rows)"
+        )
 
 
 def _first_undecodable_line(path: Path) -> int:
@@ -325,11 +288,11 @@ def _record(
 ) -> Record:
     raw_phone = fields[columns.phone]
     if not raw_phone.strip():
-        raise _RowError("phone is empty")
+        raise _RowError("phone", "", "phone is empty")
     try:
         phone = normalise_phone(raw_phone)
     except PhoneError as exc:
-        raise _RowError(f"phone: {exc}") from None
+        raise _RowError("phone", raw_phone.strip(), f"phone: {exc}") from None
     lat: float | None = None
     lon: float | None = None
     postal_code = None
@@ -337,28 +300,32 @@ def _record(
         postal_code = fields[columns.postal_code].strip() or None
     if postal_code is None:
         if columns.lat is None or columns.lon is None:
-            raise _RowError("postal_code is empty")
+            raise _RowError("postal_code", "", "postal_code is empty")
         lat = _coordinate(fields[columns.lat], "lat", 90.0)
         lon = _coordinate(fields[columns.lon], "lon", 180.0)
     else:
         if columns.lat is not None and columns.lon is not None:
             if fields[columns.lat].strip() or fields[columns.lon].strip():
-                raise _RowError("give lat and lon or postal_code, not both")
+                why = "give lat and lon or postal_code, not both"
+                raise _RowError("postal_code", postal_code, why)
         if postal_code not in postal_codes:
-            raise _RowError(f"postal_code: {postal_code!r} is not a known postal code")
+            why = f"postal_code: {postal_code!r} is not a known postal code"
+            raise _RowError("postal_code", postal_code, why)
     label = language = status = None
     if columns.label is not None:
         label = fields[columns.label].strip() or None
         if label is not None and len(label) > MAX_LABEL:
-            raise _RowError(f"label is longer than {MAX_LABEL} characters")
+            raise _RowError("label", label, f"label is longer than {MAX_LABEL} characters")
     if columns.language is not None:
         language = fields[columns.language].strip().lower() or None
         if language is not None and not _LANGUAGE.fullmatch(language):
-            raise _RowError(f"language: {language!r} is not a two-letter code")
+            why = f"language: {language!r} is not a two-letter code"
+            raise _RowError("language", language, why)
     if columns.status is not None:
         status = fields[columns.status].strip().lower() or None
         if status is not None and status not in STATUSES:
-            raise _RowError(f"status: {status!r} is not one of active, pending, opted_out")
+            why = f"status: {status!r} is not one of active, pending, opted_out"
+            raise _RowError("status", status, why)
     return (line, phone, lon, lat, label, language, status, postal_code)
 
 
@@ -381,9 +348,27 @@ FROM import_rows
 GROUP BY phone
 """
 
+# Numbers whose owner had them erased (privacy.py keeps the SHA-256): their rows are taken out
+# before anything else, reported, and never imported.
+ERASED_ROWS = """
+DELETE FROM import_rows r
+WHERE sha256(convert_to(r.phone, 'UTF8')) IN (
+    SELECT erased_hash FROM subscribers WHERE erased_hash IS NOT NULL)
+RETURNING r.line
+"""
+
+# Rows that would re-subscribe a number its owner opted out (STOP, the leave page, a carrier):
+# reported; the number stays opted out (its places are still added).
+KEPT_OPT_OUTS = """
+SELECT r.line, r.status FROM import_rows r JOIN subscribers s ON s.phone = r.phone
+WHERE s.status = 'opted_out' AND r.status IN ('active', 'pending')
+ORDER BY r.line
+"""
+
 # New numbers get the given values or the defaults; existing ones take only what the file gives
-# (EXCLUDED carries the defaults, so the given values are looked up again). Rows that would not
-# change are not updated. xmax = 0 tells an inserted row from an updated one.
+# (EXCLUDED carries the defaults, so the given values are looked up again), and an opted-out
+# one stays opted out whatever the file says. Rows that would not change are not updated.
+# xmax = 0 tells an inserted row from an updated one.
 UPSERT_SUBSCRIBERS = """
 WITH upserted AS (
     INSERT INTO subscribers AS s (phone, language, status)
@@ -392,12 +377,16 @@ WITH upserted AS (
     ORDER BY g.phone
     ON CONFLICT (phone) DO UPDATE
     SET (language, status, updated_at) = (
-        SELECT coalesce(g.language, s.language), coalesce(g.status, s.status), now()
+        SELECT coalesce(g.language, s.language),
+               CASE WHEN s.status = 'opted_out' THEN s.status
+                    ELSE coalesce(g.status, s.status) END,
+               now()
         FROM import_subscribers g WHERE g.phone = EXCLUDED.phone)
     WHERE EXISTS (
         SELECT 1 FROM import_subscribers g
         WHERE g.phone = EXCLUDED.phone
-          AND (g.language <> s.language OR g.status <> s.status))
+          AND (g.language <> s.language
+               OR (g.status <> s.status AND s.status <> 'opted_out')))
     RETURNING (s.xmax = 0) AS created
 )
 SELECT count(*) FILTER (WHERE created) AS created,
@@ -445,10 +434,16 @@ async def import_file(
     *,
     skip_invalid: bool = False,
     chunk_rows: int = CHUNK_ROWS,
+    report: Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Import the CSV file at path in one transaction; raise ImportFailed (nothing imported)."""
+    """Import the CSV file at path in one transaction; raise ImportFailed (nothing imported).
+    With `report`, every row not imported as written (bad, an erased number, an opt-out kept)
+    is listed there as CSV: line, column, value, reason; the file is written only if there is
+    one."""
     started = time.perf_counter()
     result = ImportResult()
+    notes = _Report(report)
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", IMPORT_LOCK_ID)
@@ -456,11 +451,31 @@ async def import_file(
             await conn.execute("SET LOCAL work_mem = '64MB'")
             await conn.execute(CREATE_ROWS)
             codes = frozenset(r["code"] for r in await conn.fetch(POSTAL_CODES))
-            for chunk in read_rows(
-                path, result, skip_invalid=skip_invalid, chunk_rows=chunk_rows, postal_codes=codes
-            ):
-                await conn.copy_records_to_table("import_rows", records=chunk, columns=COLUMNS)
+            try:
+                for chunk in read_rows(
+                    path,
+                    result,
+                    skip_invalid=skip_invalid,
+                    chunk_rows=chunk_rows,
+                    postal_codes=codes,
+                    on_problem=notes.add,
+                    on_progress=on_progress,
+                ):
+                    await conn.copy_records_to_table("import_rows", records=chunk, columns=COLUMNS)
+            finally:
+                notes.flush()
             await conn.execute("ANALYZE import_rows")
+            erased = await conn.fetch(ERASED_ROWS)
+            for r in erased:
+                notes.add(
+                    r["line"], "phone", "", "erased at the subscriber's request; not imported"
+                )
+            result.erased = len(erased)
+            kept = await conn.fetch(KEPT_OPT_OUTS)
+            for r in kept:
+                notes.add(r["line"], "status", r["status"], "opted out by the subscriber; stays so")
+            result.opt_outs_kept = len(kept)
+            notes.flush()
             await conn.execute(CREATE_SUBSCRIBERS)
             await conn.execute("ALTER TABLE import_subscribers ADD PRIMARY KEY (phone)")
             await conn.execute("ANALYZE import_subscribers")
@@ -473,12 +488,17 @@ async def import_file(
             result.subscribers_updated = counts["updated"]
             result.subscribers_unchanged = numbers - counts["created"] - counts["updated"]
             result.locations_added = int(status.split()[-1]) + int(postal.split()[-1])
-            result.locations_known = result.rows_read - result.skipped - result.locations_added
+            result.locations_known = (
+                result.rows_read - result.skipped - result.erased - result.locations_added
+            )
     except asyncpg.PostgresError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImportFailed(
             f"the database refused the import: {first}; nothing was imported"
         ) from None
+    finally:
+        notes.close()
+    result.report = notes.written
     if result.locations_added >= 10_000:
         # Fresh planner statistics for the fan-out after a large import.
         await conn.execute("ANALYZE subscribers; ANALYZE subscriber_locations")
@@ -486,15 +506,30 @@ async def import_file(
     return result
 
 
-async def import_command(url: str, path: Path, *, skip_invalid: bool = False) -> int:
-    """`broadcaster import-subscribers`: import, print what was skipped and a summary line."""
-    conn = await connect(url)
-    try:
-        await ensure_migrated(conn)
-        result = await import_file(conn, path, skip_invalid=skip_invalid)
-    finally:
-        await conn.close()
-    if result.skipped:
-        print(result.skipped_line())
-    print(f"imported {path.name}: {result.summary()}")
-    return 0
+class _Report:
+    """The report file of rows not imported as written, opened at the first one."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.written: Path | None = None
+        self._file: TextIO | None = None
+        self._writer: Any = None
+
+    def add(self, line: int, column: str, value: str, why: str) -> None:
+        if self.path is None:
+            return
+        if self._writer is None:
+            self._file = open(self.path, "w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["line", "column", "value", "reason"])
+            self.written = self.path
+        self._writer.writerow([line, column, value, why])
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

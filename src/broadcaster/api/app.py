@@ -22,6 +22,7 @@ from broadcaster.api import (
     routes_inbound,
     routes_ops,
     routes_signups,
+    routes_stats,
     routes_subscribers,
     routes_tips,
     routes_zones,
@@ -110,6 +111,7 @@ def create_app(
             routes_zones,
             routes_tips,
             routes_audit,
+            routes_stats,
             routes_callbacks,
             routes_inbound,
         )

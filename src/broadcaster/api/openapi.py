@@ -90,7 +90,10 @@ def build(app: FastAPI) -> dict[str, Any]:
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if needs_key(path):
+                # The Guard looks the key up in the database before the route runs.
                 operation["security"] = [{SCHEME: []}]
+                for code in (401, 403, 503):
+                    operation["responses"].setdefault(str(code), {"description": REASONS[code]})
             if needs_key(path) and counts_as_write(method.upper(), path):
                 operation["responses"].setdefault("429", {"description": REASONS[429]})
             for code, response in operation.get("responses", {}).items():

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from broadcaster.api.deps import DbDep, require
 from broadcaster.api.fields import BIGINT_MAX
+from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.api.zone_schema import Kind, Zones, zone_inputs
 from broadcaster.auth import ApiKey
@@ -30,7 +31,13 @@ MAX_FEATURES = 1000
 ZoneId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
-@router.post("/v1/zones", tags=["zones"])
+@router.post(
+    "/v1/zones",
+    responses={
+        201: {"description": "At least one zone was created"},
+        **errors(400, 409, 413, 422),
+    },
+)
 async def post_zones(
     body: Zones, db: DbDep, _key: ApiKey = require(ZONES_WRITE_SCOPE)
 ) -> JSONResponse:
@@ -61,7 +68,7 @@ async def post_zones(
     )
 
 
-@router.get("/v1/zones", tags=["zones"])
+@router.get("/v1/zones", responses=errors(422))
 async def get_zones(
     db: DbDep,
     kind: Kind | None = None,
@@ -78,7 +85,7 @@ async def get_zones(
         raise Problem(422, "Invalid request", f"cursor: {exc}") from None
 
 
-@router.get("/v1/zones/{zone_id}", tags=["zones"])
+@router.get("/v1/zones/{zone_id}", responses=errors(404, 422))
 async def get_one_zone(
     zone_id: ZoneId, db: DbDep, _key: ApiKey = require(ZONES_READ_SCOPE)
 ) -> dict[str, Any]:

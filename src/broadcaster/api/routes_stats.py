@@ -1,0 +1,75 @@
+"""Statistics of the programme (scope subscribers:read): subscribers by zone, sign-ups."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from broadcaster.api.deps import DbDep, require
+from broadcaster.api.openapi import errors
+from broadcaster.auth import ApiKey
+from broadcaster.citizens import stats
+
+router = APIRouter(tags=["stats"])
+
+ZoneKind = Literal["police_district", "municipality", "postal_code", "custom"]
+
+
+class ZoneCount(BaseModel):
+    id: int
+    kind: ZoneKind
+    name: str
+    code: str | None
+    active: int
+
+
+class SubscriberStats(BaseModel):
+    by: Literal["zone", "postal_code"]
+    zones: list[ZoneCount]
+
+
+class WeekCount(BaseModel):
+    week: date
+    confirmed: int
+
+
+class SignupStats(BaseModel):
+    weeks: int
+    per_week: list[WeekCount]
+    reasons: dict[str, int]
+
+
+@router.get(
+    "/v1/stats/subscribers",
+    response_model=SubscriberStats,
+    responses=errors(401, 403, 422, 503),
+)
+async def subscriber_stats(
+    db: DbDep,
+    _key: ApiKey = require("subscribers:read"),
+    by: Annotated[
+        Literal["zone", "postal_code"],
+        Query(description="postal_code: per postal code; zone: per named zone of any kind"),
+    ] = "zone",
+    kind: Annotated[
+        ZoneKind | None, Query(description="With by=zone: only zones of a kind")
+    ] = None,
+) -> dict[str, Any]:
+    """Active subscribers per zone: a point inside it or registered by it, each counted once."""
+    async with db.connection() as conn:
+        rows = await stats.subscribers_by_zone(conn, "postal_code" if by == "postal_code" else kind)
+    return {"by": by, "zones": rows}
+
+
+@router.get("/v1/stats/signups", response_model=SignupStats, responses=errors(401, 403, 422, 503))
+async def signup_stats(
+    db: DbDep,
+    _key: ApiKey = require("subscribers:read"),
+    weeks: Annotated[int, Query(ge=1, le=520, description="How many weeks back")] = 12,
+) -> dict[str, Any]:
+    """Confirmed sign-ups per week and the reasons citizens gave."""
+    async with db.connection() as conn:
+        return await stats.signups(conn, weeks)
