@@ -41,6 +41,10 @@ router = APIRouter(tags=["alerts"])
 MAX_MESSAGE_CHARS = 10_000
 
 
+Message = Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
+
+
 class AlertIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -55,7 +59,7 @@ class AlertIn(BaseModel):
             ]
         },
     )
-    message: Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+    message: Message
     area: Area
     priority: Literal["emergency", "high", "normal"] = "normal"
     expires_at: Expiry | None = None
@@ -75,11 +79,32 @@ class AlertIn(BaseModel):
         | None
     ) = None
 
+    texts: (
+        Annotated[
+            dict[Language, Message],
+            Field(
+                max_length=20,
+                description="The text in other languages: a subscriber whose language is one of "
+                "these gets it, everyone else `message` (Danish by convention)",
+                examples=[{"en": "Police: burglaries in the area. Seen anything? Call 114."}],
+            ),
+        ]
+        | None
+    ) = None
+
     @field_validator("message")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("message must not be blank")
+        return value
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_not_blank(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for language, text in (value or {}).items():
+            if not text.strip():
+                raise ValueError(f"the {language} text must not be blank")
         return value
 
 
@@ -146,13 +171,17 @@ async def post_alert(
             zone = parse_area(area)
         except AreaError as exc:
             raise Problem(422, "Invalid area", f"area: {exc}") from None
-    segments = segment_count(body.message)
-    if segments > settings.max_segments:
-        raise Problem(
-            422,
-            "Message too long",
-            f"message needs {segments} SMS segments; at most {settings.max_segments} are allowed",
-        )
+    for where, text in [("message", body.message)] + [
+        (f"texts.{language}", text) for language, text in (body.texts or {}).items()
+    ]:
+        segments = segment_count(text)
+        if segments > settings.max_segments:
+            raise Problem(
+                422,
+                "Message too long",
+                f"{where} needs {segments} SMS segments; at most {settings.max_segments} are "
+                "allowed",
+            )
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise Problem(422, "Invalid request", "expires_at: must be in the future")
     if body.tip_webhook is not None:
@@ -169,6 +198,7 @@ async def post_alert(
                 body.reference,
                 tip_webhook=body.tip_webhook,
                 targets=targets,
+                texts=body.texts or {},
             )
             async with conn.transaction():
                 alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)

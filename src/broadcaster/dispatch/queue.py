@@ -25,11 +25,18 @@ from asyncpg.transaction import Transaction
 
 from broadcaster.citizens import optouts
 
-# The claim also sets idle_in_transaction_session_timeout for its transaction ($3, in ms;
-# set_config(..., true) is SET LOCAL), evaluated once as an init plan: one round trip less.
+# The text is the subscriber's language's where the alert has one (alert_texts, looked up only
+# for alerts that have any). The claim also sets idle_in_transaction_session_timeout for its
+# transaction ($3, in ms; set_config(..., true) is SET LOCAL), evaluated once as an init plan:
+# one round trip less.
 CLAIM = """
 SELECT d.id, d.alert_id, d.attempts + 1 AS attempts, d.priority, s.phone,
-       s.status AS subscriber_status, a.message, a.status AS alert_status,
+       s.status AS subscriber_status,
+       CASE WHEN a.multilingual
+            THEN coalesce((SELECT t.message FROM alert_texts t
+                           WHERE t.alert_id = a.id AND t.language = s.language), a.message)
+            ELSE a.message END AS message,
+       a.status AS alert_status,
        (a.expires_at <= now()) AS expired, a.expires_at, a.kind
 FROM deliveries d
 JOIN alerts a ON a.id = d.alert_id

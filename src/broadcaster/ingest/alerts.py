@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,9 @@ class NewAlert:
     reference: str | None
     targets: tuple[int, ...] = ()
     tip_webhook: str | None = None  # where its tips are posted (citizens/tip_forwarding.py)
+    # The text in other languages, by language: a subscriber with one of them gets it, everyone
+    # else `message`.
+    texts: Mapping[str, str] = field(default_factory=dict)
 
     def request_hash(self) -> bytes:
         fields: dict[str, Any] = {
@@ -49,6 +53,8 @@ class NewAlert:
         }
         if self.tip_webhook is not None:  # absent, the hash is what it was before tip_webhook
             fields["tip_webhook"] = self.tip_webhook
+        if self.texts:  # likewise
+            fields["texts"] = dict(self.texts)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
@@ -59,10 +65,14 @@ class NewAlert:
 INSERT_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash, tip_webhook)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17)
+                        idempotency_key, request_hash, tip_webhook, multilingual)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
+), texts AS (
+    INSERT INTO alert_texts (alert_id, language, message)
+    SELECT alert.id, t.language, t.message
+    FROM alert, unnest($18::text[], $19::text[]) AS t(language, message)
 ), zones AS (
     INSERT INTO alert_zones (alert_id, part, kind, ring, boundary, center, radius_m, bbox)
     SELECT alert.id, z.part, z.kind, z.ring::polygon, z.boundary::path, z.center::point,
@@ -81,10 +91,14 @@ SELECT alert.id FROM alert, wakeup
 INSERT_NAMED_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash, tip_webhook)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11)
+                        idempotency_key, request_hash, tip_webhook, multilingual)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
+), texts AS (
+    INSERT INTO alert_texts (alert_id, language, message)
+    SELECT alert.id, t.language, t.message
+    FROM alert, unnest($12::text[], $13::text[]) AS t(language, message)
 ), targets AS (
     INSERT INTO alert_targets (alert_id, zone_id)
     SELECT alert.id, t.zone_id FROM alert, unnest($9::bigint[]) AS t(zone_id)
@@ -147,7 +161,13 @@ async def create_alert(
     )
     if alert.zone is None:
         alert_id = await conn.fetchval(
-            INSERT_NAMED_ALERT, *common, list(alert.targets), WAKEUP_CHANNEL, alert.tip_webhook
+            INSERT_NAMED_ALERT,
+            *common,
+            list(alert.targets),
+            WAKEUP_CHANNEL,
+            alert.tip_webhook,
+            list(alert.texts),
+            list(alert.texts.values()),
         )
     else:
         rows = alert.zone.rows()
@@ -163,6 +183,8 @@ async def create_alert(
             [r.bbox for r in rows],
             WAKEUP_CHANNEL,
             alert.tip_webhook,
+            list(alert.texts),
+            list(alert.texts.values()),
         )
     if alert_id is not None:
         return alert_id, True
