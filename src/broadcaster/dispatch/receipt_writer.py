@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter as Metric
 
-from broadcaster.database import is_outage
+from broadcaster.database import describe_error, is_outage
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipts import record_batch
 from broadcaster.ops import metrics
@@ -189,7 +189,7 @@ class ReceiptWriter:
                 conn = await self._commit(batch, None)
         except Exception as exc:
             conn = None  # _commit gave it back
-            reason = _describe(exc)
+            reason = describe_error(exc)
             if len(batch) > 1 and not is_outage(exc):
                 log.warning(
                     "receipt batch refused (%s); committing its requests one by one", reason
@@ -262,7 +262,7 @@ class ReceiptWriter:
         try:
             await self._pool.release(conn, timeout=self._acquire_timeout)
         except Exception as exc:  # a broken connection: the pool has dropped it anyway
-            log.debug("releasing a receipt connection failed: %s", _describe(exc))
+            log.debug("releasing a receipt connection failed: %s", describe_error(exc))
 
     def _count(self, pairs: list[tuple[str, Sequence[Any]]]) -> None:
         counts = Counter((gateway, str(u.state)) for gateway, updates in pairs for u in updates)
@@ -305,9 +305,3 @@ def _is_unstorable(exc: BaseException) -> bool:
         return True
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, asyncpg.PostgresError) and sqlstate.startswith("22")
-
-
-def _describe(exc: BaseException) -> str:
-    """The error's type and SQLSTATE only: messages can quote receipt data (phone numbers)."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
