@@ -154,6 +154,16 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in _OUTAGE_CLASSES
 
 
+def is_unstorable(exc: BaseException) -> bool:
+    """Whether an error says a statement's own values cannot be stored (SQLSTATE class 22, data
+    exception: a NUL in a text or JSON value, a character the encoding lacks, a number or date
+    out of range; or asyncpg refusing to encode a value), so that no retry would succeed."""
+    if isinstance(exc, asyncpg.DataError | UnicodeError | OverflowError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and sqlstate.startswith("22")
+
+
 def describe_error(exc: BaseException) -> str:
     """The error's type and SQLSTATE only: messages can quote data (phone numbers, texts)."""
     sqlstate = getattr(exc, "sqlstate", None)

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
 from broadcaster.api.area_schema import UNION_TAGS
-from broadcaster.database import describe_error, is_outage
+from broadcaster.database import describe_error, is_outage, is_unstorable
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,7 @@ def database_problem(exc: BaseException) -> Problem | None:
     the database is away or did not answer in time, 422 when a value of the request cannot be
     stored (SQLSTATE class 22, or asyncpg refusing to encode it: a last line of defence behind
     the request models), None for anything else (a fault of ours: 500)."""
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    if isinstance(exc, asyncpg.DataError) or (
-        isinstance(exc, asyncpg.PostgresError) and sqlstate.startswith("22")
-    ):
+    if is_unstorable(exc):
         return Problem(
             422,
             "Invalid value",

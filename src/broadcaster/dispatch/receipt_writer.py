@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter as Metric
 
-from broadcaster.database import describe_error, is_outage
+from broadcaster.database import describe_error, is_outage, is_unstorable
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipts import record_batch
 from broadcaster.ops import metrics
@@ -198,7 +198,7 @@ class ReceiptWriter:
                     conn = await self._flush([request], conn)
                 return conn
             log.debug("receipt flush failure", exc_info=True)  # may quote receipt data
-            if _is_unstorable(exc):
+            if is_unstorable(exc):
                 # Its own values: sending it again would fail again.
                 log.warning("a receipt request the database cannot store was refused (%s)", reason)
                 _fail(batch, reason, refused=True)
@@ -295,13 +295,3 @@ def _broken(exc: BaseException) -> bool:
     """Whether the error says the connection is gone (rather than that the database was slow:
     a timed-out batch is not sent again at once)."""
     return is_outage(exc) and not isinstance(exc, TimeoutError | asyncpg.QueryCanceledError)
-
-
-def _is_unstorable(exc: BaseException) -> bool:
-    """Whether the error says the receipts' own values cannot be stored (SQLSTATE class 22, data
-    exception: a NUL in a text or JSON value, a character the encoding lacks, a number or date
-    out of range; or asyncpg refusing to encode a value), so that no retry would succeed."""
-    if isinstance(exc, asyncpg.DataError | UnicodeError | OverflowError):
-        return True
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and sqlstate.startswith("22")
