@@ -5,7 +5,8 @@
 # The wheel packages migrations/ as broadcaster/migrations, so the final image holds only the
 # virtual environment: no repository checkout, no build tools.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# Pinned to a patch release and Debian release; bump both deliberately.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 # ---------------------------------------------------------------- builder
 FROM ${PYTHON_IMAGE} AS builder
@@ -48,6 +49,11 @@ WORKDIR /app
 USER 10001:10001
 
 EXPOSE 8000
+
+# The same check for `api` (its port's /healthz) and `dispatcher` (its metrics port, where
+# BROADCASTER_METRICS_PORT is set). Kubernetes uses the manifests' probes instead.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["broadcaster", "healthcheck"]
 
 ENTRYPOINT ["broadcaster"]
 CMD ["api"]

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", help="listen address (BROADCASTER_HOST)")
         p.add_argument("--port", type=int, help="listen port (BROADCASTER_PORT)")
     sub.add_parser("dispatcher", help="run a dispatcher only")
+    sub.add_parser(
+        "healthcheck", help="exit 0 if this container's API or dispatcher answers /healthz"
+    )
     key = sub.add_parser("create-api-key", help="create an API key and print it once")
     key.add_argument("--name", required=True)
     key.add_argument(
@@ -109,6 +112,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from broadcaster.demo import run_demo
 
         return run_demo(settings, subscribers=args.subscribers, rate=args.rate)
+    if args.command == "healthcheck":
+        from broadcaster.ops.healthcheck import probe
+
+        return probe(settings)
     url = resolve_url(settings.database_url, settings.data_dir)
     if args.command == "migrate":
         return _run(_migrate(url))
