@@ -155,7 +155,7 @@ async def test_dispatcher_killed_mid_broadcast_another_finishes_the_job(
 async def test_sigterm_stops_claiming_and_leaves_nothing_in_flight(
     stack: Stack, seeded: tuple, pool: asyncpg.Pool
 ) -> None:
-    _subs, _locs, key = seeded
+    subs, locs, key = seeded
     stack.start_simulator("--latency-ms", "100")
     stack.write_config(rate=300, max_batch=50, concurrency=2)
     stack.start_service("api")
@@ -179,6 +179,16 @@ async def test_sigterm_stops_claiming_and_leaves_nothing_in_flight(
         "SELECT count(*) FROM deliveries WHERE alert_id = $1 AND status = 'queued'", alert_id
     )
     assert left > 0  # it stopped mid-broadcast, the rest waits for another dispatcher
+    # Another dispatcher (a new pod) completes the broadcast: nobody missed, nobody twice.
+    stack.start_dispatcher("dispatcher-b")
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        status = await wait_final(http, alert_id, key)
+    north = shape(NORTH)
+    expected = expected_phones(subs, locs, lambda lon, lat: north.covers(Point(lon, lat)))
+    received = Counter("+" + str(m["msisdn"]) for m in await simulator_messages(stack.sim_url))
+    assert set(received) == expected
+    assert max(received.values()) == 1
+    assert status["status"] == "completed"
 
 
 async def test_twilio_broadcast_with_throttling_and_invalid_numbers(
