@@ -244,7 +244,9 @@ async def test_duplicate_and_out_of_order_receipts_change_nothing_twice(
         "0",
         "--delivered-ratio",
         "0.8",
-        "--duplicate-receipts",
+        "--receipt-copies",
+        "3",
+        "--shuffle-receipts",
         "--enroute-after-final",
     )
     stack.write_config(rate=20_000, max_batch=200)
@@ -267,10 +269,44 @@ async def test_duplicate_and_out_of_order_receipts_change_nothing_twice(
         later = (
             await http.get(f"/v1/alerts/{alert_id}", headers={"Authorization": f"Bearer {key}"})
         ).json()
-    assert stats["receipts_sent"] == 4 * len(expected)  # final, ENROUTE, and both twice
+    # final and ENROUTE, each three times, in a random order per recipient
+    assert stats["receipts_sent"] == 6 * len(expected)
     assert later["deliveries"] == status["deliveries"]
     counts = later["deliveries"]
     assert counts["delivered"] + counts["failed"] == len(expected)
     assert 0.7 < counts["delivered"] / len(expected) < 0.9
     stored = await pool.fetchval("SELECT count(*) FROM delivery_receipts")
-    assert stored == 4 * len(expected)  # every receipt kept for audit
+    assert stored == 6 * len(expected)  # every receipt kept for audit
+
+
+async def test_answers_without_ids_are_sent_again_and_nobody_is_missed(
+    stack: Stack, seeded: tuple, pool: asyncpg.Pool
+) -> None:
+    """A 2xx answer the adapter cannot read (a proxy's HTML page, JSON without ids): the gateway
+    may have taken the batch, so it is sent again (at least once); nobody is missed, and only
+    those batches can reach a number twice."""
+    subs, locs, key = seeded
+    center, radius = (12.3111, 55.9267), 8_000.0
+    max_batch = 50
+    stack.start_simulator("--garbled-ratio", "0.2", "--receipt-delay-ms", "20")
+    stack.write_config(rate=20_000, max_batch=max_batch)
+    stack.start_service()
+    expected = expected_phones(
+        subs, locs, lambda lon, lat: haversine_m(lon, lat, *center) <= radius
+    )
+    assert len(expected) > 500
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        alert_id = await post_alert(
+            http, key, {"type": "Circle", "center": list(center), "radius_m": radius}
+        )
+        status = await wait_final(http, alert_id, key)
+        async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
+            stats = (await sim.get("/_sim/stats")).json()
+    received = Counter("+" + str(m["msisdn"]) for m in await simulator_messages(stack.sim_url))
+    assert set(received) == expected  # nobody missed
+    duplicates = sum(n - 1 for n in received.values())
+    assert stats["garbled_answers"] > 0
+    assert 0 < duplicates <= stats["garbled_answers"] * max_batch
+    assert status["status"] == "completed"
+    counts = status["deliveries"]
+    assert counts["delivered"] + counts["failed"] == len(expected)

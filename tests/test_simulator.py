@@ -202,6 +202,7 @@ async def test_every_recipient_gets_one_final_receipt(receiver: Receiver, make_a
         "receipts_sent": 15,
         "receipts_failed": 0,
         "receipt_retries": 0,
+        "garbled_answers": 0,
         "receipts_pending": 0,
     }
 

@@ -32,6 +32,7 @@ from gateway_adapters.simulator_common import (
     CALLBACK_BACKOFF_SECONDS,
     CALLBACK_RETRIES,
     HttpGatewaySimulator,
+    HttpStats,
     ReceiptJob,
     add_fault_options,
     http_serve,
@@ -42,9 +43,6 @@ from gateway_adapters.simulator_common import (
     ratio,
     serve_http_until_signalled,
     simulator_parser,
-)
-from gateway_adapters.simulator_common import (
-    HttpStats as _Stats,
 )
 from gateway_adapters.simulator_http import Answer, Request, Response, get, json_response, post
 
@@ -66,6 +64,9 @@ class SimulatorOptions:
     throttle_ratio: float = 0.0
     throttle_retry_after: float = 1.0
     drop_ratio: float = 0.0
+    # Take the messages (they go out, receipts follow) but answer 200 with a body that carries
+    # no ids: half the time not JSON at all (a proxy's error page), half JSON without "ids".
+    garbled_ratio: float = 0.0
     delivered_ratio: float = 1.0
     receipt_delay_ms: float = 200.0
     send_enroute: bool = False
@@ -73,6 +74,10 @@ class SimulatorOptions:
     # ENROUTE arriving after the final status instead of before it.
     duplicate_receipts: bool = False
     enroute_after_final: bool = False
+    # Every receipt posted this many times (duplicate_receipts means at least 2), and each
+    # recipient's receipts (copies, ENROUTE, final) posted in a random order.
+    receipt_copies: int = 1
+    shuffle_receipts: bool = False
     hold_receipts: bool = False
     # How often a refused receipt is posted again (default CALLBACK_RETRIES): GatewayAPI itself
     # goes on for 12 hours, which a test of an outage may want a few seconds of.
@@ -95,6 +100,12 @@ class SimulatorOptions:
 
 
 _ReceiptJob = ReceiptJob[dict[str, Any]]
+
+
+class _Stats(HttpStats):
+    def __init__(self) -> None:
+        super().__init__()
+        self.garbled_answers = 0  # 200 answers without ids (the messages were taken)
 
 
 class _BadRequest(Exception):
@@ -191,6 +202,11 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
                 self._schedule_receipts(message_id, msisdns, userref, callback_url)
             log.debug("accepted message %d with %d recipients", message_id, len(msisdns))
         usage = {"countries": {}, "currency": "EUR", "total_cost": 0.0}
+        if self.options.garbled_ratio and self._rng.random() < self.options.garbled_ratio:
+            self.stats.garbled_answers += 1
+            if self.stats.garbled_answers % 2:
+                return Response(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+            return json_response({"usage": usage})
         return json_response({"ids": ids, "usage": usage})
 
     def _authorized(self, header: str) -> bool:
@@ -304,8 +320,11 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
                 job.payloads.append(failed)
             if self.options.enroute_after_final:
                 job.payloads.append(self._receipt(message_id, msisdn, userref, "ENROUTE"))
-            if self.options.duplicate_receipts:
-                job.payloads += [dict(p) for p in job.payloads]
+            copies = max(self.options.receipt_copies, 2 if self.options.duplicate_receipts else 1)
+            if copies > 1:
+                job.payloads = [dict(p) for _ in range(copies) for p in job.payloads]
+            if self.options.shuffle_receipts:
+                self._rng.shuffle(job.payloads)
             jobs.append(job)
         self._schedule_jobs(jobs)
 
@@ -387,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_fault_options(
         parser,
         defaults,
-        [("failure", "answer 500"), ("throttle", "answer 429"), ("drop", "drop the connection")],
+        [
+            ("failure", "answer 500"),
+            ("throttle", "answer 429"),
+            ("drop", "drop the connection"),
+            ("garbled", "take the messages but answer 200 without ids (HTML, or JSON without)"),
+        ],
     )
     add(
         "--throttle-retry-after",
@@ -397,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--send-enroute", action="store_true", help="post ENROUTE before each final receipt")
     add("--duplicate-receipts", action="store_true", help="post every receipt twice")
+    add("--receipt-copies", type=_count, default=1, help="post every receipt N times")
+    add(
+        "--shuffle-receipts",
+        action="store_true",
+        help="post each recipient's receipts (copies, ENROUTE, final) in a random order",
+    )
     add("--enroute-after-final", action="store_true", help="post ENROUTE after the final receipt")
     add("--hold-receipts", action="store_true", help="keep receipts until POST /_sim/release")
     add("--inbound-url", default=None, help="where POST /_sim/inbound posts MO SMS (webhook)")
