@@ -45,7 +45,7 @@ from broadcaster import procs
 from broadcaster.database import connect
 from broadcaster.ingest.alerts import NewAlert, create_alert
 from broadcaster.ingest.geo import parse_area
-from gateway_adapters.simulator import Arrivals, arrivals, busiest_window, mean_rate
+from gateway_simulators.gatewayapi import Arrivals, arrivals, busiest_window, mean_rate
 
 
 def start_dispatchers(

@@ -500,7 +500,7 @@ def _sim(base: str, method: str, path: str) -> dict[str, Any]:
 
 async def _serve_smsc(port: int, http_port: int, window: int) -> None:
     """The SMSC simulator with receipts held and a chosen receipt window (not a CLI option)."""
-    from gateway_adapters.simulator_smpp import SmscOptions, serve
+    from gateway_simulators.smpp import SmscOptions, serve
 
     options = SmscOptions(
         system_id=SMPP_SYSTEM_ID,

@@ -21,7 +21,7 @@ from tests.stack import Stack
 from tests.test_fanout import queue_alert
 
 from broadcaster import procs
-from gateway_adapters.simulator import Arrivals, arrivals, busiest_window, mean_rate
+from gateway_simulators.gatewayapi import Arrivals, arrivals, busiest_window, mean_rate
 
 LIMIT = 400.0
 RECIPIENTS = 6000

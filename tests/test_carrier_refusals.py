@@ -19,8 +19,8 @@ from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
 from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.settings import GatewaySettings, load_settings
-from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
-from gateway_adapters.simulator_twilio import TwilioSimulator, TwilioSimulatorOptions
+from gateway_simulators.gatewayapi import GatewaySimulator, SimulatorOptions
+from gateway_simulators.twilio import TwilioSimulator, TwilioSimulatorOptions
 
 __all__ = ["seeded"]  # a fixture used here
 

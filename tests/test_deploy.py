@@ -246,3 +246,14 @@ async def test_the_healthcheck_command_asks_the_running_api_and_dispatcher(stack
     failed = healthcheck(BROADCASTER_METRICS_PORT=metrics_port)
     assert failed.returncode == 1
     assert failed.stderr.startswith("broadcaster: unhealthy:") and failed.stderr.count("\n") == 1
+
+
+def test_the_api_and_the_dispatcher_never_import_the_simulators() -> None:
+    code = (
+        "import sys, broadcaster.api.app, broadcaster.dispatch.dispatcher, broadcaster.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('gateway_simulators')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -16,7 +16,7 @@ from tests.test_fanout import DONUT, add_subscribers, queue_alert
 from broadcaster.dispatch.dispatcher import Dispatcher
 from broadcaster.settings import GatewaySettings, load_settings
 from gateway_adapters.registry import create_adapter
-from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
+from gateway_simulators.gatewayapi import GatewaySimulator, SimulatorOptions
 
 SECRET = "dispatcher-test-secret-0123456789abcdef"
 

@@ -17,7 +17,7 @@ from broadcaster.dispatch.dispatcher import Dispatcher
 from broadcaster.ingest.alerts import cancel_alert
 from broadcaster.settings import GatewaySettings, Settings, load_settings
 from gateway_adapters.registry import create_adapter
-from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
+from gateway_simulators.gatewayapi import GatewaySimulator, SimulatorOptions
 
 SECRET = "failover-test-secret-0123456789abcdef"
 
@@ -292,7 +292,7 @@ async def test_smpp_broadcast_with_receipts_over_the_connection(
 ) -> None:
     """SMPP end to end through the dispatcher: submit_sm to the SMSC simulator, receipts back
     as deliver_sm (ids in another base) committed through the dispatcher's sink."""
-    from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
+    from gateway_simulators.smpp import SmscOptions, SmscSimulator
 
     smsc = SmscSimulator(SmscOptions(receipt_delay_ms=20, delivered_ratio=0.9, seed=3))
     port = await smsc.start()
@@ -331,7 +331,7 @@ async def test_smpp_broadcast_with_receipts_over_the_connection(
 async def test_a_gateway_refusing_to_bind_does_not_stop_the_others(
     db_url: str, pool: asyncpg.Pool
 ) -> None:
-    from gateway_adapters.simulator_smpp import SmscSimulator
+    from gateway_simulators.smpp import SmscSimulator
 
     smsc = SmscSimulator()
     port = await smsc.start()

@@ -19,8 +19,8 @@ from tests.test_smpp_dispatch import smpp_gateway
 from broadcaster.citizens.texts import text
 from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.settings import load_settings
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
 from gateway_adapters.smpp_codec import ESME_ROK
+from gateway_simulators.smpp import SmscOptions, SmscSimulator
 
 ALERT_TEXT = "test"  # queue_alert's message
 DONE = "SELECT count(*) = 0 FROM deliveries WHERE status IN ('queued', 'sending')"

@@ -21,9 +21,9 @@ from gateway_adapters.base import (
     SendResult,
 )
 from gateway_adapters.gatewayapi import GatewayApiAdapter
-from gateway_adapters.simulator import GatewaySimulator, SimulatorOptions
-from gateway_adapters.simulator_twilio import TwilioSimulator, TwilioSimulatorOptions
 from gateway_adapters.twilio import TwilioAdapter
+from gateway_simulators.gatewayapi import GatewaySimulator, SimulatorOptions
+from gateway_simulators.twilio import TwilioSimulator, TwilioSimulatorOptions
 
 NUMBERS = [f"+45300000{i:02d}" for i in range(1, 11)]
 SENDER = "+4570000000"

@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway_adapters import simulator
 from gateway_adapters.base import (
     CallbackRejected,
     DeliveryState,
@@ -28,6 +27,7 @@ from gateway_adapters.base import (
     ReceiptUpdate,
 )
 from gateway_adapters.gatewayapi import GatewayApiAdapter
+from gateway_simulators import gatewayapi as simulator
 
 SIM_TOKEN = "sim-token"
 SIM_SECRET = "sim-secret"
@@ -36,9 +36,9 @@ STARTUP_TIMEOUT = 10.0
 
 @asynccontextmanager
 async def running_simulator(*args: str) -> AsyncIterator[str]:
-    """Start `python -m gateway_adapters.simulator --port 0 ARGS`; yield its base URL."""
+    """Start `python -m gateway_simulators.gatewayapi --port 0 ARGS`; yield its base URL."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "gateway_adapters.simulator", "--port", "0", *args),
+        *(sys.executable, "-m", "gateway_simulators.gatewayapi", "--port", "0", *args),
         stdout=asyncio.subprocess.PIPE,
     )
     try:

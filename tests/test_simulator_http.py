@@ -1,4 +1,4 @@
-"""The simulators' HTTP server (gateway_adapters.simulator_http) on 127.0.0.1, driven over raw
+"""The simulators' HTTP server (gateway_simulators.http_server) on 127.0.0.1, driven over raw
 sockets where the wire matters (pipelining, chunked bodies, 100-continue, bad input) and by
 aiohttp's client where a real client's view is the point."""
 
@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from gateway_adapters.simulator_http import (
+from gateway_simulators.http_server import (
     Answer,
     HttpServer,
     Request,

@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway_adapters import simulator_twilio
 from gateway_adapters.base import (
     CallbackRejected,
     DeliveryState,
@@ -29,6 +28,7 @@ from gateway_adapters.base import (
     SendResult,
 )
 from gateway_adapters.twilio import TwilioAdapter
+from gateway_simulators import twilio as simulator_twilio
 
 SIM_TOKEN = "ACsim:authsim"
 SIM_SEND_PATH = "/2010-04-01/Accounts/ACsim/Messages.json"
@@ -38,9 +38,9 @@ STARTUP_TIMEOUT = 10.0
 
 @asynccontextmanager
 async def running_simulator(*args: str) -> AsyncIterator[str]:
-    """Start `python -m gateway_adapters.simulator_twilio --port 0 ARGS`; yield its base URL."""
+    """Start `python -m gateway_simulators.twilio --port 0 ARGS`; yield its base URL."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "gateway_adapters.simulator_twilio", "--port", "0", *args),
+        *(sys.executable, "-m", "gateway_simulators.twilio", "--port", "0", *args),
         stdout=asyncio.subprocess.PIPE,
     )
     try:

@@ -27,8 +27,6 @@ from gateway_adapters.base import (
     ReceiptUpdate,
 )
 from gateway_adapters.registry import create_adapter, known_types
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
-from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
 from gateway_adapters.smpp import SmppAdapter, SmppConfigError
 from gateway_adapters.smpp_codec import (
     ESME_RINVBNDSTS,
@@ -57,6 +55,8 @@ from gateway_adapters.smpp_text import (
     gsm7_encode,
     split_message,
 )
+from gateway_simulators.smpp import SmscOptions, SmscSimulator
+from gateway_simulators.smpp_receipts import Receipt, receipt_frame
 
 SYSTEM_ID, PASSWORD = "sim", "sim-pass"
 STARTUP_TIMEOUT = 10.0
@@ -1033,8 +1033,8 @@ async def test_the_simulator_keeps_to_the_roles_of_binds(smsc) -> None:
 
 
 def test_simulator_receipt_window_on_the_command_line() -> None:
-    from gateway_adapters.simulator_common import options_from_args
-    from gateway_adapters.simulator_smpp import build_parser
+    from gateway_simulators.common import options_from_args
+    from gateway_simulators.smpp import build_parser
 
     options = options_from_args(SmscOptions, build_parser().parse_args(["--receipt-window", "500"]))
     assert options.receipt_window == 500
@@ -1116,9 +1116,9 @@ def test_parse_callback_is_refused() -> None:
 
 @asynccontextmanager
 async def simulator_process(*args: str) -> AsyncIterator[tuple[str, str]]:
-    """Start `python -m gateway_adapters.simulator_smpp`; yield (smpp URL, http URL)."""
+    """Start `python -m gateway_simulators.smpp`; yield (smpp URL, http URL)."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "gateway_adapters.simulator_smpp", "--port", "0"),
+        *(sys.executable, "-m", "gateway_simulators.smpp", "--port", "0"),
         *("--http-port", "0", *args),
         stdout=asyncio.subprocess.PIPE,
     )

@@ -12,9 +12,9 @@ from tests.test_fanout import DONUT, add_subscribers, queue_alert
 
 from broadcaster.dispatch.message_ids import known_message_ids
 from broadcaster.settings import GatewaySettings, load_settings
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
 from gateway_adapters.smpp import SmppAdapter
 from gateway_adapters.smpp_ids import message_key
+from gateway_simulators.smpp import SmscOptions, SmscSimulator
 
 SENT = "SELECT count(*) = $1 FROM deliveries WHERE status = 'sent'"
 SETTLED = "SELECT count(*) = 0 FROM deliveries WHERE status NOT IN ('delivered', 'failed')"

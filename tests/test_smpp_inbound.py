@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 
 from gateway_adapters.base import GatewayConfig, InboundMessage, ReceiptUpdate
-from gateway_adapters.simulator_smpp import SmscOptions, SmscSimulator
-from gateway_adapters.simulator_smpp_mo import mo_pdus
 from gateway_adapters.smpp import SmppAdapter
 from gateway_adapters.smpp_codec import (
     DATA_CODING_UCS2,
@@ -24,6 +22,8 @@ from gateway_adapters.smpp_codec import (
     DeliverSm,
 )
 from gateway_adapters.smpp_mo import GAP, MobileOriginated, sender_phone
+from gateway_simulators.smpp import SmscOptions, SmscSimulator
+from gateway_simulators.smpp_mo import mo_pdus
 
 SYSTEM_ID, PASSWORD = "sim", "sim-pass"
 LONG = "Jeg så en hvid varevogn ved Hillerød station kl. 9.40, den kørte mod Fredensborg. " * 3

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate-gateway"]:
-        from gateway_adapters import simulator
+        from gateway_simulators import gatewayapi as simulator
 
         return simulator.main(argv[1:])
     args = _parser().parse_args(argv)

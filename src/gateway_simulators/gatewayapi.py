@@ -5,7 +5,7 @@ JWT-signed receipt per recipient to the request's `callback_url` through a bound
 `/_sim/*` endpoints let tests inspect what was accepted and control held receipts, and
 `POST /_sim/inbound` posts a citizen's SMS to `--inbound-url` as GatewayAPI's MO webhook does.
 
-Run: `python -m gateway_adapters.simulator --port 0` (or `broadcaster simulate-gateway`).
+Run: `python -m gateway_simulators.gatewayapi --port 0` (or `broadcaster simulate-gateway`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jwt
 import phonenumbers
 
 from gateway_adapters.gatewayapi_callbacks import SHORT_KEY_WARNING
-from gateway_adapters.simulator_common import (
+from gateway_simulators.common import (
     CALLBACK_BACKOFF_SECONDS,
     CALLBACK_RETRIES,
     HttpGatewaySimulator,
@@ -44,7 +44,7 @@ from gateway_adapters.simulator_common import (
     serve_http_until_signalled,
     simulator_parser,
 )
-from gateway_adapters.simulator_http import Answer, Request, Response, get, json_response, post
+from gateway_simulators.http_server import Answer, Request, Response, get, json_response, post
 
 log = logging.getLogger(__name__)
 
@@ -471,9 +471,9 @@ def _msisdns(value: str) -> tuple[int, ...]:
 
 
 PROTOCOLS = {
-    "gatewayapi": "gateway_adapters.simulator",
-    "twilio": "gateway_adapters.simulator_twilio",
-    "smpp": "gateway_adapters.simulator_smpp",
+    "gatewayapi": "gateway_simulators.gatewayapi",
+    "twilio": "gateway_simulators.twilio",
+    "smpp": "gateway_simulators.smpp",
 }
 
 

@@ -1,7 +1,7 @@
 """Scaffolding shared by the gateway simulators (GatewayAPI, Twilio and SMPP).
 
 `HttpGatewaySimulator` holds what the two HTTP simulators have in common: the HTTP server's
-lifecycle (`simulator_http`), the receipt queue with its worker pool, delay timers and
+lifecycle (`http_server`), the receipt queue with its worker pool, delay timers and
 hold/release, the retrying receipt poster, the `/_sim/*` inspection handlers, and
 `POST /_sim/inbound`, which makes the simulator post a citizen's SMS to the configured inbound
 URL as the provider's incoming-message webhook would. The provider-specific parts (request
@@ -26,7 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 
-from gateway_adapters.simulator_http import (
+from gateway_simulators.http_server import (
     Answer,
     HttpServer,
     Request,

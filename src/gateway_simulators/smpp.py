@@ -22,7 +22,7 @@ deliver_sm as the window allows go out in one write.
 In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`,
 `.drop_connections(role)` and `.deliver_mo(...)` (a mobile-originated message to the client, in
 parts by UDH or sar_* TLVs when it is long).
-As a process: `python -m gateway_adapters.simulator_smpp --port 0 [--http-port 0]`; the HTTP side
+As a process: `python -m gateway_simulators.smpp --port 0 [--http-port 0]`; the HTTP side
 port serves GET /_sim/messages, GET /_sim/stats, POST /_sim/release, POST /_sim/reset,
 POST /_sim/disconnect (drop every SMPP connection) and POST /_sim/inbound (a citizen's SMS).
 """
@@ -45,18 +45,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway_adapters.simulator_common import (
-    add_fault_options,
-    call_later_tracked,
-    notify_ready,
-    options_from_args,
-    port,
-    run_until_signalled,
-    simulator_parser,
-)
-from gateway_adapters.simulator_smpp_mo import mo_pdus
-from gateway_adapters.simulator_smpp_receipts import Receipt, receipt_frame
-from gateway_adapters.simulator_smpp_session import Session
 from gateway_adapters.smpp_codec import (
     BIND_ANSWERS,
     ESM_CLASS_UDHI,
@@ -94,6 +82,18 @@ from gateway_adapters.smpp_text import (
     sar_info,
     split_udh,
 )
+from gateway_simulators.common import (
+    add_fault_options,
+    call_later_tracked,
+    notify_ready,
+    options_from_args,
+    port,
+    run_until_signalled,
+    simulator_parser,
+)
+from gateway_simulators.smpp_mo import mo_pdus
+from gateway_simulators.smpp_receipts import Receipt, receipt_frame
+from gateway_simulators.smpp_session import Session
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class SmscSimulator:
     ) -> int:
         """Send a mobile-originated message from `sender` to the client's `recipient` address
         on a connection bound to receive: one deliver_sm (esm_class 0), or one per part of a
-        long text (`simulator_smpp_mo`), all at once, in `order` if given (part indexes from
+        long text (`smpp_mo`), all at once, in `order` if given (part indexes from
         0; leaving some out sends only those). The first error status among the client's
         answers, else ESME_ROK."""
         session = await self._bound_session()

@@ -7,7 +7,7 @@ form-encoded status callbacks to the request's `StatusCallback` through a bounde
 `POST /_sim/inbound` posts a citizen's SMS to `--inbound-url` as Twilio's incoming-message
 webhook does.
 
-Run: `python -m gateway_adapters.simulator_twilio --port 0`.
+Run: `python -m gateway_simulators.twilio --port 0`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from gateway_adapters.simulator_common import (
+from gateway_adapters.twilio import API_VERSION, MESSAGING_SERVICE_PREFIX, split_token
+from gateway_adapters.twilio_callbacks import is_e164, twilio_signature
+from gateway_adapters.twilio_errors import QUEUE_FULL_CODE, THROTTLE_CODE
+from gateway_simulators.common import (
     CALLBACK_BACKOFF_SECONDS,
     CALLBACK_RETRIES,
     HttpGatewaySimulator,
@@ -38,7 +41,7 @@ from gateway_adapters.simulator_common import (
     serve_http_until_signalled,
     simulator_parser,
 )
-from gateway_adapters.simulator_http import (
+from gateway_simulators.http_server import (
     Answer,
     Request,
     Response,
@@ -46,9 +49,6 @@ from gateway_adapters.simulator_http import (
     json_response,
     post,
 )
-from gateway_adapters.twilio import API_VERSION, MESSAGING_SERVICE_PREFIX, split_token
-from gateway_adapters.twilio_callbacks import is_e164, twilio_signature
-from gateway_adapters.twilio_errors import QUEUE_FULL_CODE, THROTTLE_CODE
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_adapters.simulator_smpp_receipts import Receipt
 from gateway_adapters.smpp_codec import MAX_SEQUENCE, Pdu, encode
+from gateway_simulators.smpp_receipts import Receipt
 
 
 class Session:
