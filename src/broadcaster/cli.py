@@ -254,6 +254,9 @@ async def _dispatcher(settings: Settings, url: str) -> int:
         server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     try:
+        from broadcaster.ops import metrics
+
+        metrics.POOLS.watch("dispatcher", pool)
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
         adapters = [
