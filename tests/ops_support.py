@@ -4,11 +4,15 @@ its /metrics read back and parsed."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 
 import asyncpg
 import httpx
+import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from tests.stack import Stack
@@ -99,3 +103,32 @@ async def broadcast(stack: Stack, key: str, timeout: float = 60) -> dict:
                 return dict(status)
             assert time.monotonic() < deadline, status
             await asyncio.sleep(0.2)
+
+
+def promtool_binary(name: str = "promtool") -> str:
+    """The path of Prometheus's `promtool` or `prometheus` (Debian package `prometheus`). Missing,
+    the test is skipped on a developer's machine and fails where BROADCASTER_REQUIRE_PROMETHEUS
+    is set (`.ci/run` installs the package and sets it)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install prometheus)"
+        if os.environ.get("BROADCASTER_REQUIRE_PROMETHEUS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_RANGE = re.compile(r"\[[^\]]*\]")
+_IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def promql_names(expr: str) -> set[str]:
+    """The series names an expression reads: its identifiers that name our metrics or our
+    recording rules, once string literals (label values) and range selectors are taken out."""
+    bare = _RANGE.sub(" ", _STRING.sub(" ", expr))
+    return {
+        word
+        for word in _IDENTIFIER.findall(bare)
+        if word.startswith(("broadcaster_", "broadcaster:"))
+    }
