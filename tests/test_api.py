@@ -433,8 +433,8 @@ async def test_health_ready_and_metrics(client: httpx.AsyncClient, key: str) -> 
     assert (await client.get("/readyz")).json() == {"status": "ready"}
     await client.post("/v1/alerts", headers=auth(key), json=alert_body(priority="high"))
     text = (await client.get("/metrics")).text
-    assert 'broadcaster_alerts_created_total{priority="high"}' in text
-    assert "broadcaster_queue_depth 0.0" in text
+    assert 'broadcaster_alerts_created_total{priority="high",source="json"}' in text
+    assert 'broadcaster_queue_depth{priority="high"} 0.0' in text
     assert "broadcaster_gateway_request_seconds" in text
 
 

@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         "that kind and name; the others are created.",
     )
     zones.add_argument("file", type=Path, metavar="FILE")
+    status = sub.add_parser(
+        "status",
+        help="live view of active alerts, gateways and the queue (--once: one snapshot)",
+    )
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
     demo = sub.add_parser("demo", help="broadcast to a North Zealand zone end to end")
     demo.add_argument("--subscribers", type=int, default=34_000)
     demo.add_argument("--rate", type=float, default=5_000, help="gateway messages per second")
@@ -98,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     _exit_on_sigterm()
     try:
         settings = load_settings()
-        logs.setup(settings.log_level)
+        # The demo is read by people, whatever its output is connected to.
+        human = args.command == "demo" and settings.log_format == "auto"
+        logs.setup(settings.log_level, "text" if human else settings.log_format)
         return _dispatch(args, settings)
     except (ConfigError, DatabaseUnavailable, NotMigrated, ValueError) as exc:
         print(f"broadcaster: {exc}", file=sys.stderr)
@@ -136,6 +146,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _run(
             import_command(url, args.file, skip_invalid=args.skip_invalid, report=args.report)
         )
+    if args.command == "status":
+        from broadcaster.ops.status import run as run_status
+
+        return _run(run_status(url, once=args.once, interval=max(0.2, args.interval)))
     if args.command == "import-zones":
         from broadcaster.ingest.zone_files import import_command as import_zones
 
@@ -261,6 +275,9 @@ async def _dispatcher(settings: Settings, url: str) -> int:
         server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     try:
+        from broadcaster.ops import metrics
+
+        metrics.POOLS.watch("dispatcher", pool)
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
         adapters = [

@@ -123,6 +123,8 @@ async def _demo(settings: Settings, n: int, rate: float) -> int:
                     "BROADCASTER_PORT": str(api_port),
                     "BROADCASTER_PUBLIC_URL": base,
                     "BROADCASTER_LOG_LEVEL": "warning",
+                    # Its log is for people reading the demo's run directory.
+                    "BROADCASTER_LOG_FORMAT": "text",
                 },
                 log_dir=run_dir,
                 ready_url=f"{base}/readyz",

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # json (one object per line), text (for people), auto: text on a terminal, else json.
+    log_format: str = "auto"
     # Messages longer than this many SMS segments are refused at the API.
     max_segments: int = Field(6, ge=1, le=255)
     # Dispatcher tuning. A claimed batch is held by an open transaction; one that sits idle for

@@ -30,6 +30,7 @@ from broadcaster.api import (
 from broadcaster.api.deps import Database
 from broadcaster.api.guard import Guard, body_pending, route_path
 from broadcaster.api.problems import Problem, send_problem, send_response
+from broadcaster.api.request_metrics import RequestMetrics
 from broadcaster.api.routes_callbacks import CALLBACK_PREFIX, read_body, receive_callback
 from broadcaster.api.routes_inbound import INBOUND_PREFIX, receive_inbound
 from broadcaster.citizens.inbound_writer import InboundWriter
@@ -38,6 +39,7 @@ from broadcaster.dispatch.dispatcher import Dispatcher
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.migrate import ensure_migrated
+from broadcaster.ops import metrics
 from broadcaster.settings import Settings
 from gateway_adapters.base import GatewayAdapter
 from gateway_adapters.registry import create_adapter
@@ -58,6 +60,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(database_url, min_size=2, max_size=20)
+        metrics.POOLS.watch("api", pool)
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
         adapters: dict[str, GatewayAdapter] = {
@@ -101,6 +104,9 @@ def create_app(
     app.openapi = functools.partial(openapi.build, app)  # type: ignore[method-assign]
     problems.install(app)
     app.add_middleware(Guard, settings=settings)
+    app.add_middleware(
+        RequestMetrics, routes=lambda: [r for x in app.state.routers for r in x.routes]
+    )
     app.state.routers = [
         module.router
         for module in (

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broadcaster.api.problems import Problem, database_problem, internal_error, send_problem
 from broadcaster.auth import find_api_key
 from broadcaster.citizens import throttle
+from broadcaster.ops import logs
 from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,15 @@ class Guard:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         send = _tagged(send, (b"x-request-id", request_id.encode()))
+        token = logs.REQUEST_ID.set(request_id)  # every line logged for the request carries it
+        try:
+            await self._guarded(scope, receive, send, path, headers, limit)
+        finally:
+            logs.REQUEST_ID.reset(token)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, path: str, headers: Headers, limit: int
+    ) -> None:
         try:
             if needs_key(path):
                 scope.setdefault("state", {})["api_key"] = await self._authenticate(scope, headers)

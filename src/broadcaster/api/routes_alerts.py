@@ -215,7 +215,7 @@ async def post_alert(
     except IdempotencyConflict as exc:
         raise Problem(422, "Idempotency-Key reused", str(exc)) from None
     if created:
-        metrics.ALERTS_CREATED.labels(body.priority).inc()
+        metrics.ALERTS_CREATED.labels(body.priority, "json").inc()
         log.info("alert created", extra={"alert_id": alert_id, "priority": body.priority})
     headers = {"Location": f"/v1/alerts/{alert_id}"}
     if not created:

@@ -12,7 +12,6 @@ from broadcaster.api.openapi import errors
 from broadcaster.api.problems import DATABASE_ERRORS, Problem
 from broadcaster.dispatch import queue
 from broadcaster.migrate import NotMigrated, ensure_migrated
-from broadcaster.ops import metrics
 
 router = APIRouter(tags=["ops"])
 
@@ -44,5 +43,5 @@ async def readyz(db: DbDep) -> dict[str, str]:
 async def metrics_endpoint(db: DbDep) -> Response:
     with contextlib.suppress(*DATABASE_ERRORS):
         async with db.connection() as conn:
-            metrics.QUEUE_DEPTH.set(await queue.queue_depth(conn))
+            await queue.refresh_gauges(conn)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

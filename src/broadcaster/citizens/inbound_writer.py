@@ -23,6 +23,8 @@ from broadcaster.settings import Settings
 class InboundWriter(ReceiptWriter):
     """Commits the inbound messages of many concurrent requests in shared transactions."""
 
+    writes = "inbound"
+
     def __init__(self, pool: asyncpg.Pool, settings: Settings, **kwargs: Any) -> None:
         super().__init__(pool, **kwargs)
         self._settings = settings

@@ -92,6 +92,28 @@ def retry_delay(attempts: int, base: float) -> float:
     return float(strategy(state))
 
 
+def request_outcome(exc: GatewayError) -> str:
+    """The outcome label of a gateway submission that raised `exc`."""
+    if isinstance(exc, GatewayThrottled):
+        return "throttled"
+    if isinstance(exc, GatewayMisconfigured):
+        return "misconfigured"
+    return "transient_error" if exc.retryable else "rejected"
+
+
+def count_outcomes(gateway: str, outcomes: Sequence[Outcome]) -> None:
+    """Count a written batch's outcomes: one pass over the batch, then one increment per
+    distinct (status, throttled, fail-over)."""
+    for (status, throttled, failover), n in Counter(
+        (o.status, o.refund_attempt, o.failover) for o in outcomes
+    ).items():
+        metrics.DELIVERIES.labels(gateway, status).inc(n)
+        if status == "queued":
+            metrics.RETRIES.labels(gateway, "throttled" if throttled else "error").inc(n)
+            if failover:
+                metrics.FAILOVERS.labels(gateway).inc(n)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -277,20 +299,25 @@ class Dispatcher:
             if not batch.rows:
                 await lane.bucket.give_back(conn, granted)
                 return 0, granted, seen
+            metrics.RATE_TOKENS.labels(lane.name).inc(granted)
+            metrics.IN_FLIGHT.inc(len(batch))
             try:
-                outcomes = await self._send(lane, batch.rows)
-            except BaseException:
-                with contextlib.suppress(*DB_ERRORS):
-                    await batch.abandon()
-                raise
-            # The write must happen even if we are being cancelled, and the connection must
-            # not go back to the pool while it runs.
-            writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
-            try:
-                await asyncio.shield(writing)
-            except asyncio.CancelledError:
-                await writing
-                raise
+                try:
+                    outcomes = await self._send(lane, batch.rows)
+                except BaseException:
+                    with contextlib.suppress(*DB_ERRORS):
+                        await batch.abandon()
+                    raise
+                # The write must happen even if we are being cancelled, and the connection must
+                # not go back to the pool while it runs.
+                writing = asyncio.ensure_future(self._write(lane.name, batch, outcomes))
+                try:
+                    await asyncio.shield(writing)
+                except asyncio.CancelledError:
+                    await writing
+                    raise
+            finally:
+                metrics.IN_FLIGHT.dec(len(batch))
             return len(batch), granted, seen
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
@@ -317,7 +344,7 @@ class Dispatcher:
             try:
                 await self._heartbeat()
                 if ticks % 2 == 0:
-                    metrics.QUEUE_DEPTH.set(await queue.queue_depth(self.pool))
+                    await queue.refresh_gauges(self.pool)
                     await receipts.sweep_pending(self.pool)
                 if ticks % COMPLETION_SWEEP_TICKS == 0:
                     # Safety net for alerts whose last batch another dispatcher wrote before
@@ -338,6 +365,7 @@ class Dispatcher:
                 self._db.failed(exc, "housekeeping")
             for lane in self.lanes:
                 metrics.CIRCUIT_OPEN.labels(lane.name).set(lane.breaker.state != "closed")
+                metrics.GATEWAY_SPEED.labels(lane.name).set(lane.speed)
             ticks += 1
             await self._sleep(stop, HEARTBEAT_SECONDS)
 
@@ -369,14 +397,17 @@ class Dispatcher:
             )
             for c in to_send
         ]
+        metrics.GATEWAY_BATCH_SIZE.labels(name).observe(len(messages))
         started = time.perf_counter()
         try:
             results = await lane.adapter.send_batch(messages)
         except GatewayError as exc:
             kind = type(exc).__name__
-            metrics.GATEWAY_REQUEST_SECONDS.labels(name, "error").observe(
+            outcome = request_outcome(exc)
+            metrics.GATEWAY_REQUEST_SECONDS.labels(name, outcome).observe(
                 time.perf_counter() - started
             )
+            metrics.GATEWAY_REQUESTS.labels(name, outcome).inc()
             metrics.GATEWAY_ERRORS.labels(name, kind).inc()
             log.warning(
                 "gateway submission failed",
@@ -389,15 +420,19 @@ class Dispatcher:
             )
             outcomes += self._after_error(lane, exc, [c for c in to_send if c.id not in accepted])
             return outcomes
-        metrics.GATEWAY_REQUEST_SECONDS.labels(name, "ok").observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         outcomes += self._results(lane, to_send, results)
-        if any(r.accepted for r in results) or not any(
-            r.retryable and not r.throttled for r in results
-        ):
+        took_any = any(r.accepted for r in results)
+        throttled = any(r.throttled for r in results)
+        if took_any or not any(r.retryable and not r.throttled for r in results):
             lane.breaker.record_success()
+            outcome = "ok" if took_any or not throttled else "throttled"
         else:
             lane.breaker.record_failure()
-        if not any(r.throttled for r in results):
+            outcome = "transient_error"
+        metrics.GATEWAY_REQUEST_SECONDS.labels(name, outcome).observe(elapsed)
+        metrics.GATEWAY_REQUESTS.labels(name, outcome).inc()
+        if not throttled:
             lane.speed_up()
         return outcomes
 
@@ -469,10 +504,13 @@ class Dispatcher:
         if throttled:
             wait = 0.0 if elsewhere else (retry_after if retry_after is not None else 1.0)
             due = now + timedelta(seconds=wait)
-            return Outcome(c.id, "queued", error=error, due_at=due, refund_attempt=True)
+            return Outcome(
+                c.id, "queued", error=error, due_at=due, refund_attempt=True, failover=elsewhere
+            )
         if c.attempts < self.settings.max_attempts:
             delay = 0.0 if elsewhere else retry_delay(c.attempts, self.settings.retry_base_seconds)
-            return Outcome(c.id, "queued", error=error, due_at=now + timedelta(seconds=delay))
+            due = now + timedelta(seconds=delay)
+            return Outcome(c.id, "queued", error=error, due_at=due, failover=elsewhere)
         return Outcome(c.id, "failed", lane.name, error=error)
 
     async def _write(self, name: str, batch: queue.Batch, outcomes: list[Outcome]) -> None:
@@ -486,8 +524,7 @@ class Dispatcher:
                 await batch.abandon()
             return
         self._touched.update(c.alert_id for c in batch.rows)
-        for status, n in Counter(o.status for o in outcomes).items():
-            metrics.DELIVERIES.labels(name, status).inc(n)
+        count_outcomes(name, outcomes)
         message_ids = sorted({o.message_id for o in outcomes if o.message_id})
         if message_ids:
             try:

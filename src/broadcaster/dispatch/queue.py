@@ -24,6 +24,8 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from broadcaster.citizens import optouts
+from broadcaster.ingest.alerts import PRIORITY_NAMES
+from broadcaster.ops import metrics
 
 # The text is the subscriber's language's where the alert has one (alert_texts, looked up only
 # for alerts that have any). The claim also sets idle_in_transaction_session_timeout for its
@@ -86,16 +88,32 @@ WHERE d.id = ANY($1::text::bigint[]) AND d.id + 0 = r.id
 """
 
 # Alerts with nothing left to submit are completed. Rows in flight are still 'queued' (locked),
-# so an alert is never completed while a batch of it is out.
+# so an alert is never completed while a batch of it is out. Each completed alert returns the
+# seconds from its creation to its first and last submission (for the metrics: once per alert,
+# by the one statement that completes it, one pass over its deliveries by the alert index).
 COMPLETE_ALERTS = """
-UPDATE alerts a SET status = 'completed', completed_at = now()
-WHERE a.id = ANY($1::bigint[]) AND a.status = 'dispatching'
-  AND NOT EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.alert_id = a.id AND d.status IN ('queued', 'sending'))
+WITH done AS (
+    UPDATE alerts a SET status = 'completed', completed_at = now()
+    WHERE a.id = ANY($1::bigint[]) AND a.status = 'dispatching'
+      AND NOT EXISTS (SELECT 1 FROM deliveries d
+                      WHERE d.alert_id = a.id AND d.status IN ('queued', 'sending'))
+    RETURNING a.id, a.priority, a.created_at, a.kind
+)
+SELECT done.priority,
+       extract(epoch FROM s.first_sent - done.created_at)::float8 AS first_seconds,
+       extract(epoch FROM s.last_sent - done.created_at)::float8 AS last_seconds
+FROM done
+CROSS JOIN LATERAL (SELECT min(d.sent_at) AS first_sent, max(d.sent_at) AS last_sent
+                    FROM deliveries d WHERE d.alert_id = done.id) s
+WHERE done.kind = 'alert'
 """
 
-QUEUE_DEPTH = """
-SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')
+# Deliveries waiting, by priority, and how long the most overdue of them has been due.
+QUEUE_STATS = """
+SELECT priority, count(*) AS depth,
+       extract(epoch FROM now() - min(due_at) FILTER (WHERE due_at <= now()))::float8 AS overdue
+FROM deliveries WHERE status IN ('queued', 'sending')
+GROUP BY priority
 """
 
 
@@ -129,6 +147,8 @@ class Outcome(NamedTuple):
     due_at: datetime | None = None
     refund_attempt: bool = False
     opted_out: bool = False
+    # Back to the queue due at once because another gateway is usable (counted, not written).
+    failover: bool = False
 
 
 class Batch:
@@ -209,8 +229,22 @@ async def claim(
 async def complete_alerts(
     conn: asyncpg.Connection | asyncpg.Pool, alert_ids: Sequence[int]
 ) -> None:
-    await conn.execute(COMPLETE_ALERTS, list(alert_ids))
+    """Complete the alerts among `alert_ids` that have nothing left to submit."""
+    for row in await conn.fetch(COMPLETE_ALERTS, list(alert_ids)):
+        if row["first_seconds"] is None:
+            continue  # nothing was ever accepted by a gateway
+        priority = PRIORITY_NAMES.get(row["priority"], "normal")
+        metrics.ALERT_FIRST_SUBMISSION_SECONDS.labels(priority).observe(row["first_seconds"])
+        metrics.ALERT_LAST_SUBMISSION_SECONDS.labels(priority).observe(row["last_seconds"])
 
 
-async def queue_depth(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return int(await conn.fetchval(QUEUE_DEPTH))
+async def refresh_gauges(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """Set the queue's gauges (depth by priority, the most overdue delivery) from the database;
+    returns the depth."""
+    rows = await conn.fetch(QUEUE_STATS)
+    depth = {r["priority"]: r["depth"] for r in rows}
+    for number, name in PRIORITY_NAMES.items():
+        metrics.QUEUE_DEPTH.labels(name).set(depth.get(number, 0))
+    overdue = [r["overdue"] for r in rows if r["overdue"] is not None]
+    metrics.QUEUE_OLDEST_DUE.set(max(overdue, default=0.0))
+    return sum(depth.values())

@@ -66,6 +66,8 @@ class _Request:
 class ReceiptWriter:
     """Commits receipts for many concurrent requests in shared transactions (one process)."""
 
+    writes = "receipts"  # the metrics' label
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -198,6 +200,8 @@ class ReceiptWriter:
                     conn = await self._flush([request], conn)
                 return conn
             log.debug("receipt flush failure", exc_info=True)  # may quote receipt data
+            outcome = "refused" if is_unstorable(exc) else "unavailable"
+            metrics.RECEIPT_FLUSHES.labels(self.writes, outcome).inc()
             if is_unstorable(exc):
                 # Its own values: sending it again would fail again.
                 log.warning("a receipt request the database cannot store was refused (%s)", reason)
@@ -213,6 +217,7 @@ class ReceiptWriter:
                 _fail(batch, reason)
         else:
             self._outage.ok(mark)
+            metrics.RECEIPT_FLUSHES.labels(self.writes, "ok").inc()
             for request in batch:
                 if not request.done.done():  # its handler may have been cancelled meanwhile
                     request.done.set_result(len(request.updates))

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from broadcaster.citizens import optouts
+from broadcaster.ops import metrics
 from gateway_adapters.base import ReceiptUpdate
 
 # Apply the given receipts. Per delivery the strongest receipt wins (a final one before a
@@ -141,24 +142,38 @@ WITH r AS MATERIALIZED (
     FROM best b
     WHERE d.id = ANY (ARRAY(SELECT delivery_id FROM best)) AND d.id = b.delivery_id
       AND d.status = 'sent'
-    RETURNING d.id
+    RETURNING d.gateway, d.status,
+              coalesce(extract(epoch FROM now() - d.sent_at)::float8, 0) AS seconds
+), stored AS (
+    INSERT INTO delivery_receipts (gateway, gateway_message_id, phone, state, provider_status,
+                                   error, occurred_at, raw, applied)
+    SELECT r.gateway, r.message_id, r.phone, r.state, r.provider_status, r.error,
+           r.occurred_at, r.raw, a.n IS NOT NULL
+    FROM r LEFT JOIN (SELECT DISTINCT n FROM matched) a ON a.n = r.n
+    ORDER BY r.n
+    RETURNING 1
 )
-INSERT INTO delivery_receipts (gateway, gateway_message_id, phone, state, provider_status,
-                               error, occurred_at, raw, applied)
-SELECT r.gateway, r.message_id, r.phone, r.state, r.provider_status, r.error, r.occurred_at,
-       r.raw, a.n IS NOT NULL
-FROM r LEFT JOIN (SELECT DISTINCT n FROM matched) a ON a.n = r.n
-ORDER BY r.n
+SELECT (SELECT count(*) FROM stored) AS stored, NULL::text AS gateway, NULL::text AS status,
+       NULL::int AS bucket, NULL::bigint AS n, NULL::float8 AS seconds
+UNION ALL
+SELECT NULL, gateway, status, width_bucket(seconds, '{bounds}'::float8[]), count(*), sum(seconds)
+FROM moved GROUP BY 2, 3, 4
 """
+# The statement answers with the number of receipts stored (first row) and, for the metrics, the
+# deliveries the receipts made final, grouped by gateway, status and latency bucket (the time from
+# submission to now, counted into metrics.RECEIPT_SECONDS's buckets): one row per group, however
+# many receipts, so no Python runs per receipt for them.
+_BOUNDS = "{" + ",".join(map(str, metrics.RECEIPT_SECONDS.buckets)) + "}"
 # Every receipt names its recipient (GatewayAPI, and Twilio callbacks with 'To').
-RECORD_RECEIPTS = _RECORD.format(by_message="")
+RECORD_RECEIPTS = _RECORD.format(by_message="", bounds=_BOUNDS)
 # Some do not: those match every delivery of their message id.
 RECORD_RECEIPTS_BY_MESSAGE = _RECORD.format(
+    bounds=_BOUNDS,
     by_message="""
         UNION ALL
         SELECT d.id
         FROM deliveries d
-        WHERE r.phone IS NULL AND d.gateway_message_id = r.message_id AND d.gateway = r.gateway"""
+        WHERE r.phone IS NULL AND d.gateway_message_id = r.message_id AND d.gateway = r.gateway""",
 )
 
 
@@ -202,17 +217,27 @@ async def record_batch(
         # Rare (a carrier opt-out): the receipts and the opt-out commit together. A receipt that
         # did not find its delivery yet remembers the opt-out for when it is applied.
         async with conn.transaction():
-            status = await conn.execute(statement, *args, timeout=statement_timeout)
+            rows = await conn.fetch(statement, *args, timeout=statement_timeout)
             await optouts.opt_out_receipts(conn, opt_outs)
             await conn.execute(
                 MARK_OPTED_OUT, *(list(c) for c in list(zip(*opt_outs, strict=True))[:3])
             )
     else:
-        status = await conn.execute(statement, *args, timeout=statement_timeout)
-    stored = int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
+        rows = await conn.fetch(statement, *args, timeout=statement_timeout)
+    stored = int(rows[0]["stored"])
     if stored != len(args[0]):
         raise RuntimeError(f"stored {stored} of {len(args[0])} receipts")
+    count_final(rows[1:])
     return stored
+
+
+def count_final(rows: Sequence[asyncpg.Record]) -> None:
+    """Count the deliveries a batch of receipts made final (RECORD_RECEIPTS's groups)."""
+    for r in rows:
+        metrics.DELIVERIES.labels(r["gateway"], r["status"]).inc(r["n"])
+    metrics.RECEIPT_SECONDS.add_rows(
+        (r["gateway"], r["bucket"], r["n"], r["seconds"]) for r in rows
+    )
 
 
 async def record_receipts(
