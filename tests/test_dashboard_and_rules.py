@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "broadcaster.json"
 RULES_DIR = ROOT / "deploy" / "prometheus"
 RULES = RULES_DIR / "broadcaster-rules.yml"
-PROMETHEUS_RULE = ROOT / "k8s" / "prometheusrule.yaml"
+PROMETHEUS_RULE = ROOT / "k8s" / "base" / "prometheusrule.yaml"
 
 
 def dashboard_queries() -> list[str]:

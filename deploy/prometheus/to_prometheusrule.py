@@ -1,4 +1,4 @@
-"""Write k8s/prometheusrule.yaml from deploy/prometheus/broadcaster-rules.yml (same groups).
+"""Write k8s/base/prometheusrule.yaml from deploy/prometheus/broadcaster-rules.yml (same groups).
 
 Run from the repository root after editing the rules: python deploy/prometheus/to_prometheusrule.py
 """
@@ -11,14 +11,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "broadcaster-rules.yml"
-TARGET = ROOT / "k8s" / "prometheusrule.yaml"
+TARGET = ROOT / "k8s" / "base" / "prometheusrule.yaml"
 
 HEADER = """\
 # The alerting rules of deploy/prometheus/broadcaster-rules.yml as a PrometheusRule, for a
-# cluster that runs the Prometheus Operator: kubectl apply -f k8s/prometheusrule.yaml
-# (not in kustomization.yaml: the resource type exists only where the operator is installed).
-# Its groups must equal the plain file's (tests/test_alert_rules.py); edit the plain file and
-# regenerate this one with `python deploy/prometheus/to_prometheusrule.py`.
+# cluster that runs the Prometheus Operator (listed in k8s/base/kustomization.yaml beside the
+# ServiceMonitor; drop both from your overlay where the operator is not installed).
+# Its groups must equal the plain file's (tests/test_dashboard_and_rules.py); edit the plain
+# file and regenerate this one with `python deploy/prometheus/to_prometheusrule.py`.
 """
 
 
