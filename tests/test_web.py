@@ -79,7 +79,7 @@ async def test_pages_render_in_both_languages_with_their_headers(web: httpx.Asyn
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert r.headers["x-frame-options"] == "DENY"
-        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["referrer-policy"] == "same-origin"
         assert r.headers["cache-control"] == "no-store"
         cookie = r.headers.get("set-cookie") or ""
         assert not cookie or ("HttpOnly" in cookie and "SameSite=strict" in cookie)

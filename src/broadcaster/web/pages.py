@@ -3,8 +3,10 @@ headers every page carries, and the CSRF token of its forms.
 
 Headers: a Content-Security-Policy that lets the page load only its own stylesheet and script
 (no inline script or style, no other origin, no frames, forms posted only to itself),
-X-Frame-Options DENY, Referrer-Policy no-referrer, nosniff, no caching (a page can show a phone
-number), and Permissions-Policy allowing geolocation for the page itself only.
+X-Frame-Options DENY, Referrer-Policy same-origin (no address leaves the site, yet a form post
+still says where it comes from: under no-referrer browsers send `Origin: null`), nosniff, no
+caching (a page can show a phone number), and Permissions-Policy allowing geolocation for the
+page itself only.
 
 CSRF: double-submit cookie. The form page sets a random token in a cookie (HttpOnly,
 SameSite=Strict, Secure behind HTTPS) and in a hidden field; a post is taken only when both are
@@ -35,7 +37,7 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Permissions-Policy": "geolocation=(self), camera=(), microphone=()",
 }
