@@ -96,7 +96,7 @@ async def test_signing_up_on_the_page_is_the_api_sign_up(
 ) -> None:
     r = await post(web, "/tilmeld", SIGNUP)
     assert r.status_code == 200, r.text
-    assert "Vi har sendt en kode til 26 12 34 62" in r.text
+    assert "Vi har sendt en kode til 26\u00a012\u00a034\u00a062" in r.text
     row = await pool.fetchrow("SELECT status, source FROM subscribers WHERE phone = $1", PHONE)
     assert (row["status"], row["source"]) == ("pending", "web")
     code = await last_code(pool, PHONE)
@@ -186,7 +186,7 @@ async def test_leaving_opts_the_number_out_as_stop_does(
     )
     assert "Du er tilmeldt" in r.text
     r = await post(web, "/afmeld", {"phone": "26123462"})
-    assert r.status_code == 200 and "Er 26 12 34 62 tilmeldt" in r.text
+    assert r.status_code == 200 and "Er 26\u00a012\u00a034\u00a062 tilmeldt" in r.text
     code = await last_code(pool, PHONE)
     wrong = "000000" if code != "000000" else "111111"
     r = await web.post("/afmeld/kode", data={"csrf": token(r), "phone": PHONE, "code": wrong})
@@ -204,7 +204,7 @@ async def test_leaving_opts_the_number_out_as_stop_does(
     # A number that is not signed up gets the same page, and no SMS.
     notices = await pool.fetchval("SELECT count(*) FROM alerts WHERE kind = 'notice'")
     r = await post(web, "/en/leave", {"phone": "+4526999999"})
-    assert r.status_code == 200 and "If 26 99 99 99 is signed up" in r.text
+    assert r.status_code == 200 and "If 26\u00a099\u00a099\u00a099 is signed up" in r.text
     assert await pool.fetchval("SELECT count(*) FROM alerts WHERE kind = 'notice'") == notices
     r = await web.post(
         "/en/leave/code", data={"csrf": token(r), "phone": "+4526999999", "code": "123456"}
@@ -218,6 +218,7 @@ async def test_throttled_is_a_429_page_saying_when(web: httpx.AsyncClient) -> No
     r = await post(web, "/tilmeld", SIGNUP)
     assert r.status_code == 429
     assert r.headers["content-type"].startswith("text/html")
+    assert 'href="/tilmeld">Tilbage' in r.text
     minutes = re.search(r"Prøv igen om (\d+) minutter", r.text)
     assert minutes and 1 <= int(minutes.group(1)) <= 60
     assert 0 < int(r.headers["retry-after"]) <= 3600

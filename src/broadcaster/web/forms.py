@@ -132,8 +132,9 @@ def check_code(fields: Fields) -> Checked:
 
 
 def shown_phone(e164: str) -> str:
-    """A number as its owner writes it: national format for Danish numbers."""
+    """A number as its owner writes it (national format for Danish numbers), kept on one line."""
     number = phonenumbers.parse(e164)
+    style = phonenumbers.PhoneNumberFormat.INTERNATIONAL
     if number.country_code == 45:
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        style = phonenumbers.PhoneNumberFormat.NATIONAL
+    return phonenumbers.format_number(number, style).replace(" ", "\u00a0")

@@ -82,6 +82,7 @@ class PageRoute(APIRoute):
                     status=problem.status if problem is not None else 500,
                     headers=dict(problem.headers or {}) if problem is not None else None,
                     paths=PATHS[language_of(request.url.path)],
+                    back_url=form_of(request.url.path),
                     title_key="error_title",
                     text_key="error_text",
                     other_url=None,
@@ -110,6 +111,12 @@ async def postal_zones(request: Request) -> dict[str, str]:
     return zones
 
 
+def form_of(path: str) -> str:
+    """The form a page belongs to, for its way back."""
+    paths = PATHS[language_of(path)]
+    return paths.leave if path in (paths.leave, paths.leave_code) else paths.signup
+
+
 def throttled(request: Request, language: str, exc: Throttled) -> Response:
     return render(
         request,
@@ -119,6 +126,7 @@ def throttled(request: Request, language: str, exc: Throttled) -> Response:
         status=429,
         headers={"Retry-After": str(exc.retry_after)},
         paths=PATHS[language],
+        back_url=form_of(request.url.path),
         title_key="throttled_title",
         text_key="throttled_text",
         text_values={"minutes": max(1, math.ceil(exc.retry_after / 60))},

@@ -97,7 +97,7 @@ WORDS: dict[str, dict[str, str]] = {
         "error_title": "Noget gik galt",
         "error_text": "Siden kunne ikke vises lige nu. Prøv igen om lidt.",
         "not_found_title": "Siden findes ikke",
-        "back": "Til tilmeldingen",
+        "back": "Tilbage",
     },
     "en": {
         "skip": "Skip to content",
@@ -180,6 +180,6 @@ WORDS: dict[str, dict[str, str]] = {
         "error_title": "Something went wrong",
         "error_text": "The page cannot be shown right now. Try again in a moment.",
         "not_found_title": "Page not found",
-        "back": "To the sign-up",
+        "back": "Back",
     },
 }
