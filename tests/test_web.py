@@ -240,7 +240,10 @@ async def test_pages_need_no_key_and_stay_out_of_the_api_document(
 
 
 async def test_settings_off_means_no_pages(db_url: str) -> None:
-    app = create_app(load_settings(database_url=db_url, web_pages=False), db_url)
-    paths = {getattr(r, "path", "") for r in app.routes}
-    assert "/tilmeld" not in paths and "/en/signup" not in paths
+    def paths(web_pages: bool) -> set[str]:
+        app = create_app(load_settings(database_url=db_url, web_pages=web_pages), db_url)
+        return {route.path for router in app.state.routers for route in router.routes}
+
+    assert {"/tilmeld", "/en/signup"} <= paths(True)
+    assert not {"/tilmeld", "/en/signup", "/assets/{name}"} & paths(False)
     assert CSRF_COOKIE  # the cookie's name is part of the pages' contract (README)
