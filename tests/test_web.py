@@ -5,6 +5,7 @@ in the page's language, answer 429 pages when throttled, and stay out of the Ope
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -210,6 +211,50 @@ async def test_leaving_opts_the_number_out_as_stop_does(
         "/en/leave/code", data={"csrf": token(r), "phone": "+4526999999", "code": "123456"}
     )
     assert r.status_code == 422 and "The code is not right" in r.text
+
+
+async def test_leave_requests_go_with_retention_and_erasure(
+    web: httpx.AsyncClient, pool: asyncpg.Pool, db_url: str
+) -> None:
+    from broadcaster.citizens import privacy, retention
+
+    r = await post(web, "/tilmeld", SIGNUP)
+    await web.post("/tilmeld/kode", data={"csrf": token(r), "phone": PHONE, "code": "0"})
+    await web.post(
+        "/tilmeld/kode",
+        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
+    )
+    for _ in range(2):
+        assert (await post(web, "/afmeld", {"phone": PHONE})).status_code == 200
+    assert await pool.fetchval("SELECT count(*) FROM leave_requests") == 2
+    await pool.execute(
+        "UPDATE leave_requests SET expires_at = now() - interval '25 hours' WHERE id = "
+        "(SELECT min(id) FROM leave_requests)"
+    )
+    await retention.run(pool, load_settings(database_url=db_url))
+    assert await pool.fetchval("SELECT count(*) FROM leave_requests") == 1
+    async with pool.acquire() as conn:
+        assert await privacy.erase(conn, PHONE) is not None
+    assert await pool.fetchval("SELECT count(*) FROM leave_requests") == 0
+
+
+async def test_no_phone_number_in_the_logs_at_info(
+    web: httpx.AsyncClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    r = await post(web, "/tilmeld", SIGNUP)
+    await web.post(
+        "/tilmeld/kode",
+        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
+    )
+    r = await post(web, "/afmeld", {"phone": PHONE})
+    await web.post(
+        "/afmeld/kode",
+        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
+    )
+    assert any("web page" in record.getMessage() for record in caplog.records)
+    for record in caplog.records:
+        assert "26123462" not in record.getMessage() + str(record.__dict__), record
 
 
 async def test_throttled_is_a_429_page_saying_when(web: httpx.AsyncClient) -> None:
