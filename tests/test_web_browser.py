@@ -181,14 +181,19 @@ def fill(driver: Any, element_id: str, text: str) -> None:
     element.send_keys(text)
 
 
-async def subscriber(pool: asyncpg.Pool, stack: Stack, phone: str) -> dict[str, Any]:
-    """The subscriber as the API shows it."""
+async def read_api(pool: asyncpg.Pool, stack: Stack, path: str) -> dict[str, Any]:
+    """What the API answers with a subscribers:read key."""
     async with pool.acquire() as conn:
         key = await create_api_key(conn, "reader", ["subscribers:read"])
     async with httpx.AsyncClient(base_url=stack.api_url) as api:
-        r = await api.get(f"/v1/subscribers/{phone}", headers={"Authorization": f"Bearer {key}"})
+        r = await api.get(path, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+async def subscriber(pool: asyncpg.Pool, stack: Stack, phone: str) -> dict[str, Any]:
+    """The subscriber as the API shows it."""
+    return await read_api(pool, stack, f"/v1/subscribers/{phone}")
 
 
 # ---------------------------------------------------------------- tests
@@ -249,6 +254,9 @@ async def test_signing_up_in_danish(
     assert record["subscriber"]["source"] == "web"
     assert record["subscriber"]["reason"] == "help_community"
     assert [p["postal_code"] for p in record["locations"]] == ["3400"]
+    stats = await read_api(pool, service, "/v1/stats/subscribers?by=postal_code")
+    active = {z["code"]: z["active"] for z in stats["zones"]}
+    assert active["3400"] == 1 and sum(active.values()) == 1
 
 
 async def test_signing_up_in_english_with_the_keyboard_and_location_then_leaving(

@@ -299,7 +299,9 @@ async def leave_form(
     )
 
 
-async def leave_code_page(request: Request, language: str, checked: forms.Checked, status: int):
+async def leave_code_page(
+    request: Request, language: str, checked: forms.Checked, status: int
+) -> Response:
     settings = settings_of(request)
     return render(
         request,
