@@ -269,6 +269,17 @@ async def test_throttled_is_a_429_page_saying_when(web: httpx.AsyncClient) -> No
     assert 0 < int(r.headers["retry-after"]) <= 3600
 
 
+async def test_a_body_too_large_is_a_page_too(web: httpx.AsyncClient) -> None:
+    r = await web.post("/en/leave", content=b"phone=" + b"1" * 70_000)
+    assert r.status_code == 413
+    assert r.headers["content-type"].startswith("text/html")
+    assert "Something went wrong" in r.text and 'href="/en/leave">Back' in r.text
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    # The API keeps its problem+json.
+    r = await web.post("/v1/signups", content=b"{}" + b" " * 70_000)
+    assert r.headers["content-type"] == "application/problem+json"
+
+
 async def test_a_code_page_fetched_again_goes_back_to_its_form(web: httpx.AsyncClient) -> None:
     r = await web.get("/tilmeld/kode", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/tilmeld"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import astuple, dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,9 +26,25 @@ from urllib.parse import urlsplit
 import jinja2
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
+from starlette.types import Receive, Scope, Send
 
 from broadcaster.settings import Settings
 from broadcaster.web.texts import WORDS
+
+
+@dataclass(frozen=True)
+class Paths:
+    signup: str
+    signup_code: str
+    leave: str
+    leave_code: str
+
+
+PATHS = {
+    "da": Paths("/tilmeld", "/tilmeld/kode", "/afmeld", "/afmeld/kode"),
+    "en": Paths("/en/signup", "/en/signup/code", "/en/leave", "/en/leave/code"),
+}
+PAGE_PATHS = frozenset(path for paths in PATHS.values() for path in astuple(paths))
 
 CSRF_COOKIE = "broadcaster_csrf"
 CSRF_FIELD = "csrf"
@@ -125,3 +142,41 @@ def render(
             path=root or "/",
         )
     return response
+
+
+def language_of(path: str) -> str:
+    return "en" if path.startswith("/en/") else "da"
+
+
+def form_of(path: str) -> str:
+    """The form a page belongs to, for its way back."""
+    paths = PATHS[language_of(path)]
+    return paths.leave if path in (paths.leave, paths.leave_code) else paths.signup
+
+
+def error_page(
+    request: Request, settings: Settings, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    """'Something went wrong' in the page's language, with `status`."""
+    path = request.url.path
+    return render(
+        request,
+        settings,
+        "message.html",
+        language_of(path),
+        status=status,
+        headers=headers,
+        paths=PATHS[language_of(path)],
+        back_url=form_of(path),
+        title_key="error_title",
+        text_key="error_text",
+        other_url=None,
+    )
+
+
+async def send_error_page(
+    scope: Scope, receive: Receive, send: Send, settings: Settings, status: int, close: bool
+) -> None:
+    """An error page answered by the Guard (a body too large, a fault outside the route)."""
+    headers = {"Connection": "close"} if close else None
+    await error_page(Request(scope), settings, status, headers)(scope, receive, send)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,24 +27,22 @@ from broadcaster.citizens.throttle import Throttled
 from broadcaster.ingest.zones import UnknownZones
 from broadcaster.settings import Settings
 from broadcaster.web import forms
-from broadcaster.web.pages import ASSETS, CSRF_FIELD, HEADERS, asset, csrf_ok, render
+from broadcaster.web.pages import (
+    ASSETS,
+    CSRF_FIELD,
+    HEADERS,
+    PATHS,
+    asset,
+    csrf_ok,
+    error_page,
+    form_of,
+    render,
+)
 from broadcaster.web.texts import REASONS, WORDS
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Paths:
-    signup: str
-    signup_code: str
-    leave: str
-    leave_code: str
-
-
-PATHS = {
-    "da": Paths("/tilmeld", "/tilmeld/kode", "/afmeld", "/afmeld/kode"),
-    "en": Paths("/en/signup", "/en/signup/code", "/en/leave", "/en/leave/code"),
-}
 OTHER = {"da": "en", "en": "da"}
 
 POSTAL_ZONES = """
@@ -54,10 +51,6 @@ SELECT code, name FROM zones WHERE kind = 'postal_code' AND code IS NOT NULL ORD
 
 # Where a field's error links to from the summary (the first control of a group).
 ANCHORS = {"places": "postal-code", "form": "phone"}
-
-
-def language_of(path: str) -> str:
-    return "en" if path.startswith("/en/") else "da"
 
 
 class PageRoute(APIRoute):
@@ -74,19 +67,9 @@ class PageRoute(APIRoute):
                 problem = database_problem(exc)
                 if problem is None:
                     log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return render(
-                    request,
-                    settings_of(request),
-                    "message.html",
-                    language_of(request.url.path),
-                    status=problem.status if problem is not None else 500,
-                    headers=dict(problem.headers or {}) if problem is not None else None,
-                    paths=PATHS[language_of(request.url.path)],
-                    back_url=form_of(request.url.path),
-                    title_key="error_title",
-                    text_key="error_text",
-                    other_url=None,
-                )
+                    return error_page(request, settings_of(request), 500)
+                headers = dict(problem.headers or {})
+                return error_page(request, settings_of(request), problem.status, headers)
 
         return page_handler
 
@@ -109,12 +92,6 @@ async def postal_zones(request: Request) -> dict[str, str]:
         name = r["name"] if r["name"].startswith(r["code"]) else f"{r['code']} {r['name']}"
         zones.setdefault(r["code"], name)
     return zones
-
-
-def form_of(path: str) -> str:
-    """The form a page belongs to, for its way back."""
-    paths = PATHS[language_of(path)]
-    return paths.leave if path in (paths.leave, paths.leave_code) else paths.signup
 
 
 def throttled(request: Request, language: str, exc: Throttled) -> Response:
