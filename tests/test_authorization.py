@@ -48,6 +48,37 @@ def test_every_scope_guards_something_and_the_table_is_not_empty() -> None:
     assert {"alerts:write", "alerts:read", "subscribers:write", "admin"} <= used
 
 
+# Every route that needs no key, by name: a new one must be added here on purpose. The web pages
+# (web/routes.py) are the citizens' sign-up, confirm and leave, and their stylesheet and script.
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/callbacks/{gateway}",
+    "/v1/inbound/{gateway}",
+    "/tilmeld",
+    "/tilmeld/kode",
+    "/afmeld",
+    "/afmeld/kode",
+    "/en/signup",
+    "/en/signup/code",
+    "/en/leave",
+    "/en/leave/code",
+    "/assets/{name}",
+}
+
+
+def test_the_routes_without_a_key_are_these_and_no_more() -> None:
+    app = create_app(load_settings(), "postgresql://unused")
+    unkeyed = {
+        route.path
+        for router in app.state.routers
+        for route in router.routes
+        if not needs_key(route.path)
+    }
+    assert unkeyed == PUBLIC
+
+
 @pytest.fixture
 async def keys(pool: asyncpg.Pool) -> AsyncIterator[dict[str, str]]:
     async with pool.acquire() as conn:

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     # keywords) and heads the public pages.
     organisation: str = Field("Broadcaster", min_length=1, max_length=40)
     signup_code_minutes: int = Field(10, ge=1, le=60)
+    # The public web pages (web/: /tilmeld, /en/signup, /afmeld, /en/leave): whether they are
+    # served, the contact line under every page (an address, a phone number, a web page) and
+    # the link to the organisation's privacy policy (both shown only when set).
+    web_pages: bool = True
+    contact: str | None = Field(None, max_length=200)
+    privacy_url: str | None = Field(None, pattern=r"^https?://\S+$", max_length=500)
     # Per hour: sign-up SMS to one number, sign-up SMS asked for by one client (address), and
     # codes tried by one client.
     signup_sms_per_number: int = Field(3, ge=1)

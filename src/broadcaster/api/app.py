@@ -41,6 +41,7 @@ from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.migrate import ensure_migrated
 from broadcaster.ops import metrics
 from broadcaster.settings import Settings
+from broadcaster.web import routes as web_routes
 from gateway_adapters.base import GatewayAdapter
 from gateway_adapters.registry import create_adapter
 
@@ -122,6 +123,8 @@ def create_app(
             routes_inbound,
         )
     ]
+    if settings.web_pages:
+        app.state.routers.append(web_routes.router)
     for router in app.state.routers:
         app.include_router(router)
     return app

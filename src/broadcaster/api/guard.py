@@ -9,6 +9,8 @@
   read; a chunked body is counted while it streams and refused once it goes over.
 - Every request gets an id (the caller's X-Request-ID, or a new one), answered in X-Request-ID
   and recorded with audited actions.
+- The citizens' web pages (web/) need no key; what the Guard refuses there (a body too large)
+  and an error that escapes them is answered as a page in the page's language, not JSON.
 - An error that escapes the app is answered 500 problem+json here, with `Connection: close`,
   instead of being re-raised (which made the server drop the keep-alive connection without a
   word, so the client could not know whether its POST was taken).
@@ -35,6 +37,7 @@ from broadcaster.auth import find_api_key
 from broadcaster.citizens import throttle
 from broadcaster.ops import logs
 from broadcaster.settings import Settings
+from broadcaster.web.pages import PAGE_PATHS, send_error_page
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,11 @@ class Guard:
                     413, "Content too large", f"the request body is larger than {limit} bytes"
                 )
         except Problem as exc:
+            if path in PAGE_PATHS:  # a citizen's browser: a page, not JSON
+                await send_error_page(
+                    scope, receive, send, self.settings, exc.status, body_pending(headers)
+                )
+                return
             await send_problem(send, scope, exc, close=body_pending(headers))
             return
         started = False
@@ -143,7 +151,9 @@ class Guard:
             await self.app(scope, _counted(receive, limit), watched)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
-            if not started:
+            if not started and path in PAGE_PATHS:
+                await send_error_page(scope, receive, send, self.settings, 500, True)
+            elif not started:
                 await send_problem(send, scope, internal_error(), close=True)
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> Any:

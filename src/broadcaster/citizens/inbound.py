@@ -224,6 +224,15 @@ async def store_batch(
     return Stored(result_rows[0]["tips"] + len(commands), counts)
 
 
+async def stop(conn: asyncpg.Connection, phone: str, language: str, why: str) -> int:
+    """Opt the number out of everything (a number we do not know becomes an opted-out row) and
+    cancel its queued deliveries of alerts; returns the subscriber's id. What STOP does by SMS,
+    and the leave page once its code is confirmed (citizens/leaving.py)."""
+    subscriber_id: int = await conn.fetchval(OPT_OUT, phone, language, why)
+    await conn.execute(CANCEL_QUEUED, subscriber_id)
+    return subscriber_id
+
+
 async def act(
     conn: asyncpg.Connection, settings: Settings, message_id: int, phone: str, keyword: Keyword
 ) -> None:
@@ -231,9 +240,9 @@ async def act(
     found = await conn.fetchrow(FIND, phone)
     language = found["language"] if found is not None else keyword.language or FALLBACK
     values: dict[str, object] = {}
+    subscriber_id: int | None
     if keyword.kind == "stop":
-        subscriber_id = await conn.fetchval(OPT_OUT, phone, language, OPT_OUT_REASON)
-        await conn.execute(CANCEL_QUEUED, subscriber_id)
+        subscriber_id = await stop(conn, phone, language, OPT_OUT_REASON)
         answer = "stop"
     elif keyword.kind == "start":
         if found is not None and found["has_areas"]:

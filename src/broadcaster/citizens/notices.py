@@ -16,7 +16,7 @@ import asyncpg
 from broadcaster.ingest.alerts import PRIORITIES, WAKEUP_CHANNEL
 
 # What a notice is for, kept in the alert's reference (operators count them by it).
-PURPOSES = frozenset({"signup-code", "stop", "start", "help", "join"})
+PURPOSES = frozenset({"signup-code", "leave-code", "stop", "start", "help", "join"})
 
 CREATE_NOTICE = """
 WITH alert AS (

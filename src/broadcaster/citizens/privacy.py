@@ -2,11 +2,12 @@
 erasure (for a request to be forgotten).
 
 Erasure keeps the subscriber's row, anonymous, so the statistics of past alerts still add up
-(deliveries point at an anonymous subscriber): the number goes, locations and pending sign-ups
-are deleted, inbound messages and receipts lose the number and their raw gateway data (which
-carries it), the texts of notices sent to the number are blanked. Tips keep their text (it is
-what the citizen told the police). A SHA-256 of the number stays, so a bulk import does not
-subscribe an erased number again; a new sign-up by the citizen, with its code, is not refused.
+(deliveries point at an anonymous subscriber): the number goes, locations, pending sign-ups and
+leave requests are deleted, inbound messages and receipts lose the number and their raw gateway
+data (which carries it), the texts of notices sent to the number are blanked. Tips keep their
+text (it is what the citizen told the police). A SHA-256 of the number stays, so a bulk import
+does not subscribe an erased number again; a new sign-up by the citizen, with its code, is not
+refused.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ GROUP BY a.kind, d.status ORDER BY a.kind, d.status
 """
 
 ERASE_SIGNUPS = "DELETE FROM signups WHERE subscriber_id = $1"
+ERASE_LEAVE_REQUESTS = "DELETE FROM leave_requests WHERE subscriber_id = $1"
 ERASE_INBOUND = """
 UPDATE inbound_messages SET phone = NULL, raw = '{}' WHERE subscriber_id = $1 OR phone = $2
 """
@@ -101,6 +103,7 @@ async def erase(conn: asyncpg.Connection, phone: str) -> int | None:
             return None
         await places.delete_all(conn, subscriber_id)
         await conn.execute(ERASE_SIGNUPS, subscriber_id)
+        await conn.execute(ERASE_LEAVE_REQUESTS, subscriber_id)
         await conn.execute(ERASE_INBOUND, subscriber_id, phone)
         await conn.execute(ERASE_RECEIPTS, subscriber_id, phone)
         await conn.execute(ERASE_NOTICES, subscriber_id)

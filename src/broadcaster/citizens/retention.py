@@ -7,7 +7,8 @@ several dispatchers running it at once only share the work):
   and their alert) stay;
 - subscribers who never confirmed a sign-up (pending, no areas) are deleted after
   BROADCASTER_PENDING_DAYS (7), with their sign-ups and the notices sent to them;
-- the texts of finished notices (which may hold a code) are blanked;
+- the texts of finished notices (which may hold a code) are blanked, and leave requests a day
+  past their expiry deleted (leaving.py);
 - throttle counters of past windows are dropped.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from broadcaster.citizens import leaving
 from broadcaster.citizens.notices import blank_finished
 from broadcaster.citizens.places import HAS_PLACES
 from broadcaster.citizens.throttle import forget_old
@@ -54,4 +56,5 @@ async def run(pool: asyncpg.Pool, settings: Settings) -> None:
         await conn.execute(FORGET_RECEIPT_NUMBERS, settings.retention_days, BATCH)
         await conn.execute(DELETE_STALE_PENDING, settings.pending_days, BATCH)
         await blank_finished(conn)
+        await conn.execute(leaving.FORGET_OLD)
         await forget_old(conn)

@@ -72,11 +72,15 @@ RETURNING id, phone, language, status
 
 
 class SignupError(Exception):
-    """A confirmation that cannot succeed; `field` is the request member at fault."""
+    """A confirmation that cannot succeed; `field` is the request member at fault, `kind` says
+    why in a word (`no_signup`, `expired`, `too_many`, `wrong`: the web pages word it in the
+    page's language) and `left` how many tries remain after a wrong code."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, kind: str = "", left: int | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.kind = kind
+        self.left = left
 
 
 class TooManyAttempts(SignupError):
@@ -152,11 +156,11 @@ async def confirm(
     async with conn.transaction():
         row = await conn.fetchrow(LATEST, phone)
         if row is None or row["confirmed"]:
-            raise SignupError("phone", "no sign-up is waiting for this number")
+            raise SignupError("phone", "no sign-up is waiting for this number", "no_signup")
         if row["expired"]:
-            raise SignupError("code", "the code has expired; ask for a new one")
+            raise SignupError("code", "the code has expired; ask for a new one", "expired")
         if row["attempts"] >= MAX_ATTEMPTS:
-            raise TooManyAttempts("code", "too many wrong codes; ask for a new one")
+            raise TooManyAttempts("code", "too many wrong codes; ask for a new one", "too_many")
         right = hmac.compare_digest(code_hash(phone, code), bytes(row["code_hash"]))
         if not right:
             # Counted and committed (nothing raises inside the transaction): a wrong code costs
@@ -172,6 +176,6 @@ async def confirm(
     if not right:
         left = MAX_ATTEMPTS - attempts
         if left <= 0:
-            raise TooManyAttempts("code", "too many wrong codes; ask for a new one")
-        raise SignupError("code", f"the code is not right; {left} attempt(s) left")
+            raise TooManyAttempts("code", "too many wrong codes; ask for a new one", "too_many")
+        raise SignupError("code", f"the code is not right; {left} attempt(s) left", "wrong", left)
     return Confirmed(subscriber["id"], subscriber["phone"], subscriber["language"], locations)
