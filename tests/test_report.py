@@ -15,8 +15,11 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from xml.etree import ElementTree
 
 import asyncpg
+
+from broadcaster.ops import charts
 
 UNTIL = datetime(2026, 2, 28, 23, 0, tzinfo=UTC)  # --until 2026-02-28: midnight after it, CET
 SINCE = datetime(2025, 12, 31, 23, 0, tzinfo=UTC)  # --since 2026-01-01
@@ -275,6 +278,7 @@ def chart_titles(html: str) -> list[str]:
     svgs = re.findall(r"<svg\b.*?</svg>", html, re.S)
     titles = []
     for svg in svgs:
+        ElementTree.fromstring(svg)  # well-formed XML, so a browser draws all of it
         m = re.match(r"<svg[^>]*>\s*<title>([^<]+)</title>", svg)
         assert m, svg[:200]
         titles.append(m.group(1))
@@ -322,14 +326,15 @@ async def test_report_from_seeded_data(pool: asyncpg.Pool, db_url: str, tmp_path
     assert f"<title>01 Mar 2026: {active_at(UNTIL)}</title>" in html
     # Per zone (active now: the opted-out subscriber 5 is not counted) and sign-up reasons.
     (c1, n1), (c2, n2) = zones["z1"], zones["z2"]
-    assert f"<title>{c1} {n1}: 2</title>" in html
-    assert f"<title>{c2} {n2}: 1</title>" in html
+    assert n1.startswith(c1) and n2.startswith(c2)  # shipped names: "2900 Hellerup"
+    assert f"<title>{n1}: 2</title>" in html
+    assert f"<title>{n2}: 1</title>" in html
     assert "<title>help police: 2</title>" in html
     assert "<title>not given: 1</title>" in html
     assert "stay informed" not in html
     # The alerts table names zones, never texts.
-    assert f"<td class='text'>{n1}</td>" in html
-    assert "<td class='text'>drawn area</td>" in html
+    assert f"<td class='text zones'>{n1}</td>" in html
+    assert "<td class='text zones'>drawn area</td>" in html
 
 
 async def test_empty_period(pool: asyncpg.Pool, db_url: str, tmp_path: Path) -> None:
@@ -374,3 +379,25 @@ def test_bad_options_end_in_one_line(tmp_path: Path) -> None:
         assert len(lines) == 1 and lines[0].startswith("broadcaster: "), result.stderr
         assert words in lines[0]
     assert not (tmp_path / "r.html").exists()
+
+
+def test_charts_escape_labels_and_thin_them_out() -> None:
+    names = [f"<zone {i} & co>" for i in range(100)]
+    for svg in (
+        charts.bar_chart("A & B", names, [charts.Series("n", list(range(100)))],
+                         x_label="x", y_label="y", line=charts.Series("r", [0.5] * 100)),
+        charts.hbar_chart("A & B", names, list(range(100)), x_label="x"),
+        charts.line_chart("A & B", names, list(range(100)), x_label="x", y_label="y"),
+    ):  # fmt: skip
+        root = ElementTree.fromstring(svg)
+        assert root.findtext("{http://www.w3.org/2000/svg}title") == "A & B"
+        labels = [e.text for e in root.iter("{http://www.w3.org/2000/svg}text") if e.text in names]
+        assert labels[0] == "<zone 0 & co>"
+    bar = ElementTree.fromstring(
+        charts.bar_chart("t", names, [charts.Series("n", [1] * 100)], x_label="x", y_label="y")
+    )
+    shown = [e.text for e in bar.iter("{http://www.w3.org/2000/svg}text") if e.text in names]
+    assert 1 < len(shown) <= charts.MAX_LABELS
+    empty = charts.bar_chart("t", [], [], x_label="x", y_label="y", empty="nothing here")
+    assert "nothing here" in empty
+    ElementTree.fromstring(empty)

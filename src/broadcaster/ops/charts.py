@@ -44,12 +44,13 @@ def percent(value: float) -> str:
 
 
 def nice_ticks(top: float, count: int = 5) -> list[float]:
-    """Ticks from 0 to at least `top`, a step of 1, 2 or 5 times a power of ten."""
+    """Ticks from 0 to at least `top`, a step of 1, 2 or 5 times a power of ten, and at least 1
+    (every chart here counts things)."""
     if top <= 0:
         return [0.0, 1.0]
     raw = top / count
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    step = max(1.0, next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
     ticks = [0.0]
     while ticks[-1] < top - 1e-9:
         ticks.append(round(ticks[-1] + step, 10))
@@ -103,10 +104,15 @@ def bar_chart(
     overlay: bool = True,
 ) -> str:
     """Vertical bars per category; several series overlap (drawn largest first, so the second
-    is seen inside the first) when `overlay`, else stand side by side. `line` is drawn over them
-    against a right-hand axis from 0 to 1 (a ratio)."""
-    height, left, right, top, bottom = 380, 80, 70 if line else 20, 56, 90
-    pw, ph = WIDTH - left - right, height - top - bottom
+    is seen inside the first) when `overlay`, else stand side by side. `line`, a ratio from 0 to
+    1 per category, is drawn in a band of its own above the bars, on the same x positions."""
+    n = len(categories)
+    rotate = n > 12
+    band = 120 if line is not None else 0
+    left, right, top, bottom = 80, 20, 56 + band, 90 if rotate else 50
+    ph = 240
+    height = top + ph + bottom
+    pw = WIDTH - left - right
     body: list[str] = []
     peak = max((v for s in bars for v in s.values), default=0)
     ticks = nice_ticks(peak)
@@ -117,7 +123,6 @@ def bar_chart(
             f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='{GRID}'/>"
         )
         body.append(_text(left - 6, y + 4, _fmt(t), anchor="end", size=11))
-    n = len(categories)
     if n == 0:
         body.append(_empty(pw, top, ph, left, empty))
     slot = pw / max(n, 1)
@@ -135,65 +140,61 @@ def bar_chart(
                 f"height='{h:.1f}' fill='{s.color}'><title>{escape(categories[i])}: "
                 f"{escape(s.name)} {_fmt(v)}</title></rect>"
             )
-    step = _every(n)
-    rotate = n > 12
-    for i in range(0, n, step):
+    for i in range(0, n, _every(n)):
         x = left + (i + 0.5) * slot
         y = top + ph + 16
-        if rotate:
-            body.append(
-                _text(
-                    x,
-                    y,
-                    categories[i],
-                    anchor="end",
-                    size=11,
-                    extra=f"transform='rotate(-40 {x:.1f} {y:.1f})'",
-                )
-            )
-        else:
-            body.append(_text(x, y, categories[i], size=11))
-    if line is not None and n:
-        points = [
-            f"{left + (i + 0.5) * slot:.1f},{top + ph - ph * min(max(v, 0), 1):.1f}"
-            for i, v in enumerate(line.values)
-        ]
-        body.append(
-            f"<polyline points='{' '.join(points)}' fill='none' stroke='{line.color}' "
-            "stroke-width='2'/>"
-        )
-        for i, (p, v) in enumerate(zip(points, line.values, strict=True)):
-            cx, cy = p.split(",")
-            body.append(
-                f"<circle cx='{cx}' cy='{cy}' r='3.5' fill='{line.color}'><title>"
-                f"{escape(categories[i])}: {escape(line.name)} {line_format(v)}</title></circle>"
-            )
+        extra = f"transform='rotate(-40 {x:.1f} {y:.1f})'" if rotate else ""
+        body.append(_text(x, y, categories[i], anchor="end" if rotate else "middle", size=11,
+                          extra=extra))  # fmt: skip
     if line is not None:
-        for t in (0, 0.25, 0.5, 0.75, 1.0):
-            y = top + ph - ph * t
-            body.append(_text(left + pw + 6, y + 4, line_format(t), anchor="start", size=11))
-        body.append(
-            _text(
-                WIDTH - 12,
-                top + ph / 2,
-                line_label,
-                size=12,
-                extra=f"transform='rotate(90 {WIDTH - 12} {top + ph / 2:.1f})'",
-            )
-        )
+        body.extend(_ratio_band(line, categories, left, pw, top - band, band - 30, slot,
+                                line_label, line_format))  # fmt: skip
     body.append(_axes(left, top, pw, ph))
     body.append(_text(left + pw / 2, height - 8, x_label, size=12))
-    body.append(
-        _text(
-            18,
-            top + ph / 2,
-            y_label,
-            size=12,
-            extra=f"transform='rotate(-90 18 {top + ph / 2:.1f})'",
-        )
-    )
+    body.append(_vertical_label(18, top + ph / 2, y_label))
     legend = [*bars, line] if line is not None else list(bars)
     return _frame(title, height, body, legend if len(legend) > 1 else ())
+
+
+def _ratio_band(
+    line: Series,
+    categories: Sequence[str],
+    left: float,
+    pw: float,
+    top: float,
+    ph: float,
+    slot: float,
+    label: str,
+    fmt: Callable[[float], str],
+) -> list[str]:
+    body = []
+    for t in (0.0, 0.5, 1.0):
+        y = top + ph - ph * t
+        body.append(
+            f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='{GRID}'/>"
+        )
+        body.append(_text(left - 6, y + 4, fmt(t), anchor="end", size=11))
+    xy = [
+        (left + (i + 0.5) * slot, top + ph - ph * min(max(v, 0.0), 1.0))
+        for i, v in enumerate(line.values)
+    ]
+    if xy:
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        body.append(
+            f"<polyline points='{pts}' fill='none' stroke='{line.color}' stroke-width='2'/>"
+        )
+    for (x, y), name, v in zip(xy, categories, line.values, strict=True):
+        body.append(
+            f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3.5' fill='{line.color}'><title>"
+            f"{escape(name)}: {escape(line.name)} {fmt(v)}</title></circle>"
+        )
+    body.append(_axes(left, top, pw, ph))
+    body.append(_vertical_label(18, top + ph / 2, label))
+    return body
+
+
+def _vertical_label(x: float, y: float, label: str) -> str:
+    return _text(x, y, label, size=12, extra=f"transform='rotate(-90 {x} {y:.1f})'")
 
 
 def hbar_chart(
@@ -242,9 +243,11 @@ def line_chart(
     *,
     x_label: str,
     y_label: str,
+    positions: Sequence[float] | None = None,
     empty: str = "no data in this period",
 ) -> str:
-    """One series as a line with a point per value and its labels under the x axis."""
+    """One series as a line with a point per value and its labels under the x axis; the points
+    stand at `positions` (e.g. timestamps) on a linear x axis, or evenly spaced without them."""
     height, left, right, top, bottom = 340, 80, 30, 50, 90
     pw, ph = WIDTH - left - right, height - top - bottom
     body: list[str] = []
@@ -260,8 +263,12 @@ def line_chart(
     if n == 0:
         body.append(_empty(pw, top, ph, left, empty))
     else:
-        dx = pw / max(n - 1, 1)
-        xy = [(left + i * dx, top + ph - ph * v / ymax) for i, v in enumerate(values)]
+        at = list(positions) if positions is not None else [float(i) for i in range(n)]
+        span = (at[-1] - at[0]) or 1.0
+        xy = [
+            (left + pw * (p - at[0]) / span, top + ph - ph * v / ymax)
+            for p, v in zip(at, values, strict=True)
+        ]
         pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
         body.append(f"<polyline points='{pts}' fill='none' stroke='{BLUE}' stroke-width='2'/>")
         for (x, y), label, v in zip(xy, labels, values, strict=True):
@@ -269,9 +276,12 @@ def line_chart(
                 f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='{BLUE}'>"
                 f"<title>{escape(label)}: {_fmt(v)}</title></circle>"
             )
-        step = _every(n)
-        for i in range(0, n, step):
+        last = -math.inf
+        for i in range(0, n, _every(n)):
             x, y = xy[i][0], top + ph + 16
+            if x - last < 28:  # a label closer than that to the previous one would overlap it
+                continue
+            last = x
             body.append(
                 _text(
                     x,
@@ -284,15 +294,7 @@ def line_chart(
             )
     body.append(_axes(left, top, pw, ph))
     body.append(_text(left + pw / 2, height - 8, x_label, size=12))
-    body.append(
-        _text(
-            18,
-            top + ph / 2,
-            y_label,
-            size=12,
-            extra=f"transform='rotate(-90 18 {top + ph / 2:.1f})'",
-        )
-    )
+    body.append(_vertical_label(18, top + ph / 2, y_label))
     return _frame(title, height, body)
 
 

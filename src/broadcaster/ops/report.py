@@ -273,10 +273,11 @@ async def collect(conn: asyncpg.Connection, since: datetime, until: datetime) ->
 
 
 def _zone_label(row: asyncpg.Record) -> str:
-    kind = row["kind"].replace("_", " ")
     if row["kind"] == "postal_code":
-        return f"{row['code']} {row['name']}"
-    return f"{row['name']} ({kind})"
+        # The shipped postal codes are named "2900 Hellerup" already.
+        name, code = row["name"], row["code"]
+        return name if name.startswith(code) else f"{code} {name}"
+    return f"{row['name']} ({row['kind'].replace('_', ' ')})"
 
 
 def _local(moment: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -326,7 +327,7 @@ def build_charts(data: Data) -> list[tuple[str, str]]:
         ),
         (
             "Bars: recipients of each alert (light) and those delivered (dark). "
-            "Line: delivered ÷ SMS sent (right axis).",
+            "Top band: delivered ÷ SMS sent.",
             charts.bar_chart(
                 "Recipients and delivery ratio per alert",
                 ids,
@@ -371,6 +372,7 @@ def build_charts(data: Data) -> list[tuple[str, str]]:
                 "Active subscribers over time",
                 [_local(t, "%d %b %Y") for t, _ in data.active],
                 [n for _, n in data.active],
+                positions=[t.timestamp() for t, _ in data.active],
                 x_label="date",
                 y_label="active subscribers",
             ),
@@ -408,7 +410,11 @@ h1 { margin-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-td.text { text-align: left; }
+td.text, th.text { text-align: left; }
+td { white-space: nowrap; }
+td.zones { white-space: normal; min-width: 12em; }
+table#alerts { font-size: 0.85em; width: 100%; }
+table#alerts th, table#alerts td { padding: 4px 6px; }
 table.headline td { font-size: 1.1em; }
 figure { margin: 2em 0; }
 figcaption { color: #555; font-size: 0.9em; }
@@ -463,26 +469,29 @@ def render(data: Data) -> str:
     return "\n".join(out) + "\n"
 
 
+# The alerts table's columns and their CSS classes (text columns are left-aligned).
+ALERT_COLUMNS = (
+    ("id", ""),
+    ("created", "text"),
+    ("priority", "text"),
+    ("status", "text"),
+    ("zones", "text zones"),
+    ("recipients", ""),
+    ("sent", ""),
+    ("delivered", ""),
+    ("delivered ratio", ""),
+    ("failed", ""),
+    ("tips", ""),
+)
+
+
 def _alerts_table(alerts: list[dict[str, Any]]) -> str:
     if not alerts:
         return f"<p class='empty'>{NO_ALERTS.capitalize()}.</p>"
-    head = (
-        "id",
-        "created",
-        "priority",
-        "status",
-        "zones",
-        "recipients",
-        "sent",
-        "delivered",
-        "delivered ratio",
-        "failed",
-        "tips",
-    )
-    rows = ["<table id='alerts'><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
+    head = "".join(f"<th class='{css}'>{name}</th>" for name, css in ALERT_COLUMNS)
+    rows = [f"<table id='alerts'><tr>{head}</tr>"]
     for a in alerts:
-        ratio = f"{a['delivered'] / a['sent']:.1%}" if a["sent"] else "-"
-        cells = [
+        cells = (
             str(a["id"]),
             _local(a["created_at"]),
             PRIORITY_NAMES.get(a["priority"], str(a["priority"])),
@@ -491,20 +500,15 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> str:
             f"{a['recipients']:,}",
             f"{a['sent']:,}",
             f"{a['delivered']:,}",
-            ratio,
+            f"{a['delivered'] / a['sent']:.1%}" if a["sent"] else "-",
             f"{a['failed']:,}",
             f"{a['tips']:,}",
-        ]
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td class='text'>{escape(c)}</td>"
-                if i in (1, 2, 3, 4)
-                else f"<td>{escape(c)}</td>"
-                for i, c in enumerate(cells)
-            )
-            + "</tr>"
         )
+        tds = "".join(
+            f"<td class='{css}'>{escape(c)}</td>"
+            for (_, css), c in zip(ALERT_COLUMNS, cells, strict=True)
+        )
+        rows.append(f"<tr>{tds}</tr>")
     rows.append("</table>")
     return "\n".join(rows)
 
