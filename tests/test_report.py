@@ -347,6 +347,9 @@ async def test_empty_period(pool: asyncpg.Pool, db_url: str, tmp_path: Path) -> 
     html = out.read_text()
     assert_self_contained(html)
     assert "no alerts in this period" in html.lower()
+    svgs = re.findall(r"<svg\b.*?</svg>", html, re.S)
+    # Alerts per week, per alert (two charts) and time to deliver say so over their axes.
+    assert sum("no alerts in this period" in svg for svg in svgs) == 4
     assert chart_titles(html) == list(CHARTS)
     assert headline(html)["alerts"] == "0"
     assert headline(html)["delivered-ratio"] == "-"

@@ -103,7 +103,8 @@ def bar_chart(
     empty: str = "no data in this period",
     overlay: bool = True,
 ) -> str:
-    """Vertical bars per category; several series overlap (drawn largest first, so the second
+    """Vertical bars per category (`empty` written over the axes when there are none, or all
+    are zero); several series overlap (drawn largest first, so the second
     is seen inside the first) when `overlay`, else stand side by side. `line`, a ratio from 0 to
     1 per category, is drawn in a band of its own above the bars, on the same x positions."""
     n = len(categories)
@@ -123,7 +124,7 @@ def bar_chart(
             f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='{GRID}'/>"
         )
         body.append(_text(left - 6, y + 4, _fmt(t), anchor="end", size=11))
-    if n == 0:
+    if n == 0 or peak == 0:
         body.append(_empty(pw, top, ph, left, empty))
     slot = pw / max(n, 1)
     gap = min(8.0, slot * 0.2)

@@ -341,7 +341,7 @@ def build_charts(data: Data) -> list[tuple[str, str]]:
                 y_label="SMS recipients",
                 line=charts.Series("delivered ratio", ratio, charts.ORANGE),
                 line_label="delivered ratio",
-                empty=NO_ALERTS,
+                empty=NO_ALERTS if not data.alerts else "no recipients for these alerts",
             ),
         ),
         (
@@ -352,7 +352,7 @@ def build_charts(data: Data) -> list[tuple[str, str]]:
                 [charts.Series("delivered SMS", data.delivery_buckets)],
                 x_label="alert created → delivered receipt",
                 y_label="delivered SMS",
-                empty=NO_ALERTS,
+                empty=NO_ALERTS if not data.alerts else "no SMS delivered in this period",
             ),
         ),
         (
@@ -363,7 +363,7 @@ def build_charts(data: Data) -> list[tuple[str, str]]:
                 [charts.Series("tips", [a["tips"] for a in data.alerts])],
                 x_label="alert (id)",
                 y_label="tips",
-                empty=NO_ALERTS,
+                empty=NO_ALERTS if not data.alerts else "no tips for these alerts",
             ),
         ),
         (
