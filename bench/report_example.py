@@ -5,7 +5,8 @@ Three thousand subscribers signing up from October 2025 on in the shipped North 
 codes (a few opting out), sign-ups with reasons, thirty alerts from January to March 2026 to one
 or two postal codes each, every active subscriber of those zones a delivery with a receipt a
 few seconds to an hour later, and tips. All of it set-based SQL with a fixed random seed, in a
-database of its own on the server of DATABASE_URL (dropped first).
+database of its own on the server of DATABASE_URL (dropped first; without it the embedded
+server, as for the benchmarks).
 
     python bench/report_example.py [--out /tmp/report-example.html]
                                    [--screenshot docs/report-example.png]
@@ -20,10 +21,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from harness import fresh_database
 
 from broadcaster.database import connect
-from broadcaster.migrate import apply_migrations
 
 NAME = "broadcaster_report_example"
 
@@ -112,17 +113,10 @@ WHERE d.status = 'delivered' AND random() < 0.012 + 0.03 * (d.alert_id % 4 = 0):
 """
 
 
-async def prepare(server_url: str) -> str:
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{NAME}"))
-    admin = await connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{NAME}"')
-    finally:
-        await admin.close()
+async def prepare() -> str:
+    url = await fresh_database(NAME)
     conn = await connect(url)
     try:
-        await apply_migrations(conn)
         await conn.execute(SEED)
     finally:
         await conn.close()
@@ -134,7 +128,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/report-example.html"))
     parser.add_argument("--screenshot", type=Path, help="a PNG of the page (needs chromium)")
     args = parser.parse_args()
-    url = asyncio.run(prepare(os.environ["DATABASE_URL"]))
+    url = asyncio.run(prepare())
     subprocess.run(
         [sys.executable, "-m", "broadcaster", "report", "--since", "2026-01-01",
          "--until", "2026-03-31", "--out", str(args.out)],

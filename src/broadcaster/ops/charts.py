@@ -116,14 +116,7 @@ def bar_chart(
     pw = WIDTH - left - right
     body: list[str] = []
     peak = max((v for s in bars for v in s.values), default=0)
-    ticks = nice_ticks(peak)
-    ymax = ticks[-1]
-    for t in ticks:
-        y = top + ph - ph * t / ymax
-        body.append(
-            f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='{GRID}'/>"
-        )
-        body.append(_text(left - 6, y + 4, _fmt(t), anchor="end", size=11))
+    ymax = _y_grid(body, peak, left, top, pw, ph)
     if n == 0 or peak == 0:
         body.append(_empty(pw, top, ph, left, empty))
     slot = pw / max(n, 1)
@@ -252,14 +245,7 @@ def line_chart(
     height, left, right, top, bottom = 340, 80, 30, 50, 90
     pw, ph = WIDTH - left - right, height - top - bottom
     body: list[str] = []
-    ticks = nice_ticks(max(values, default=0))
-    ymax = ticks[-1]
-    for t in ticks:
-        y = top + ph - ph * t / ymax
-        body.append(
-            f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='{GRID}'/>"
-        )
-        body.append(_text(left - 6, y + 4, _fmt(t), anchor="end", size=11))
+    ymax = _y_grid(body, max(values, default=0), left, top, pw, ph)
     n = len(values)
     if n == 0:
         body.append(_empty(pw, top, ph, left, empty))
@@ -297,6 +283,18 @@ def line_chart(
     body.append(_text(left + pw / 2, height - 8, x_label, size=12))
     body.append(_vertical_label(18, top + ph / 2, y_label))
     return _frame(title, height, body)
+
+
+def _y_grid(body: list[str], peak: float, left: float, top: float, pw: float, ph: float) -> float:
+    """Horizontal grid lines with their values for a y axis from 0 to above `peak`; the top."""
+    ticks = nice_ticks(peak)
+    for t in ticks:
+        y = top + ph - ph * t / ticks[-1]
+        body.append(
+            f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='{GRID}'/>"
+        )
+        body.append(_text(left - 6, y + 4, _fmt(t), anchor="end", size=11))
+    return ticks[-1]
 
 
 def _axes(left: float, top: float, pw: float, ph: float) -> str:
