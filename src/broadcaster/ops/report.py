@@ -7,17 +7,8 @@ time and per zone, sign-up reasons) and a table of the period's alerts. Charts a
 phone number, no message text; an alert is shown by its id, creation time, priority, status and
 the names of the zones it targeted.
 
-Definitions (also printed in the page):
-- the period is [since, until); an alert belongs to it by its creation time; tips, opt-outs and
-  sign-ups by the time they happened;
-- SMS sent: deliveries a gateway accepted (one per recipient, whatever the number of parts);
-  delivered ratio: delivered ÷ sent;
-- time to deliver: from the alert's creation to the delivered receipt (the time the gateway
-  reports, or when the receipt arrived if it reports none), delivered SMS only;
-- active subscribers at a time: confirmed (or imported) before it and not opted out or erased by
-  then, rebuilt from the subscribers' dates (a subscriber who opted out and came back counts from
-  the first sign-up); per zone: the active subscribers now, as `citizens/stats.py` counts them
-  (a point inside the zone, or registered by the zone itself).
+What the numbers mean (the period, SMS sent, time to deliver, active subscribers ...) is said
+at the end of the page (`report.html`, a string.Template) and in the README.
 
 One query per chart, each a single statement over the period (the per-alert query feeds the two
 per-alert charts and the table).
@@ -31,7 +22,9 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from html import escape
+from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -402,31 +395,8 @@ def build_charts(data: Data) -> list[tuple[str, str]]:
     ]
 
 
-STYLE = """
-body { font-family: system-ui, sans-serif; color: #222; max-width: 1000px; margin: 2em auto;
-       padding: 0 1em; line-height: 1.4; }
-h1 { margin-bottom: 0.2em; }
-.period { color: #555; margin-top: 0; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-td.text, th.text { text-align: left; }
-td { white-space: nowrap; }
-td.zones { white-space: normal; min-width: 12em; }
-table#alerts { font-size: 0.85em; width: 100%; }
-table#alerts th, table#alerts td { padding: 4px 6px; }
-table.headline td { font-size: 1.1em; }
-figure { margin: 2em 0; }
-figcaption { color: #555; font-size: 0.9em; }
-svg.chart { width: 100%; height: auto; display: block; }
-.empty { font-style: italic; color: #555; }
-dl { font-size: 0.9em; color: #444; }
-dt { font-weight: 600; margin-top: 0.5em; }
-"""
-
-
 def render(data: Data) -> str:
-    """The report as one HTML document."""
+    """The report as one HTML document (the page is `report.html` beside this module)."""
     h = data.headline
     ratio = h.delivered_ratio
     headline_rows = [
@@ -440,33 +410,26 @@ def render(data: Data) -> str:
         ("Confirmed sign-ups", f"{h.signups:,}"),
         ("Active subscribers at the end", f"{h.active:,}"),
     ]
-    out = [
-        "<!DOCTYPE html>",
-        "<html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>broadcaster report {_local(data.since, '%Y-%m-%d')} - "
-        f"{_local(data.until, '%Y-%m-%d')}</title>",
-        f"<style>{STYLE}</style></head><body>",
-        "<h1>SMS alert programme: evaluation</h1>",
-        f"<p class='period'>From {_local(data.since)} to {_local(data.until)} "
-        f"({TIMEZONE}); generated {_local(data.generated_at)}.</p>",
-        "<h2>Headline numbers</h2>",
-    ]
+    headline = []
     if not data.alerts:
-        out.append(f"<p class='empty' id='no-alerts'>{NO_ALERTS.capitalize()}.</p>")
-    out.append("<table class='headline' id='headline'>")
-    for i, (name, value) in enumerate(headline_rows):
+        headline.append(f"<p class='empty' id='no-alerts'>{NO_ALERTS.capitalize()}.</p>")
+    headline.append("<table class='headline' id='headline'>")
+    for name, value in headline_rows:
         key = name.lower().replace(" ", "-")
-        out.append(f"<tr id='h-{key}' data-row='{i}'><td>{name}</td><td>{escape(value)}</td></tr>")
-    out.append("</table>")
-    out.append("<h2>Charts</h2>")
-    for caption, svg in build_charts(data):
-        out.append(f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>")
-    out.append("<h2>Alerts in the period</h2>")
-    out.append(_alerts_table(data.alerts))
-    out.append(_definitions())
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+        headline.append(f"<tr id='h-{key}'><td>{name}</td><td>{escape(value)}</td></tr>")
+    headline.append("</table>")
+    page = Template(resources.files("broadcaster.ops").joinpath("report.html").read_text("utf-8"))
+    return page.substitute(
+        title_period=f"{_local(data.since, '%Y-%m-%d')} to {_local(data.until, '%Y-%m-%d')}",
+        period=f"From {_local(data.since)} to {_local(data.until)} ({TIMEZONE}); "
+        f"generated {_local(data.generated_at)}.",
+        headline="\n".join(headline),
+        charts="\n".join(
+            f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
+            for caption, svg in build_charts(data)
+        ),
+        alerts=_alerts_table(data.alerts),
+    )
 
 
 # The alerts table's columns and their CSS classes (text columns are left-aligned).
@@ -511,41 +474,6 @@ def _alerts_table(alerts: list[dict[str, Any]]) -> str:
         rows.append(f"<tr>{tds}</tr>")
     rows.append("</table>")
     return "\n".join(rows)
-
-
-def _definitions() -> str:
-    items = [
-        (
-            "Period",
-            "An alert belongs to the period by its creation time; tips, opt-outs and "
-            "sign-ups by the time they happened. Times are Copenhagen time.",
-        ),
-        (
-            "SMS sent",
-            "Messages a gateway accepted, one per recipient whatever the number of "
-            "parts. Delivered ratio: delivered ÷ sent.",
-        ),
-        (
-            "Time to deliver",
-            "From the alert's creation to the delivered receipt (the time "
-            "the gateway reports, or when the receipt arrived if it reports none); delivered "
-            "SMS only.",
-        ),
-        ("Tips", "Citizens' replies taken as tips; per alert, those attributed to it."),
-        (
-            "Opt-outs",
-            "Subscribers whose latest opt-out (SMS STOP, web, carrier) falls in the period.",
-        ),
-        (
-            "Active subscribers",
-            "Confirmed or imported, and not opted out or erased at that "
-            "time, rebuilt from each subscriber's dates (one who opted out and came back counts "
-            "from the first sign-up). Per zone: active now, a point inside the zone or registered "
-            "by the zone itself.",
-        ),
-    ]
-    body = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items)
-    return f"<h2>Definitions</h2><dl>{body}</dl>"
 
 
 async def run(url: str, since: datetime, until: datetime, out: Path) -> int:
