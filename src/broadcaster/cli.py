@@ -90,6 +90,28 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
     )
+    report = sub.add_parser(
+        "report",
+        help="write a self-contained HTML evaluation of the programme over a period",
+        description="Write one HTML file (charts as inline SVG, nothing loaded from elsewhere, "
+        "no script) with the period's headline numbers, alerts per week, recipients, delivery "
+        "ratio and tips per alert, time to deliver, active subscribers over time and per zone "
+        "and sign-up reasons. Aggregates only: no phone number, no message text. Dates are "
+        "Copenhagen time; a date given to --until includes that day.",
+    )
+    report.add_argument(
+        "--since", required=True, metavar="DATE", help="start: YYYY-MM-DD or an ISO 8601 time"
+    )
+    report.add_argument(
+        "--until", metavar="DATE", help="end (excluded; a date includes that day); default now"
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        metavar="FILE",
+        help="where to write the report (default report.html)",
+    )
     demo = sub.add_parser("demo", help="broadcast to a North Zealand zone end to end")
     demo.add_argument("--subscribers", type=int, default=34_000)
     demo.add_argument("--rate", type=float, default=5_000, help="gateway messages per second")
@@ -126,6 +148,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from broadcaster.ops.healthcheck import probe
 
         return probe(settings)
+    if args.command == "report":
+        from broadcaster.ops import report
+
+        # Bad options fail before a database is looked for.
+        since, until = report.period(args.since, args.until)
+        report.check_output(args.out)
+        url = resolve_url(settings.database_url, settings.data_dir)
+        return _run(report.run(url, since, until, args.out))
     url = resolve_url(settings.database_url, settings.data_dir)
     if args.command == "migrate":
         return _run(_migrate(url))
