@@ -89,6 +89,8 @@ def test_no_quiet_hours_when_start_equals_end() -> None:
 
 
 def test_settings() -> None:
+    default = load_settings(quiet_hours_start="22:00", quiet_hours_end="07:00")
+    assert default.quiet_hours() == QUIET
     settings = load_settings(quiet_hours_start="21:30", quiet_hours_end="06:00")
     assert settings.quiet_hours() == QuietHours(time(21, 30), time(6), CPH)
     offset = load_settings(clock_offset_seconds=3600)

@@ -156,8 +156,12 @@ async def get_alerts(
     return pagination.page(rows, [r["id"] for r in rows], limit)
 
 
+# Digits only (`:int`), so that /v1/alerts/preview is no alert id: its OPTIONS and GET are 405
+# naming POST alone, not 422 from this route.
 @router.get(
-    "/v1/alerts/{alert_id}", response_model=AlertStatus, responses=errors(401, 403, 404, 422, 503)
+    "/v1/alerts/{alert_id:int}",
+    response_model=AlertStatus,
+    responses=errors(401, 403, 404, 422, 503),
 )
 async def get_alert(
     alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:read")

@@ -10,7 +10,7 @@ broadcast still running at 22:00 pauses and goes on at 07:00.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -39,14 +39,21 @@ class QuietHours:
 
     def end_after(self, moment: datetime) -> datetime:
         """The first end of the window at or after `moment` (which lies inside it)."""
+        return self._next(moment, self.end)
+
+    def start_after(self, moment: datetime) -> datetime:
+        """The first start of the window at or after `moment`."""
+        return self._next(moment, self.start)
+
+    def _next(self, moment: datetime, wall: time) -> datetime:
         local = moment.astimezone(self.zone)
-        day = local.date()
-        for offset in range(3):
-            candidate = datetime.combine(day + timedelta(days=offset), self.end, self.zone)
-            # A wall-clock time skipped by a DST change resolves to the later instant.
-            if candidate >= local:
+        for offset in range(-1, 3):
+            day = local.date() + timedelta(days=offset)
+            # A wall-clock time skipped by a DST change resolves as fold=0 does.
+            candidate = datetime.combine(day, wall, self.zone).astimezone(UTC)
+            if candidate >= moment:
                 return candidate
-        raise AssertionError("quiet hours last less than a day")  # pragma: no cover
+        raise AssertionError("no such time within two days")  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -75,3 +82,20 @@ def decide_start(
         at, reason = quiet.end_after(at), "quiet_hours"
     expires_first = expires_at is not None and expires_at <= at
     return Start(at, reason, expires_first)
+
+
+def finish(start: datetime, seconds: float, emergency: bool, quiet: QuietHours) -> datetime:
+    """When sending that starts at `start` and takes `seconds` of sending ends, pausing through
+    every quiet window on the way unless it is an emergency."""
+    at, left = start, timedelta(seconds=seconds)
+    if emergency or not quiet.enabled:
+        return at + left
+    for _ in range(400):  # a broadcast that takes longer than a year is not estimated further
+        if quiet.contains(at):
+            at = quiet.end_after(at)
+        pause = quiet.start_after(at)
+        if at + left <= pause:
+            return at + left
+        left -= pause - at
+        at = pause
+    return at + left

@@ -1,0 +1,155 @@
+"""What an alert would do, without creating it: whom it reaches, how its texts go out (encoding,
+segments), what that costs, how long it takes and when it would start.
+
+Recipients are counted by the fan-out's own statement part (`fanout.recipients`), run over
+zone rows that exist only in this statement: common table expressions named `alert_zones` and
+`alert_targets` stand in for the tables of those names (a CTE hides a table of its name), so
+nothing is written, not even a sequence number, and the preview cannot drift from what the
+fan-out selects.
+
+Counting half a million recipients exactly takes longer than a preview may (a GiST index scan,
+a probe of the inactive subscribers and a DISTINCT for every one of them: seconds, see
+docs/benchmarks.md). So the located recipients are first estimated from a page sample of
+subscriber_locations (TABLESAMPLE SYSTEM, about SAMPLE_ROWS rows: the same statement with
+`subscriber_locations` standing for the sample); where that says fewer than EXACT_LIMIT (or the
+table holds fewer), everyone is counted. Beyond, the answer is the estimate plus those
+registered by postal code, counted (the statement with no locations at all), labelled as an
+estimate with its margin (95 %, counting sampled hits as Poisson); bench/preview.py measures
+the real error. A subscriber with several locations in the zone counts once per sampled
+location in the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from broadcaster.dispatch.fanout import recipients
+from broadcaster.ingest.alerts import NewAlert
+
+EXACT_LIMIT = 20_000
+SAMPLE_ROWS = 20_000
+
+# The alert's zone rows as parameters, in the columns of alert_zones ($1 is the alert id the
+# shared statement part asks for; any value does). Named areas copy zone_parts as
+# create_alert does.
+ZONES_GIVEN = """
+alert_zones AS (
+    SELECT $1::bigint AS alert_id, z.part, z.kind, z.ring::polygon AS ring,
+           z.boundary::path AS boundary, z.center::point AS center, z.radius_m,
+           z.bbox::box AS bbox
+    FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],
+                $8::text[]) AS z(part, kind, ring, boundary, center, radius_m, bbox)
+    UNION ALL
+    SELECT $1::bigint, dense_rank() OVER (ORDER BY p.zone_id, p.part)::int, p.kind, p.ring,
+           p.boundary, NULL::point, NULL::float8, p.bbox
+    FROM zone_parts p
+    WHERE p.zone_id = ANY($9::bigint[]) AND p.kind <> 'core'
+), alert_targets AS (
+    SELECT $1::bigint AS alert_id, t.zone_id FROM unnest($9::bigint[]) AS t(zone_id)
+)"""
+
+NO_LOCATIONS = """, subscriber_locations AS (
+    SELECT NULL::bigint AS subscriber_id, NULL::point AS position WHERE false
+)"""
+NO_REGISTRANTS = """, subscriber_zones AS (
+    SELECT NULL::bigint AS subscriber_id, NULL::bigint AS zone_id WHERE false
+)"""
+# A page sample; $10 is the percentage of pages. A CTE cannot name itself without RECURSIVE, so
+# the table inside is the real one.
+SAMPLED_LOCATIONS = """, subscriber_locations AS (
+    SELECT subscriber_id, position FROM subscriber_locations TABLESAMPLE SYSTEM ($10)
+)"""
+
+
+# Location rows, as of the last ANALYZE (-1, never analysed: a small table, counted).
+TABLE_ROWS = """
+SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'subscriber_locations'::regclass
+"""
+
+
+def _count(ctes: str, area_type: str, by_language: bool) -> str:
+    chosen = f"SELECT x.subscriber_id FROM ({recipients(area_type)}) x"
+    if by_language:
+        return (
+            f"WITH {ctes} SELECT s.language, count(*) FROM (SELECT DISTINCT r.subscriber_id "
+            f"FROM ({chosen}) r) d JOIN subscribers s ON s.id = d.subscriber_id GROUP BY 1"
+        )
+    return f"WITH {ctes} SELECT NULL::text, count(DISTINCT r.subscriber_id) FROM ({chosen}) r"
+
+
+@dataclass(frozen=True)
+class RecipientCount:
+    """Recipients, in total and by language where asked (`None` key: not split). `exact`:
+    counted; otherwise estimated, within `margin` either way (95 %)."""
+
+    total: int
+    by_language: Mapping[str | None, int]
+    exact: bool
+    margin: int = 0
+
+
+def _args(alert: NewAlert) -> list[Any]:
+    rows = alert.zone.rows() if alert.zone is not None else []
+    return [
+        0,
+        [r.part for r in rows],
+        [r.kind for r in rows],
+        [r.ring for r in rows],
+        [r.boundary for r in rows],
+        [r.center for r in rows],
+        [r.radius_m for r in rows],
+        [r.bbox for r in rows],
+        list(alert.targets),
+    ]
+
+
+def _area_type(alert: NewAlert) -> str:
+    return str(alert.area.get("type", "")) if alert.zone is not None else "Zones"
+
+
+async def count_recipients(conn: asyncpg.Connection, alert: NewAlert) -> RecipientCount:
+    """The alert's recipients, as its fan-out would choose them: counted where a sample says
+    they are fewer than EXACT_LIMIT (or the table holds fewer locations), estimated beyond."""
+    area_type, args = _area_type(alert), _args(alert)
+    by_language = bool(alert.texts)
+    async with conn.transaction(readonly=True):
+        located = float(await conn.fetchval(TABLE_ROWS))
+        if located > EXACT_LIMIT:
+            percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
+            sampled = await conn.fetch(
+                _count(ZONES_GIVEN + SAMPLED_LOCATIONS + NO_REGISTRANTS, area_type, by_language),
+                *args,
+                percent,
+            )
+            hits = sum(r[1] for r in sampled)
+            scale = 100.0 / percent
+            margin = round(1.96 * math.sqrt(max(hits, 1)) * scale)
+            if hits * scale - margin > EXACT_LIMIT:
+                registered = await conn.fetch(
+                    _count(ZONES_GIVEN + NO_LOCATIONS, area_type, by_language), *args
+                )
+                split: dict[str | None, int] = {}
+                for language, n in sampled:
+                    split[language] = split.get(language, 0) + round(n * scale)
+                for language, n in registered:
+                    split[language] = split.get(language, 0) + n
+                return RecipientCount(sum(split.values()), split, exact=False, margin=margin)
+        counted = await conn.fetch(_count(ZONES_GIVEN, area_type, by_language), *args)
+    exact = {r[0]: r[1] for r in counted if r[1]}
+    return RecipientCount(sum(exact.values()), exact, exact=True)
+
+
+def recipients_per_text(count: RecipientCount, languages: Sequence[str]) -> dict[str | None, int]:
+    """Recipients of each text: those whose language has a text get it (key: the language),
+    everyone else the message (key None)."""
+    if not languages:
+        return {None: count.total}
+    per: dict[str | None, int] = {None: 0, **{language: 0 for language in languages}}
+    for language, n in count.by_language.items():
+        per[language if language in languages else None] += n
+    return per
