@@ -284,6 +284,7 @@ async def test_a_large_zone_is_estimated_within_its_margin(
     await pool.execute("ANALYZE subscriber_locations")
     monkeypatch.setattr(preview_module, "EXACT_LIMIT", 200)
     monkeypatch.setattr(preview_module, "SAMPLE_ROWS", 1000)
+    monkeypatch.setattr(preview_module, "_rows_seen", (0.0, -1.0))
     r = await client.post("/v1/alerts/preview", headers=auth(key), json=alert_body())
     got = r.json()["recipients"]
     assert got["exact"] is False and got["margin"] > 0

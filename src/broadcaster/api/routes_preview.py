@@ -24,7 +24,7 @@ class Recipients(BaseModel):
     count: int = Field(description="Subscribers the alert would reach, each once")
     exact: bool = Field(
         description="Counted; false: estimated from a sample of locations (zones with more "
-        "than 50,000 located subscribers), within `margin` either way (95 %)"
+        "than 20,000 located subscribers), within `margin` either way (95 %)"
     )
     margin: int = Field(description="0 when exact")
 

@@ -14,14 +14,15 @@ subscriber_locations (TABLESAMPLE SYSTEM, about SAMPLE_ROWS rows: the same state
 `subscriber_locations` standing for the sample); where that says fewer than EXACT_LIMIT (or the
 table holds fewer), everyone is counted. Beyond, the answer is the estimate plus those
 registered by postal code, counted (the statement with no locations at all), labelled as an
-estimate with its margin (95 %, counting sampled hits as Poisson); bench/preview.py measures
-the real error. A subscriber with several locations in the zone counts once per sampled
-location in the estimate.
+estimate with its margin (95 %, the binomial error of the share of sampled rows inside, times
+the table's rows as of its last ANALYZE); bench/preview.py measures the real error. A
+subscriber with several locations in the zone counts once per sampled location in the estimate.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,8 @@ from broadcaster.dispatch.fanout import recipients
 from broadcaster.ingest.alerts import NewAlert
 
 EXACT_LIMIT = 20_000
-SAMPLE_ROWS = 20_000
+SAMPLE_ROWS = 10_000
+TABLE_ROWS_SECONDS = 60.0
 
 # The alert's zone rows as parameters, in the columns of alert_zones ($1 is the alert id the
 # shared statement part asks for; any value does). Named areas copy zone_parts as
@@ -60,10 +62,11 @@ NO_REGISTRANTS = """, subscriber_zones AS (
     SELECT NULL::bigint AS subscriber_id, NULL::bigint AS zone_id WHERE false
 )"""
 # A page sample; $10 is the percentage of pages. A CTE cannot name itself without RECURSIVE, so
-# the table inside is the real one.
-SAMPLED_LOCATIONS = """, subscriber_locations AS (
+# the table inside is the real one. Materialised: the statement also counts the sample's rows.
+SAMPLED_LOCATIONS = """, subscriber_locations AS MATERIALIZED (
     SELECT subscriber_id, position FROM subscriber_locations TABLESAMPLE SYSTEM ($10)
 )"""
+SAMPLE_SIZE = "(SELECT count(*) FROM subscriber_locations)"
 
 
 # Location rows, as of the last ANALYZE (-1, never analysed: a small table, counted).
@@ -72,14 +75,18 @@ SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'subscriber_locations'::
 """
 
 
-def _count(ctes: str, area_type: str, by_language: bool) -> str:
+def _count(ctes: str, area_type: str, by_language: bool, extra: str = "NULL::bigint") -> str:
+    """(language or NULL, recipients, `extra`) rows of the shared statement under `ctes`."""
     chosen = f"SELECT x.subscriber_id FROM ({recipients(area_type)}) x"
     if by_language:
         return (
-            f"WITH {ctes} SELECT s.language, count(*) FROM (SELECT DISTINCT r.subscriber_id "
-            f"FROM ({chosen}) r) d JOIN subscribers s ON s.id = d.subscriber_id GROUP BY 1"
+            f"WITH {ctes} SELECT s.language, count(*), {extra} FROM (SELECT DISTINCT "
+            f"r.subscriber_id FROM ({chosen}) r) d JOIN subscribers s ON s.id = d.subscriber_id "
+            "GROUP BY 1"
         )
-    return f"WITH {ctes} SELECT NULL::text, count(DISTINCT r.subscriber_id) FROM ({chosen}) r"
+    return (
+        f"WITH {ctes} SELECT NULL::text, count(DISTINCT r.subscriber_id), {extra} FROM ({chosen}) r"
+    )
 
 
 @dataclass(frozen=True)
@@ -117,31 +124,49 @@ async def count_recipients(conn: asyncpg.Connection, alert: NewAlert) -> Recipie
     they are fewer than EXACT_LIMIT (or the table holds fewer locations), estimated beyond."""
     area_type, args = _area_type(alert), _args(alert)
     by_language = bool(alert.texts)
-    async with conn.transaction(readonly=True):
-        located = float(await conn.fetchval(TABLE_ROWS))
-        if located > EXACT_LIMIT:
-            percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
-            sampled = await conn.fetch(
-                _count(ZONES_GIVEN + SAMPLED_LOCATIONS + NO_REGISTRANTS, area_type, by_language),
-                *args,
-                percent,
-            )
-            hits = sum(r[1] for r in sampled)
-            scale = 100.0 / percent
-            margin = round(1.96 * math.sqrt(max(hits, 1)) * scale)
-            if hits * scale - margin > EXACT_LIMIT:
+    located = await _table_rows(conn)
+    if located > EXACT_LIMIT:
+        percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
+        sql = _count(
+            ZONES_GIVEN + SAMPLED_LOCATIONS + NO_REGISTRANTS, area_type, by_language, SAMPLE_SIZE
+        )
+        sampled = await conn.fetch(sql, *args, percent)
+        size = sampled[0][2] if sampled else 0
+        hits = sum(r[1] for r in sampled)
+        if size:
+            # A ratio estimate (hits per sampled row, times the rows): the number of pages
+            # a page sample takes varies by itself, and would add its own error to hits/percent.
+            share = hits / size
+            margin = round(1.96 * math.sqrt(share * (1 - share) / size) * located)
+            if share * located - margin > EXACT_LIMIT:
                 registered = await conn.fetch(
                     _count(ZONES_GIVEN + NO_LOCATIONS, area_type, by_language), *args
                 )
                 split: dict[str | None, int] = {}
-                for language, n in sampled:
-                    split[language] = split.get(language, 0) + round(n * scale)
-                for language, n in registered:
+                for language, n, _ in sampled:
+                    split[language] = split.get(language, 0) + round(n / size * located)
+                for language, n, _ in registered:
                     split[language] = split.get(language, 0) + n
-                return RecipientCount(sum(split.values()), split, exact=False, margin=margin)
-        counted = await conn.fetch(_count(ZONES_GIVEN, area_type, by_language), *args)
+                return RecipientCount(
+                    sum(split.values()), split, exact=False, margin=max(margin, 1)
+                )
+    counted = await conn.fetch(_count(ZONES_GIVEN, area_type, by_language), *args)
     exact = {r[0]: r[1] for r in counted if r[1]}
     return RecipientCount(sum(exact.values()), exact, exact=True)
+
+
+_rows_seen: tuple[float, float] = (0.0, -1.0)  # (monotonic time, rows)
+
+
+async def _table_rows(conn: asyncpg.Connection) -> float:
+    """subscriber_locations' rows as of its last ANALYZE, looked up at most every
+    TABLE_ROWS_SECONDS (autovacuum keeps it near the truth; the estimate's error follows it)."""
+    global _rows_seen
+    seen_at, rows = _rows_seen
+    if rows < 0 or time.monotonic() - seen_at > TABLE_ROWS_SECONDS:
+        rows = float(await conn.fetchval(TABLE_ROWS))
+        _rows_seen = (time.monotonic(), rows)
+    return rows
 
 
 def recipients_per_text(count: RecipientCount, languages: Sequence[str]) -> dict[str | None, int]:
