@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from broadcaster.ingest.schedule import QuietHours, decide_start
+from broadcaster.ingest.schedule import QuietHours, decide_start, finish
 from broadcaster.settings import ConfigError, load_settings
 
 CPH = ZoneInfo("Europe/Copenhagen")
@@ -97,3 +97,13 @@ def test_settings() -> None:
     assert timedelta(seconds=3599) < offset.now() - load_settings().now() < timedelta(seconds=3601)
     with pytest.raises(ConfigError, match="time zone"):
         load_settings(quiet_hours_timezone="Europe/Atlantis")
+
+
+def test_the_completion_estimate_pauses_for_the_night() -> None:
+    start = cph(2026, 12, 7, 21, 0)
+    # Two hours of sending from 21:00: one before 22:00, the other from 07:00.
+    assert finish(start, 7200, False, QUIET) == cph(2026, 12, 8, 8, 0)
+    assert finish(start, 7200, True, QUIET) == cph(2026, 12, 7, 23, 0)
+    assert finish(start, 1800, False, QUIET) == cph(2026, 12, 7, 21, 30)
+    # Twenty hours: one the first evening, fifteen the next day (07:00-22:00), four after.
+    assert finish(start, 20 * 3600, False, QUIET) == cph(2026, 12, 9, 7, 0) + timedelta(hours=4)
