@@ -289,3 +289,15 @@ async def test_a_large_zone_is_estimated_within_its_margin(
     got = r.json()["recipients"]
     assert got["exact"] is False and got["margin"] > 0
     assert abs(got["count"] - 1500) <= got["margin"] * 2, got  # a 95 % margin, doubled
+
+
+def test_the_preview_is_documented_with_examples() -> None:
+    doc = create_app(load_settings(), "postgresql://unused").openapi()
+    route = doc["paths"]["/v1/alerts/preview"]["post"]
+    assert {"200", "400", "401", "403", "413", "422", "429", "503"} <= set(route["responses"])
+    ok = route["responses"]["200"]["content"]["application/json"]
+    assert ok["example"]["recipients"]["count"] > 0
+    assert ok["schema"]["$ref"].endswith("/Preview")
+    body = route["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body.endswith("/AlertIn")
+    assert doc["components"]["schemas"]["AlertIn"]["properties"]["send_at"]["examples"]
