@@ -289,6 +289,13 @@ async def test_a_large_zone_is_estimated_within_its_margin(
     got = r.json()["recipients"]
     assert got["exact"] is False and got["margin"] > 0
     assert abs(got["count"] - 1500) <= got["margin"] * 2, got  # a 95 % margin, doubled
+    # By language, the estimate is split the same way (all Danish here: the message).
+    body = alert_body(texts={"en": "Police: keep watch"})
+    r = await client.post("/v1/alerts/preview", headers=auth(key), json=body)
+    got = r.json()
+    assert got["recipients"]["exact"] is False
+    by_text = {t["field"]: t["recipients"] for t in got["texts"]}
+    assert by_text == {"message": got["recipients"]["count"], "texts.en": 0}
 
 
 def test_the_preview_is_documented_with_examples() -> None:
