@@ -14,9 +14,9 @@ subscriber_locations (TABLESAMPLE SYSTEM, about SAMPLE_ROWS rows: the same state
 `subscriber_locations` standing for the sample); where that says fewer than EXACT_LIMIT (or the
 table holds fewer), everyone is counted. Beyond, the answer is the estimate plus those
 registered by postal code, counted (the statement with no locations at all), labelled as an
-estimate with its margin (95 %, the binomial error of the share of sampled rows inside, times
-the table's rows as of its last ANALYZE); bench/preview.py measures the real error. A
-subscriber with several locations in the zone counts once per sampled location in the estimate.
+estimate with its margin (95 %, from the variation between the sampled pages: rows on one page
+are often alike, see `ratio_estimate`); bench/preview.py measures the real error. A subscriber
+with several locations in the zone counts once per sampled location in the estimate.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ NO_REGISTRANTS = """, subscriber_zones AS (
 # A page sample; $10 is the percentage of pages. A CTE cannot name itself without RECURSIVE, so
 # the table inside is the real one. Materialised: the statement also counts the sample's rows.
 SAMPLED_LOCATIONS = """, subscriber_locations AS MATERIALIZED (
-    SELECT subscriber_id, position FROM subscriber_locations TABLESAMPLE SYSTEM ($10)
+    SELECT subscriber_id, position, (ctid::text::point)[0]::bigint AS page
+    FROM subscriber_locations TABLESAMPLE SYSTEM ($10)
 )"""
-SAMPLE_SIZE = "(SELECT count(*) FROM subscriber_locations)"
 
 
 # Location rows, as of the last ANALYZE (-1, never analysed: a small table, counted).
@@ -75,17 +75,30 @@ SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'subscriber_locations'::
 """
 
 
-def _count(ctes: str, area_type: str, by_language: bool, extra: str = "NULL::bigint") -> str:
-    """(language or NULL, recipients, `extra`) rows of the shared statement under `ctes`."""
+def _count(ctes: str, area_type: str, by_language: bool) -> str:
+    """(language or NULL, recipients) rows of the shared statement under `ctes`."""
     chosen = f"SELECT x.subscriber_id FROM ({recipients(area_type)}) x"
     if by_language:
         return (
-            f"WITH {ctes} SELECT s.language, count(*), {extra} FROM (SELECT DISTINCT "
+            f"WITH {ctes} SELECT s.language, count(*) FROM (SELECT DISTINCT "
             f"r.subscriber_id FROM ({chosen}) r) d JOIN subscribers s ON s.id = d.subscriber_id "
             "GROUP BY 1"
         )
+    return f"WITH {ctes} SELECT NULL::text, count(DISTINCT r.subscriber_id) FROM ({chosen}) r"
+
+
+def _sample(area_type: str, by_language: bool) -> str:
+    """(page, language or NULL, sampled rows, recipients among them) of a page sample: the
+    shared statement over the sampled locations, its recipients joined back to their page."""
+    ctes = ZONES_GIVEN + SAMPLED_LOCATIONS + NO_REGISTRANTS
+    language = "s.language" if by_language else "NULL::text"
+    joined = "LEFT JOIN subscribers s ON s.id = h.subscriber_id" if by_language else ""
     return (
-        f"WITH {ctes} SELECT NULL::text, count(DISTINCT r.subscriber_id), {extra} FROM ({chosen}) r"
+        f"WITH {ctes}, hits AS (SELECT DISTINCT x.subscriber_id "
+        f"FROM ({recipients(area_type)}) x) "
+        f"SELECT l.page, {language}, count(*), count(h.subscriber_id) "
+        f"FROM subscriber_locations l LEFT JOIN hits h ON h.subscriber_id = l.subscriber_id "
+        f"{joined} GROUP BY 1, 2"
     )
 
 
@@ -127,32 +140,48 @@ async def count_recipients(conn: asyncpg.Connection, alert: NewAlert) -> Recipie
     located = await _table_rows(conn)
     if located > EXACT_LIMIT:
         percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
-        sql = _count(
-            ZONES_GIVEN + SAMPLED_LOCATIONS + NO_REGISTRANTS, area_type, by_language, SAMPLE_SIZE
-        )
-        sampled = await conn.fetch(sql, *args, percent)
-        size = sampled[0][2] if sampled else 0
-        hits = sum(r[1] for r in sampled)
-        if size:
-            # A ratio estimate (hits per sampled row, times the rows): the number of pages
-            # a page sample takes varies by itself, and would add its own error to hits/percent.
-            share = hits / size
-            margin = round(1.96 * math.sqrt(share * (1 - share) / size) * located)
-            if share * located - margin > EXACT_LIMIT:
-                registered = await conn.fetch(
-                    _count(ZONES_GIVEN + NO_LOCATIONS, area_type, by_language), *args
-                )
-                split: dict[str | None, int] = {}
-                for language, n, _ in sampled:
-                    split[language] = split.get(language, 0) + round(n / size * located)
-                for language, n, _ in registered:
-                    split[language] = split.get(language, 0) + n
-                return RecipientCount(
-                    sum(split.values()), split, exact=False, margin=max(margin, 1)
-                )
+        sampled = await conn.fetch(_sample(area_type, by_language), *args, percent)
+        estimate = ratio_estimate([(r[0], r[1], r[2], r[3]) for r in sampled], located)
+        if estimate is not None and estimate.total - estimate.margin > EXACT_LIMIT:
+            registered = await conn.fetch(
+                _count(ZONES_GIVEN + NO_LOCATIONS, area_type, by_language), *args
+            )
+            split = dict(estimate.by_language)
+            for language, n in registered:
+                split[language] = split.get(language, 0) + n
+            return RecipientCount(sum(split.values()), split, False, estimate.margin)
     counted = await conn.fetch(_count(ZONES_GIVEN, area_type, by_language), *args)
     exact = {r[0]: r[1] for r in counted if r[1]}
     return RecipientCount(sum(exact.values()), exact, exact=True)
+
+
+def ratio_estimate(
+    sampled: Sequence[tuple[int, str | None, int, int]], located: float
+) -> RecipientCount | None:
+    """Recipients among `located` rows from a page sample's (page, language, rows, hits): the
+    share of sampled rows that are recipients, times the rows. The margin is that of a
+    cluster sample (pages are the clusters, the variance is between them): where a page's rows
+    are alike (a bulk import of one town), pages, not rows, are the sample, and the margin
+    widens as it should. None with fewer than two pages."""
+    pages: dict[int, list[int]] = {}
+    by_language: dict[str | None, int] = {}
+    for page, language, rows, hits in sampled:
+        counts = pages.setdefault(page, [0, 0])
+        counts[0] += rows
+        counts[1] += hits
+        if hits:
+            by_language[language] = by_language.get(language, 0) + hits
+    n = len(pages)
+    rows_total = sum(c[0] for c in pages.values())
+    if n < 2 or not rows_total:
+        return None
+    share = sum(c[1] for c in pages.values()) / rows_total
+    mean_rows = rows_total / n
+    spread = sum((h - share * m) ** 2 for m, h in pages.values()) / (n - 1)
+    margin = 1.96 * math.sqrt(spread / n) / mean_rows * located
+    scale = located / rows_total
+    split = {language: round(hits * scale) for language, hits in by_language.items()}
+    return RecipientCount(sum(split.values()), split, False, max(1, round(margin)))
 
 
 _rows_seen: tuple[float, float] = (0.0, -1.0)  # (monotonic time, rows)
