@@ -6,6 +6,7 @@ and the quiet hours."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -308,3 +309,34 @@ def test_the_preview_is_documented_with_examples() -> None:
     body = route["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert body.endswith("/AlertIn")
     assert doc["components"]["schemas"]["AlertIn"]["properties"]["send_at"]["examples"]
+
+
+async def test_postal_codes_and_cut_polygons_are_estimated_from_their_whole_shape(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await seed(pool, grid(1500))
+    await pool.execute("ANALYZE subscriber_locations")
+    # A polygon of 40 vertices (cut into pieces for the fan-out) around the grid's middle.
+    ring = [
+        [
+            12.30 + 0.03 * math.cos(2 * math.pi * i / 40),
+            55.925 + 0.012 * math.sin(2 * math.pi * i / 40),
+        ]
+        for i in range(40)
+    ]
+    round_zone = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    for area in ({"postal_codes": ["3400"]}, round_zone):
+        monkeypatch.setattr(preview_module, "_rows_seen", (0.0, -1.0))
+        r = await client.post("/v1/alerts/preview", headers=auth(key), json=alert_body(area=area))
+        exact = r.json()["recipients"]
+        assert exact["exact"] and exact["count"] > 300, exact
+        with monkeypatch.context() as m:
+            m.setattr(preview_module, "EXACT_LIMIT", 100)
+            m.setattr(preview_module, "SAMPLE_ROWS", 1000)
+            m.setattr(preview_module, "_rows_seen", (0.0, -1.0))
+            r = await client.post(
+                "/v1/alerts/preview", headers=auth(key), json=alert_body(area=area)
+            )
+        got = r.json()["recipients"]
+        assert got["exact"] is False, got
+        assert abs(got["count"] - exact["count"]) <= 2 * got["margin"], (got, exact)

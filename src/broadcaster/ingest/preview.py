@@ -21,6 +21,7 @@ with several locations in the zone counts once per sampled location in the estim
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ import asyncpg
 
 from broadcaster.dispatch.fanout import recipients
 from broadcaster.ingest.alerts import NewAlert
+from broadcaster.ingest.geo import PolygonZone, ZoneRow, parse_area
 
 EXACT_LIMIT = 20_000
 SAMPLE_ROWS = 10_000
@@ -114,7 +116,28 @@ class RecipientCount:
 
 
 def _args(alert: NewAlert) -> list[Any]:
-    rows = alert.zone.rows() if alert.zone is not None else []
+    return _row_args(alert.zone.rows() if alert.zone is not None else [], alert.targets)
+
+
+async def _whole_rows(conn: asyncpg.Connection, alert: NewAlert) -> list[ZoneRow]:
+    """The alert's zone uncut (named zones read from their geometry): a sample's points are
+    tried against every row, and a large polygon is hundreds of pieces."""
+    if isinstance(alert.zone, PolygonZone):
+        return alert.zone.whole_rows()
+    if alert.zone is not None:
+        return alert.zone.rows()
+    rows: list[ZoneRow] = []
+    for (geometry,) in await conn.fetch(ZONE_GEOMETRIES, list(alert.targets)):
+        zone = parse_area(json.loads(geometry) if isinstance(geometry, str) else geometry)
+        assert isinstance(zone, PolygonZone)
+        rows += zone.whole_rows(first_part=len(rows))
+    return rows
+
+
+ZONE_GEOMETRIES = "SELECT geometry FROM zones WHERE id = ANY($1::bigint[])"
+
+
+def _row_args(rows: Sequence[ZoneRow], targets: Sequence[int]) -> list[Any]:
     return [
         0,
         [r.part for r in rows],
@@ -124,7 +147,7 @@ def _args(alert: NewAlert) -> list[Any]:
         [r.center for r in rows],
         [r.radius_m for r in rows],
         [r.bbox for r in rows],
-        list(alert.targets),
+        list(targets),
     ]
 
 
@@ -140,7 +163,8 @@ async def count_recipients(conn: asyncpg.Connection, alert: NewAlert) -> Recipie
     located = await _table_rows(conn)
     if located > EXACT_LIMIT:
         percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
-        sampled = await conn.fetch(_sample(area_type, by_language), *args, percent)
+        whole = await _whole_rows(conn, alert)
+        sampled = await conn.fetch(_sample(area_type, by_language), *_row_args(whole, ()), percent)
         estimate = ratio_estimate([(r[0], r[1], r[2], r[3]) for r in sampled], located)
         if estimate is not None and estimate.total - estimate.margin > EXACT_LIMIT:
             registered = await conn.fetch(
