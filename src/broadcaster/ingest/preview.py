@@ -13,7 +13,7 @@ docs/benchmarks.md). So the located recipients are first estimated from a page s
 subscriber_locations (TABLESAMPLE SYSTEM, about SAMPLE_ROWS rows: the same statement with
 `subscriber_locations` standing for the sample); where that says fewer than EXACT_LIMIT (or the
 table holds fewer), everyone is counted. Beyond, the answer is the estimate plus those
-registered by postal code, counted (the statement with no locations at all), labelled as an
+registered by postal code, counted (read in full in the same statement), labelled as an
 estimate with its margin (95 %, from the variation between the sampled pages: rows on one page
 are often alike, see `ratio_estimate`); bench/preview.py measures the real error. A subscriber
 with several locations in the zone counts once per sampled location in the estimate.
@@ -39,8 +39,8 @@ SAMPLE_ROWS = 10_000
 TABLE_ROWS_SECONDS = 60.0
 
 # The alert's zone rows as parameters, in the columns of alert_zones ($1 is the alert id the
-# shared statement part asks for; any value does). Named areas copy zone_parts as
-# create_alert does.
+# shared statement part asks for; any value does), and its named zones ($9). Without rows given,
+# the named zones' rows are copied from zone_parts as create_alert does.
 ZONES_GIVEN = """
 alert_zones AS (
     SELECT $1::bigint AS alert_id, z.part, z.kind, z.ring::polygon AS ring,
@@ -52,17 +52,11 @@ alert_zones AS (
     SELECT $1::bigint, dense_rank() OVER (ORDER BY p.zone_id, p.part)::int, p.kind, p.ring,
            p.boundary, NULL::point, NULL::float8, p.bbox
     FROM zone_parts p
-    WHERE p.zone_id = ANY($9::bigint[]) AND p.kind <> 'core'
+    WHERE p.zone_id = ANY($9::bigint[]) AND p.kind <> 'core' AND cardinality($2::int[]) = 0
 ), alert_targets AS (
     SELECT $1::bigint AS alert_id, t.zone_id FROM unnest($9::bigint[]) AS t(zone_id)
 )"""
 
-NO_LOCATIONS = """, subscriber_locations AS (
-    SELECT NULL::bigint AS subscriber_id, NULL::point AS position WHERE false
-)"""
-NO_REGISTRANTS = """, subscriber_zones AS (
-    SELECT NULL::bigint AS subscriber_id, NULL::bigint AS zone_id WHERE false
-)"""
 # A page sample; $10 is the percentage of pages. A CTE cannot name itself without RECURSIVE, so
 # the table inside is the real one. Materialised: the statement also counts the sample's rows.
 SAMPLED_LOCATIONS = """, subscriber_locations AS MATERIALIZED (
@@ -91,8 +85,10 @@ def _count(ctes: str, area_type: str, by_language: bool) -> str:
 
 def _sample(area_type: str, by_language: bool) -> str:
     """(page, language or NULL, sampled rows, recipients among them) of a page sample: the
-    shared statement over the sampled locations, its recipients joined back to their page."""
-    ctes = ZONES_GIVEN + SAMPLED_LOCATIONS + NO_REGISTRANTS
+    shared statement over the sampled locations, its recipients joined back to their page.
+    Recipients with no sampled location (those registered by postal code, read in full) come
+    in rows whose page is NULL."""
+    ctes = ZONES_GIVEN + SAMPLED_LOCATIONS
     language = "s.language" if by_language else "NULL::text"
     joined = "LEFT JOIN subscribers s ON s.id = h.subscriber_id" if by_language else ""
     return (
@@ -100,7 +96,10 @@ def _sample(area_type: str, by_language: bool) -> str:
         f"FROM ({recipients(area_type)}) x) "
         f"SELECT l.page, {language}, count(*), count(h.subscriber_id) "
         f"FROM subscriber_locations l LEFT JOIN hits h ON h.subscriber_id = l.subscriber_id "
-        f"{joined} GROUP BY 1, 2"
+        f"{joined} GROUP BY 1, 2 "
+        f"UNION ALL SELECT NULL, {language}, 0, count(*) FROM hits h {joined} "
+        "WHERE NOT EXISTS (SELECT 1 FROM subscriber_locations l "
+        "WHERE l.subscriber_id = h.subscriber_id) GROUP BY 2"
     )
 
 
@@ -164,15 +163,16 @@ async def count_recipients(conn: asyncpg.Connection, alert: NewAlert) -> Recipie
     if located > EXACT_LIMIT:
         percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
         whole = await _whole_rows(conn, alert)
-        sampled = await conn.fetch(_sample(area_type, by_language), *_row_args(whole, ()), percent)
-        estimate = ratio_estimate([(r[0], r[1], r[2], r[3]) for r in sampled], located)
+        sampled = await conn.fetch(
+            _sample(area_type, by_language), *_row_args(whole, alert.targets), percent
+        )
+        located_rows = [(r[0], r[1], r[2], r[3]) for r in sampled if r[0] is not None]
+        estimate = ratio_estimate(located_rows, located)
         if estimate is not None and estimate.total - estimate.margin > EXACT_LIMIT:
-            registered = await conn.fetch(
-                _count(ZONES_GIVEN + NO_LOCATIONS, area_type, by_language), *args
-            )
             split = dict(estimate.by_language)
-            for language, n in registered:
-                split[language] = split.get(language, 0) + n
+            for page, language, _, n in sampled:
+                if page is None and n:
+                    split[language] = split.get(language, 0) + n
             return RecipientCount(sum(split.values()), split, False, estimate.margin)
     counted = await conn.fetch(_count(ZONES_GIVEN, area_type, by_language), *args)
     exact = {r[0]: r[1] for r in counted if r[1]}
