@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from broadcaster.api import pagination
 from broadcaster.api.alert_schema import AlertIn, build_alert
@@ -156,10 +157,25 @@ async def get_alerts(
     return pagination.page(rows, [r["id"] for r in rows], limit)
 
 
-# Digits only (`:int`), so that /v1/alerts/preview is no alert id: its OPTIONS and GET are 405
-# naming POST alone, not 422 from this route.
+class AlertIdSegment(Convertor[str]):
+    """An alert id in a path: any segment but `preview`, so that /v1/alerts/preview is no alert
+    id (its GET and OPTIONS are 405 naming POST alone). The route still validates the value as
+    an id: 422 for "-1" or "1e3", as before."""
+
+    regex = r"(?!preview(?:/|$))[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("alert_id", AlertIdSegment())
+
+
 @router.get(
-    "/v1/alerts/{alert_id:int}",
+    "/v1/alerts/{alert_id:alert_id}",
     response_model=AlertStatus,
     responses=errors(401, 403, 404, 422, 503),
 )
