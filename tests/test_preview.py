@@ -273,9 +273,16 @@ async def test_the_start_follows_send_at_and_the_quiet_hours(
         listed = await c.get("/v1/alerts?status=scheduled", headers=auth(key))
         assert [a["id"] for a in listed.json()["items"]] == [status["id"]]
         assert (await c.get("/v1/alerts?status=queued", headers=auth(key))).json()["items"] == []
+        # A scheduled alert can be cancelled; it is then never fanned out.
+        r = await c.post("/v1/alerts", headers=auth(key), json=alert_body(message="withdrawn"))
+        withdrawn = r.json()["id"]
+        r = await c.post(f"/v1/alerts/{withdrawn}/cancel", headers=auth(key))
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
         async with pool.acquire() as conn:
             assert await fan_out_next(conn, now) is None  # not before the morning
-            assert await fan_out_next(conn, morning + timedelta(seconds=1)) is not None
+            woken = await fan_out_next(conn, morning + timedelta(seconds=1))
+            assert woken is not None and woken.alert_id == status["id"]
+            assert await fan_out_next(conn, morning + timedelta(seconds=1)) is None
 
 
 async def test_a_large_zone_is_estimated_within_its_margin(
