@@ -28,6 +28,7 @@ FIRST = [
     "emergency_latency",
     "ceilings",
     "fanout",
+    "preview",
     "dispatch",
     "district",
     "broadcast",

@@ -18,6 +18,10 @@ from broadcaster.database import connect, create_pool, resolve_url
 from broadcaster.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
+# No quiet hours unless a test asks for them: otherwise every test that sends a normal alert
+# would pass by day and wait for the morning by night. Child processes inherit this.
+os.environ.setdefault("BROADCASTER_QUIET_HOURS_START", "00:00")
+os.environ.setdefault("BROADCASTER_QUIET_HOURS_END", "00:00")
 _counter = itertools.count()
 
 

@@ -31,7 +31,7 @@ def keyed_routes() -> list[tuple[str, str, str]]:
                 continue
             scope = required_scope(route)
             assert scope is not None, f"{route.path} is keyed but asks for no scope"
-            path = re.sub(r"\{(\w+)\}", lambda m: SAMPLES.get(m.group(1), "1"), route.path)
+            path = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: SAMPLES.get(m.group(1), "1"), route.path)
             for method in sorted(route.methods):
                 found.append((method, path, scope))
     return found

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AliasChoices,
@@ -22,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broadcaster.ingest.schedule import QuietHours
 from gateway_adapters.base import GatewayConfig
 from gateway_adapters.registry import ADAPTERS, known_types
 
@@ -50,11 +53,22 @@ class GatewaySettings(BaseModel):
     concurrency: int = Field(4, ge=1, le=256)
     timeout_seconds: float = Field(30.0, gt=0)
     sender: str = "POLITI"
+    # What one SMS segment costs through this gateway, in Settings.currency: the estimate of
+    # POST /v1/alerts/preview (unset: no estimate for this gateway).
+    price_per_segment: float | None = Field(None, ge=0, le=1000)
 
     def to_config(self) -> GatewayConfig:
         options = dict(self.model_extra or {})
-        fields = {k: v for k, v in self.model_dump().items() if k not in options}
+        fields = {
+            k: v
+            for k, v in self.model_dump().items()
+            if k not in options and k not in SERVICE_ONLY_FIELDS
+        }
         return GatewayConfig(**fields, extra=options)
+
+
+# GatewaySettings fields for the service, not the adapter.
+SERVICE_ONLY_FIELDS = frozenset({"price_per_segment"})
 
 
 def check_gateway(gateway: GatewaySettings) -> None:
@@ -163,7 +177,43 @@ class Settings(BaseSettings):
     tip_retry_base_seconds: float = Field(2.0, gt=0)
     tip_retry_max_seconds: float = Field(900.0, gt=0)
     tip_webhook_allow_http: bool = False
+    # Scheduling. Alerts other than emergencies are not sent during the quiet hours, local
+    # wall-clock times [start, end) in quiet_hours_timezone (start = end: no quiet hours); they
+    # wait for the end, or expire first. send_at may lie at most max_send_ahead_days ahead.
+    quiet_hours_start: time = time(22, 0)
+    quiet_hours_end: time = time(7, 0)
+    quiet_hours_timezone: str = "Europe/Copenhagen"
+    max_send_ahead_days: int = Field(30, ge=1, le=365)
+    # The currency of the gateways' price_per_segment, as the preview names it.
+    currency: str = Field("DKK", pattern=r"^[A-Z]{3}$")
+    # Testing only: the service's clock runs this many seconds ahead of the system's (negative:
+    # behind) for every scheduling decision (send_at, quiet hours, expiry at fan-out), so a test
+    # can stand at 06:59:58 in Copenhagen without waiting for it.
+    clock_offset_seconds: float = 0.0
     gateways: list[GatewaySettings] = Field(default_factory=list)
+
+    @field_validator("quiet_hours_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    def quiet_hours(self) -> QuietHours:
+        return QuietHours(
+            self.quiet_hours_start.replace(tzinfo=None),
+            self.quiet_hours_end.replace(tzinfo=None),
+            ZoneInfo(self.quiet_hours_timezone),
+        )
+
+    def now(self) -> datetime:
+        """The service's clock (see clock_offset_seconds)."""
+        now = datetime.now(UTC)
+        return (
+            now + timedelta(seconds=self.clock_offset_seconds) if self.clock_offset_seconds else now
+        )
 
     @field_validator("public_url")
     @classmethod

@@ -86,7 +86,7 @@ def needs_key(path: str) -> bool:
 def body_limit(settings: Settings, method: str, path: str) -> int:
     """The largest body a route takes: alerts and zones carry polygons, gateways' posts what
     their provider sends, everything else is small."""
-    if method == "POST" and path == "/v1/alerts":
+    if method == "POST" and path in ("/v1/alerts", "/v1/alerts/preview"):
         return settings.max_alert_bytes
     if method == "POST" and path == "/v1/zones":
         return settings.max_zone_bytes

@@ -3,109 +3,34 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from broadcaster.api import pagination
-from broadcaster.api.area_schema import Area, PostalCodesArea, ZonesArea
+from broadcaster.api.alert_schema import AlertIn, build_alert
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
-from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
+from broadcaster.api.fields import BIGINT_MAX
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
 from broadcaster.ingest.alerts import (
     IdempotencyConflict,
-    NewAlert,
     NotCancellable,
     alert_status,
     cancel_alert,
     create_alert,
     list_alerts,
 )
-from broadcaster.ingest.geo import AreaError, parse_area
-from broadcaster.ingest.sms import segment_count
-from broadcaster.ingest.zones import UnknownZones, resolve_names, resolve_postal_codes
 from broadcaster.ops import audit, metrics
-from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["alerts"])
-
-# Bounded at the edge; the real limit is BROADCASTER_MAX_SEGMENTS, checked in SMS segments.
-MAX_MESSAGE_CHARS = 10_000
-
-
-Message = Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
-Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
-
-
-class AlertIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "message": "Politiet: indbrud i området. Se noget? Ring 114.",
-                    "area": {"type": "Circle", "center": [12.3111, 55.9267], "radius_m": 2500},
-                    "priority": "high",
-                    "reference": "case-2026-4711",
-                }
-            ]
-        },
-    )
-    message: Message
-    area: Area
-    priority: Literal["emergency", "high", "normal"] = "normal"
-    expires_at: Expiry | None = None
-    reference: Annotated[CleanStr, Field(max_length=200)] | None = None
-    tip_webhook: (
-        Annotated[
-            CleanStr,
-            Field(
-                max_length=2000,
-                pattern=r"^https?://[^\s/?#]+[^\s]*$",
-                description="The investigating system's URL: each tip citizens send in answer "
-                "to this alert is POSTed there (JSON, signed: X-Broadcaster-Signature: "
-                "sha256=<hex HMAC-SHA256 of the body>) until it answers 2xx. https only.",
-                examples=["https://cases.example.police.dk/tips/4711"],
-            ),
-        ]
-        | None
-    ) = None
-
-    texts: (
-        Annotated[
-            dict[Language, Message],
-            Field(
-                max_length=20,
-                description="The text in other languages: a subscriber whose language is one of "
-                "these gets it, everyone else `message` (Danish by convention)",
-                examples=[{"en": "Police: burglaries in the area. Seen anything? Call 114."}],
-            ),
-        ]
-        | None
-    ) = None
-
-    @field_validator("message")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("message must not be blank")
-        return value
-
-    @field_validator("texts")
-    @classmethod
-    def _texts_not_blank(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for language, text in (value or {}).items():
-            if not text.strip():
-                raise ValueError(f"the {language} text must not be blank")
-        return value
 
 
 class DeliveryCounts(BaseModel):
@@ -118,7 +43,7 @@ class DeliveryCounts(BaseModel):
     cancelled: int
 
 
-AlertStatusName = Literal["queued", "dispatching", "completed", "expired", "cancelled"]
+AlertStatusName = Literal["scheduled", "queued", "dispatching", "completed", "expired", "cancelled"]
 Priority = Literal["emergency", "high", "normal"]
 
 
@@ -134,6 +59,11 @@ class AlertStatus(BaseModel):
     status: AlertStatusName
     priority: Priority
     reference: str | None
+    send_at: datetime | None = Field(description="When the caller asked it to be sent")
+    not_before: datetime | None = Field(
+        description="When sending may start: send_at, or the end of the quiet hours it fell in "
+        "(status 'scheduled' until then); null: at once"
+    )
     expires_at: datetime | None
     created_at: datetime
     fanned_out_at: datetime | None
@@ -164,42 +94,9 @@ async def post_alert(
     key: ApiKey = require("alerts:write"),
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    area = body.area.zone_input()
-    zone = None
-    if not isinstance(body.area, ZonesArea | PostalCodesArea):
-        try:
-            zone = parse_area(area)
-        except AreaError as exc:
-            raise Problem(422, "Invalid area", f"area: {exc}") from None
-    for where, text in [("message", body.message)] + [
-        (f"texts.{language}", text) for language, text in (body.texts or {}).items()
-    ]:
-        segments = segment_count(text)
-        if segments > settings.max_segments:
-            raise Problem(
-                422,
-                "Message too long",
-                f"{where} needs {segments} SMS segments; at most {settings.max_segments} are "
-                "allowed",
-            )
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
-        raise Problem(422, "Invalid request", "expires_at: must be in the future")
-    if body.tip_webhook is not None:
-        check_tip_webhook(body.tip_webhook, settings)
     try:
         async with db.connection() as conn:
-            targets = () if zone is not None else await _targets(conn, body.area)
-            alert = NewAlert(
-                body.message,
-                area,
-                zone,
-                body.priority,
-                body.expires_at,
-                body.reference,
-                tip_webhook=body.tip_webhook,
-                targets=targets,
-                texts=body.texts or {},
-            )
+            alert, _start = await build_alert(conn, body, settings)
             async with conn.transaction():
                 alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
                 if created:
@@ -223,37 +120,6 @@ async def post_alert(
     return JSONResponse(status, status_code=202, headers=headers)
 
 
-async def _targets(conn: Any, area: Any) -> tuple[int, ...]:
-    """The ids of the zones a named area names; 422 naming those that name none."""
-    try:
-        if isinstance(area, ZonesArea):
-            return tuple(await resolve_names(conn, area.zones))
-        codes = await resolve_postal_codes(conn, area.postal_codes)
-        return tuple(dict.fromkeys(codes[c] for c in area.postal_codes))
-    except UnknownZones as exc:
-        where = "area.zones" if isinstance(area, ZonesArea) else "area.postal_codes"
-        raise Problem(422, "Unknown zone", f"{where}: {exc}", unknown=exc.missing) from None
-
-
-def check_tip_webhook(url: str, settings: Settings) -> None:
-    """A tip_webhook must be an https URL with a host (http only where the settings allow it),
-    and tips must be signable (BROADCASTER_WEBHOOK_SECRET); Problem 422 otherwise."""
-    schemes = ("https", "http") if settings.tip_webhook_allow_http else ("https",)
-    try:
-        parts = urlsplit(url)
-        usable = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port that is not one, a malformed IPv6 address
-        usable = False
-    if not usable:
-        raise Problem(422, "Invalid request", "tip_webhook: must be an https URL with a host")
-    if not settings.webhook_secret:
-        raise Problem(
-            422,
-            "Tip forwarding not set up",
-            "tip_webhook: this service has no BROADCASTER_WEBHOOK_SECRET to sign tips with",
-        )
-
-
 class AlertSummary(BaseModel):
     """An alert in a list (its delivery counts are in GET /v1/alerts/{id})."""
 
@@ -261,6 +127,11 @@ class AlertSummary(BaseModel):
     status: AlertStatusName
     priority: Priority
     reference: str | None
+    send_at: datetime | None = Field(description="When the caller asked it to be sent")
+    not_before: datetime | None = Field(
+        description="When sending may start: send_at, or the end of the quiet hours it fell in "
+        "(status 'scheduled' until then); null: at once"
+    )
     expires_at: datetime | None
     created_at: datetime
     fanned_out_at: datetime | None
@@ -286,8 +157,27 @@ async def get_alerts(
     return pagination.page(rows, [r["id"] for r in rows], limit)
 
 
+class AlertIdSegment(Convertor[str]):
+    """An alert id in a path: any segment but `preview`, so that /v1/alerts/preview is no alert
+    id (its GET and OPTIONS are 405 naming POST alone). The route still validates the value as
+    an id: 422 for "-1" or "1e3", as before."""
+
+    regex = r"(?!preview(?:/|$))[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("alert_id", AlertIdSegment())
+
+
 @router.get(
-    "/v1/alerts/{alert_id}", response_model=AlertStatus, responses=errors(401, 403, 404, 422, 503)
+    "/v1/alerts/{alert_id:alert_id}",
+    response_model=AlertStatus,
+    responses=errors(401, 403, 404, 422, 503),
 )
 async def get_alert(
     alert_id: AlertId, db: DbDep, _key: ApiKey = require("alerts:read")

@@ -31,7 +31,7 @@ import tenacity
 from broadcaster.citizens import retention, tip_forwarding
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
-from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.dispatch.fanout import fan_out_next, next_start
 from broadcaster.dispatch.lane import Lane
 from broadcaster.dispatch.message_ids import ConnectionReceipts
 from broadcaster.dispatch.outage import OutageWatch
@@ -151,6 +151,7 @@ class Dispatcher:
         self._receipts = ReceiptWriter(pool, outage=self._db)
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
+        self._quiet = settings.quiet_hours()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; returns after in-flight batches are written."""
@@ -228,9 +229,13 @@ class Dispatcher:
             try:
                 async with self.pool.acquire() as conn:
                     started = time.perf_counter()
-                    result = await fan_out_next(conn)
+                    now = self.settings.now()
+                    result = await fan_out_next(conn, now)
+                    upcoming = None if result else await next_start(conn, now)
                 if result is None:
-                    await self._wakeups.idle(stop, seen)
+                    # A scheduled alert is woken at its time, not at the next poll after it.
+                    wait = (upcoming - now).total_seconds() if upcoming else None
+                    await self._wakeups.idle(stop, seen, wait)
                     continue
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
@@ -262,9 +267,14 @@ class Dispatcher:
             if lane is None:
                 await asyncio.sleep(0.05)
                 continue
+            # During the quiet hours only emergencies are claimed: a broadcast running into
+            # them pauses (the claim is the same statement, with a lower priority bound).
+            allowed = max_priority
+            if allowed > EMERGENCY and self._quiet.contains(self.settings.now()):
+                allowed = EMERGENCY
             mark = self._db.attempt()
             try:
-                claimed, granted, seen = await self._claim_and_send(lane, max_priority, urgent)
+                claimed, granted, seen = await self._claim_and_send(lane, allowed, urgent)
             except DB_ERRORS as exc:
                 lane.breaker.release_probe()
                 await self._sleep(stop, self._db.failed(exc, "claim"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -28,11 +29,14 @@ WORK_MEM = "64MB"  # for the fan-out's transaction
 # Also raises work_mem for the rest of the transaction (set_config(..., true) is SET LOCAL): the
 # DISTINCT over a large zone then sorts in memory instead of spilling to disk. Folded into this
 # statement to save a round trip on the way of every emergency.
+# $1 is the service's clock (Settings.now): an alert starts once its not_before has passed
+# (scheduled, or waiting for the end of the quiet hours), and one whose expiry comes first is
+# claimed at its expiry and expired without a message.
 CLAIM_QUEUED_ALERT = f"""
-SELECT id, priority, expires_at, area->>'type' AS area_type, expires_at <= now() AS expired,
+SELECT id, priority, expires_at, area->>'type' AS area_type, expires_at <= $1 AS expired,
        set_config('work_mem', '{WORK_MEM}', true) AS work_mem
 FROM alerts
-WHERE status = 'queued'
+WHERE status = 'queued' AND (not_before IS NULL OR not_before <= $1 OR expires_at <= $1)
 ORDER BY priority, id
 LIMIT 1
 FOR UPDATE SKIP LOCKED
@@ -78,10 +82,7 @@ WHERE r.zone_id IN (
 # the GiST index condition; "on the ring" is a distance to the ring's path within the tolerance.
 # A cell (a box wholly inside a large polygon, see ingest/pieces.py) is its bounding box, so the
 # index condition is the whole test. Positions are in micro-degrees (see geo.SCALE).
-FANOUT_POLYGON = f"""
-INSERT INTO deliveries (alert_id, subscriber_id, priority)
-SELECT DISTINCT $1::bigint, x.subscriber_id, $2::smallint
-FROM (
+RECIPIENTS_POLYGON = f"""
     SELECT l.subscriber_id
     FROM alert_zones z
     JOIN subscriber_locations l ON l.position <@ z.bbox
@@ -95,15 +96,10 @@ FROM (
               AND l.position <@ h.ring AND (l.position <-> h.boundary) > {BOUNDARY_TOLERANCE})
     UNION ALL
     {REGISTERED}
-) x
-ORDER BY x.subscriber_id
 """
 
 # The box is an index pre-filter that contains the circle; the haversine test is exact.
-FANOUT_CIRCLE = f"""
-INSERT INTO deliveries (alert_id, subscriber_id, priority)
-SELECT DISTINCT $1::bigint, x.subscriber_id, $2::smallint
-FROM (
+RECIPIENTS_CIRCLE = f"""
     SELECT l.subscriber_id
     FROM alert_zones z
     JOIN subscriber_locations l ON l.position <@ z.bbox
@@ -115,9 +111,23 @@ FROM (
               * sin(radians((l.position[0] - z.center[0]) / {SCALE}) / 2) ^ 2))) <= z.radius_m
     UNION ALL
     {REGISTERED}
-) x
+"""
+
+
+def recipients(area_type: str) -> str:
+    """The statement part that selects the alert's ($1) recipients, a subscriber once per
+    location inside (and once more per postal code): shared by the fan-out and the preview."""
+    return RECIPIENTS_CIRCLE if area_type == "Circle" else RECIPIENTS_POLYGON
+
+
+FANOUT = """
+INSERT INTO deliveries (alert_id, subscriber_id, priority)
+SELECT DISTINCT $1::bigint, x.subscriber_id, $2::smallint
+FROM ({recipients}) x
 ORDER BY x.subscriber_id
 """
+FANOUT_POLYGON = FANOUT.format(recipients=RECIPIENTS_POLYGON)
+FANOUT_CIRCLE = FANOUT.format(recipients=RECIPIENTS_CIRCLE)
 
 # Marks the alert and, if it has deliveries, wakes the dispatchers (one round trip).
 MARK_FANNED_OUT = """
@@ -144,11 +154,19 @@ class FanoutResult:
     expired: bool = False
 
 
-async def fan_out_next(conn: asyncpg.Connection) -> FanoutResult | None:
-    """Fan out the most urgent queued alert, if any; the whole step is one transaction, so a
-    crash leaves the alert queued for another dispatcher."""
+NEXT_START = """
+SELECT min(not_before) FROM alerts WHERE status = 'queued' AND not_before > $1
+"""
+
+
+async def fan_out_next(
+    conn: asyncpg.Connection, now: datetime | None = None
+) -> FanoutResult | None:
+    """Fan out the most urgent queued alert due at `now` (the service's clock; the system's by
+    default), if any; the whole step is one transaction, so a crash leaves the alert queued for
+    another dispatcher."""
     async with conn.transaction():
-        alert = await conn.fetchrow(CLAIM_QUEUED_ALERT)
+        alert = await conn.fetchrow(CLAIM_QUEUED_ALERT, now or datetime.now(UTC))
         if alert is None:
             return None
         if alert["expired"]:
@@ -167,3 +185,8 @@ async def fan_out_next(conn: asyncpg.Connection) -> FanoutResult | None:
         await conn.execute(MARK_FANNED_OUT, alert["id"], recipients, WAKEUP_CHANNEL)
     log.info("alert fanned out", extra={"alert_id": alert["id"], "recipients": recipients})
     return FanoutResult(alert["id"], recipients)
+
+
+async def next_start(conn: asyncpg.Connection, now: datetime) -> datetime | None:
+    """When the next scheduled alert may start, if one is waiting."""
+    return await conn.fetchval(NEXT_START, now)

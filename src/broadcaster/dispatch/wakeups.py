@@ -113,12 +113,14 @@ class Wakeups:
         woken, self._woken = self._woken, asyncio.Event()
         woken.set()
 
-    async def idle(self, stop: asyncio.Event, seen: int) -> None:
-        """Sleep until a wake-up, the poll interval, or stop, whichever comes first; at once if
-        a wake-up came after `seen` (the count when the caller looked)."""
+    async def idle(self, stop: asyncio.Event, seen: int, seconds: float | None = None) -> None:
+        """Sleep until a wake-up, the poll interval (or `seconds`, if sooner: something is
+        due then), or stop, whichever comes first; at once if a wake-up came after `seen` (the
+        count when the caller looked)."""
         if stop.is_set() or self.count != seen:
             return
-        await _first(stop, self._woken, seconds=self.poll_interval)
+        wait = self.poll_interval if seconds is None else max(0.0, min(seconds, self.poll_interval))
+        await _first(stop, self._woken, seconds=wait)
 
 
 async def _first(*events: asyncio.Event, seconds: float) -> None:

@@ -42,6 +42,10 @@ class NewAlert:
     # The text in other languages, by language: a subscriber with one of them gets it, everyone
     # else `message`.
     texts: Mapping[str, str] = field(default_factory=dict)
+    # When the caller asked it to go, and when it may start (send_at or the end of the quiet
+    # hours it falls in; ingest/schedule.py). None: at once.
+    send_at: datetime | None = None
+    not_before: datetime | None = None
 
     def request_hash(self) -> bytes:
         fields: dict[str, Any] = {
@@ -55,6 +59,8 @@ class NewAlert:
             fields["tip_webhook"] = self.tip_webhook
         if self.texts:  # likewise
             fields["texts"] = dict(self.texts)
+        if self.send_at is not None:  # likewise
+            fields["send_at"] = self.send_at.isoformat()
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
@@ -65,8 +71,9 @@ class NewAlert:
 INSERT_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash, tip_webhook, multilingual)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0)
+                        idempotency_key, request_hash, tip_webhook, multilingual, send_at,
+                        not_before)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0, $20, $21)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), texts AS (
@@ -91,8 +98,9 @@ SELECT alert.id FROM alert, wakeup
 INSERT_NAMED_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash, tip_webhook, multilingual)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0)
+                        idempotency_key, request_hash, tip_webhook, multilingual, send_at,
+                        not_before)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0, $14, $15)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), texts AS (
@@ -118,8 +126,15 @@ FIND_BY_IDEMPOTENCY_KEY = """
 SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = $2
 """
 
+# A queued alert whose start lies ahead is shown as 'scheduled' (not a stored state: nothing has
+# to change it when the time comes).
+SHOWN_STATUS = (
+    "CASE WHEN a.status = 'queued' AND a.not_before > now() THEN 'scheduled' ELSE a.status END"
+)
+
 ALERT_STATUS = """
-SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fanned_out_at,
+SELECT a.id, SHOWN_STATUS AS status, a.priority, a.reference, a.send_at, a.not_before,
+       a.expires_at, a.created_at, a.fanned_out_at,
        a.completed_at, a.cancelled_at, a.recipients, a.tip_webhook,
        (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM deliveries
@@ -134,7 +149,7 @@ SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fa
           FROM alert_targets t JOIN zones z ON z.id = t.zone_id
          WHERE t.alert_id = a.id) AS zones
 FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
-"""
+""".replace("SHOWN_STATUS", SHOWN_STATUS)
 
 
 async def create_alert(
@@ -168,6 +183,8 @@ async def create_alert(
             alert.tip_webhook,
             list(alert.texts),
             list(alert.texts.values()),
+            alert.send_at,
+            alert.not_before,
         )
     else:
         rows = alert.zone.rows()
@@ -185,6 +202,8 @@ async def create_alert(
             alert.tip_webhook,
             list(alert.texts),
             list(alert.texts.values()),
+            alert.send_at,
+            alert.not_before,
         )
     if alert_id is not None:
         return alert_id, True
@@ -245,6 +264,8 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "status": row["status"],
         "priority": PRIORITY_NAMES[row["priority"]],
         "reference": row["reference"],
+        "send_at": _iso(row["send_at"]),
+        "not_before": _iso(row["not_before"]),
         "expires_at": _iso(row["expires_at"]),
         "created_at": _iso(row["created_at"]),
         "fanned_out_at": _iso(row["fanned_out_at"]),
@@ -262,12 +283,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-LIST_ALERTS = """
-SELECT id, status, priority, reference, expires_at, created_at, fanned_out_at, completed_at,
-       cancelled_at, recipients
-FROM alerts
-WHERE kind = 'alert' AND id < $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
-ORDER BY id DESC
+LIST_ALERTS = f"""
+SELECT a.id, {SHOWN_STATUS} AS status, a.priority, a.reference, a.send_at, a.not_before,
+       a.expires_at, a.created_at, a.fanned_out_at, a.completed_at, a.cancelled_at, a.recipients
+FROM alerts a
+WHERE a.kind = 'alert' AND a.id < $1
+  AND (cardinality($2::text[]) = 0 OR {SHOWN_STATUS} = ANY($2::text[]))
+ORDER BY a.id DESC
 LIMIT $3
 """
 

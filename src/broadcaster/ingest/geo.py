@@ -81,6 +81,14 @@ class PolygonZone:
                     rows += _polygon_rows(len(rows), piece.ring, list(piece.holes))
         return rows
 
+    def whole_rows(self, first_part: int = 0) -> list[ZoneRow]:
+        """Every polygon as it is, uncut: for testing a few points that have no index (the
+        preview's sample), where a large polygon's hundreds of pieces would each be tried."""
+        rows: list[ZoneRow] = []
+        for i, part in enumerate(self.parts):
+            rows += _polygon_rows(first_part + i, part.outer, part.holes)
+        return rows
+
     def shape(self) -> Any:
         """The zone as a shapely (Multi)Polygon, in degrees."""
         polygons = [ShapelyPolygon(p.outer, p.holes) for p in self.parts]

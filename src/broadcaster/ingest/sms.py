@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gateway_adapters.gsm7 import is_gsm7, segment_count
+from gateway_adapters.gsm7 import SmsLength, is_gsm7, measure, segment_count
 
-__all__ = ["is_gsm7", "segment_count"]
+__all__ = ["SmsLength", "is_gsm7", "measure", "segment_count"]
