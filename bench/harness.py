@@ -26,6 +26,11 @@ from broadcaster.ingest.geo import SCALE
 from broadcaster.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
+# No quiet hours: a benchmark measures sending whenever it is run (the service's default holds
+# alerts other than emergencies from 22:00 to 07:00 Copenhagen time). The in-process
+# dispatchers read this environment, and the child processes inherit it.
+os.environ.setdefault("BROADCASTER_QUIET_HOURS_START", "00:00")
+os.environ.setdefault("BROADCASTER_QUIET_HOURS_END", "00:00")
 SECRET = "bench-webhook-secret-0123456789abcdef"
 TOKEN = "bench-token"
 # Everyone in the benchmarks lives inside this box around Hillerød; zones are the box itself.

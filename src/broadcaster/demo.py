@@ -125,6 +125,9 @@ async def _demo(settings: Settings, n: int, rate: float) -> int:
                     "BROADCASTER_LOG_LEVEL": "warning",
                     # Its log is for people reading the demo's run directory.
                     "BROADCASTER_LOG_FORMAT": "text",
+                    # A demo broadcasts when it is run, night or day: no quiet hours.
+                    "BROADCASTER_QUIET_HOURS_START": "00:00",
+                    "BROADCASTER_QUIET_HOURS_END": "00:00",
                 },
                 log_dir=run_dir,
                 ready_url=f"{base}/readyz",
