@@ -24,6 +24,7 @@ from broadcaster.api import (
     routes_signups,
     routes_stats,
     routes_subscribers,
+    routes_templates,
     routes_tips,
     routes_zones,
 )
@@ -109,6 +110,7 @@ def create_app(
             routes_signups,
             routes_alerts,
             routes_zones,
+            routes_templates,
             routes_tips,
             routes_audit,
             routes_stats,

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broadcaster.api import pagination
 from broadcaster.api.area_schema import Area, PostalCodesArea, ZonesArea
@@ -18,6 +18,7 @@ from broadcaster.api.fields import BIGINT_MAX, CleanStr, Expiry
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
+from broadcaster.ingest import templates
 from broadcaster.ingest.alerts import (
     IdempotencyConflict,
     NewAlert,
@@ -45,6 +46,9 @@ Message = Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
 
 
+TemplateValue = Annotated[CleanStr, Field(min_length=1, max_length=templates.MAX_VALUE_LENGTH)]
+
+
 class AlertIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -55,11 +59,45 @@ class AlertIn(BaseModel):
                     "area": {"type": "Circle", "center": [12.3111, 55.9267], "radius_m": 2500},
                     "priority": "high",
                     "reference": "case-2026-4711",
-                }
+                },
+                {
+                    "template": "burglary_warning",
+                    "values": {"area": "Hillerød"},
+                    "area": {"type": "Circle", "center": [12.3111, 55.9267], "radius_m": 2500},
+                },
             ]
         },
     )
-    message: Message
+    message: (
+        Annotated[
+            Message,
+            Field(description="The text (Danish by convention); or give `template` instead"),
+        ]
+        | None
+    ) = None
+    template: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
+                description="Instead of `message` and `texts`: a template (POST /v1/templates), "
+                "rendered now in each of its languages with `values`",
+                examples=["burglary_warning"],
+            ),
+        ]
+        | None
+    ) = None
+    values: (
+        Annotated[
+            dict[Annotated[str, Field(max_length=40)], TemplateValue],
+            Field(
+                max_length=50,
+                description="The template's placeholders' values, each of them, no others",
+                examples=[{"area": "Hillerød"}],
+            ),
+        ]
+        | None
+    ) = None
     area: Area
     priority: Literal["emergency", "high", "normal"] = "normal"
     expires_at: Expiry | None = None
@@ -94,10 +132,20 @@ class AlertIn(BaseModel):
 
     @field_validator("message")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("message must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _message_or_template(self) -> AlertIn:
+        if (self.message is None) == (self.template is None):
+            raise ValueError("give either message or template")
+        if self.template is not None and self.texts is not None:
+            raise ValueError("texts come from the template: give texts only with message")
+        if self.template is None and self.values is not None:
+            raise ValueError("values are for a template: give them only with template")
+        return self
 
     @field_validator("texts")
     @classmethod
@@ -164,52 +212,25 @@ async def post_alert(
     key: ApiKey = require("alerts:write"),
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    area = body.area.zone_input()
-    zone = None
-    if not isinstance(body.area, ZonesArea | PostalCodesArea):
-        try:
-            zone = parse_area(area)
-        except AreaError as exc:
-            raise Problem(422, "Invalid area", f"area: {exc}") from None
-    for where, text in [("message", body.message)] + [
-        (f"texts.{language}", text) for language, text in (body.texts or {}).items()
-    ]:
-        segments = segment_count(text)
-        if segments > settings.max_segments:
-            raise Problem(
-                422,
-                "Message too long",
-                f"{where} needs {segments} SMS segments; at most {settings.max_segments} are "
-                "allowed",
-            )
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
-        raise Problem(422, "Invalid request", "expires_at: must be in the future")
-    if body.tip_webhook is not None:
-        check_tip_webhook(body.tip_webhook, settings)
     try:
         async with db.connection() as conn:
-            targets = () if zone is not None else await _targets(conn, body.area)
-            alert = NewAlert(
-                body.message,
-                area,
-                zone,
-                body.priority,
-                body.expires_at,
-                body.reference,
-                tip_webhook=body.tip_webhook,
-                targets=targets,
-                texts=body.texts or {},
-            )
+            alert = await prepare_alert(conn, body, settings)
             async with conn.transaction():
                 alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
                 if created:
+                    details: dict[str, Any] = {
+                        "priority": body.priority,
+                        "reference": body.reference,
+                    }
+                    if alert.template is not None:
+                        details["template"] = alert.template
                     await audit.record(
                         conn,
                         key.name,
                         audit.ALERT_CREATED,
                         f"alert:{alert_id}",
                         request_id,
-                        {"priority": body.priority, "reference": body.reference},
+                        details,
                     )
             status = await alert_status(conn, alert_id)
     except IdempotencyConflict as exc:
@@ -221,6 +242,72 @@ async def post_alert(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(status, status_code=202, headers=headers)
+
+
+async def prepare_alert(conn: Any, body: AlertIn, settings: Settings) -> NewAlert:
+    """The alert a request body asks for, checked: its area (a zone, or named zones and postal
+    codes that exist), its texts (a template rendered in each of its languages, or the message
+    and texts given) each within max_segments, its expiry and webhooks. Problem 422 naming the
+    field otherwise. Writes nothing: creating and previewing an alert both start here."""
+    area = body.area.zone_input()
+    zone = None
+    if not isinstance(body.area, ZonesArea | PostalCodesArea):
+        try:
+            zone = parse_area(area)
+        except AreaError as exc:
+            raise Problem(422, "Invalid area", f"area: {exc}") from None
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise Problem(422, "Invalid request", "expires_at: must be in the future")
+    if body.tip_webhook is not None:
+        check_tip_webhook(body.tip_webhook, settings)
+    used = None
+    if body.template is not None:
+        message, texts, used = await _render(conn, body.template, body.values or {})
+    else:
+        assert body.message is not None  # AlertIn's validator
+        message, texts = body.message, dict(body.texts or {})
+    origin = f" (template {body.template!r})" if body.template is not None else ""
+    for where, text in [("message", message)] + [(f"texts.{k}", t) for k, t in texts.items()]:
+        segments = segment_count(text)
+        if segments > settings.max_segments:
+            raise Problem(
+                422,
+                "Message too long",
+                f"{where}{origin} needs {segments} SMS segments; at most {settings.max_segments} "
+                "are allowed",
+                segments=segments,
+            )
+    targets = () if zone is not None else await _targets(conn, body.area)
+    return NewAlert(
+        message,
+        area,
+        zone,
+        body.priority,
+        body.expires_at,
+        body.reference,
+        tip_webhook=body.tip_webhook,
+        targets=targets,
+        texts=texts,
+        template=used,
+    )
+
+
+async def _render(
+    conn: Any, name: str, values: dict[str, str]
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A template's texts with `values` put in: the Danish one (the message), the others (by
+    language), and what was used (name, version, values) for the request hash and the audit."""
+    try:
+        template = await templates.load(conn, name)
+        rendered = template.render(values)
+    except templates.UnknownTemplate:
+        raise Problem(
+            422, "Unknown template", f"template: no template named {name!r}", template=name
+        ) from None
+    except templates.TemplateError as exc:
+        raise Problem(422, "Invalid template values", str(exc)) from None
+    message = rendered.pop(templates.DEFAULT_LANGUAGE)
+    return message, rendered, {"name": name, "version": template.version, "values": values}
 
 
 async def _targets(conn: Any, area: Any) -> tuple[int, ...]:

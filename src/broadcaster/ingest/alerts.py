@@ -42,6 +42,8 @@ class NewAlert:
     # The text in other languages, by language: a subscriber with one of them gets it, everyone
     # else `message`.
     texts: Mapping[str, str] = field(default_factory=dict)
+    # The template the texts were rendered from: name, version and values (ingest/templates.py).
+    template: Mapping[str, Any] | None = None
 
     def request_hash(self) -> bytes:
         fields: dict[str, Any] = {
@@ -53,7 +55,12 @@ class NewAlert:
         }
         if self.tip_webhook is not None:  # absent, the hash is what it was before tip_webhook
             fields["tip_webhook"] = self.tip_webhook
-        if self.texts:  # likewise
+        if self.template is not None:
+            # What the caller sent: a repeat after the template got a new version is the same
+            # request.
+            del fields["message"]
+            fields["template"] = {k: self.template[k] for k in ("name", "values")}
+        elif self.texts:  # absent, the hash is what it was before texts
             fields["texts"] = dict(self.texts)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
