@@ -18,3 +18,29 @@ CREATE TABLE template_versions (
     created_by     text,
     PRIMARY KEY (template_id, version)
 );
+
+-- One outbox for every webhook the service posts (webhooks.py): tips to their alert's
+-- tip_webhook (`inbound_message_id`: the body is built when posted, so an erasure or the
+-- retention of the tip's number reaches it), and an alert's outcome to its status_webhook
+-- (`alert_id`, and the `body` as it was when the alert ended). A row goes once the receiver
+-- answered 2xx; until then due_at is its next try (or the end of a poster's lease on it).
+-- tip_outbox's rows move here.
+CREATE TABLE webhook_outbox (
+    id                  bigserial PRIMARY KEY,
+    kind                text NOT NULL CHECK (kind IN ('tip', 'outcome')),
+    url                 text NOT NULL,
+    inbound_message_id  bigint REFERENCES inbound_messages (id) ON DELETE CASCADE,
+    alert_id            bigint REFERENCES alerts (id),
+    body                jsonb,
+    attempts            integer NOT NULL DEFAULT 0,
+    due_at              timestamptz NOT NULL DEFAULT now(),
+    last_error          text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK (kind <> 'tip' OR inbound_message_id IS NOT NULL),
+    CHECK (kind <> 'outcome' OR (alert_id IS NOT NULL AND body IS NOT NULL))
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at, id);
+INSERT INTO webhook_outbox (kind, url, inbound_message_id, attempts, due_at, last_error, created_at)
+SELECT 'tip', url, inbound_message_id, attempts, due_at, last_error, created_at
+FROM tip_outbox ORDER BY id;
+DROP TABLE tip_outbox;

@@ -28,7 +28,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import tenacity
 
-from broadcaster.citizens import retention, tip_forwarding
+from broadcaster import webhooks
+from broadcaster.citizens import retention
 from broadcaster.dispatch import queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
@@ -155,8 +156,8 @@ class Dispatcher:
         tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
         tasks.append(asyncio.create_task(self._wakeups.keep_listening(stop), name="wake-ups"))
-        tips = tip_forwarding.run(self.pool, self.settings, stop)
-        tasks.append(asyncio.create_task(tips, name="tip-forwarding"))
+        posting = webhooks.run(self.pool, self.settings, stop)
+        tasks.append(asyncio.create_task(posting, name="webhooks"))
         log.info(
             "dispatcher started",
             extra={

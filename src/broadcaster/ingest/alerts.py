@@ -38,7 +38,7 @@ class NewAlert:
     expires_at: datetime | None
     reference: str | None
     targets: tuple[int, ...] = ()
-    tip_webhook: str | None = None  # where its tips are posted (citizens/tip_forwarding.py)
+    tip_webhook: str | None = None  # where its tips are posted (webhooks.py)
     # The text in other languages, by language: a subscriber with one of them gets it, everyone
     # else `message`.
     texts: Mapping[str, str] = field(default_factory=dict)
