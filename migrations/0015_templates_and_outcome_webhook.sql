@@ -44,3 +44,14 @@ INSERT INTO webhook_outbox (kind, url, inbound_message_id, attempts, due_at, las
 SELECT 'tip', url, inbound_message_id, attempts, due_at, last_error, created_at
 FROM tip_outbox ORDER BY id;
 DROP TABLE tip_outbox;
+
+-- An alert may name the calling system's URL its outcome is posted to once it has ended
+-- (dispatch/outcomes.py); outcome_queued_at says when that post was put in the outbox. The
+-- sweep that finds alerts to report reads only those with a webhook not reported yet.
+ALTER TABLE alerts
+    ADD COLUMN status_webhook text,
+    ADD COLUMN outcome_queued_at timestamptz;
+CREATE INDEX alerts_outcome_pending ON alerts (id)
+    WHERE status_webhook IS NOT NULL AND outcome_queued_at IS NULL;
+-- One outcome per alert, whatever happens to the sweeps.
+CREATE UNIQUE INDEX webhook_outbox_outcome ON webhook_outbox (alert_id) WHERE kind = 'outcome';

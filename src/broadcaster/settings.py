@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     tip_retry_base_seconds: float = Field(2.0, gt=0)
     tip_retry_max_seconds: float = Field(900.0, gt=0)
     tip_webhook_allow_http: bool = False
+    # An alert's outcome (status_webhook) is posted once it has ended and its receipts are in,
+    # or this long after it ended with those still missing counted as 'sent'. The webhook
+    # secret, retry delays and http rule above apply to it as to tips.
+    outcome_receipt_wait_seconds: float = Field(600.0, ge=0)
     gateways: list[GatewaySettings] = Field(default_factory=list)
 
     @field_validator("public_url")

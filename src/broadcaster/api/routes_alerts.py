@@ -117,6 +117,24 @@ class AlertIn(BaseModel):
         | None
     ) = None
 
+    status_webhook: (
+        Annotated[
+            CleanStr,
+            Field(
+                max_length=2000,
+                pattern=r"^https?://[^\s/?#]+[^\s]*$",
+                description="The calling system's URL: once the alert has ended (completed, "
+                "cancelled or expired, and its receipts in or BROADCASTER_OUTCOME_RECEIPT_WAIT_"
+                "SECONDS past), its counts are POSTed there once (JSON, signed like tips: "
+                "X-Broadcaster-Signature: sha256=<hex HMAC-SHA256 of the body>; "
+                "X-Broadcaster-Event: alert.completed, alert.cancelled or alert.expired) until "
+                "it answers 2xx. https only.",
+                examples=["https://command.example.police.dk/alerts/4711/outcome"],
+            ),
+        ]
+        | None
+    ) = None
+
     texts: (
         Annotated[
             dict[Language, Message],
@@ -191,6 +209,10 @@ class AlertStatus(BaseModel):
     deliveries: DeliveryCounts
     tips: TipCounts
     tip_webhook: str | None
+    status_webhook: str | None = None
+    outcome_queued_at: datetime | None = Field(
+        None, description="When the outcome was put in line for status_webhook (it has ended)"
+    )
 
 
 # Printable ASCII, as HTTP header values are meant to be.
@@ -258,8 +280,12 @@ async def prepare_alert(conn: Any, body: AlertIn, settings: Settings) -> NewAler
             raise Problem(422, "Invalid area", f"area: {exc}") from None
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise Problem(422, "Invalid request", "expires_at: must be in the future")
-    if body.tip_webhook is not None:
-        check_tip_webhook(body.tip_webhook, settings)
+    for field_name, url in [
+        ("tip_webhook", body.tip_webhook),
+        ("status_webhook", body.status_webhook),
+    ]:
+        if url is not None:
+            check_webhook(field_name, url, settings)
     used = None
     if body.template is not None:
         message, texts, used = await _render(conn, body.template, body.values or {})
@@ -286,6 +312,7 @@ async def prepare_alert(conn: Any, body: AlertIn, settings: Settings) -> NewAler
         body.expires_at,
         body.reference,
         tip_webhook=body.tip_webhook,
+        status_webhook=body.status_webhook,
         targets=targets,
         texts=texts,
         template=used,
@@ -322,9 +349,10 @@ async def _targets(conn: Any, area: Any) -> tuple[int, ...]:
         raise Problem(422, "Unknown zone", f"{where}: {exc}", unknown=exc.missing) from None
 
 
-def check_tip_webhook(url: str, settings: Settings) -> None:
-    """A tip_webhook must be an https URL with a host (http only where the settings allow it),
-    and tips must be signable (BROADCASTER_WEBHOOK_SECRET); Problem 422 otherwise."""
+def check_webhook(field_name: str, url: str, settings: Settings) -> None:
+    """A webhook (tip_webhook, status_webhook) must be an https URL with a host (http only where
+    the settings allow it), and what is posted there must be signable
+    (BROADCASTER_WEBHOOK_SECRET); Problem 422 naming the field otherwise."""
     schemes = ("https", "http") if settings.tip_webhook_allow_http else ("https",)
     try:
         parts = urlsplit(url)
@@ -332,12 +360,12 @@ def check_tip_webhook(url: str, settings: Settings) -> None:
     except ValueError:  # a port that is not one, a malformed IPv6 address
         usable = False
     if not usable:
-        raise Problem(422, "Invalid request", "tip_webhook: must be an https URL with a host")
+        raise Problem(422, "Invalid request", f"{field_name}: must be an https URL with a host")
     if not settings.webhook_secret:
         raise Problem(
             422,
-            "Tip forwarding not set up",
-            "tip_webhook: this service has no BROADCASTER_WEBHOOK_SECRET to sign tips with",
+            "Webhooks not set up",
+            f"{field_name}: this service has no BROADCASTER_WEBHOOK_SECRET to sign posts with",
         )
 
 

@@ -30,7 +30,7 @@ import tenacity
 
 from broadcaster import webhooks
 from broadcaster.citizens import retention
-from broadcaster.dispatch import queue, receipts, roster
+from broadcaster.dispatch import outcomes, queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.dispatch.lane import Lane
@@ -331,6 +331,8 @@ class Dispatcher:
                     ]
                     if ids:
                         await queue.complete_alerts(self.pool, ids)
+                # Alerts that ended, to their status_webhook (cost: see outcomes.py).
+                await outcomes.queue_due(self.pool, self.settings.outcome_receipt_wait_seconds)
                 if ticks % RETENTION_TICKS == 0:
                     await roster.forget_dead(self.pool)
                     await retention.run(self.pool, self.settings)

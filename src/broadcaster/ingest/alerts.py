@@ -39,6 +39,7 @@ class NewAlert:
     reference: str | None
     targets: tuple[int, ...] = ()
     tip_webhook: str | None = None  # where its tips are posted (webhooks.py)
+    status_webhook: str | None = None  # where its outcome is posted (dispatch/outcomes.py)
     # The text in other languages, by language: a subscriber with one of them gets it, everyone
     # else `message`.
     texts: Mapping[str, str] = field(default_factory=dict)
@@ -55,6 +56,8 @@ class NewAlert:
         }
         if self.tip_webhook is not None:  # absent, the hash is what it was before tip_webhook
             fields["tip_webhook"] = self.tip_webhook
+        if self.status_webhook is not None:  # likewise
+            fields["status_webhook"] = self.status_webhook
         if self.template is not None:
             # What the caller sent: a repeat after the template got a new version is the same
             # request.
@@ -72,8 +75,8 @@ class NewAlert:
 INSERT_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash, tip_webhook, multilingual)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0)
+                        idempotency_key, request_hash, tip_webhook, multilingual, status_webhook)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0, $20)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), texts AS (
@@ -98,8 +101,8 @@ SELECT alert.id FROM alert, wakeup
 INSERT_NAMED_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
-                        idempotency_key, request_hash, tip_webhook, multilingual)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0)
+                        idempotency_key, request_hash, tip_webhook, multilingual, status_webhook)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0, $14)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), texts AS (
@@ -127,7 +130,8 @@ SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = 
 
 ALERT_STATUS = """
 SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fanned_out_at,
-       a.completed_at, a.cancelled_at, a.recipients, a.tip_webhook,
+       a.completed_at, a.cancelled_at, a.recipients, a.tip_webhook, a.status_webhook,
+       a.outcome_queued_at,
        (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM deliveries
                  WHERE alert_id = a.id GROUP BY status) c) AS counts,
@@ -175,6 +179,7 @@ async def create_alert(
             alert.tip_webhook,
             list(alert.texts),
             list(alert.texts.values()),
+            alert.status_webhook,
         )
     else:
         rows = alert.zone.rows()
@@ -192,6 +197,7 @@ async def create_alert(
             alert.tip_webhook,
             list(alert.texts),
             list(alert.texts.values()),
+            alert.status_webhook,
         )
     if alert_id is not None:
         return alert_id, True
@@ -261,6 +267,8 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "deliveries": counts,
         "tips": {"received": row["tips"], "forwarded": row["forwarded"]},
         "tip_webhook": row["tip_webhook"],
+        "status_webhook": row["status_webhook"],
+        "outcome_queued_at": _iso(row["outcome_queued_at"]),
         "zones": row["zones"],
     }
 
