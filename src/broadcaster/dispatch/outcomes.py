@@ -31,14 +31,17 @@ import asyncpg
 # At most this many alerts reported per sweep (the rest in the next).
 BATCH = 100
 
+# The deliveries are probed by scalar subqueries, per alert through an index: as NOT EXISTS the
+# probe of open deliveries became a merge anti join reading the whole open index (a running
+# broadcast's every row) each sweep. tests/test_outcome_webhook.py checks the plan.
 QUEUE_DUE = """
 WITH due AS (
     SELECT a.id
     FROM alerts a
     WHERE a.status_webhook IS NOT NULL AND a.outcome_queued_at IS NULL
       AND a.status IN ('completed', 'cancelled', 'expired')
-      AND NOT EXISTS (SELECT 1 FROM deliveries d
-                      WHERE d.alert_id = a.id AND d.status IN ('queued', 'sending'))
+      AND (SELECT 1 FROM deliveries d
+           WHERE d.alert_id = a.id AND d.status IN ('queued', 'sending') LIMIT 1) IS NULL
       AND (a.completed_at <= now() - $1 * interval '1 second'
            OR (SELECT 1 FROM deliveries d
                WHERE d.alert_id = a.id AND d.status = 'sent'
