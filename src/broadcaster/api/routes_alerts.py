@@ -332,7 +332,9 @@ async def _render(
             422, "Unknown template", f"template: no template named {name!r}", template=name
         ) from None
     except templates.TemplateError as exc:
-        raise Problem(422, "Invalid template values", str(exc)) from None
+        raise Problem(
+            422, "Invalid template values", str(exc), missing=exc.missing, extra=exc.extra
+        ) from None
     message = rendered.pop(templates.DEFAULT_LANGUAGE)
     return message, rendered, {"name": name, "version": template.version, "values": values}
 

@@ -34,7 +34,15 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{(" + PLACEHOLDER_NAME + r")\}|[{}]")
 
 
 class TemplateError(ValueError):
-    """A template or the values given for it are not usable; the message names what."""
+    """A template or the values given for it are not usable; the message names what, and for
+    values `missing` and `extra` list the names."""
+
+    def __init__(
+        self, message: str, missing: list[str] | None = None, extra: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing or []
+        self.extra = extra or []
 
 
 class UnknownTemplate(LookupError):
@@ -116,7 +124,9 @@ class Template:
         ]
         problems += [f"{n} is longer than {self.value_length(n)} characters" for n in long]
         if problems:
-            raise TemplateError(f"values: {'; '.join(problems)} (template {self.name!r})")
+            raise TemplateError(
+                f"values: {'; '.join(problems)} (template {self.name!r})", missing, extra
+            )
         return {language: text.render(values) for language, text in self.texts.items()}
 
 
