@@ -234,3 +234,56 @@ async def test_the_sweep_reads_only_alerts_waiting_to_be_reported(pool: asyncpg.
     assert "Seq Scan" not in plan and "Join" not in plan.split("CTE marked")[0], plan
     # Open deliveries, then one still waiting for its receipt: each probed per alert.
     assert plan.count("Index Cond: (alert_id = a.id)") == 2, plan
+
+
+async def test_an_alert_cancelled_mid_broadcast_reports_what_went_out_and_what_did_not(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    """Cancelled while its deliveries go out one a second: the outcome comes once the message in
+    flight is written and its receipt is in, and counts both the delivered and the cancelled."""
+    receiver = Receiver(fail_first=1)
+    await receiver.start()
+    stack.start_simulator("--receipt-delay-ms", "20")
+    stack.write_config(rate=1, max_batch=1, concurrency=1)
+    stack.start_service(**ENV)  # API and dispatcher in one process
+    async with pool.acquire() as conn:
+        key = await create_api_key(conn, "command-centre")
+    try:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}
+        ) as http:
+            for n in range(4):
+                r = await http.post(
+                    "/v1/subscribers",
+                    json={"phone": f"+452612348{n}", "locations": [{"lat": 55.93, "lon": 12.3}]},
+                )
+                assert r.status_code == 201, r.text
+            r = await http.post(
+                "/v1/alerts",
+                json={"message": "Politiet", "area": CIRCLE, "status_webhook": receiver.url},
+            )
+            assert r.status_code == 202, r.text
+            alert_id = r.json()["id"]
+
+            async def one_delivered() -> bool:
+                status = (await http.get(f"/v1/alerts/{alert_id}")).json()
+                return bool(status["deliveries"]["delivered"] >= 1)
+
+            await wait_for("nothing was delivered", one_delivered)
+            assert (await http.post(f"/v1/alerts/{alert_id}/cancel")).status_code == 200
+
+            async def posted() -> bool:
+                return len(receiver.posts) >= 1
+
+            await wait_for("the outcome did not arrive", posted)
+            await asyncio.sleep(1.5)
+    finally:
+        await receiver.stop()
+    assert receiver.refused == 1 and len(receiver.posts) == 1
+    body, headers = receiver.posts[0]
+    outcome = json.loads(body)
+    assert headers["X-Broadcaster-Event"] == outcome["event"] == "alert.cancelled"
+    counts = outcome["deliveries"]
+    assert outcome["recipients"] == 4
+    assert counts["delivered"] >= 1 and counts["cancelled"] >= 1, counts
+    assert counts["delivered"] + counts["cancelled"] == 4, counts  # nothing open, every receipt in
