@@ -23,8 +23,8 @@ from tests.test_tips import WEBHOOK_SECRET, phone_of, sent_alert
 
 from broadcaster import procs
 from broadcaster.api.app import create_app
-from broadcaster.citizens.tip_forwarding import retry_delay, signature
 from broadcaster.ingest.alerts import alert_status
+from broadcaster.webhooks import retry_delay, signature
 
 
 class Receiver:
@@ -99,7 +99,7 @@ async def test_tips_are_forwarded_signed_with_retries_while_the_receiver_fails(
                 for phone, words in [(phones[1], "Han løb mod skoven"), (phones[2], "Tip 3")]:
                     assert (await send(client, phone, words)).status_code == 200
                 await asyncio.sleep(1.5)
-                down = await pool.fetch("SELECT attempts, last_error FROM tip_outbox")
+                down = await pool.fetch("SELECT attempts, last_error FROM webhook_outbox")
                 assert len(down) == 3 and all(r["attempts"] >= 1 for r in down), down
                 assert receiver.posts == []
                 await receiver.start()
@@ -133,7 +133,7 @@ async def test_tips_are_forwarded_signed_with_retries_while_the_receiver_fails(
             "sender",
         }
     # Nothing is left in the outbox; every tip is stamped as forwarded, once.
-    assert await pool.fetchval("SELECT count(*) FROM tip_outbox") == 0
+    assert await pool.fetchval("SELECT count(*) FROM webhook_outbox") == 0
     assert (
         await pool.fetchval("SELECT count(*) FROM inbound_messages WHERE forwarded_at IS NOT NULL")
         == 3

@@ -225,7 +225,7 @@ async def test_a_tip_to_an_alert_with_a_webhook_is_queued_for_forwarding_with_it
     assert (await send(client, phones[1], "me too")).status_code == 200
     assert (await send(client, phones[0], "STOP")).status_code == 200  # a keyword is no tip
     rows = await pool.fetch(
-        """SELECT o.url, m.text, m.alert_id FROM tip_outbox o
+        """SELECT o.url, m.text, m.alert_id FROM webhook_outbox o
            JOIN inbound_messages m ON m.id = o.inbound_message_id"""
     )
     assert [(r["url"], r["text"], r["alert_id"]) for r in rows] == [

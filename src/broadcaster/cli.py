@@ -291,7 +291,7 @@ async def _dispatcher(settings: Settings, url: str) -> int:
 
     worker = worker_name()
     # Sender loops (one connection each while a batch is out), the emergency loop, fan-out,
-    # housekeeping, tip forwarding and two for receipts and inbound messages arriving on gateway
+    # housekeeping, the webhook outbox and two for receipts and inbound messages arriving on gateway
     # connections (SMPP).
     loops = min(_concurrency(settings), settings.batches_in_flight)
     pool = await create_pool(

@@ -169,14 +169,19 @@ class Settings(BaseSettings):
     # answers must not make a loop).
     tip_window_hours: float = Field(48.0, gt=0, le=24 * 366)
     keyword_replies_per_number: int = Field(5, ge=1)
-    # Tip forwarding to an alert's tip_webhook: the HMAC-SHA256 key of X-Broadcaster-Signature
-    # (unset: tips wait in the outbox and alerts with a tip_webhook are refused), the first
-    # retry delay (doubled per attempt) and the longest, and whether http:// URLs are taken
-    # (tests and local development only: tips carry personal data).
+    # Webhooks (webhooks.py: tips to an alert's tip_webhook, its outcome to its status_webhook):
+    # the HMAC-SHA256 key of X-Broadcaster-Signature (unset: posts wait in the outbox and alerts
+    # with a webhook are refused), the first retry delay (doubled per attempt) and the longest,
+    # and whether http:// URLs are taken (tests and local development only: tips carry
+    # personal data). The names say tip: they were the first webhook.
     webhook_secret: str | None = Field(None, min_length=16)
     tip_retry_base_seconds: float = Field(2.0, gt=0)
     tip_retry_max_seconds: float = Field(900.0, gt=0)
     tip_webhook_allow_http: bool = False
+    # An alert's outcome (status_webhook) is posted once it has ended and its receipts are in,
+    # or this long after it ended with those still missing counted as 'sent'. The webhook
+    # secret, retry delays and http rule above apply to it as to tips.
+    outcome_receipt_wait_seconds: float = Field(600.0, ge=0)
     # Scheduling. Alerts other than emergencies are not sent during the quiet hours, local
     # wall-clock times [start, end) in quiet_hours_timezone (start = end: no quiet hours); they
     # wait for the end, or expire first. send_at may lie at most max_send_ahead_days ahead.

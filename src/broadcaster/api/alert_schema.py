@@ -8,11 +8,12 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broadcaster.api.area_schema import Area, PostalCodesArea, ZonesArea
 from broadcaster.api.fields import CleanStr, Expiry, Timestamp
 from broadcaster.api.problems import Problem
+from broadcaster.ingest import templates
 from broadcaster.ingest.alerts import NewAlert
 from broadcaster.ingest.geo import AreaError, parse_area
 from broadcaster.ingest.schedule import Start, decide_start
@@ -26,6 +27,8 @@ MAX_MESSAGE_CHARS = 10_000
 
 Message = Annotated[CleanStr, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
+TemplateValue = Annotated[CleanStr, Field(min_length=1, max_length=templates.MAX_VALUE_LENGTH)]
+WEBHOOK_URL = r"^https?://[^\s/?#]+[^\s]*$"
 
 
 class AlertIn(BaseModel):
@@ -38,11 +41,45 @@ class AlertIn(BaseModel):
                     "area": {"type": "Circle", "center": [12.3111, 55.9267], "radius_m": 2500},
                     "priority": "high",
                     "reference": "case-2026-4711",
-                }
+                },
+                {
+                    "template": "burglary_warning",
+                    "values": {"area": "Hillerød"},
+                    "area": {"type": "Circle", "center": [12.3111, 55.9267], "radius_m": 2500},
+                },
             ]
         },
     )
-    message: Message
+    message: (
+        Annotated[
+            Message,
+            Field(description="The text (Danish by convention); or give `template` instead"),
+        ]
+        | None
+    ) = None
+    template: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
+                description="Instead of `message` and `texts`: a template (POST /v1/templates), "
+                "rendered now in each of its languages with `values`",
+                examples=["burglary_warning"],
+            ),
+        ]
+        | None
+    ) = None
+    values: (
+        Annotated[
+            dict[Annotated[str, Field(max_length=40)], TemplateValue],
+            Field(
+                max_length=50,
+                description="The template's placeholders' values, each of them, no others",
+                examples=[{"area": "Hillerød"}],
+            ),
+        ]
+        | None
+    ) = None
     area: Area
     priority: Literal["emergency", "high", "normal"] = "normal"
     expires_at: Expiry | None = None
@@ -59,11 +96,28 @@ class AlertIn(BaseModel):
             CleanStr,
             Field(
                 max_length=2000,
-                pattern=r"^https?://[^\s/?#]+[^\s]*$",
+                pattern=WEBHOOK_URL,
                 description="The investigating system's URL: each tip citizens send in answer "
                 "to this alert is POSTed there (JSON, signed: X-Broadcaster-Signature: "
                 "sha256=<hex HMAC-SHA256 of the body>) until it answers 2xx. https only.",
                 examples=["https://cases.example.police.dk/tips/4711"],
+            ),
+        ]
+        | None
+    ) = None
+    status_webhook: (
+        Annotated[
+            CleanStr,
+            Field(
+                max_length=2000,
+                pattern=WEBHOOK_URL,
+                description="The calling system's URL: once the alert has ended (completed, "
+                "cancelled or expired, and its receipts in or BROADCASTER_OUTCOME_RECEIPT_WAIT_"
+                "SECONDS past), its counts are POSTed there once (JSON, signed like tips: "
+                "X-Broadcaster-Signature: sha256=<hex HMAC-SHA256 of the body>; "
+                "X-Broadcaster-Event: alert.completed, alert.cancelled or alert.expired) until "
+                "it answers 2xx. https only.",
+                examples=["https://command.example.police.dk/alerts/4711/outcome"],
             ),
         ]
         | None
@@ -84,10 +138,20 @@ class AlertIn(BaseModel):
 
     @field_validator("message")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("message must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _message_or_template(self) -> AlertIn:
+        if (self.message is None) == (self.template is None):
+            raise ValueError("give either message or template")
+        if self.template is not None and self.texts is not None:
+            raise ValueError("texts come from the template: give texts only with message")
+        if self.template is None and self.values is not None:
+            raise ValueError("values are for a template: give them only with template")
+        return self
 
     @field_validator("texts")
     @classmethod
@@ -100,7 +164,8 @@ class AlertIn(BaseModel):
 
 async def build_alert(conn: Any, body: AlertIn, settings: Settings) -> tuple[NewAlert, Start]:
     """The alert `body` asks for, checked (Problem 422 naming the field otherwise), with its
-    zones resolved and its start decided on the service's clock (send_at, quiet hours)."""
+    zones resolved, its template (if it names one) rendered in each of its languages, and its
+    start decided on the service's clock (send_at, quiet hours). Writes nothing."""
     now = settings.now()
     area = body.area.zone_input()
     zone = None
@@ -109,14 +174,21 @@ async def build_alert(conn: Any, body: AlertIn, settings: Settings) -> tuple[New
             zone = parse_area(area)
         except AreaError as exc:
             raise Problem(422, "Invalid area", f"area: {exc}") from None
-    for where, text in texts_of(body):
+    used = None
+    if body.template is not None:
+        message, texts, used = await _render(conn, body.template, body.values or {})
+    else:
+        assert body.message is not None  # AlertIn's validator
+        message, texts = body.message, dict(body.texts or {})
+    origin = f" (template {body.template!r})" if body.template is not None else ""
+    for where, text in [("message", message)] + [(f"texts.{k}", t) for k, t in texts.items()]:
         segments = segment_count(text)
         if segments > settings.max_segments:
             raise Problem(
                 422,
                 "Message too long",
-                f"{where} needs {segments} SMS segments; at most {settings.max_segments} are "
-                "allowed",
+                f"{where}{origin} needs {segments} SMS segments; at most "
+                f"{settings.max_segments} are allowed",
                 segments=segments,
                 max_segments=settings.max_segments,
             )
@@ -131,33 +203,59 @@ async def build_alert(conn: Any, body: AlertIn, settings: Settings) -> tuple[New
                 "Invalid request",
                 f"send_at: must be within {settings.max_send_ahead_days} days from now",
             )
-    if body.tip_webhook is not None:
-        check_tip_webhook(body.tip_webhook, settings)
+    for field_name, url in [
+        ("tip_webhook", body.tip_webhook),
+        ("status_webhook", body.status_webhook),
+    ]:
+        if url is not None:
+            check_webhook(field_name, url, settings)
     targets = () if zone is not None else await _targets(conn, body.area)
     start = decide_start(
         now, body.priority == "emergency", body.send_at, body.expires_at, settings.quiet_hours()
     )
     alert = NewAlert(
-        body.message,
+        message,
         area,
         zone,
         body.priority,
         body.expires_at,
         body.reference,
         tip_webhook=body.tip_webhook,
+        status_webhook=body.status_webhook,
         targets=targets,
-        texts=body.texts or {},
+        texts=texts,
+        template=used,
         send_at=body.send_at,
         not_before=start.at if start.reason != "now" else None,
     )
     return alert, start
 
 
-def texts_of(body: AlertIn) -> list[tuple[str, str]]:
+def texts_of(alert: NewAlert) -> list[tuple[str, str]]:
     """(where, text) of every text the alert carries: its message, then one per language."""
-    return [("message", body.message)] + [
-        (f"texts.{language}", text) for language, text in (body.texts or {}).items()
+    return [("message", alert.message)] + [
+        (f"texts.{language}", text) for language, text in alert.texts.items()
     ]
+
+
+async def _render(
+    conn: Any, name: str, values: dict[str, str]
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A template's texts with `values` put in: the Danish one (the message), the others (by
+    language), and what was used (name, version, values) for the request hash and the audit."""
+    try:
+        template = await templates.load(conn, name)
+        rendered = template.render(values)
+    except templates.UnknownTemplate:
+        raise Problem(
+            422, "Unknown template", f"template: no template named {name!r}", template=name
+        ) from None
+    except templates.TemplateError as exc:
+        raise Problem(
+            422, "Invalid template values", str(exc), missing=exc.missing, extra=exc.extra
+        ) from None
+    message = rendered.pop(templates.DEFAULT_LANGUAGE)
+    return message, rendered, {"name": name, "version": template.version, "values": values}
 
 
 async def _targets(conn: Any, area: Any) -> tuple[int, ...]:
@@ -172,9 +270,10 @@ async def _targets(conn: Any, area: Any) -> tuple[int, ...]:
         raise Problem(422, "Unknown zone", f"{where}: {exc}", unknown=exc.missing) from None
 
 
-def check_tip_webhook(url: str, settings: Settings) -> None:
-    """A tip_webhook must be an https URL with a host (http only where the settings allow it),
-    and tips must be signable (BROADCASTER_WEBHOOK_SECRET); Problem 422 otherwise."""
+def check_webhook(field_name: str, url: str, settings: Settings) -> None:
+    """A webhook (tip_webhook, status_webhook) must be an https URL with a host (http only where
+    the settings allow it), and what is posted there must be signable
+    (BROADCASTER_WEBHOOK_SECRET); Problem 422 naming the field otherwise."""
     schemes = ("https", "http") if settings.tip_webhook_allow_http else ("https",)
     try:
         parts = urlsplit(url)
@@ -182,10 +281,10 @@ def check_tip_webhook(url: str, settings: Settings) -> None:
     except ValueError:  # a port that is not one, a malformed IPv6 address
         usable = False
     if not usable:
-        raise Problem(422, "Invalid request", "tip_webhook: must be an https URL with a host")
+        raise Problem(422, "Invalid request", f"{field_name}: must be an https URL with a host")
     if not settings.webhook_secret:
         raise Problem(
             422,
-            "Tip forwarding not set up",
-            "tip_webhook: this service has no BROADCASTER_WEBHOOK_SECRET to sign tips with",
+            "Webhooks not set up",
+            f"{field_name}: this service has no BROADCASTER_WEBHOOK_SECRET to sign posts with",
         )

@@ -25,6 +25,7 @@ from broadcaster.api import (
     routes_signups,
     routes_stats,
     routes_subscribers,
+    routes_templates,
     routes_tips,
     routes_zones,
 )
@@ -118,6 +119,7 @@ def create_app(
             routes_preview,
             routes_alerts,
             routes_zones,
+            routes_templates,
             routes_tips,
             routes_audit,
             routes_stats,

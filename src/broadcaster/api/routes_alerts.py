@@ -73,6 +73,10 @@ class AlertStatus(BaseModel):
     deliveries: DeliveryCounts
     tips: TipCounts
     tip_webhook: str | None
+    status_webhook: str | None = None
+    outcome_queued_at: datetime | None = Field(
+        None, description="When the outcome was put in line for status_webhook (it has ended)"
+    )
 
 
 # Printable ASCII, as HTTP header values are meant to be.
@@ -100,13 +104,19 @@ async def post_alert(
             async with conn.transaction():
                 alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
                 if created:
+                    details: dict[str, Any] = {
+                        "priority": body.priority,
+                        "reference": body.reference,
+                    }
+                    if alert.template is not None:
+                        details["template"] = alert.template
                     await audit.record(
                         conn,
                         key.name,
                         audit.ALERT_CREATED,
                         f"alert:{alert_id}",
                         request_id,
-                        {"priority": body.priority, "reference": body.reference},
+                        details,
                     )
             status = await alert_status(conn, alert_id)
     except IdempotencyConflict as exc:

@@ -17,7 +17,12 @@ from broadcaster.auth import ApiKey
 router = APIRouter(tags=["audit"])
 
 Action = Literal[
-    "alert.created", "alert.cancelled", "subscriber.erased", "api_key.created", "api_key.revoked"
+    "alert.created",
+    "alert.cancelled",
+    "subscriber.erased",
+    "api_key.created",
+    "api_key.revoked",
+    "template.stored",
 ]
 
 LIST = """

@@ -132,11 +132,11 @@ async def preview_alert(
     async with db.connection() as conn:
         alert, start = await build_alert(conn, body, settings)
         count = await count_recipients(conn, alert)
-    languages = list(body.texts or {})
+    languages = list(alert.texts)
     per_text = recipients_per_text(count, languages)
     texts: list[dict[str, Any]] = []
     total_segments = 0
-    for where, text in texts_of(body):
+    for where, text in texts_of(alert):
         language = where.removeprefix("texts.") if where != "message" else None
         length = measure(text)
         texts.append(

@@ -9,7 +9,7 @@ one round trip), else one transaction that
    that is not a keyword (keywords.py) is a **tip**: it is linked, in the same statement, to the
    most recent alert (kind 'alert') whose delivery to that number was sent or delivered within
    the last `tip_window_hours`; otherwise it is kept unlinked. A linked tip whose alert has a
-   `tip_webhook` gets a row in `tip_outbox` (tip_forwarding.py posts it);
+   `tip_webhook` gets a row in `webhook_outbox` (webhooks.py posts it);
 2. acts on each keyword stored, one number after another (numbers in order, so that two
    batches cannot deadlock on the same subscribers):
    - STOP / AFMELD / STOPP / UNSUBSCRIBE: the subscriber is opted out at once
@@ -95,8 +95,8 @@ WITH m AS MATERIALIZED (
     ON CONFLICT (gateway, gateway_message_id) WHERE gateway_message_id IS NOT NULL DO NOTHING
     RETURNING id, phone, text, kind, alert_id
 ), outbox AS (
-    INSERT INTO tip_outbox (inbound_message_id, url)
-    SELECT id, url FROM (
+    INSERT INTO webhook_outbox (kind, inbound_message_id, url)
+    SELECT 'tip', id, url FROM (
         SELECT stored.id, (SELECT tip_webhook FROM alerts WHERE id = stored.alert_id) AS url
         FROM stored WHERE stored.alert_id IS NOT NULL
         OFFSET 0

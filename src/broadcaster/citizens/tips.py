@@ -9,7 +9,7 @@ Investigators see the sender masked (`+45 12 ** ** 78`: the country code, the fi
 the last two digits), never the whole number: a `tips:read` key may sit in a case-handling
 dashboard, and the text is what the tip is. Where an investigation needs to call a tipster
 back, the alert's `tip_webhook` carries the whole number to the investigating system, signed,
-and only there (tip_forwarding.py).
+and only there (webhooks.py).
 """
 
 from __future__ import annotations

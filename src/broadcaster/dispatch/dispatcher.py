@@ -28,8 +28,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import tenacity
 
-from broadcaster.citizens import retention, tip_forwarding
-from broadcaster.dispatch import queue, receipts, roster
+from broadcaster import webhooks
+from broadcaster.citizens import retention
+from broadcaster.dispatch import outcomes, queue, receipts, roster
 from broadcaster.dispatch.circuit import CircuitBreaker
 from broadcaster.dispatch.fanout import fan_out_next, next_start
 from broadcaster.dispatch.lane import Lane
@@ -178,8 +179,8 @@ class Dispatcher:
         tasks.append(asyncio.create_task(self._sender_loop(stop, EMERGENCY), name="emergency"))
         tasks.append(asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"))
         tasks.append(asyncio.create_task(self._wakeups.keep_listening(stop), name="wake-ups"))
-        tips = tip_forwarding.run(self.pool, self.settings, stop)
-        tasks.append(asyncio.create_task(tips, name="tip-forwarding"))
+        posting = webhooks.run(self.pool, self.settings, stop)
+        tasks.append(asyncio.create_task(posting, name="webhooks"))
         log.info(
             "dispatcher started",
             extra={
@@ -367,6 +368,8 @@ class Dispatcher:
                     ]
                     if ids:
                         await queue.complete_alerts(self.pool, ids)
+                # Alerts that ended, to their status_webhook (cost: see outcomes.py).
+                await outcomes.queue_due(self.pool, self.settings.outcome_receipt_wait_seconds)
                 if ticks % RETENTION_TICKS == 0:
                     await roster.forget_dead(self.pool)
                     await retention.run(self.pool, self.settings)

@@ -38,7 +38,8 @@ class NewAlert:
     expires_at: datetime | None
     reference: str | None
     targets: tuple[int, ...] = ()
-    tip_webhook: str | None = None  # where its tips are posted (citizens/tip_forwarding.py)
+    tip_webhook: str | None = None  # where its tips are posted (webhooks.py)
+    status_webhook: str | None = None  # where its outcome is posted (dispatch/outcomes.py)
     # The text in other languages, by language: a subscriber with one of them gets it, everyone
     # else `message`.
     texts: Mapping[str, str] = field(default_factory=dict)
@@ -46,6 +47,8 @@ class NewAlert:
     # hours it falls in; ingest/schedule.py). None: at once.
     send_at: datetime | None = None
     not_before: datetime | None = None
+    # The template the texts were rendered from: name, version and values (ingest/templates.py).
+    template: Mapping[str, Any] | None = None
 
     def request_hash(self) -> bytes:
         fields: dict[str, Any] = {
@@ -57,7 +60,14 @@ class NewAlert:
         }
         if self.tip_webhook is not None:  # absent, the hash is what it was before tip_webhook
             fields["tip_webhook"] = self.tip_webhook
-        if self.texts:  # likewise
+        if self.status_webhook is not None:  # likewise
+            fields["status_webhook"] = self.status_webhook
+        if self.template is not None:
+            # What the caller sent: a repeat after the template got a new version is the same
+            # request.
+            del fields["message"]
+            fields["template"] = {k: self.template[k] for k in ("name", "values")}
+        elif self.texts:  # absent, the hash is what it was before texts
             fields["texts"] = dict(self.texts)
         if self.send_at is not None:  # likewise
             fields["send_at"] = self.send_at.isoformat()
@@ -72,8 +82,9 @@ INSERT_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
                         idempotency_key, request_hash, tip_webhook, multilingual, send_at,
-                        not_before)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0, $20, $21)
+                        not_before, status_webhook)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $17, cardinality($18::text[]) > 0, $20, $21,
+            $22)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), texts AS (
@@ -99,8 +110,9 @@ INSERT_NAMED_ALERT = """
 WITH alert AS (
     INSERT INTO alerts (message, area, priority, reference, expires_at, api_key_id,
                         idempotency_key, request_hash, tip_webhook, multilingual, send_at,
-                        not_before)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0, $14, $15)
+                        not_before, status_webhook)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, cardinality($12::text[]) > 0, $14, $15,
+            $16)
     ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
     RETURNING id
 ), texts AS (
@@ -135,7 +147,8 @@ SHOWN_STATUS = (
 ALERT_STATUS = """
 SELECT a.id, SHOWN_STATUS AS status, a.priority, a.reference, a.send_at, a.not_before,
        a.expires_at, a.created_at, a.fanned_out_at,
-       a.completed_at, a.cancelled_at, a.recipients, a.tip_webhook,
+       a.completed_at, a.cancelled_at, a.recipients, a.tip_webhook, a.status_webhook,
+       a.outcome_queued_at,
        (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
           FROM (SELECT status, count(*) AS n FROM deliveries
                  WHERE alert_id = a.id GROUP BY status) c) AS counts,
@@ -185,6 +198,7 @@ async def create_alert(
             list(alert.texts.values()),
             alert.send_at,
             alert.not_before,
+            alert.status_webhook,
         )
     else:
         rows = alert.zone.rows()
@@ -204,6 +218,7 @@ async def create_alert(
             list(alert.texts.values()),
             alert.send_at,
             alert.not_before,
+            alert.status_webhook,
         )
     if alert_id is not None:
         return alert_id, True
@@ -275,6 +290,8 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "deliveries": counts,
         "tips": {"received": row["tips"], "forwarded": row["forwarded"]},
         "tip_webhook": row["tip_webhook"],
+        "status_webhook": row["status_webhook"],
+        "outcome_queued_at": _iso(row["outcome_queued_at"]),
         "zones": row["zones"],
     }
 

@@ -15,7 +15,15 @@ ALERT_CANCELLED = "alert.cancelled"
 SUBSCRIBER_ERASED = "subscriber.erased"
 KEY_CREATED = "api_key.created"
 KEY_REVOKED = "api_key.revoked"
-ACTIONS = (ALERT_CREATED, ALERT_CANCELLED, SUBSCRIBER_ERASED, KEY_CREATED, KEY_REVOKED)
+TEMPLATE_STORED = "template.stored"
+ACTIONS = (
+    ALERT_CREATED,
+    ALERT_CANCELLED,
+    SUBSCRIBER_ERASED,
+    KEY_CREATED,
+    KEY_REVOKED,
+    TEMPLATE_STORED,
+)
 
 RECORD = """
 INSERT INTO audit_log (actor, action, subject, request_id, details) VALUES ($1, $2, $3, $4, $5)

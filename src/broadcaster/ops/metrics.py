@@ -263,10 +263,11 @@ INBOUND = Counter(
     "Inbound SMS stored (repeats of a stored message not counted), by what they were",
     ["kind"],
 )
-TIPS_FORWARDED = Counter(
-    "broadcaster_tips_forwarded_total",
-    "Attempts to post a tip to its alert's tip_webhook, by outcome",
-    ["outcome"],
+WEBHOOK_POSTS = Counter(
+    "broadcaster_webhook_posts_total",
+    "Attempts to post a webhook (kind: tip to its alert's tip_webhook, outcome to its "
+    "status_webhook), by outcome",
+    ["kind", "outcome"],
 )
 
 # ------------------------------------------------------------------------------------- API

@@ -1,21 +1,32 @@
-"""Tip forwarding: every tip linked to an alert that carries a `tip_webhook` is POSTed there, to
-the investigating system, until that system acknowledges it (any 2xx).
+"""The webhook outbox: what the service posts to other systems, signed, until they acknowledge
+it (any 2xx). Two kinds share it (`webhook_outbox.kind`):
 
-The tip and its outbox row (`tip_outbox`) are written in one transaction (inbound.py), so a tip
-is never lost while the receiver is down or the dispatcher restarts. The dispatcher process
-drains the outbox (`run`, one loop per dispatcher process; several processes share the rows):
+- `tip`: every tip linked to an alert that carries a `tip_webhook`, to that URL (the
+  investigating system). The tip and its row are written in one transaction (inbound.py); the
+  body is built when posted (`tip_id`, `alert_id`, `alert_reference`, `received_at`, `text`,
+  `sender` in E.164: the investigators may need to call the tipster back), so a tip erased or
+  deleted meanwhile takes its row with it;
+- `outcome`: an alert's counts when it ends, to its `status_webhook` (dispatch/outcomes.py
+  writes the row with the body as it was then).
+
+A row is never lost while the receiver is down or the dispatcher restarts. The dispatcher
+process drains the outbox (`run`, one loop per dispatcher process; several processes share the
+rows):
 
 - due rows are leased (`due_at` moved `LEASE_SECONDS` ahead) in one statement with
   `FOR UPDATE SKIP LOCKED`, so a row is posted by one process at a time, and a process that
   dies leaves its rows due again when the lease ends; no transaction stays open while posting;
-- each is POSTed as JSON (`tip_id`, `alert_id`, `alert_reference`, `received_at`, `text`,
-  `sender` in E.164: the investigators' system may need to call the tipster back) with
-  `X-Broadcaster-Signature: sha256=<hex HMAC-SHA256 of the body>` keyed with
-  BROADCASTER_WEBHOOK_SECRET; redirects are not followed;
-- a 2xx deletes the row and stamps `inbound_messages.forwarded_at`; anything else (an error
-  status, a timeout, a refused connection) is tried again after `tip_retry_base_seconds`
-  doubled per attempt (with up to 10 % jitter), at most `tip_retry_max_seconds` apart, for as
-  long as it takes. Without a secret nothing is posted: the rows wait, and an error is logged.
+- each is POSTed as JSON with `X-Broadcaster-Signature: sha256=<hex HMAC-SHA256 of the body>`
+  keyed with BROADCASTER_WEBHOOK_SECRET, and `X-Broadcaster-Event` (`tip`, `alert.completed`,
+  `alert.cancelled`, `alert.expired`); redirects are not followed;
+- a 2xx deletes the row (and stamps `inbound_messages.forwarded_at` for a tip); anything else
+  (an error status, a timeout, a refused connection) is tried again after
+  `tip_retry_base_seconds` doubled per attempt (with up to 10 % jitter), at most
+  `tip_retry_max_seconds` apart, for as long as it takes. Without a secret nothing is posted:
+  the rows wait, and an error is logged.
+
+Delivery is at least once: a 2xx whose deletion is lost (the process dies in between) is posted
+again, so receivers key on `tip_id`, or on `alert_id` and the event.
 """
 
 from __future__ import annotations
@@ -39,34 +50,38 @@ from broadcaster.settings import Settings
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Broadcaster-Signature"
+EVENT_HEADER = "X-Broadcaster-Event"
 LEASE_SECONDS = 60.0  # longer than a post may take (REQUEST_TIMEOUT)
 REQUEST_TIMEOUT = 10.0
 BATCH = 50
 
+# A tip's fields come from its message and alert (NULL for an outcome, which has its body).
 LEASE = """
 WITH leased AS (
-    UPDATE tip_outbox o SET due_at = now() + $2 * interval '1 second'
-    WHERE o.id = ANY(ARRAY(SELECT id FROM tip_outbox WHERE due_at <= now()
+    UPDATE webhook_outbox o SET due_at = now() + $2 * interval '1 second'
+    WHERE o.id = ANY(ARRAY(SELECT id FROM webhook_outbox WHERE due_at <= now()
                            ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED))
-    RETURNING o.id, o.url, o.attempts, o.inbound_message_id
+    RETURNING o.id, o.kind, o.url, o.attempts, o.inbound_message_id, o.body
 )
-SELECT l.id, l.url, l.attempts, m.id AS tip_id, m.alert_id, a.reference, m.received_at, m.text,
-       m.phone
+SELECT l.id, l.kind, l.url, l.attempts, l.body, m.id AS tip_id, m.alert_id, a.reference,
+       m.received_at, m.text, m.phone
 FROM leased l
-JOIN inbound_messages m ON m.id = l.inbound_message_id
-JOIN alerts a ON a.id = m.alert_id
+LEFT JOIN inbound_messages m ON m.id = l.inbound_message_id
+LEFT JOIN alerts a ON a.id = m.alert_id
 """
 
-WAITING = "SELECT EXISTS (SELECT 1 FROM tip_outbox)"
+WAITING = "SELECT EXISTS (SELECT 1 FROM webhook_outbox)"
 
 DELIVERED = """
-WITH gone AS (DELETE FROM tip_outbox WHERE id = ANY($1::bigint[]) RETURNING inbound_message_id)
+WITH gone AS (
+    DELETE FROM webhook_outbox WHERE id = ANY($1::bigint[]) RETURNING inbound_message_id
+)
 UPDATE inbound_messages SET forwarded_at = now()
-WHERE id = ANY(ARRAY(SELECT inbound_message_id FROM gone))
+WHERE id = ANY(ARRAY(SELECT inbound_message_id FROM gone WHERE inbound_message_id IS NOT NULL))
 """
 
 RETRY = """
-UPDATE tip_outbox o
+UPDATE webhook_outbox o
 SET attempts = o.attempts + 1, due_at = now() + r.delay * interval '1 second', last_error = r.error
 FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS r(id, delay, error)
 WHERE o.id = r.id
@@ -79,16 +94,24 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def body_of(row: Any) -> bytes:
-    """The JSON a tip is posted as (compact, UTF-8: the signature covers these bytes)."""
-    tip = {
-        "tip_id": row["tip_id"],
-        "alert_id": row["alert_id"],
-        "alert_reference": row["reference"],
-        "received_at": row["received_at"].isoformat(),
-        "text": row["text"],
-        "sender": row["phone"],
-    }
-    return json.dumps(tip, ensure_ascii=False, separators=(",", ":")).encode()
+    """The JSON a row is posted as (compact, UTF-8: the signature covers these bytes)."""
+    if row["kind"] == "tip":
+        content = {
+            "tip_id": row["tip_id"],
+            "alert_id": row["alert_id"],
+            "alert_reference": row["reference"],
+            "received_at": row["received_at"].isoformat(),
+            "text": row["text"],
+            "sender": row["phone"],
+        }
+    else:
+        content = row["body"]
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def event_of(row: Any) -> str:
+    """The value of X-Broadcaster-Event: what the body is about."""
+    return "tip" if row["kind"] == "tip" else str(row["body"]["event"])
 
 
 def retry_delay(attempts: int, base: float, cap: float) -> float:
@@ -97,8 +120,8 @@ def retry_delay(attempts: int, base: float, cap: float) -> float:
     return delay * (1 + random.random() / 10)
 
 
-class TipForwarder:
-    """Posts due outbox rows (see the module docstring); `forward_due` is one pass."""
+class Poster:
+    """Posts due outbox rows (see the module docstring); `post_due` is one pass."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
@@ -111,14 +134,14 @@ class TipForwarder:
             await self._session.close()
             self._session = None
 
-    async def forward_due(self) -> int:
-        """Post the tips due now (at most BATCH); returns how many were tried."""
+    async def post_due(self) -> int:
+        """Post the rows due now (at most BATCH); returns how many were tried."""
         secret = self.settings.webhook_secret
         if not secret:
-            # Said once, when there is something to forward (alerts were given a tip_webhook by
-            # an API process that has the secret).
+            # Said once, when there is something to post (alerts were given a webhook by an API
+            # process that has the secret).
             if not self._warned and await self.pool.fetchval(WAITING):
-                log.error("tips wait in the outbox: BROADCASTER_WEBHOOK_SECRET is not set")
+                log.error("webhooks wait in the outbox: BROADCASTER_WEBHOOK_SECRET is not set")
                 self._warned = True
             return 0
         rows = await self.pool.fetch(LEASE, BATCH, LEASE_SECONDS)
@@ -143,18 +166,19 @@ class TipForwarder:
                     [retry_delay(row["attempts"] + 1, base, cap) for row, _ in failed],
                     [error for _, error in failed],
                 )
-        metrics.TIPS_FORWARDED.labels("ok").inc(len(done))
-        metrics.TIPS_FORWARDED.labels("failed").inc(len(failed))
+        for row, error in zip(rows, results, strict=True):
+            metrics.WEBHOOK_POSTS.labels(row["kind"], "failed" if error else "ok").inc()
         return len(rows)
 
     async def _post(self, row: Any, secret: str) -> str | None:
-        """POST one tip; None on a 2xx, else what went wrong (kept in the row)."""
+        """POST one row; None on a 2xx, else what went wrong (kept in the row)."""
         assert self._session is not None
         body = body_of(row)
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature(secret, body),
-            "User-Agent": "broadcaster-tips",
+            EVENT_HEADER: event_of(row),
+            "User-Agent": "broadcaster-webhooks",
         }
         try:
             async with self._session.post(
@@ -167,8 +191,9 @@ class TipForwarder:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             error = type(exc).__name__
         log.warning(
-            "tip forwarding failed; will try again",
+            "webhook post failed; will try again",
             extra={
+                "kind": row["kind"],
                 "host": urlsplit(row["url"]).hostname,
                 "error": error,
                 "attempts": row["attempts"] + 1,
@@ -178,18 +203,18 @@ class TipForwarder:
 
 
 async def run(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:
-    """Forward tips until `stop` is set: at once while there are due rows, else every poll
+    """Post webhooks until `stop` is set: at once while there are due rows, else every poll
     interval."""
-    forwarder = TipForwarder(pool, settings)
+    poster = Poster(pool, settings)
     try:
         while not stop.is_set():
             try:
-                tried = await forwarder.forward_due()
+                tried = await poster.post_due()
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("tip forwarding paused: %s", type(exc).__name__)
+                log.warning("webhook posting paused: %s", type(exc).__name__)
                 tried = 0
             if not tried:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.poll_interval)
     finally:
-        await forwarder.close()
+        await poster.close()
