@@ -219,10 +219,12 @@ async def test_template_values_missing_extra_too_long_unknown_and_overflowing(
     problem = assert_problem(r, 422, "template: no template named 'nope'")
     assert problem["title"] == "Unknown template"
     # Within its length, but outside GSM-7 the rendered text is UCS-2: 100 emoji are 200 UTF-16
-    # units, then " set i " 7 and the area 60: 267 units, 4 segments of 67, over this service's 2.
+    # units, then " set i " 7 and the area 60: 267 units. A part holds 67 units but never half
+    # a surrogate pair, so the emoji go 33 to a part (66 units): parts 1-3 take 99 of them, the
+    # fourth the last emoji and 65 of the other 67 units, the fifth the last 2. Over the 2 allowed.
     r = await post(template="two", values={"who": "🚨" * 100, "area": "x" * 60})
-    problem = assert_problem(r, 422, "message (template 'two') needs 4 SMS segments; at most 2")
-    assert problem["segments"] == 4
+    problem = assert_problem(r, 422, "message (template 'two') needs 5 SMS segments; at most 2")
+    assert problem["segments"] == 5
     # message and template are alternatives; texts and values belong to one of them each.
     r = await post(message="x", template="two", values={"who": "a", "area": "b"})
     assert_problem(r, 422, "either message or template")
