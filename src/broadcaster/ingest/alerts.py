@@ -28,8 +28,8 @@ class IdempotencyConflict(Exception):
 @dataclass(frozen=True)
 class NewAlert:
     """An alert to create. `area` is what the caller asked for, as stored and hashed; its zone
-    is either `zone` (a polygon or circle) or the named zones `targets` (ids), whose rows are
-    copied from zone_parts."""
+    is `zone` (a polygon or circle), the named zones `targets` (ids), whose rows are copied from
+    zone_parts, or both (a CAP alert's polygons and postal codes: their union)."""
 
     message: str
     area: dict[str, Any]
@@ -42,6 +42,9 @@ class NewAlert:
     # The text in other languages, by language: a subscriber with one of them gets it, everyone
     # else `message`.
     texts: Mapping[str, str] = field(default_factory=dict)
+    # A CAP message's sender, identifier, status and msgType (ingest/cap.py), hashed with the
+    # rest so that the same identifier with another status is not taken for a repeat.
+    cap: Mapping[str, str] | None = None
 
     def request_hash(self) -> bytes:
         fields: dict[str, Any] = {
@@ -55,6 +58,8 @@ class NewAlert:
             fields["tip_webhook"] = self.tip_webhook
         if self.texts:  # likewise
             fields["texts"] = dict(self.texts)
+        if self.cap:
+            fields["cap"] = dict(self.cap)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
@@ -114,6 +119,20 @@ WITH alert AS (
 SELECT alert.id FROM alert, wakeup
 """
 
+# Named zones added to an alert that has a zone of its own (a CAP alert's postal codes beside
+# its polygons): their rows are numbered after the alert's own parts ($3 is the last of them).
+ADD_TARGETS = """
+WITH targets AS (
+    INSERT INTO alert_targets (alert_id, zone_id)
+    SELECT $1, t.zone_id FROM unnest($2::bigint[]) AS t(zone_id)
+)
+INSERT INTO alert_zones (alert_id, part, kind, ring, boundary, bbox)
+SELECT $1, $3 + dense_rank() OVER (ORDER BY p.zone_id, p.part), p.kind, p.ring, p.boundary,
+       p.bbox
+FROM zone_parts p
+WHERE p.zone_id = ANY($2::bigint[]) AND p.kind <> 'core'
+"""
+
 FIND_BY_IDEMPOTENCY_KEY = """
 SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = $2
 """
@@ -132,7 +151,8 @@ SELECT a.id, a.status, a.priority, a.reference, a.expires_at, a.created_at, a.fa
                                                      'name', z.name, 'code', z.code)
                                   ORDER BY z.id), '[]'::jsonb)
           FROM alert_targets t JOIN zones z ON z.id = t.zone_id
-         WHERE t.alert_id = a.id) AS zones
+         WHERE t.alert_id = a.id) AS zones,
+       a.cap_sender, a.cap_identifier, a.cap_status, a.cap_msg_type
 FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
 """
 
@@ -186,6 +206,8 @@ async def create_alert(
             list(alert.texts),
             list(alert.texts.values()),
         )
+        if alert_id is not None and alert.targets:
+            await conn.execute(ADD_TARGETS, alert_id, list(alert.targets), rows[-1].part)
     if alert_id is not None:
         return alert_id, True
     existing = await conn.fetchrow(FIND_BY_IDEMPOTENCY_KEY, api_key_id, idempotency_key)
@@ -255,6 +277,14 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "tips": {"received": row["tips"], "forwarded": row["forwarded"]},
         "tip_webhook": row["tip_webhook"],
         "zones": row["zones"],
+        "cap": None
+        if row["cap_identifier"] is None
+        else {
+            "sender": row["cap_sender"],
+            "identifier": row["cap_identifier"],
+            "status": row["cap_status"],
+            "msg_type": row["cap_msg_type"],
+        },
     }
 
 

@@ -61,6 +61,33 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LANGUAGE = re.compile(r"([A-Za-z]{2})(-[A-Za-z0-9]{1,8})*")
 
 
+EXAMPLE = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>NSJP-2026-4711</identifier>
+  <sender>nsjp@politi.dk</sender>
+  <sent>2026-12-07T20:00:00+01:00</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>da-DK</language>
+    <category>Security</category>
+    <event>Indbrud</event>
+    <urgency>Immediate</urgency>
+    <severity>Moderate</severity>
+    <certainty>Observed</certainty>
+    <headline>Politiet: indbrud i området</headline>
+    <instruction>Se noget? Ring 114.</instruction>
+    <area>
+      <areaDesc>Hillerød</areaDesc>
+      <polygon>55.90,12.25 55.90,12.35 55.95,12.35 55.95,12.25 55.90,12.25</polygon>
+      <geocode><valueName>postalCode</valueName><value>3480</value></geocode>
+    </area>
+  </info>
+</alert>
+"""
+
+
 class CapError(ValueError):
     """The document is not an alert we can take; `where` names the element."""
 
