@@ -280,3 +280,10 @@ PARAMETER_ENTITY = b"""<?xml version="1.0"?>
 def test_dtds_and_entities_are_refused(body: bytes) -> None:
     error = _error(body)
     assert error.status == 400 and error.title == "XML not accepted", str(error)
+
+
+def test_the_documented_example_is_an_alert() -> None:
+    message = cap.parse(cap.EXAMPLE.encode())
+    target = cap.target(message)
+    assert target.postal_codes == ["3480"] and isinstance(target.zone, PolygonZone)
+    assert cap.priority(message.infos) == "high"
