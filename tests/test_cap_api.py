@@ -210,6 +210,14 @@ async def test_errors_are_problems_naming_the_element(
     assert await pool.fetchval("SELECT count(*) FROM alerts") == 0
 
 
+async def test_a_body_over_the_limit_is_refused_before_it_is_parsed(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    body = cap_xml([info_xml([area_xml([SQUARE], desc="x" * (5 * 1024 * 1024))])])
+    r = await post_cap(client, key, body)
+    assert_problem(r, 413, "larger than")
+
+
 # ---------------------------------------------------------------- Cancel and Update
 
 

@@ -113,8 +113,9 @@ async def post_cap_alert(
         raise Problem(
             422,
             "Identifier reused",
-            "identifier: this sender's identifier was already used for a different alert; "
-            "CAP gives every message, updates included, an identifier of its own",
+            "identifier: this sender's identifier was already used for a different alert (or "
+            "is by a request in progress); CAP gives every message, updates included, an "
+            "identifier of its own",
         ) from None
     return created_answer(alert_id, created, status, priority)
 
