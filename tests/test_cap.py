@@ -287,3 +287,12 @@ def test_the_documented_example_is_an_alert() -> None:
     target = cap.target(message)
     assert target.postal_codes == ["3480"] and isinstance(target.zone, PolygonZone)
     assert cap.priority(message.infos) == "high"
+
+
+def test_the_union_is_bounded_before_it_is_computed() -> None:
+    circles = [f"55.9,12.{i:04d} 1" for i in range(1600)]  # 1,600 x 65 positions
+    error = _error(cap_xml([info_xml([area_xml(circles=circles)])]))
+    assert error.where == "info.area" and "positions" in str(error)
+    codes = [str(1000 + i) for i in range(1001)]
+    error = _error(cap_xml([info_xml([area_xml(postal_codes=codes)])]))
+    assert error.where == "info.area" and "postal codes" in str(error)

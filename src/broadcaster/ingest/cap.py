@@ -22,6 +22,7 @@ from defusedxml.ElementTree import fromstring
 from shapely.geometry import Polygon as ShapelyPolygon
 
 from broadcaster.ingest.geo import (
+    CIRCLE_VERTICES,
     MAX_POSITIONS,
     MAX_RADIUS_M,
     AreaError,
@@ -41,6 +42,7 @@ SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
 POSTAL_CODE = "postalCode"  # the geocode valueName that names a postal-code zone
 MAX_INFOS = 20
 MAX_AREAS = 1_000
+MAX_TARGETS = 1_000  # postal codes per alert, as for a JSON alert (api/area_schema.py)
 
 # urgency x severity -> priority. Anything not listed is normal. An alert with several info
 # blocks takes the most urgent of theirs.
@@ -438,6 +440,16 @@ def target(message: CapMessage) -> Target:
     stored = {"type": "CAP", "areas": [a.as_json() for a in areas]}
     circles = [c for a in areas for c in a.circles]
     polygons = [ring for a in areas for ring in a.polygons]
+    if len(codes) > MAX_TARGETS:
+        raise _invalid("info.area", f"at most {MAX_TARGETS} postal codes are accepted")
+    # Bounded before the union is computed: a circle counts as the 65 positions of its polygon.
+    positions = sum(len(ring) for ring in polygons) + (CIRCLE_VERTICES + 1) * len(circles)
+    if positions > MAX_POSITIONS:
+        raise _invalid(
+            "info.area",
+            f"the areas have {positions} positions (a circle counts {CIRCLE_VERTICES + 1}); at "
+            f"most {MAX_POSITIONS} are accepted",
+        )
     if len(circles) == 1 and not polygons and not codes:
         c = circles[0]
         circle = {"type": "Circle", "center": [c.lon, c.lat], "radius_m": c.radius_km * 1000}
