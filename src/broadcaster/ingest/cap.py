@@ -202,6 +202,7 @@ def parse(body: bytes) -> CapMessage:
         raise _invalid("info", f"at most {MAX_INFOS} info blocks are accepted")
     if msg_type != "Cancel" and not infos:
         raise _invalid("info", f"an {msg_type} needs at least one <info> with an <area>")
+    _check_positions(root)
     return CapMessage(
         identifier=_token(root, "identifier"),
         sender=_token(root, "sender"),
@@ -211,6 +212,19 @@ def parse(body: bytes) -> CapMessage:
         references=references,
         infos=[_info(e, f"info[{i}]", msg_type) for i, e in enumerate(infos)],
     )
+
+
+def _check_positions(root: Element) -> None:
+    """At most MAX_POSITIONS over every polygon and circle (a circle counts the positions of its
+    polygon), counted before any is read, validated or joined into the union."""
+    pairs = sum(len((e.text or "").split()) for e in root.iter(_q("polygon")))
+    positions = pairs + (CIRCLE_VERTICES + 1) * sum(1 for _ in root.iter(_q("circle")))
+    if positions > MAX_POSITIONS:
+        raise _invalid(
+            "info.area",
+            f"the areas have {positions} positions (a circle counts {CIRCLE_VERTICES + 1}); at "
+            f"most {MAX_POSITIONS} are accepted",
+        )
 
 
 def _q(name: str) -> str:
@@ -442,14 +456,6 @@ def target(message: CapMessage) -> Target:
     polygons = [ring for a in areas for ring in a.polygons]
     if len(codes) > MAX_TARGETS:
         raise _invalid("info.area", f"at most {MAX_TARGETS} postal codes are accepted")
-    # Bounded before the union is computed: a circle counts as the 65 positions of its polygon.
-    positions = sum(len(ring) for ring in polygons) + (CIRCLE_VERTICES + 1) * len(circles)
-    if positions > MAX_POSITIONS:
-        raise _invalid(
-            "info.area",
-            f"the areas have {positions} positions (a circle counts {CIRCLE_VERTICES + 1}); at "
-            f"most {MAX_POSITIONS} are accepted",
-        )
     if len(circles) == 1 and not polygons and not codes:
         c = circles[0]
         circle = {"type": "Circle", "center": [c.lon, c.lat], "radius_m": c.radius_km * 1000}
