@@ -234,6 +234,11 @@ def test_area_errors_name_the_element(area: str, where: str, words: str) -> None
         ),
         (cap_xml([info_xml([area_xml([SQUARE])])], status="Rehearsal"), 422, "status"),
         (cap_xml([info_xml([area_xml([SQUARE])])], msg_type="Ack"), 422, "msgType"),
+        (
+            cap_xml([info_xml([area_xml([SQUARE])])]).replace(b">Public<", b">Restricted<"),
+            422,
+            "scope",
+        ),
         (cap_xml([info_xml([area_xml([SQUARE])])], msg_type="Cancel"), 422, "references"),
         (cap_xml([info_xml([area_xml([SQUARE])])], identifier="a b"), 422, "identifier"),
         (cap_xml([]), 422, "info"),

@@ -254,6 +254,32 @@ async def test_cancel_cancels_the_referenced_alert_with_its_audit_entry(
     ]
 
 
+async def test_a_cancel_of_several_is_all_or_none(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    ids = []
+    for identifier in ("A-1", "A-2", "A-3"):
+        r = await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])], identifier))
+        ids.append(r.json()["id"])
+    await pool.execute("UPDATE alerts SET status = 'completed' WHERE id = $1", ids[2])
+    refs = [f"nsjp@politi.dk,{i},2026-12-07T20:00:00+01:00" for i in ("A-1", "A-2", "A-3")]
+    r = await post_cap(
+        client, key, cap_xml([], identifier="C-1", msg_type="Cancel", references=" ".join(refs))
+    )
+    assert_problem(r, 409, "already completed")
+    statuses = await pool.fetch("SELECT status FROM alerts ORDER BY id")
+    assert [s["status"] for s in statuses] == ["queued", "queued", "completed"]
+    r = await post_cap(
+        client, key, cap_xml([], identifier="C-2", msg_type="Cancel", references=" ".join(refs[:2]))
+    )
+    assert r.status_code == 200, r.text
+    assert [a["id"] for a in r.json()["cancelled"]] == ids[:2]
+    cancelled = await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'alert.cancelled'"
+    )
+    assert cancelled == 2
+
+
 async def test_update_replaces_the_alert_it_references(
     client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
 ) -> None:
