@@ -156,6 +156,10 @@ async def test_created_like_a_json_alert_with_audit_and_idempotency(
     ]
     got = await client.get(f"/v1/alerts/{alert['id']}", headers=auth(key))
     assert got.json()["cap"]["identifier"] == "NSJP-2026-4711"
+    # The media type's parameters and case do not matter.
+    headers = {**auth(key), "Content-Type": "Application/CAP+XML; charset=utf-8"}
+    r = await client.post("/v1/alerts", headers=headers, content=body)
+    assert r.status_code == 202 and r.json()["id"] == alert["id"], r.text
 
 
 async def test_the_scope_is_checked_before_the_body_is_read(
