@@ -53,6 +53,7 @@ QUICK = {
         "2000",
     ],
     "memory": ["--recipients", "10000", "50000"],
+    "cap_ingest": ["--subscribers", "20000", "--samples", "50"],
 }
 MAIN_GUARD = re.compile(r"^if __name__ == [\"']__main__[\"']:", re.MULTILINE)
 

@@ -123,3 +123,16 @@ async def test_schemathesis_finds_nothing(stack: Stack, pool: asyncpg.Pool) -> N
     assert " passed" in result.stdout and "failed" not in result.stdout.split("SUMMARY")[-1], report
     # The run went past authentication and reached the routes' own code.
     assert await pool.fetchval("SELECT count(*) FROM alerts") > 0, report
+
+
+def test_post_alerts_describes_the_cap_body_and_the_cancel_answer() -> None:
+    op = document()["paths"]["/v1/alerts"]["post"]
+    content = op["requestBody"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/AlertIn"}
+    cap = content["application/cap+xml"]
+    assert cap["schema"]["type"] == "string"
+    assert "urn:oasis:names:tc:emergency:cap:1.2" in cap["example"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CapCancelled"
+    }
+    assert "DTD" in op["responses"]["400"]["description"]

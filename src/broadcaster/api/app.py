@@ -19,6 +19,7 @@ from broadcaster.api import (
     routes_alerts,
     routes_audit,
     routes_callbacks,
+    routes_cap,
     routes_inbound,
     routes_ops,
     routes_preview,
@@ -117,6 +118,7 @@ def create_app(
             routes_subscribers,
             routes_signups,
             routes_preview,
+            routes_cap,  # before routes_alerts: the same path, for CAP bodies only
             routes_alerts,
             routes_zones,
             routes_templates,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import asyncpg
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -14,19 +16,24 @@ from starlette.convertors import Convertor, register_url_convertor
 from broadcaster.api import pagination
 from broadcaster.api.alert_schema import AlertIn, build_alert
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
-from broadcaster.api.fields import BIGINT_MAX
+from broadcaster.api.fields import BIGINT_MAX, MAX_EXPIRY_AHEAD
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
 from broadcaster.ingest.alerts import (
     IdempotencyConflict,
+    NewAlert,
     NotCancellable,
     alert_status,
     cancel_alert,
     create_alert,
     list_alerts,
 )
+from broadcaster.ingest.cap import EXAMPLE as CAP_EXAMPLE
+from broadcaster.ingest.cap import MEDIA_TYPE as CAP_MEDIA_TYPE
+from broadcaster.ingest.sms import segment_count
 from broadcaster.ops import audit, metrics
+from broadcaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,17 @@ Priority = Literal["emergency", "high", "normal"]
 class TipCounts(BaseModel):
     received: int = Field(description="Tips citizens sent in answer to the alert")
     forwarded: int = Field(description="Of those, acknowledged by the alert's tip_webhook")
+
+
+class CapMessage(BaseModel):
+    """For an alert that came as CAP 1.2: the message it came in (docs/cap.md)."""
+
+    sender: str
+    identifier: str
+    status: Literal["Actual", "Exercise", "System", "Test", "Draft"] = Field(
+        description="Anything but Actual is stored and never sent"
+    )
+    msg_type: Literal["Alert", "Update"]
 
 
 class AlertStatus(BaseModel):
@@ -77,7 +95,31 @@ class AlertStatus(BaseModel):
     outcome_queued_at: datetime | None = Field(
         None, description="When the outcome was put in line for status_webhook (it has ended)"
     )
+    cap: CapMessage | None = None
 
+
+class CapCancelled(BaseModel):
+    """The answer to a CAP Cancel: the alerts its references named, now cancelled."""
+
+    cancelled: list[AlertStatus]
+
+
+# POST /v1/alerts also takes CAP 1.2 XML (routes_cap.py answers it; docs/cap.md).
+CAP_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            CAP_MEDIA_TYPE: {
+                "schema": {
+                    "type": "string",
+                    "description": "An OASIS CAP 1.2 <alert> (namespace "
+                    "urn:oasis:names:tc:emergency:cap:1.2); DTDs and entities are refused. "
+                    "identifier and sender are the idempotency key; a Cancel is answered 200.",
+                },
+                "example": CAP_EXAMPLE,
+            }
+        }
+    }
+}
 
 # Printable ASCII, as HTTP header values are meant to be.
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[ -~]+$")]
@@ -88,7 +130,15 @@ AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
     "/v1/alerts",
     status_code=202,
     response_model=AlertStatus,
-    responses=errors(400, 401, 403, 413, 422, 503),
+    responses={
+        200: {"model": CapCancelled, "description": "A CAP 1.2 Cancel: the alerts it cancelled"},
+        **errors(400, 401, 403, 409, 413, 422, 503),
+        400: {
+            "description": "The body is not valid JSON, or not well-formed XML, or XML with a "
+            "DTD, entity declarations or external references (refused, never expanded)"
+        },
+    },
+    openapi_extra=CAP_REQUEST_BODY,
 )
 async def post_alert(
     body: AlertIn,
@@ -101,29 +151,75 @@ async def post_alert(
     try:
         async with db.connection() as conn:
             alert, _start = await build_alert(conn, body, settings)
-            async with conn.transaction():
-                alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
-                if created:
-                    details: dict[str, Any] = {
-                        "priority": body.priority,
-                        "reference": body.reference,
-                    }
-                    if alert.template is not None:
-                        details["template"] = alert.template
-                    await audit.record(
-                        conn,
-                        key.name,
-                        audit.ALERT_CREATED,
-                        f"alert:{alert_id}",
-                        request_id,
-                        details,
-                    )
-            status = await alert_status(conn, alert_id)
+            alert_id, created, status = await store_alert(
+                conn, alert, key, request_id, idempotency_key
+            )
     except IdempotencyConflict as exc:
         raise Problem(422, "Idempotency-Key reused", str(exc)) from None
+    return created_answer(alert_id, created, status, body.priority, "json")
+
+
+def check_texts(texts: list[tuple[str, str]], settings: Settings) -> None:
+    """Problem 422 naming the first text (where, text) over BROADCASTER_MAX_SEGMENTS."""
+    for where, text in texts:
+        segments = segment_count(text)
+        if segments > settings.max_segments:
+            raise Problem(
+                422,
+                "Message too long",
+                f"{where} needs {segments} SMS segments; at most {settings.max_segments} are "
+                "allowed",
+                segments=segments,
+                max_segments=settings.max_segments,
+            )
+
+
+def check_expiry(expires_at: datetime | None, where: str) -> None:
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise Problem(422, "Invalid request", f"{where}: must be in the future")
+    if expires_at is not None and expires_at - datetime.now(UTC) > MAX_EXPIRY_AHEAD:
+        raise Problem(
+            422, "Invalid request", f"{where}: must be within {MAX_EXPIRY_AHEAD.days} days from now"
+        )
+
+
+AfterCreate = Callable[[asyncpg.Connection, int], Awaitable[None]]
+
+
+async def store_alert(
+    conn: asyncpg.Connection,
+    alert: NewAlert,
+    key: ApiKey,
+    request_id: str,
+    idempotency_key: str | None,
+    after_create: AfterCreate | None = None,
+) -> tuple[int, bool, dict[str, Any]]:
+    """Create the alert (or find the one an idempotency key made) with its audit entry, and
+    `after_create` in the same transaction: (id, created, status). Raises
+    IdempotencyConflict."""
+    async with conn.transaction():
+        alert_id, created = await create_alert(conn, alert, key.id, idempotency_key)
+        if created:
+            details: dict[str, Any] = {"priority": alert.priority, "reference": alert.reference}
+            if alert.template is not None:
+                details["template"] = alert.template
+            await audit.record(
+                conn, key.name, audit.ALERT_CREATED, f"alert:{alert_id}", request_id, details
+            )
+            if after_create is not None:
+                await after_create(conn, alert_id)
+    status = await alert_status(conn, alert_id)
+    assert status is not None  # alerts are never deleted
+    return alert_id, created, status
+
+
+def created_answer(
+    alert_id: int, created: bool, status: dict[str, Any], priority: str, source: str
+) -> JSONResponse:
+    """202 with the alert's status and Location (Idempotent-Replayed on a repeat)."""
     if created:
-        metrics.ALERTS_CREATED.labels(body.priority, "json").inc()
-        log.info("alert created", extra={"alert_id": alert_id, "priority": body.priority})
+        metrics.ALERTS_CREATED.labels(priority, source).inc()
+        log.info("alert created", extra={"alert_id": alert_id, "priority": priority})
     headers = {"Location": f"/v1/alerts/{alert_id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"

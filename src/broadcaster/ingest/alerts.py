@@ -28,8 +28,8 @@ class IdempotencyConflict(Exception):
 @dataclass(frozen=True)
 class NewAlert:
     """An alert to create. `area` is what the caller asked for, as stored and hashed; its zone
-    is either `zone` (a polygon or circle) or the named zones `targets` (ids), whose rows are
-    copied from zone_parts."""
+    is `zone` (a polygon or circle), the named zones `targets` (ids), whose rows are copied from
+    zone_parts, or both (a CAP alert's polygons and postal codes: their union)."""
 
     message: str
     area: dict[str, Any]
@@ -49,6 +49,9 @@ class NewAlert:
     not_before: datetime | None = None
     # The template the texts were rendered from: name, version and values (ingest/templates.py).
     template: Mapping[str, Any] | None = None
+    # A CAP message's sender, identifier, status and msgType (ingest/cap.py), hashed with the
+    # rest so that the same identifier with another status is not taken for a repeat.
+    cap: Mapping[str, str] | None = None
 
     def request_hash(self) -> bytes:
         fields: dict[str, Any] = {
@@ -71,6 +74,8 @@ class NewAlert:
             fields["texts"] = dict(self.texts)
         if self.send_at is not None:  # likewise
             fields["send_at"] = self.send_at.isoformat()
+        if self.cap:
+            fields["cap"] = dict(self.cap)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
@@ -134,6 +139,20 @@ WITH alert AS (
 SELECT alert.id FROM alert, wakeup
 """
 
+# Named zones added to an alert that has a zone of its own (a CAP alert's postal codes beside
+# its polygons): their rows are numbered after the alert's own parts ($3 is the last of them).
+ADD_TARGETS = """
+WITH targets AS (
+    INSERT INTO alert_targets (alert_id, zone_id)
+    SELECT $1, t.zone_id FROM unnest($2::bigint[]) AS t(zone_id)
+)
+INSERT INTO alert_zones (alert_id, part, kind, ring, boundary, bbox)
+SELECT $1, $3 + dense_rank() OVER (ORDER BY p.zone_id, p.part), p.kind, p.ring, p.boundary,
+       p.bbox
+FROM zone_parts p
+WHERE p.zone_id = ANY($2::bigint[]) AND p.kind <> 'core'
+"""
+
 FIND_BY_IDEMPOTENCY_KEY = """
 SELECT id, request_hash FROM alerts WHERE api_key_id = $1 AND idempotency_key = $2
 """
@@ -160,7 +179,8 @@ SELECT a.id, SHOWN_STATUS AS status, a.priority, a.reference, a.send_at, a.not_b
                                                      'name', z.name, 'code', z.code)
                                   ORDER BY z.id), '[]'::jsonb)
           FROM alert_targets t JOIN zones z ON z.id = t.zone_id
-         WHERE t.alert_id = a.id) AS zones
+         WHERE t.alert_id = a.id) AS zones,
+       a.cap_sender, a.cap_identifier, a.cap_status, a.cap_msg_type
 FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
 """.replace("SHOWN_STATUS", SHOWN_STATUS)
 
@@ -220,6 +240,8 @@ async def create_alert(
             alert.not_before,
             alert.status_webhook,
         )
+        if alert_id is not None and alert.targets:
+            await conn.execute(ADD_TARGETS, alert_id, list(alert.targets), rows[-1].part)
     if alert_id is not None:
         return alert_id, True
     existing = await conn.fetchrow(FIND_BY_IDEMPOTENCY_KEY, api_key_id, idempotency_key)
@@ -293,6 +315,14 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         "status_webhook": row["status_webhook"],
         "outcome_queued_at": _iso(row["outcome_queued_at"]),
         "zones": row["zones"],
+        "cap": None
+        if row["cap_identifier"] is None
+        else {
+            "sender": row["cap_sender"],
+            "identifier": row["cap_identifier"],
+            "status": row["cap_status"],
+            "msg_type": row["cap_msg_type"],
+        },
     }
 
 

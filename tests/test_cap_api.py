@@ -1,0 +1,380 @@
+"""CAP 1.2 through POST /v1/alerts (Content-Type: application/cap+xml) against a real PostgreSQL:
+recipients of the real fan-out checked against shapely and haversine over seeded subscribers,
+errors naming the element, idempotency by sender and identifier, scope and audit as for JSON
+alerts, Cancel and Update, and statuses other than Actual never reaching the gateway simulator
+through a real dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+import shapely
+from shapely.geometry import Point, Polygon
+from tests.test_api import assert_problem, auth
+from tests.test_api import client as client
+from tests.test_api import key as key
+from tests.test_cap import BILLION_LAUGHS, EXTERNAL_DTD, SQUARE, XXE, area_xml, cap_xml, info_xml
+from tests.test_failover import Running, gateway, start_sim
+from tests.test_fanout import add_subscribers, recipients
+from tests.test_postal_codes import (
+    POSTAL,
+    circle_deg,
+    register_by_postal_code,
+    registrants_expected,
+)
+
+from broadcaster.auth import create_api_key
+from broadcaster.dispatch.fanout import fan_out_next
+from broadcaster.ingest.geo import CIRCLE_VERTICES, haversine_m
+from broadcaster.settings import load_settings
+
+CAP = {"Content-Type": "application/cap+xml"}
+
+
+async def post_cap(client: httpx.AsyncClient, key: str, body: bytes) -> httpx.Response:
+    return await client.post("/v1/alerts", headers={**auth(key), **CAP}, content=body)
+
+
+def polygon_text(ring: list[tuple[float, float]]) -> str:
+    """A (lon, lat) ring as CAP writes it: lat,lon pairs."""
+    return " ".join(f"{lat},{lon}" for lon, lat in ring)
+
+
+# ---------------------------------------------------------------- recipients
+
+
+async def test_recipients_match_an_independent_computation(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    rng = random.Random(14)
+    minx, miny, maxx, maxy = 12.0, 55.75, 12.55, 56.1
+    points = [(rng.uniform(minx, maxx), rng.uniform(miny, maxy)) for _ in range(3000)]
+    hull = shapely.MultiPoint(
+        [(12.30 + rng.uniform(-0.06, 0.06), 55.93 + rng.uniform(-0.04, 0.04)) for _ in range(9)]
+    ).convex_hull
+    ring = list(hull.exterior.coords)
+    square = Polygon([(12.25, 55.90), (12.35, 55.90), (12.35, 55.95), (12.25, 55.95)])
+    circle = (12.45, 56.02, 3.0)  # lon, lat, km
+    async with pool.acquire() as conn:
+        by_code = await register_by_postal_code(conn, sorted(POSTAL))
+        ids = await add_subscribers(conn, [[p] for p in points])
+    located = dict(zip(ids, points, strict=True))
+
+    def in_circle(p: tuple[float, float], band: float = 0.0) -> bool | None:
+        """Inside the circle; None within `band` metres of its edge (too close to call)."""
+        d = haversine_m(*p, circle[0], circle[1]) - circle[2] * 1000
+        return None if abs(d) <= band + 1 else d < 0
+
+    # A circle within a union is its circumscribed 64-gon: up to this much beyond the circle.
+    band = circle[2] * 1000 * (1 / math.cos(math.pi / CIRCLE_VERTICES) - 1)
+    cases: list[tuple[str, list[str], Any, set[str]]] = [
+        ("polygon", [area_xml([polygon_text(ring)])], hull, set()),
+        ("circle", [area_xml(circles=[f"{circle[1]},{circle[0]} {circle[2]}"])], None, set()),
+        (
+            "geocode",
+            [area_xml(postal_codes=["3400", "3480"])],
+            POSTAL["3400"].union(POSTAL["3480"]),
+            {"3400", "3480"},
+        ),
+        (
+            "areas",
+            [
+                area_xml([SQUARE], circles=[f"{circle[1]},{circle[0]} {circle[2]}"]),
+                area_xml(postal_codes=["3000"]),
+            ],
+            square.union(POSTAL["3000"]),
+            {"3000"},
+        ),
+    ]
+    for name, areas, geometry, named in cases:
+        r = await post_cap(client, key, cap_xml([info_xml(areas)], identifier=f"T-{name}"))
+        assert r.status_code == 202, r.text
+        async with pool.acquire() as conn:
+            result = await fan_out_next(conn)
+            assert result is not None and result.alert_id == r.json()["id"]
+            got = await recipients(conn, result.alert_id)
+        circled = name in ("circle", "areas")
+        inside, unsure = set(), set()
+        for sid, p in located.items():
+            verdicts = []
+            if geometry is not None:
+                near = geometry.boundary.distance(Point(p)) < 1e-6
+                verdicts.append(None if near else geometry.covers(Point(p)))
+            if circled:
+                verdicts.append(in_circle(p, band if name == "areas" else 0.0))
+            if True in verdicts:
+                inside.add(sid)
+            elif None in verdicts:
+                unsure.add(sid)
+        assert inside, name  # the case reaches someone
+        assert (got & set(ids)) - unsure == inside, name
+        union = geometry
+        if circled:
+            disc = circle_deg(circle[0], circle[1], circle[2] * 1000)
+            union = disc if geometry is None else geometry.union(disc)
+        must, must_not = registrants_expected(union, named)
+        assert {by_code[c] for c in must} <= got, (name, must)
+        assert not {by_code[c] for c in must_not} & got, name
+
+
+# ---------------------------------------------------------------- the API's answers
+
+
+async def test_created_like_a_json_alert_with_audit_and_idempotency(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    body = cap_xml([info_xml([area_xml([SQUARE])], urgency="Immediate", severity="Extreme")])
+    r = await post_cap(client, key, body)
+    assert r.status_code == 202, r.text
+    alert = r.json()
+    assert alert["status"] == "queued" and alert["priority"] == "emergency"
+    assert alert["reference"] == "NSJP-2026-4711"
+    assert alert["cap"] == {
+        "sender": "nsjp@politi.dk",
+        "identifier": "NSJP-2026-4711",
+        "status": "Actual",
+        "msg_type": "Alert",
+    }
+    assert r.headers["Location"] == f"/v1/alerts/{alert['id']}"
+    again = await post_cap(client, key, body)
+    assert again.status_code == 202 and again.json()["id"] == alert["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = await post_cap(client, key, body.replace(b"indbrud", b"brand"))
+    assert_problem(other, 422, "identifier")
+    assert await pool.fetchval("SELECT count(*) FROM alerts") == 1
+    audit = await pool.fetch(
+        "SELECT actor, action, subject, details FROM audit_log WHERE action LIKE 'alert.%'"
+    )
+    assert [(a["actor"], a["action"], a["subject"]) for a in audit] == [
+        ("tests", "alert.created", f"alert:{alert['id']}")
+    ]
+    got = await client.get(f"/v1/alerts/{alert['id']}", headers=auth(key))
+    assert got.json()["cap"]["identifier"] == "NSJP-2026-4711"
+    # The media type's parameters and case do not matter.
+    headers = {**auth(key), "Content-Type": "Application/CAP+XML; charset=utf-8"}
+    r = await client.post("/v1/alerts", headers=headers, content=body)
+    assert r.status_code == 202 and r.json()["id"] == alert["id"], r.text
+
+
+async def test_the_scope_is_checked_before_the_body_is_read(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    async with pool.acquire() as conn:
+        reader = await create_api_key(conn, "reader", ["alerts:read"])
+    r = await client.post("/v1/alerts", headers=CAP, content=b"<not xml")
+    assert_problem(r, 401, "api key")
+    r = await post_cap(client, reader, b"<not xml")
+    assert_problem(r, 403, "alerts:write")
+    r = await post_cap(client, reader, cap_xml([info_xml([area_xml([SQUARE])])]))
+    assert_problem(r, 403, "alerts:write")
+    assert await pool.fetchval("SELECT count(*) FROM alerts") == 0
+
+
+async def test_errors_are_problems_naming_the_element(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    wrong_ns = cap_xml(
+        [info_xml([area_xml([SQUARE])])], namespace="urn:oasis:names:tc:emergency:cap:1.1"
+    )
+    long_text = "Politiet efterlyser en mand. " * 12  # over the client's 2 segments
+    cases: list[tuple[bytes, int, str]] = [
+        (b"<alert", 400, "not well-formed"),
+        (b"", 400, "not well-formed"),
+        ("<alert>æ</alert>".encode("latin-1"), 400, "not well-formed"),
+        (XXE, 400, "DTDs"),
+        (BILLION_LAUGHS, 400, "DTDs"),
+        (EXTERNAL_DTD, 400, "DTDs"),
+        (wrong_ns, 422, "alert: the root element"),
+        (
+            cap_xml([info_xml([area_xml(postal_codes=["9999"])])]),
+            422,
+            "info[0].area[0].geocode: unknown postal code(s): '9999'",
+        ),
+        (cap_xml([info_xml([area_xml([SQUARE])], description=long_text)]), 422, "info[0] ("),
+        (
+            cap_xml([info_xml([area_xml([SQUARE])], expires="2020-01-01T00:00:00+01:00")]),
+            422,
+            "info[0].expires: must be in the future",
+        ),
+        (
+            cap_xml([info_xml([area_xml([SQUARE]), area_xml(["55.9,12.2 55.9,12.3 55.9,12.2"])])]),
+            422,
+            "info[0].area[1].polygon",
+        ),
+    ]
+    for body, status, words in cases:
+        r = await post_cap(client, key, body)
+        assert_problem(r, status, words)
+    assert await pool.fetchval("SELECT count(*) FROM alerts") == 0
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_parsed(
+    client: httpx.AsyncClient, key: str
+) -> None:
+    body = cap_xml([info_xml([area_xml([SQUARE], desc="x" * (5 * 1024 * 1024))])])
+    r = await post_cap(client, key, body)
+    assert_problem(r, 413, "larger than")
+
+
+# ---------------------------------------------------------------- Cancel and Update
+
+
+async def test_cancel_cancels_the_referenced_alert_with_its_audit_entry(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    first = await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])]))
+    alert_id = first.json()["id"]
+    reference = "nsjp@politi.dk,NSJP-2026-4711,2026-12-07T20:00:00+01:00"
+    unknown = await post_cap(
+        client,
+        key,
+        cap_xml([], identifier="C-0", msg_type="Cancel", references=reference.replace("47", "99")),
+    )
+    assert_problem(unknown, 422, "references[0]: no alert")
+    drill = await post_cap(
+        client,
+        key,
+        cap_xml([], identifier="C-1", msg_type="Cancel", status="Exercise", references=reference),
+    )
+    assert_problem(drill, 422, "cannot cancel a Actual alert")
+    r = await post_cap(
+        client, key, cap_xml([], identifier="C-2", msg_type="Cancel", references=reference)
+    )
+    assert r.status_code == 200, r.text
+    [cancelled] = r.json()["cancelled"]
+    assert cancelled["id"] == alert_id and cancelled["status"] == "cancelled"
+    actions = await pool.fetch(
+        "SELECT action, subject FROM audit_log WHERE action LIKE 'alert.%' ORDER BY id"
+    )
+    assert [(a["action"], a["subject"]) for a in actions] == [
+        ("alert.created", f"alert:{alert_id}"),
+        ("alert.cancelled", f"alert:{alert_id}"),
+    ]
+
+
+async def test_a_cancel_of_several_is_all_or_none(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    ids = []
+    for identifier in ("A-1", "A-2", "A-3"):
+        r = await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])], identifier))
+        ids.append(r.json()["id"])
+    await pool.execute("UPDATE alerts SET status = 'completed' WHERE id = $1", ids[2])
+    refs = [f"nsjp@politi.dk,{i},2026-12-07T20:00:00+01:00" for i in ("A-1", "A-2", "A-3")]
+    r = await post_cap(
+        client, key, cap_xml([], identifier="C-1", msg_type="Cancel", references=" ".join(refs))
+    )
+    assert_problem(r, 409, "already completed")
+    statuses = await pool.fetch("SELECT status FROM alerts ORDER BY id")
+    assert [s["status"] for s in statuses] == ["queued", "queued", "completed"]
+    r = await post_cap(
+        client, key, cap_xml([], identifier="C-2", msg_type="Cancel", references=" ".join(refs[:2]))
+    )
+    assert r.status_code == 200, r.text
+    assert [a["id"] for a in r.json()["cancelled"]] == ids[:2]
+    cancelled = await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'alert.cancelled'"
+    )
+    assert cancelled == 2
+
+
+async def test_update_replaces_the_alert_it_references(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    first = (await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])]))).json()
+    reference = "nsjp@politi.dk,NSJP-2026-4711,2026-12-07T20:00:00+01:00 x,unknown,2026-12-07"
+    r = await post_cap(
+        client,
+        key,
+        cap_xml(
+            [info_xml([area_xml([SQUARE])], headline="Politiet: opdatering")],
+            identifier="NSJP-2026-4711-2",
+            msg_type="Update",
+            references=reference,
+        ),
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "queued" and r.json()["cap"]["msg_type"] == "Update"
+    status = await pool.fetchval("SELECT status FROM alerts WHERE id = $1", first["id"])
+    assert status == "cancelled"
+
+
+# ---------------------------------------------------------------- never sent unless Actual
+
+
+async def test_exercises_are_stored_but_never_sent_and_languages_are_honoured(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool, db_url: str
+) -> None:
+    languages = ["da", "en", "de", "en", "da"]
+    async with pool.acquire() as conn:
+        ids = await add_subscribers(conn, [[(12.30, 55.93)] for _ in languages])
+        for sid, language in zip(ids, languages, strict=True):
+            await conn.execute("UPDATE subscribers SET language = $2 WHERE id = $1", sid, language)
+    exercises = []
+    for status in ("Exercise", "Test", "System", "Draft"):
+        r = await post_cap(
+            client,
+            key,
+            cap_xml(
+                [info_xml([area_xml([SQUARE])], headline=f"{status}!", severity="Extreme")],
+                identifier=f"E-{status}",
+                status=status,
+            ),
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "completed" and r.json()["cap"]["status"] == status
+        exercises.append(r.json()["id"])
+    r = await post_cap(
+        client,
+        key,
+        cap_xml(
+            [
+                info_xml([area_xml([SQUARE])], language="en-GB", headline="Police: burglaries"),
+                info_xml([area_xml([SQUARE])], headline="Politiet: indbrud"),
+            ],
+            identifier="A-1",
+        ),
+    )
+    assert r.status_code == 202, r.text
+    sim, port = await start_sim()
+    settings = load_settings(
+        database_url=db_url, poll_interval=0.05, gateways=[gateway("gw", port)]
+    )
+    running = Running(settings, pool, db_url)
+    try:
+        deadline = time.monotonic() + 15
+        while len(sim.messages) < len(ids):
+            assert time.monotonic() < deadline, sim.messages
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # time for anything else to go out
+    finally:
+        await running.close()
+        await sim.close()
+    got = sorted(m["message"].split("\n")[0] for m in sim.messages)
+    assert got == sorted(["Politiet: indbrud"] * 3 + ["Police: burglaries"] * 2), (
+        got
+    )  # the German subscriber gets the Danish text
+    for alert_id in exercises:
+        r = await client.get(f"/v1/alerts/{alert_id}", headers=auth(key))
+        assert r.json()["status"] == "completed" and r.json()["recipients"] is None
+        assert sum(r.json()["deliveries"].values()) == 0
+    # The database itself refuses to queue an exercise.
+    try:
+        await pool.execute("UPDATE alerts SET status = 'queued' WHERE id = $1", exercises[0])
+    except asyncpg.CheckViolationError:
+        pass
+    else:
+        raise AssertionError("an exercise could be queued")
+    drill = "nsjp@politi.dk,E-Exercise,2026-12-07T20:00:00+01:00"
+    r = await post_cap(
+        client,
+        key,
+        cap_xml([], identifier="E-C", status="Exercise", msg_type="Cancel", references=drill),
+    )
+    assert r.status_code == 200 and r.json()["cancelled"][0]["status"] == "cancelled", r.text
