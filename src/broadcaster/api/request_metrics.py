@@ -52,5 +52,6 @@ class RequestMetrics:
                 if candidate.matches(scope)[0] != Match.NONE:
                     route = candidate
                     break
-        path = getattr(route, "path", None)
+        # path_format drops convertors: /v1/alerts/{alert_id:alert_id} is /v1/alerts/{alert_id}.
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
         return path if isinstance(path, str) else "unmatched"
