@@ -17,6 +17,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -65,6 +66,10 @@ def in_image(rootfs: str, *args: str, **env: str) -> list[str]:
 
 @pytest.fixture
 async def empty_db(server_url: str) -> AsyncIterator[str]:
+    assert urlsplit(server_url).hostname, (
+        "the image, under chroot, reaches PostgreSQL over TCP only: set DATABASE_URL to a server "
+        "on 127.0.0.1 (.ci/run does)"
+    )
     name = f"broadcaster_image_{os.getpid()}"
     admin = await connect(server_url)
     try:
