@@ -10,7 +10,9 @@ import asyncio
 import math
 import random
 import time
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -29,6 +31,7 @@ from tests.test_postal_codes import (
     registrants_expected,
 )
 
+from broadcaster.api.app import create_app
 from broadcaster.auth import create_api_key
 from broadcaster.dispatch.fanout import fan_out_next
 from broadcaster.ingest.geo import CIRCLE_VERTICES, haversine_m
@@ -378,3 +381,40 @@ async def test_exercises_are_stored_but_never_sent_and_languages_are_honoured(
         cap_xml([], identifier="E-C", status="Exercise", msg_type="Cancel", references=drill),
     )
     assert r.status_code == 200 and r.json()["cancelled"][0]["status"] == "cancelled", r.text
+
+
+async def test_the_quiet_hours_hold_a_cap_alert_as_they_hold_a_json_one(
+    db_url: str, pool: asyncpg.Pool, key: str
+) -> None:
+    # Quiet hours from an hour ago to two hours ahead: every CAP alert but an emergency waits.
+    here = datetime.now(ZoneInfo("Europe/Copenhagen"))
+    settings = load_settings(
+        database_url=db_url,
+        quiet_hours_start=(here - timedelta(hours=1)).strftime("%H:%M"),
+        quiet_hours_end=(here + timedelta(hours=2)).strftime("%H:%M"),
+    )
+    app = create_app(settings, db_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            normal = cap_xml(
+                [info_xml([area_xml([SQUARE])], urgency="Expected", severity="Moderate")],
+                identifier="quiet-1",
+            )
+            r = await post_cap(http, key, normal)
+            assert r.status_code == 202, r.text
+            assert r.json()["priority"] != "emergency" and r.json()["status"] == "scheduled"
+            assert r.json()["not_before"] is not None
+            urgent = cap_xml(
+                [info_xml([area_xml([SQUARE])], urgency="Immediate", severity="Extreme")],
+                identifier="quiet-2",
+            )
+            r = await post_cap(http, key, urgent)
+            assert r.status_code == 202, r.text
+            assert r.json()["priority"] == "emergency" and r.json()["status"] == "queued"
+            assert r.json()["not_before"] is None
+    # The fan-out takes the emergency and leaves the other for the end of the quiet hours.
+    async with pool.acquire() as conn:
+        first = await fan_out_next(conn)
+        assert first is not None and first.alert_id == r.json()["id"]
+        assert await fan_out_next(conn) is None
