@@ -70,8 +70,8 @@ class CapMessage(BaseModel):
     msg_type: Literal["Alert", "Update"]
 
 
-class AlertStatus(BaseModel):
-    """An alert, how far its deliveries have come, and the tips it brought."""
+class AlertSummary(BaseModel):
+    """An alert in a list (its delivery counts are in GET /v1/alerts/{id})."""
 
     id: int
     status: AlertStatusName
@@ -88,6 +88,11 @@ class AlertStatus(BaseModel):
     completed_at: datetime | None
     cancelled_at: datetime | None
     recipients: int | None = Field(description="Subscribers in the zone; null until fanned out")
+
+
+class AlertStatus(AlertSummary):
+    """An alert, how far its deliveries have come, and the tips it brought."""
+
     deliveries: DeliveryCounts
     tips: TipCounts
     tip_webhook: str | None
@@ -224,26 +229,6 @@ def created_answer(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(status, status_code=202, headers=headers)
-
-
-class AlertSummary(BaseModel):
-    """An alert in a list (its delivery counts are in GET /v1/alerts/{id})."""
-
-    id: int
-    status: AlertStatusName
-    priority: Priority
-    reference: str | None
-    send_at: datetime | None = Field(description="When the caller asked it to be sent")
-    not_before: datetime | None = Field(
-        description="When sending may start: send_at, or the end of the quiet hours it fell in "
-        "(status 'scheduled' until then); null: at once"
-    )
-    expires_at: datetime | None
-    created_at: datetime
-    fanned_out_at: datetime | None
-    completed_at: datetime | None
-    cancelled_at: datetime | None
-    recipients: int | None
 
 
 @router.get(
