@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import BOX, ZONE, fresh_database, postgres_version, report, run
 
 from broadcaster.database import connect
-from broadcaster.dispatch.fanout import FANOUT_POLYGON, WORK_MEM, fan_out_next
+from broadcaster.dispatch.fanout import FANOUT_POLYGON, FANOUT_SETTINGS, fan_out_next
 from broadcaster.ingest.alerts import NewAlert, create_alert
 from broadcaster.ingest.geo import SCALE, parse_area
 
@@ -111,7 +111,8 @@ async def explain(url: str) -> str:
         tr = conn.transaction()
         await tr.start()
         try:
-            await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # as fan_out_next sets it
+            for name, value in FANOUT_SETTINGS.items():  # as fan_out_next sets them
+                await conn.execute(f"SET LOCAL {name} = '{value}'")
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + FANOUT_POLYGON, alert_id, 2)
         finally:
             await tr.rollback()
