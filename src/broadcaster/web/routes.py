@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
@@ -111,6 +113,56 @@ def throttled(request: Request, language: str, exc: Throttled) -> Response:
     )
 
 
+# ---------------------------------------------------------------- a post, the shape they share
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Expired:
+    """Where a stale or foreign CSRF token is told, and with which status."""
+
+    field: str
+    status: int
+
+
+ON_FORM = Expired("form", 400)  # a form page: at the top, 400 (nothing of it was checked)
+ON_CODE = Expired("code", 422)  # a code page: at the code field
+
+
+async def take_post(
+    request: Request,
+    language: str,
+    fields: forms.Fields,
+    checked: forms.Checked,
+    again: Callable[[int], Awaitable[Response]],
+    call: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    expired: Expired,
+    errors: Mapping[type[Exception], Callable[[forms.Checked, Any], None]] | None = None,
+) -> T | Response:
+    """What every post of these pages does: check the CSRF token, then the form (`checked`),
+    then `call` the citizens' function on a connection. A throttle is the 429 page; an error
+    named in `errors` is put on the form by its function and the page shown `again` with 422.
+    Returns the call's result, or the page to answer with instead."""
+    if not csrf_ok(request, fields.one(CSRF_FIELD), settings_of(request)):
+        checked.errors = {expired.field: ("err_form_expired", {})}
+        return await again(expired.status)
+    if checked.errors:
+        return await again(422)
+    try:
+        async with request.app.state.database.connection() as conn:
+            return await call(conn)
+    except Throttled as exc:
+        return throttled(request, language, exc)
+    except Exception as exc:
+        put = next((f for kind, f in (errors or {}).items() if isinstance(exc, kind)), None)
+        if put is None:
+            raise
+        put(checked, exc)
+        return await again(422)
+
+
 # ---------------------------------------------------------------- sign-up
 
 
@@ -166,29 +218,39 @@ async def signup_submit(request: Request, language: str) -> Response:
     settings = settings_of(request)
     fields = forms.Fields(await request.body())
     checked = forms.check_signup(fields, language)
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"form": ("err_form_expired", {})}
-        return await signup_form(request, language, checked, status=400)
-    if checked.errors:
-        return await signup_form(request, language, checked, status=422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            await signups.start(
-                conn,
-                settings,
-                phone=checked.phone,
-                locations=checked.locations,
-                language=checked.values["language"],
-                reason=checked.values["reason"] or None,
-                source="web",
-                client=client_of(request),
-            )
-    except Throttled as exc:
-        return throttled(request, language, exc)
-    except UnknownZones as exc:
-        checked.fail("places", "err_places_unknown", codes=", ".join(exc.missing))
-        return await signup_form(request, language, checked, status=422)
+
+    async def again(status: int) -> Response:
+        return await signup_form(request, language, checked, status=status)
+
+    async def start(conn: asyncpg.Connection) -> None:
+        await signups.start(
+            conn,
+            settings,
+            phone=checked.phone,
+            locations=checked.locations,
+            language=checked.values["language"],
+            reason=checked.values["reason"] or None,
+            source="web",
+            client=client_of(request),
+        )
+
+    answer = await take_post(
+        request,
+        language,
+        fields,
+        checked,
+        again,
+        start,
+        expired=ON_FORM,
+        errors={UnknownZones: unknown_places},
+    )
+    if isinstance(answer, Response):
+        return answer
     return await code_page(request, language, checked, forms.Checked(), 200)
+
+
+def unknown_places(checked: forms.Checked, exc: UnknownZones) -> None:
+    checked.fail("places", "err_places_unknown", codes=", ".join(exc.missing))
 
 
 CODE_ERRORS = {
@@ -213,24 +275,31 @@ async def signup_confirm(request: Request, language: str) -> Response:
     checked = forms.check_code(fields)
     if not checked.phone:
         return RedirectResponse(PATHS[language].signup, status_code=303)
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"code": ("err_form_expired", {})}
-    if checked.errors:
-        return await code_page(request, language, signup, checked, 422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            done = await signups.confirm(
-                conn,
-                settings,
-                phone=checked.phone,
-                code=checked.values["digits"],
-                client=client_of(request),
-            )
-    except Throttled as exc:
-        return throttled(request, language, exc)
-    except signups.SignupError as exc:
-        code_error(checked, exc)
-        return await code_page(request, language, signup, checked, 422)
+
+    async def again(status: int) -> Response:
+        return await code_page(request, language, signup, checked, status)
+
+    async def confirm(conn: asyncpg.Connection) -> signups.Confirmed:
+        return await signups.confirm(
+            conn,
+            settings,
+            phone=checked.phone,
+            code=checked.values["digits"],
+            client=client_of(request),
+        )
+
+    done = await take_post(
+        request,
+        language,
+        fields,
+        checked,
+        again,
+        confirm,
+        expired=ON_CODE,
+        errors={signups.SignupError: code_error},
+    )
+    if isinstance(done, Response):
+        return done
     zones = await postal_zones(request)
     areas = [
         zones.get(p["postal_code"], p["postal_code"])
@@ -302,16 +371,16 @@ async def leave_submit(request: Request, language: str) -> Response:
     fields = forms.Fields(await request.body())
     checked = forms.Checked()
     forms.check_phone(checked, fields.one("phone"))
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"form": ("err_form_expired", {})}
-        return await leave_form(request, language, checked, status=400)
-    if checked.errors:
-        return await leave_form(request, language, checked, status=422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            await leaving.start(conn, settings, phone=checked.phone, client=client_of(request))
-    except Throttled as exc:
-        return throttled(request, language, exc)
+
+    async def again(status: int) -> Response:
+        return await leave_form(request, language, checked, status=status)
+
+    async def start(conn: asyncpg.Connection) -> None:
+        await leaving.start(conn, settings, phone=checked.phone, client=client_of(request))
+
+    answer = await take_post(request, language, fields, checked, again, start, expired=ON_FORM)
+    if isinstance(answer, Response):
+        return answer
     checked.values["code"] = ""
     return await leave_code_page(request, language, checked, 200)
 
@@ -322,24 +391,31 @@ async def leave_confirm(request: Request, language: str) -> Response:
     checked = forms.check_code(fields)
     if not checked.phone:
         return RedirectResponse(PATHS[language].leave, status_code=303)
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"code": ("err_form_expired", {})}
-    if checked.errors:
-        return await leave_code_page(request, language, checked, 422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            await leaving.confirm(
-                conn,
-                settings,
-                phone=checked.phone,
-                code=checked.values["digits"],
-                client=client_of(request),
-            )
-    except Throttled as exc:
-        return throttled(request, language, exc)
-    except signups.SignupError as exc:
-        code_error(checked, exc)
-        return await leave_code_page(request, language, checked, 422)
+
+    async def again(status: int) -> Response:
+        return await leave_code_page(request, language, checked, status)
+
+    async def confirm(conn: asyncpg.Connection) -> None:
+        await leaving.confirm(
+            conn,
+            settings,
+            phone=checked.phone,
+            code=checked.values["digits"],
+            client=client_of(request),
+        )
+
+    answer = await take_post(
+        request,
+        language,
+        fields,
+        checked,
+        again,
+        confirm,
+        expired=ON_CODE,
+        errors={signups.SignupError: code_error},
+    )
+    if isinstance(answer, Response):
+        return answer
     log.info("left on the web page")
     return render(
         request,
