@@ -1,6 +1,8 @@
 """The citizens' pages: sign up (phone, areas, language, reason, consent) → code by SMS → confirmed;
 leave (phone) → code by SMS → opted out. Danish at /tilmeld and /afmeld, English at /en/signup and
-/en/leave; each links to the other language.
+/en/leave; each links to the other language (a code page by posting its state to the other
+language's code page, see `switched`). An unknown address under them is a 404 page in its
+language (api/problems.py asks pages.not_found_page).
 
 They need no API key (the Guard keys only /v1/) and reach nothing but citizens/signups.py and
 citizens/leaving.py, through the same functions, throttles and SMS as POST /v1/signups. They
@@ -34,6 +36,7 @@ from broadcaster.web.pages import (
     CSRF_FIELD,
     HEADERS,
     PATHS,
+    SWITCH_FIELD,
     asset,
     csrf_ok,
     error_page,
@@ -163,6 +166,13 @@ async def take_post(
         return await again(422)
 
 
+def switched(fields: forms.Fields) -> bool:
+    """Whether a code page's language link was followed: the same code page is shown in the
+    other language (the number and the sign-up carried as the page carries them; a code typed
+    but not sent is not). Nothing is checked or sent, so nothing needs the CSRF token."""
+    return fields.one(SWITCH_FIELD) == "language"
+
+
 # ---------------------------------------------------------------- sign-up
 
 
@@ -204,6 +214,7 @@ async def code_page(
         status=status,
         paths=PATHS[language],
         other_url=None,
+        other_post=PATHS[OTHER[language]].signup_code,
         phone=checked.phone or signup.phone,
         shown_phone=forms.shown_phone(checked.phone or signup.phone),
         minutes=settings.signup_code_minutes,
@@ -275,6 +286,8 @@ async def signup_confirm(request: Request, language: str) -> Response:
     checked = forms.check_code(fields)
     if not checked.phone:
         return RedirectResponse(PATHS[language].signup, status_code=303)
+    if switched(fields):
+        return await code_page(request, language, signup, forms.Checked(), 200)
 
     async def again(status: int) -> Response:
         return await code_page(request, language, signup, checked, status)
@@ -357,6 +370,7 @@ async def leave_code_page(
         status=status,
         paths=PATHS[language],
         other_url=None,
+        other_post=PATHS[OTHER[language]].leave_code,
         phone=checked.phone,
         shown_phone=forms.shown_phone(checked.phone),
         minutes=settings.signup_code_minutes,
@@ -391,6 +405,11 @@ async def leave_confirm(request: Request, language: str) -> Response:
     checked = forms.check_code(fields)
     if not checked.phone:
         return RedirectResponse(PATHS[language].leave, status_code=303)
+    if switched(fields):
+        shown = forms.Checked(
+            values={"phone": checked.values["phone"], "code": ""}, phone=checked.phone
+        )
+        return await leave_code_page(request, language, shown, 200)
 
     async def again(status: int) -> Response:
         return await leave_code_page(request, language, checked, status)
