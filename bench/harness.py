@@ -166,18 +166,20 @@ def start_simulator(started: list[procs.Child], log_dir: Path, *args: str) -> st
     return f"http://127.0.0.1:{port}"
 
 
-def service_env(url: str, config: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+def service_env(url: str, config: Path | None, env: dict[str, str] | None = None) -> dict[str, str]:
     """The settings of a `broadcaster api` (and of its dispatcher) on `url` with the gateways of
-    `config`: a free port for the API, its public URL there, logging at warning; `env` added."""
+    `config` (None: none): a free port for the API, its public URL there, logging at warning;
+    `env` added."""
     port = procs.free_port()
-    return {
+    settings = {
         "DATABASE_URL": url,
-        "BROADCASTER_CONFIG": str(config),
         "BROADCASTER_PORT": str(port),
         "BROADCASTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "BROADCASTER_LOG_LEVEL": "warning",
-        **(env or {}),
     }
+    if config is not None:
+        settings["BROADCASTER_CONFIG"] = str(config)
+    return {**settings, **(env or {})}
 
 
 def start_api(started: list[procs.Child], log_dir: Path, env: dict[str, str]) -> str:

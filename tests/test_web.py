@@ -63,6 +63,15 @@ SIGNUP = {
 }
 
 
+async def signed_up(web: httpx.AsyncClient, pool: asyncpg.Pool) -> httpx.Response:
+    """PHONE signed up on the Danish page and confirmed with its code; the confirmation page."""
+    r = await post(web, "/tilmeld", SIGNUP)
+    return await web.post(
+        "/tilmeld/kode",
+        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
+    )
+
+
 async def test_pages_render_in_both_languages_with_their_headers(web: httpx.AsyncClient) -> None:
     for path, lang, words in [
         ("/tilmeld", "da", ["Mobilnummer", "3400 Hillerød", "Ring 114", 'href="/en/signup"']),
@@ -181,11 +190,7 @@ async def test_each_error_is_shown_next_to_its_field_in_the_pages_language(
 async def test_leaving_opts_the_number_out_as_stop_does(
     web: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    r = await post(web, "/tilmeld", SIGNUP)
-    r = await web.post(
-        "/tilmeld/kode",
-        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
-    )
+    r = await signed_up(web, pool)
     assert "Du er tilmeldt" in r.text
     r = await post(web, "/afmeld", {"phone": "26123462"})
     assert r.status_code == 200 and "Er 26\u00a012\u00a034\u00a062 tilmeldt" in r.text
@@ -243,11 +248,7 @@ async def test_no_phone_number_in_the_logs_at_info(
     web: httpx.AsyncClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    r = await post(web, "/tilmeld", SIGNUP)
-    await web.post(
-        "/tilmeld/kode",
-        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
-    )
+    await signed_up(web, pool)
     r = await post(web, "/afmeld", {"phone": PHONE})
     await web.post(
         "/afmeld/kode",
@@ -334,11 +335,7 @@ async def test_a_code_page_links_to_the_other_language_keeping_the_sign_up(
 async def test_the_leave_code_page_links_to_the_other_language_keeping_the_number(
     web: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    r = await post(web, "/tilmeld", SIGNUP)
-    r = await web.post(
-        "/tilmeld/kode",
-        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
-    )
+    r = await signed_up(web, pool)
     r = await post(web, "/en/leave", {"phone": "26123462"})
     action, fields = language_form(r)
     assert action == "/afmeld/kode" and fields["phone"] == [PHONE]

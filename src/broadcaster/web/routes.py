@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Request, Response
@@ -119,6 +119,7 @@ def throttled(request: Request, language: str, exc: Throttled) -> Response:
 # ---------------------------------------------------------------- a post, the shape they share
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,46 @@ async def take_post(
             raise
         put(checked, exc)
         return await again(422)
+
+
+class CodeConfirm(Protocol[T_co]):
+    """signups.confirm and leaving.confirm: the number's code checked, and what it is for done."""
+
+    def __call__(
+        self, conn: asyncpg.Connection, settings: Settings, *, phone: str, code: str, client: str
+    ) -> Awaitable[T_co]: ...
+
+
+async def take_code(
+    request: Request,
+    language: str,
+    fields: forms.Fields,
+    checked: forms.Checked,
+    again: Callable[[int], Awaitable[Response]],
+    confirm: CodeConfirm[T],
+) -> T | Response:
+    """A code page's post (take_post): the code in `checked` given to `confirm`, a wrong,
+    expired or spent code put at the code field."""
+
+    async def call(conn: asyncpg.Connection) -> T:
+        return await confirm(
+            conn,
+            settings_of(request),
+            phone=checked.phone,
+            code=checked.values["digits"],
+            client=client_of(request),
+        )
+
+    return await take_post(
+        request,
+        language,
+        fields,
+        checked,
+        again,
+        call,
+        expired=ON_CODE,
+        errors={signups.SignupError: code_error},
+    )
 
 
 def switched(fields: forms.Fields) -> bool:
@@ -292,25 +333,7 @@ async def signup_confirm(request: Request, language: str) -> Response:
     async def again(status: int) -> Response:
         return await code_page(request, language, signup, checked, status)
 
-    async def confirm(conn: asyncpg.Connection) -> signups.Confirmed:
-        return await signups.confirm(
-            conn,
-            settings,
-            phone=checked.phone,
-            code=checked.values["digits"],
-            client=client_of(request),
-        )
-
-    done = await take_post(
-        request,
-        language,
-        fields,
-        checked,
-        again,
-        confirm,
-        expired=ON_CODE,
-        errors={signups.SignupError: code_error},
-    )
+    done = await take_code(request, language, fields, checked, again, signups.confirm)
     if isinstance(done, Response):
         return done
     zones = await postal_zones(request)
@@ -414,25 +437,7 @@ async def leave_confirm(request: Request, language: str) -> Response:
     async def again(status: int) -> Response:
         return await leave_code_page(request, language, checked, status)
 
-    async def confirm(conn: asyncpg.Connection) -> None:
-        await leaving.confirm(
-            conn,
-            settings,
-            phone=checked.phone,
-            code=checked.values["digits"],
-            client=client_of(request),
-        )
-
-    answer = await take_post(
-        request,
-        language,
-        fields,
-        checked,
-        again,
-        confirm,
-        expired=ON_CODE,
-        errors={signups.SignupError: code_error},
-    )
+    answer = await take_code(request, language, fields, checked, again, leaving.confirm)
     if isinstance(answer, Response):
         return answer
     log.info("left on the web page")
