@@ -49,13 +49,12 @@ from harness import (
     children,
     cpu_seconds,
     fresh_database,
-    gateway_toml,
     get_json,
     postgres_version,
     report,
     run,
     seed_box,
-    start_simulator,
+    start_service,
 )
 
 from broadcaster import procs
@@ -96,38 +95,17 @@ def start_stack(
     """Simulator, `broadcaster api` and `broadcaster dispatcher` on free ports; the dispatcher
     gives the simulator the API's callback URL, so receipts go to the API as in production."""
     sim_args = ["--receipt-delay-ms", f"{receipt_delay_ms:g}"]
-    sim = start_simulator(started, log_dir, *sim_args, *(["--hold-receipts"] * hold_receipts))
-    config = gateway_toml(log_dir / "gw.toml", sim, rate=rate, max_batch=1000, concurrency=4)
-    port = procs.free_port()
-    api = f"http://127.0.0.1:{port}"
-    env = {
-        "DATABASE_URL": url,
-        "BROADCASTER_CONFIG": str(config),
-        "BROADCASTER_PORT": str(port),
-        "BROADCASTER_PUBLIC_URL": api,
-        "BROADCASTER_LOG_LEVEL": "warning",
-        "BROADCASTER_POLL_INTERVAL": "0.2",
-    }
-    started.append(
-        procs.start(
-            "api",
-            procs.broadcaster_argv("api"),
-            env=env,
-            log_dir=log_dir,
-            ready_url=f"{api}/readyz",
-        )
-    )
-    started.append(
-        procs.start(
-            "dispatcher",
-            procs.broadcaster_argv("dispatcher"),
-            env={**env, "BROADCASTER_LOG_LEVEL": "info"},
-            log_dir=log_dir,
-            ready_line="dispatcher started",
-        )
+    sim_args += ["--hold-receipts"] * hold_receipts
+    service = start_service(
+        started,
+        log_dir,
+        url,
+        rate=rate,
+        sim_args=sim_args,
+        env={"BROADCASTER_POLL_INTERVAL": "0.2"},
     )
     pids = {c.name: c.pid for c in started if c.name in PROCESSES}
-    return Stack(url, api, sim, pids, key)
+    return Stack(url, service.api, service.sim, pids, key)
 
 
 async def prepare(name: str, subscribers: int) -> tuple[str, str]:

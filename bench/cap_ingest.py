@@ -35,9 +35,10 @@ from harness import (
     report,
     run,
     seed_box,
+    service_env,
+    start_api,
 )
 
-from broadcaster import procs
 from broadcaster.auth import create_api_key
 from broadcaster.database import connect
 
@@ -139,24 +140,8 @@ async def main(subscribers: int, samples: int) -> None:
     finally:
         await conn.close()
     with children() as (started, log_dir):
-        port = procs.free_port()
-        api = f"http://127.0.0.1:{port}"
-        env = {
-            "DATABASE_URL": url,
-            "BROADCASTER_PORT": str(port),
-            "BROADCASTER_PUBLIC_URL": api,
-            "BROADCASTER_LOG_LEVEL": "warning",
-            "BROADCASTER_WRITES_PER_KEY_PER_MINUTE": "1000000",
-        }
-        started.append(
-            procs.start(
-                "api",
-                procs.broadcaster_argv("api"),
-                env=env,
-                log_dir=log_dir,
-                ready_url=f"{api}/readyz",
-            )
-        )
+        writes = {"BROADCASTER_WRITES_PER_KEY_PER_MINUTE": "1000000"}
+        api = start_api(started, log_dir, service_env(url, None, writes))
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             results = await _time(http, api, samples)

@@ -27,15 +27,13 @@ from harness import (
     ZONE,
     children,
     fresh_database,
-    gateway_toml,
     postgres_version,
     report,
     run,
     seed_box,
-    start_simulator,
+    start_service,
 )
 
-from broadcaster import procs
 from broadcaster.auth import create_api_key
 from broadcaster.database import connect
 
@@ -92,36 +90,11 @@ async def main(subscribers: int, samples: int, rate: float) -> None:
     finally:
         await conn.close()
     with children() as (started, log_dir):
-        sim = start_simulator(started, log_dir, "--hold-receipts")
-        config = gateway_toml(log_dir / "gw.toml", sim, rate=rate or 1_000_000, max_batch=1000)
-        port = procs.free_port()
-        api = f"http://127.0.0.1:{port}"
-        env = {
-            "DATABASE_URL": url,
-            "BROADCASTER_CONFIG": str(config),
-            "BROADCASTER_PORT": str(port),
-            "BROADCASTER_PUBLIC_URL": api,
-            "BROADCASTER_LOG_LEVEL": "warning",
-        }
         # The production layout: API and dispatcher as separate processes.
-        started.append(
-            procs.start(
-                "api",
-                procs.broadcaster_argv("api"),
-                env=env,
-                log_dir=log_dir,
-                ready_url=f"{api}/readyz",
-            )
+        service = start_service(
+            started, log_dir, url, rate=rate or 1_000_000, sim_args=["--hold-receipts"]
         )
-        started.append(
-            procs.start(
-                "dispatcher",
-                procs.broadcaster_argv("dispatcher"),
-                env={**env, "BROADCASTER_LOG_LEVEL": "info"},
-                log_dir=log_dir,
-                ready_line="dispatcher started",
-            )
-        )
+        api, sim = service.api, service.sim
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             idle_submit, idle_create = await _emergencies(http, api, sim, min(samples, 10))

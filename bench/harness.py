@@ -12,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -163,6 +164,76 @@ def start_simulator(started: list[procs.Child], log_dir: Path, *args: str) -> st
         )
     )
     return f"http://127.0.0.1:{port}"
+
+
+def service_env(url: str, config: Path | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The settings of a `broadcaster api` (and of its dispatcher) on `url` with the gateways of
+    `config` (None: none): a free port for the API, its public URL there, logging at warning;
+    `env` added."""
+    port = procs.free_port()
+    settings = {
+        "DATABASE_URL": url,
+        "BROADCASTER_PORT": str(port),
+        "BROADCASTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BROADCASTER_LOG_LEVEL": "warning",
+    }
+    if config is not None:
+        settings["BROADCASTER_CONFIG"] = str(config)
+    return {**settings, **(env or {})}
+
+
+def start_api(started: list[procs.Child], log_dir: Path, env: dict[str, str]) -> str:
+    """A `broadcaster api` with the settings `env` (service_env); returns its URL once /readyz
+    answers."""
+    api = env["BROADCASTER_PUBLIC_URL"]
+    started.append(
+        procs.start(
+            "api",
+            procs.broadcaster_argv("api"),
+            env=env,
+            log_dir=log_dir,
+            ready_url=f"{api}/readyz",
+        )
+    )
+    return api
+
+
+@dataclass(frozen=True)
+class Service:
+    """The URLs of a started simulator and API."""
+
+    sim: str
+    api: str
+
+
+def start_service(
+    started: list[procs.Child],
+    log_dir: Path,
+    url: str,
+    *,
+    rate: float,
+    sim_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Service:
+    """The GatewayAPI simulator (with `sim_args`), `broadcaster api` and `broadcaster
+    dispatcher` on free ports, as separate processes (the production layout). The gateway sends
+    `rate` SMS/s in batches of up to 1000; both processes get the same settings (`env` added),
+    so the dispatcher gives the simulator the API's callback URL and receipts go to the API as
+    in production. The dispatcher logs at info."""
+    sim = start_simulator(started, log_dir, *sim_args)
+    config = gateway_toml(log_dir / "gw.toml", sim, rate=rate, max_batch=1000)
+    settings = service_env(url, config, env)
+    api = start_api(started, log_dir, settings)
+    started.append(
+        procs.start(
+            "dispatcher",
+            procs.broadcaster_argv("dispatcher"),
+            env={**settings, "BROADCASTER_LOG_LEVEL": "info"},
+            log_dir=log_dir,
+            ready_line="dispatcher started",
+        )
+    )
+    return Service(sim, api)
 
 
 def get_json(url: str) -> Any:

@@ -54,10 +54,11 @@ from harness import (
     report,
     run,
     seed_box,
-    start_simulator,
+    service_env,
+    start_api,
+    start_service,
 )
 
-from broadcaster import procs
 from broadcaster.database import connect
 from broadcaster.ingest.alerts import NewAlert, create_alert
 from broadcaster.ingest.geo import parse_area
@@ -117,35 +118,10 @@ async def stop_latency(
     stopping = [FIRST_MSISDN + subscribers - 1 - i for i in range(stops)]
     requests = [signed_mo(msisdn, "STOP") for msisdn in stopping]
     with children() as (started, log_dir):
-        sim = start_simulator(started, log_dir, "--hold-receipts")
-        config = gateway_toml(log_dir / "gw.toml", sim, rate=rate or 1_000_000, max_batch=1000)
-        port = procs.free_port()
-        api = f"http://127.0.0.1:{port}"
-        env = {
-            "DATABASE_URL": url,
-            "BROADCASTER_CONFIG": str(config),
-            "BROADCASTER_PORT": str(port),
-            "BROADCASTER_PUBLIC_URL": api,
-            "BROADCASTER_LOG_LEVEL": "warning",
-        }
-        started.append(
-            procs.start(
-                "api",
-                procs.broadcaster_argv("api"),
-                env=env,
-                log_dir=log_dir,
-                ready_url=f"{api}/readyz",
-            )
+        service = start_service(
+            started, log_dir, url, rate=rate or 1_000_000, sim_args=["--hold-receipts"]
         )
-        started.append(
-            procs.start(
-                "dispatcher",
-                procs.broadcaster_argv("dispatcher"),
-                env={**env, "BROADCASTER_LOG_LEVEL": "info"},
-                log_dir=log_dir,
-                ready_line="dispatcher started",
-            )
-        )
+        api, sim = service.api, service.sim
         conn = await connect(url)
         try:
             alert = NewAlert(
@@ -229,24 +205,8 @@ async def ingestion(tips: int, concurrency: int, api_requests: int) -> dict[str,
         await conn.close()
     before = await api_ceiling(api_requests, concurrency, "lean")
     with children() as (started, log_dir):
-        port = procs.free_port()
-        api = f"http://127.0.0.1:{port}"
         config = gateway_toml(log_dir / "gw.toml", "http://127.0.0.1:9", rate=1000)
-        started.append(
-            procs.start(
-                "api",
-                procs.broadcaster_argv("api"),
-                env={
-                    "DATABASE_URL": url,
-                    "BROADCASTER_CONFIG": str(config),
-                    "BROADCASTER_PORT": str(port),
-                    "BROADCASTER_PUBLIC_URL": api,
-                    "BROADCASTER_LOG_LEVEL": "warning",
-                },
-                log_dir=log_dir,
-                ready_url=f"{api}/readyz",
-            )
-        )
+        api = start_api(started, log_dir, service_env(url, config))
         api_pid = started[-1].pid
         cpu0 = cpu_seconds(api_pid) or 0.0
         child = await asyncio.create_subprocess_exec(

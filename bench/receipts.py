@@ -67,6 +67,8 @@ from harness import (
     report,
     run,
     seed_box,
+    service_env,
+    start_api,
     start_dispatcher,
 )
 
@@ -110,25 +112,9 @@ async def http_receipts(receipts: int, concurrency: int, client: str) -> dict[st
     finally:
         await conn.close()
     with children() as (started, log_dir):
-        port = procs.free_port()
-        api = f"http://127.0.0.1:{port}"
         # The gateway's base_url is never called: the API only receives callbacks.
         config = gateway_toml(log_dir / "gw.toml", "http://127.0.0.1:9", rate=1000)
-        started.append(
-            procs.start(
-                "api",
-                procs.broadcaster_argv("api"),
-                env={
-                    "DATABASE_URL": url,
-                    "BROADCASTER_CONFIG": str(config),
-                    "BROADCASTER_PORT": str(port),
-                    "BROADCASTER_PUBLIC_URL": api,
-                    "BROADCASTER_LOG_LEVEL": "warning",
-                },
-                log_dir=log_dir,
-                ready_url=f"{api}/readyz",
-            )
-        )
+        api = start_api(started, log_dir, service_env(url, config))
         api_pid = started[-1].pid
         conn = await connect(url)
         try:

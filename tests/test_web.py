@@ -16,6 +16,7 @@ import pytest
 from tests.test_signups import last_code
 
 from broadcaster.api.app import create_app
+from broadcaster.auth import create_api_key
 from broadcaster.settings import GatewaySettings, load_settings
 from broadcaster.web.pages import CSRF_COOKIE
 
@@ -60,6 +61,15 @@ SIGNUP = {
     "reason": "feel_safer",
     "consent": "yes",
 }
+
+
+async def signed_up(web: httpx.AsyncClient, pool: asyncpg.Pool) -> httpx.Response:
+    """PHONE signed up on the Danish page and confirmed with its code; the confirmation page."""
+    r = await post(web, "/tilmeld", SIGNUP)
+    return await web.post(
+        "/tilmeld/kode",
+        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
+    )
 
 
 async def test_pages_render_in_both_languages_with_their_headers(web: httpx.AsyncClient) -> None:
@@ -180,11 +190,7 @@ async def test_each_error_is_shown_next_to_its_field_in_the_pages_language(
 async def test_leaving_opts_the_number_out_as_stop_does(
     web: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    r = await post(web, "/tilmeld", SIGNUP)
-    r = await web.post(
-        "/tilmeld/kode",
-        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
-    )
+    r = await signed_up(web, pool)
     assert "Du er tilmeldt" in r.text
     r = await post(web, "/afmeld", {"phone": "26123462"})
     assert r.status_code == 200 and "Er 26\u00a012\u00a034\u00a062 tilmeldt" in r.text
@@ -242,11 +248,7 @@ async def test_no_phone_number_in_the_logs_at_info(
     web: httpx.AsyncClient, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    r = await post(web, "/tilmeld", SIGNUP)
-    await web.post(
-        "/tilmeld/kode",
-        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
-    )
+    await signed_up(web, pool)
     r = await post(web, "/afmeld", {"phone": PHONE})
     await web.post(
         "/afmeld/kode",
@@ -285,6 +287,94 @@ async def test_a_code_page_fetched_again_goes_back_to_its_form(web: httpx.AsyncC
     assert r.status_code == 303 and r.headers["location"] == "/tilmeld"
     r = await web.get("/en/leave/code", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/en/leave"
+
+
+def language_form(page: httpx.Response) -> tuple[str, dict[str, list[str]]]:
+    """The action and the fields of a code page's language link (a form: it carries the state)."""
+    found = re.search(
+        r'<form method="post" action="([^"]+)" class="language-form">(.*?)</form>', page.text, re.S
+    )
+    assert found, page.text
+    fields: dict[str, list[str]] = {}
+    for name, value in re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)">', found.group(2)
+    ):
+        fields.setdefault(name, []).append(value)
+    return found.group(1), fields
+
+
+async def test_a_code_page_links_to_the_other_language_keeping_the_sign_up(
+    web: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    r = await post(web, "/tilmeld", SIGNUP)
+    assert "Vi har sendt en kode til 26\u00a012\u00a034\u00a062" in r.text
+    action, fields = language_form(r)
+    assert action == "/en/signup/code"
+    assert fields["phone"] == [PHONE] and fields["postal_code"] == ["3400", "3000"]
+    assert fields["switch"] == ["language"]
+    notices = await pool.fetchval("SELECT count(*) FROM alerts WHERE kind = 'notice'")
+    r = await web.post(action, data=fields)
+    assert r.status_code == 200, r.text
+    assert '<html lang="en">' in r.text
+    assert "We have sent a code to 26\u00a012\u00a034\u00a062" in r.text
+    assert "error-summary" not in r.text  # no code was sent yet: nothing to complain of
+    assert language_form(r)[0] == "/tilmeld/kode"  # and back again
+    # Nothing was sent or counted: the code of the Danish page works on the English one.
+    assert await pool.fetchval("SELECT count(*) FROM alerts WHERE kind = 'notice'") == notices
+    code = await last_code(pool, PHONE)
+    form = {**fields, "csrf": [token(r)], "code": [code]}
+    del form["switch"]
+    r = await web.post("/en/signup/code", data=form)
+    assert r.status_code == 200 and "You are signed up" in r.text, r.text
+    assert "3400 Hillerød" in r.text and "3000 Helsingør" in r.text
+    # The SMS language chosen on the form is kept; the page's language was only the page's.
+    row = await pool.fetchrow("SELECT status, language FROM subscribers WHERE phone = $1", PHONE)
+    assert tuple(row) == ("active", "da")
+
+
+async def test_the_leave_code_page_links_to_the_other_language_keeping_the_number(
+    web: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    r = await signed_up(web, pool)
+    r = await post(web, "/en/leave", {"phone": "26123462"})
+    action, fields = language_form(r)
+    assert action == "/afmeld/kode" and fields["phone"] == [PHONE]
+    r = await web.post(action, data=fields)
+    assert r.status_code == 200 and '<html lang="da">' in r.text
+    assert "Er 26\u00a012\u00a034\u00a062 tilmeldt" in r.text
+    r = await web.post(
+        "/afmeld/kode",
+        data={"csrf": token(r), "phone": PHONE, "code": await last_code(pool, PHONE)},
+    )
+    assert r.status_code == 200 and "Du er afmeldt" in r.text
+    # A switch without a valid number goes back to the form, as a code page without one does.
+    r = await web.post(action, data={"switch": "language"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/afmeld"
+
+
+async def test_an_unknown_page_is_a_404_page_in_its_language(
+    web: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    for path, lang, words in [
+        ("/en/nowhere", "en", ["Page not found", 'href="/en/signup">Go to the start page']),
+        ("/en/signup/code/extra", "en", ["Page not found", 'href="/tilmeld"']),
+        ("/tilmeld/ukendt", "da", ["Siden findes ikke", 'href="/tilmeld">Gå til forsiden']),
+        ("/afmeld/x/y", "da", ["Siden findes ikke", 'href="/en/signup"']),
+    ]:
+        r = await web.get(path)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"].startswith("text/html"), path
+        assert f'<html lang="{lang}">' in r.text, path
+        for word in words:
+            assert word in r.text, (path, word)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    # The API's paths (and any other outside the pages) keep their problem+json.
+    async with pool.acquire() as conn:
+        key = await create_api_key(conn, "web-test")
+    for path in ("/v1/nowhere", "/v1/alerts/1/nowhere", "/nowhere", "/english"):
+        r = await web.get(path, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 404, path
+        assert r.headers["content-type"] == "application/problem+json", path
 
 
 async def test_pages_need_no_key_and_stay_out_of_the_api_document(

@@ -3,7 +3,8 @@ driven by Selenium, against a real `broadcaster serve` and gateway simulator (th
 fixture). A citizen signs up in Danish and in English, reads the code from the SMS the simulator
 received, confirms, and the API shows the subscriber active for the postal code; a wrong code, an
 expired code, an invalid number and a missing consent each show their message at their field;
-leaving works; axe-core finds no serious or critical violation on any page, and no page scrolls
+leaving works (its code page switching language and back); an unknown page is a page in its
+language; axe-core finds no serious or critical violation on any page, and no page scrolls
 sideways on a 360-px-wide screen. Screenshots of every page at 360 px and 1280 px are saved under
 the test's temporary directory (screenshots/).
 
@@ -331,6 +332,12 @@ async def test_signing_up_in_english_with_the_keyboard_and_location_then_leaving
     submit(browser, "send-code")
     assert "If 26 12 34 71 is signed up" in by_id(browser, "main").text
     check_page(browser, shots, "leave-code")
+    # The code page in the other language and back, the number kept (no new code is sent).
+    submit(browser, "other-language")
+    assert "Er 26 12 34 71 tilmeldt" in by_id(browser, "main").text
+    check_page(browser, shots, "leave-code-da")
+    submit(browser, "other-language")
+    assert "If 26 12 34 71 is signed up" in by_id(browser, "main").text
     code, _ = sms_code(service.sim_url, phone, after=sent)
     fill(browser, "code", code)
     submit(browser, "confirm")
@@ -339,6 +346,13 @@ async def test_signing_up_in_english_with_the_keyboard_and_location_then_leaving
     record = await subscriber(pool, service, phone)
     assert record["subscriber"]["status"] == "opted_out"
     assert record["subscriber"]["opt_out_reason"] == "leave page"
+
+    # An address under the pages that is none of them: a page in its language, not JSON.
+    browser.get(f"{service.api_url}/en/no-such-page")
+    assert browser.find_element("tag name", "h1").text == "Page not found"
+    check_page(browser, shots, "not-found")
+    browser.find_element("link text", "Go to the start page").click()
+    wait_for(lambda: browser.find_element("tag name", "h1").text.startswith("Sign up"))
 
 
 def _gone(element: Any) -> bool:

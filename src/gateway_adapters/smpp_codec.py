@@ -3,14 +3,14 @@
 Only what an ESME sending alerts needs (and what the SMSC simulator needs to answer it):
 bind_transceiver, bind_transmitter, bind_receiver, unbind, enquire_link, submit_sm, deliver_sm
 (each with its _resp) and generic_nack. Every integer is big-endian; strings are C-octet strings
-(NUL terminated). Pure functions and dataclasses only: no I/O except `read_frame`, which reads
-one PDU's bytes. Text encodings and concatenation are in `smpp_text`, delivery receipts are read in
-`smpp_receipts`, message ids compared in `smpp_ids`.
+(NUL terminated). Pure functions and dataclasses only: the numbers (command ids, statuses, tags)
+are in `smpp_numbers`, reading PDUs off a stream in `smpp_frames`; both are offered here too, so
+that this module names the whole wire format. Text encodings and concatenation are in
+`smpp_text`, delivery receipts are read in `smpp_receipts`, message ids compared in `smpp_ids`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import struct
 from collections.abc import Mapping
@@ -18,121 +18,39 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-# -- header and command ids ----------------------------------------------------------------------
-
-HEADER = struct.Struct(">IIII")  # command_length, command_id, command_status, sequence_number
-HEADER_SIZE = HEADER.size
-_LENGTH = struct.Struct(">I")  # command_length alone
-# Real PDUs are a few hundred bytes; a larger length means a broken or hostile peer, and reading
-# it would let that peer make us buffer arbitrary amounts.
-MAX_PDU_SIZE = 64 * 1024
-MAX_SEQUENCE = 0x7FFFFFFF
-RESPONSE_BIT = 0x80000000
-
-GENERIC_NACK = 0x80000000
-BIND_RECEIVER = 0x00000001
-BIND_RECEIVER_RESP = 0x80000001
-BIND_TRANSMITTER = 0x00000002
-BIND_TRANSMITTER_RESP = 0x80000002
-BIND_TRANSCEIVER = 0x00000009
-BIND_TRANSCEIVER_RESP = 0x80000009
-SUBMIT_SM = 0x00000004
-SUBMIT_SM_RESP = 0x80000004
-DELIVER_SM = 0x00000005
-DELIVER_SM_RESP = 0x80000005
-UNBIND = 0x00000006
-UNBIND_RESP = 0x80000006
-ENQUIRE_LINK = 0x00000015
-ENQUIRE_LINK_RESP = 0x80000015
-
-INTERFACE_VERSION = 0x34
-
-# -- command_status (SMPP 3.4 section 5.1.3) ------------------------------------------------------
-
-ESME_ROK = 0x00000000
-ESME_RINVMSGLEN = 0x00000001
-ESME_RINVCMDLEN = 0x00000002
-ESME_RINVCMDID = 0x00000003
-ESME_RINVBNDSTS = 0x00000004
-ESME_RALYBND = 0x00000005
-ESME_RINVREGDLVFLG = 0x00000007
-ESME_RSYSERR = 0x00000008
-ESME_RINVSRCADR = 0x0000000A
-ESME_RINVDSTADR = 0x0000000B
-ESME_RINVMSGID = 0x0000000C
-ESME_RBINDFAIL = 0x0000000D
-ESME_RINVPASWD = 0x0000000E
-ESME_RINVSYSID = 0x0000000F
-ESME_RMSGQFUL = 0x00000014
-ESME_RINVESMCLASS = 0x00000043
-ESME_RSUBMITFAIL = 0x00000045
-ESME_RINVSRCTON = 0x00000048
-ESME_RINVSRCNPI = 0x00000049
-ESME_RINVDSTTON = 0x00000050
-ESME_RINVDSTNPI = 0x00000051
-ESME_RINVSYSTYP = 0x00000053
-ESME_RTHROTTLED = 0x00000058
-ESME_RMISSINGOPTPARAM = 0x000000C3
-ESME_RINVOPTPARAMVAL = 0x000000C4
-ESME_RINVDCS = 0x00000104
-ESME_RX_T_APPN = 0x00000064
-ESME_RX_P_APPN = 0x00000065
-ESME_RX_R_APPN = 0x00000066
-ESME_RUNKNOWNERR = 0x000000FF
-
-STATUS_NAMES: dict[int, str] = {
-    value: name for name, value in list(globals().items()) if name.startswith("ESME_R")
-}
-
-
-def status_name(status: int) -> str:
-    """'ESME_RTHROTTLED (0x00000058)' for a known status, else just the hex."""
-    name = STATUS_NAMES.get(status)
-    return f"{name} (0x{status:08X})" if name else f"0x{status:08X}"
-
-
-# -- optional parameters (TLVs) and field values --------------------------------------------------
-
-TAG_RECEIPTED_MESSAGE_ID = 0x001E
-TAG_SAR_MSG_REF_NUM = 0x020C  # concatenation by TLVs: reference (2 octets),
-TAG_SAR_TOTAL_SEGMENTS = 0x020E  # parts (1 octet),
-TAG_SAR_SEGMENT_SEQNUM = 0x020F  # and this part's number (1 octet)
-TAG_SC_INTERFACE_VERSION = 0x0210
-TAG_NETWORK_ERROR_CODE = 0x0423
-TAG_MESSAGE_PAYLOAD = 0x0424
-TAG_MESSAGE_STATE = 0x0427
-
-ESM_CLASS_UDHI = 0x40  # short_message starts with a User Data Header
-ESM_CLASS_TYPE_MASK = 0x3C
-ESM_CLASS_DELIVERY_RECEIPT = 0x04
-
-DATA_CODING_DEFAULT = 0x00  # SMSC default alphabet: GSM 03.38 for us
-DATA_CODING_IA5 = 0x01
-DATA_CODING_LATIN1 = 0x03
-DATA_CODING_UCS2 = 0x08
-
-TON_UNKNOWN, TON_INTERNATIONAL, TON_ALPHANUMERIC = 0x00, 0x01, 0x05
-NPI_UNKNOWN, NPI_ISDN = 0x00, 0x01
-
-MAX_SHORT_MESSAGE = 254  # sm_length is one octet; 255 is reserved
-
-
-class PduError(ValueError):
-    """Bytes that are not a valid PDU. Carries what a generic_nack answer needs."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = ESME_RINVCMDLEN,
-        command_id: int = 0,
-        sequence_number: int = 0,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.command_id = command_id
-        self.sequence_number = sequence_number
-
+# Re-exported: the wire format's names, wherever they are defined.
+from gateway_adapters.smpp_frames import *  # noqa: F403
+from gateway_adapters.smpp_numbers import *  # noqa: F403
+from gateway_adapters.smpp_numbers import (
+    BIND_RECEIVER,
+    BIND_RECEIVER_RESP,
+    BIND_TRANSCEIVER,
+    BIND_TRANSCEIVER_RESP,
+    BIND_TRANSMITTER,
+    BIND_TRANSMITTER_RESP,
+    DATA_CODING_DEFAULT,
+    DELIVER_SM,
+    DELIVER_SM_RESP,
+    ENQUIRE_LINK,
+    ENQUIRE_LINK_RESP,
+    ESME_RINVMSGLEN,
+    ESME_ROK,
+    GENERIC_NACK,
+    HEADER,
+    HEADER_SIZE,
+    INTERFACE_VERSION,
+    MAX_SHORT_MESSAGE,
+    NPI_UNKNOWN,
+    RESPONSE_BIT,
+    SUBMIT_SM,
+    SUBMIT_SM_RESP,
+    TAG_MESSAGE_PAYLOAD,
+    TAG_SC_INTERFACE_VERSION,
+    TON_UNKNOWN,
+    UNBIND,
+    UNBIND_RESP,
+    PduError,
+)
 
 # -- field readers and writers --------------------------------------------------------------------
 
@@ -589,53 +507,6 @@ def decode(frame: bytes) -> Pdu:
         raise
     # Octets left over (a newer peer's TLVs on a response) are ignored: be liberal in reading.
     return cls(sequence_number=sequence, command_status=status, **values)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    """The bytes of the next PDU on the stream; `asyncio.IncompleteReadError` at EOF.
-
-    A `PduError` here means the stream cannot be resynchronised: close the connection.
-    """
-    head = await reader.readexactly(HEADER_SIZE)
-    length = struct.unpack_from(">I", head)[0]
-    if not HEADER_SIZE <= length <= MAX_PDU_SIZE:
-        raise PduError(f"command_length {length} out of range")
-    return head + await reader.readexactly(length - HEADER_SIZE)
-
-
-class FrameReader:
-    """Whole PDUs from a stream, as many as have arrived: one read and one call per burst
-    rather than two reads per PDU (`read_frame`), for the receipt path's tens of thousands a
-    second. The same errors as `read_frame`: `asyncio.IncompleteReadError` at EOF, `PduError`
-    for a length that cannot be (the stream cannot be resynchronised: close it)."""
-
-    def __init__(self, reader: asyncio.StreamReader, chunk: int = 256 * 1024) -> None:
-        self.reader = reader
-        self.chunk = chunk
-        self._rest = b""  # the start of a PDU whose other octets have not arrived yet
-
-    async def frames(self) -> list[bytes]:
-        """The next PDUs (at least one), header included, in arrival order."""
-        unpack = _LENGTH.unpack_from
-        while True:
-            data = self._rest
-            frames: list[bytes] = []
-            start, size = 0, len(data)
-            while size - start >= HEADER_SIZE:
-                (length,) = unpack(data, start)
-                if not HEADER_SIZE <= length <= MAX_PDU_SIZE:
-                    raise PduError(f"command_length {length} out of range")
-                if size - start < length:
-                    break
-                frames.append(data[start : start + length])
-                start += length
-            self._rest = data[start:] if start else data
-            if frames:
-                return frames
-            more = await self.reader.read(self.chunk)
-            if not more:
-                raise asyncio.IncompleteReadError(self._rest, None)
-            self._rest += more
 
 
 def encode_response(command_id: int, sequence_number: int, status: int = ESME_ROK) -> bytes:

@@ -19,6 +19,10 @@ for deliver_sm. The simulator is the load generator of the receipt benchmark, so
 cheap: each receipt's addresses and text snippet are encoded once when it is created, and as many
 deliver_sm as the window allows go out in one write.
 
+The simulator is in parts: connections, binds and controls here, submit_sm handling in
+`smpp_submits`, receipts sent in `smpp_receipt_sending` (built in `smpp_receipts`), inbound
+messages built in `smpp_mo`, its options and counters in `smpp_options`.
+
 In-process: `SmscSimulator(...).start()`, then `.messages`, `.stats`, `.release()`, `.reset()`,
 `.drop_connections(role)` and `.deliver_mo(...)` (a mobile-originated message to the client, in
 parts by UDH or sar_* TLVs when it is long).
@@ -33,28 +37,22 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import functools
 import hmac
 import itertools
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from gateway_adapters.smpp_codec import (
     BIND_ANSWERS,
-    ESM_CLASS_UDHI,
     ESME_RALYBND,
     ESME_RBINDFAIL,
-    ESME_RINVBNDSTS,
     ESME_RINVCMDID,
-    ESME_RINVDSTADR,
     ESME_ROK,
-    ESME_RTHROTTLED,
     GENERIC_NACK,
     HEADER,
     RESPONSE_BIT,
@@ -68,23 +66,12 @@ from gateway_adapters.smpp_codec import (
     GenericNack,
     PduError,
     SubmitSm,
-    SubmitSmResp,
     Unbind,
     UnbindResp,
     decode,
 )
-from gateway_adapters.smpp_receipts import (
-    receipt_time,
-)
-from gateway_adapters.smpp_text import (
-    ConcatInfo,
-    decode_text,
-    sar_info,
-    split_udh,
-)
 from gateway_simulators.common import (
     add_fault_options,
-    call_later_tracked,
     notify_ready,
     options_from_args,
     port,
@@ -92,8 +79,13 @@ from gateway_simulators.common import (
     simulator_parser,
 )
 from gateway_simulators.smpp_mo import mo_pdus
-from gateway_simulators.smpp_receipts import Receipt, receipt_frame
+from gateway_simulators.smpp_options import SmscOptions, SmscStats
+from gateway_simulators.smpp_receipt_sending import ReceiptSending
+from gateway_simulators.smpp_receipts import Receipt
 from gateway_simulators.smpp_session import Session
+from gateway_simulators.smpp_submits import Partial, SubmitHandling
+
+__all__ = ["SmscOptions", "SmscSimulator", "SmscStats", "build_parser", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -103,65 +95,9 @@ ROLES: dict[type[Bind], str] = {
     BindTransmitter: "transmitter",
     BindReceiver: "receiver",
 }
-SEND_CHUNK = 256  # deliver_sm per write at most; answers are read between chunks
 
 
-@dataclass
-class SmscOptions:
-    """How the simulated SMSC behaves."""
-
-    system_id: str = "sim"
-    password: str = "sim-pass"
-    latency_ms: float = 0.0  # before each submit_sm_resp
-    throttle_ratio: float = 0.0  # submit_sm answered ESME_RTHROTTLED
-    invalid_ratio: float = 0.0  # submit_sm answered ESME_RINVDSTADR
-    delivered_ratio: float = 1.0  # receipts DELIVRD, the rest UNDELIV
-    receipt_delay_ms: float = 200.0
-    hold_receipts: bool = False  # keep receipts until release()
-    # How the SMSC writes a message's id: a format for its number (the first is first_message_id)
-    # in submit_sm_resp and in the receipt text. The default is the style Kannel's msg-id-type 1
-    # names: upper-case hex in submit_sm_resp, zero-padded decimal in the receipt text.
-    submit_id_format: str = "{:08X}"
-    receipt_id_format: str = "{:010d}"
-    first_message_id: int = 0x0A000001  # hex '0A000001', decimal '0167772161': padding in both
-    # receipted_message_id (the id exactly as submit_sm_resp gave it, SMPP 3.4 section 5.3.2.12)
-    # and message_state TLVs on every receipt, as SMPP 3.4 SMSCs send them
-    receipt_tlvs: bool = True
-    redelivery_delay_ms: float = 100.0  # after a refused receipt
-    response_timeout_ms: float = 10_000.0  # for deliver_sm_resp; then the receipt goes again
-    receipt_window: int = 10  # deliver_sm awaiting their answer at once
-    seed: int | None = None
-
-
-@dataclass
-class SmscStats:
-    connections: int = 0
-    binds: int = 0
-    bind_failures: int = 0
-    unbinds: int = 0
-    enquire_links: int = 0  # enquire_link received from clients
-    submits: int = 0  # submit_sm received (each part counts)
-    accepted: int = 0  # parts answered ESME_ROK
-    throttled: int = 0
-    invalid: int = 0
-    max_in_flight: int = 0  # most submit_sm received and not yet answered on one connection
-    receipts_sent: int = 0  # deliver_sm written, redeliveries included
-    receipts_acked: int = 0
-    receipts_refused: int = 0  # answered with an error status
-    receipts_unanswered: int = 0  # connection lost or answer timed out
-    max_receipts_out: int = 0  # most deliver_sm awaiting their answer at once (the window)
-    mo_sent: int = 0  # mobile-originated deliver_sm sent (each part counts)
-    bind_roles: dict[str, int] = field(default_factory=dict)  # binds by role
-
-
-@dataclass
-class _Partial:
-    """Parts of a long message received so far, by sequence number."""
-
-    parts: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)  # data, id, stat
-
-
-class SmscSimulator:
+class SmscSimulator(SubmitHandling, ReceiptSending):
     """The simulator's state and servers; `start()` binds it, `close()` stops everything."""
 
     def __init__(self, options: SmscOptions | None = None) -> None:
@@ -171,7 +107,7 @@ class SmscSimulator:
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(self.options.first_message_id)
         self._sessions: set[Session] = set()
-        self._partials: dict[tuple[str, str, int, int], _Partial] = {}
+        self._partials: dict[tuple[str, str, int, int], Partial] = {}
         self._ready: collections.deque[Receipt] = collections.deque()
         self._wake = asyncio.Event()  # set when a receipt is ready or a window slot frees
         self._held: list[Receipt] = []
@@ -402,231 +338,6 @@ class SmscSimulator:
             if role != "transmitter":
                 self._bound.set()  # a connection receipts can go to
         return True
-
-    # -- submit_sm -------------------------------------------------------------------------------
-
-    def _submit(self, session: Session, pdu: SubmitSm) -> None:
-        self.stats.submits += 1
-        if not session.bound or session.role == "receiver":
-            session.send(
-                SubmitSmResp(sequence_number=pdu.sequence_number, command_status=ESME_RINVBNDSTS)
-            )
-            return
-        # Every outcome is drawn now, in arrival order, so a seed gives the same outcomes
-        # whatever the latency does to the order of the answers.
-        throttle, invalid, delivered = (self._rng.random() for _ in range(3))
-        concat: ConcatInfo | None = None
-        data = pdu.message_bytes
-        if throttle < self.options.throttle_ratio:
-            status = ESME_RTHROTTLED
-        elif invalid < self.options.invalid_ratio or not pdu.destination_addr.isdigit():
-            status = ESME_RINVDSTADR
-        else:
-            status = ESME_ROK
-            try:
-                if pdu.esm_class & ESM_CLASS_UDHI:
-                    concat, data = split_udh(data)
-                else:
-                    concat = sar_info(pdu.tlvs)
-            except PduError as exc:
-                status = exc.status
-        session.in_flight += 1
-        self.stats.max_in_flight = max(self.stats.max_in_flight, session.in_flight)
-        stat = "DELIVRD" if delivered < self.options.delivered_ratio else "UNDELIV"
-        answer = functools.partial(self._answer_submit, session, pdu, status, concat, data, stat)
-        if self.options.latency_ms > 0:
-            self._spawn(self._answer_later(session, answer))
-        else:  # answered with the rest of this read, in flight until then
-            session.answered += 1
-            answer()
-
-    async def _answer_later(self, session: Session, answer: Callable[[], None]) -> None:
-        try:
-            await asyncio.sleep(self.options.latency_ms / 1000)
-        finally:
-            session.in_flight -= 1
-        answer()
-
-    def _answer_submit(
-        self,
-        session: Session,
-        pdu: SubmitSm,
-        status: int,
-        concat: ConcatInfo | None,
-        data: bytes,
-        stat: str,
-    ) -> None:
-        if session.closed:
-            return  # the client never learns the answer: nothing was accepted
-        message_id = ""
-        if status == ESME_ROK:
-            number = next(self._ids)
-            message_id = self.options.submit_id_format.format(number)
-            self.stats.accepted += 1
-            self._record_part(session, pdu, concat, data, message_id, stat)
-            if pdu.registered_delivery & 0x03:
-                text = decode_text(data, pdu.data_coding)
-                text_id = self.options.receipt_id_format.format(number)
-                self._schedule_receipt(pdu, message_id, text_id, stat, text)
-        elif status == ESME_RTHROTTLED:
-            self.stats.throttled += 1
-        else:
-            self.stats.invalid += 1
-        answer = SubmitSmResp(
-            sequence_number=pdu.sequence_number, command_status=status, message_id=message_id
-        )
-        with contextlib.suppress(OSError):
-            session.send(answer)
-
-    def _record_part(
-        self,
-        session: Session,
-        pdu: SubmitSm,
-        concat: ConcatInfo | None,
-        data: bytes,
-        message_id: str,
-        stat: str,
-    ) -> None:
-        """Record the message once all its parts are in (a short message at once), with the
-        ids and the receipt outcomes of its parts."""
-        parts = [(data, message_id, stat)]
-        if concat is not None and concat.total > 1:
-            key = (pdu.source_addr, pdu.destination_addr, concat.ref, concat.total)
-            partial = self._partials.setdefault(key, _Partial())
-            partial.parts[concat.seq] = (data, message_id, stat)
-            if len(partial.parts) < concat.total:
-                return
-            del self._partials[key]
-            parts = [partial.parts[seq] for seq in sorted(partial.parts)]
-        # Joined before decoding, so a client that splits a character across parts still reads.
-        text = decode_text(b"".join(d for d, _, _ in parts), pdu.data_coding)
-        self.messages.append(
-            {
-                "id": parts[-1][1],
-                "part_ids": [i for _, i, _ in parts],
-                "stats": [s for _, _, s in parts],
-                "parts": len(parts),
-                "source_addr": pdu.source_addr,
-                "source_addr_ton": pdu.source_addr_ton,
-                "source_addr_npi": pdu.source_addr_npi,
-                "destination_addr": pdu.destination_addr,
-                "dest_addr_ton": pdu.dest_addr_ton,
-                "dest_addr_npi": pdu.dest_addr_npi,
-                "data_coding": pdu.data_coding,
-                "priority_flag": pdu.priority_flag,
-                "validity_period": pdu.validity_period,
-                "registered_delivery": pdu.registered_delivery,
-                "text": text,
-            }
-        )
-        log.debug("accepted a message of %d parts", len(parts))
-
-    # -- receipts --------------------------------------------------------------------------------
-
-    def _schedule_receipt(
-        self, pdu: SubmitSm, submit_id: str, text_id: str, stat: str, text: str
-    ) -> None:
-        try:
-            receipt = Receipt(
-                submit_id=submit_id,
-                text_id=text_id,
-                recipient=pdu.destination_addr,
-                recipient_ton=pdu.dest_addr_ton,
-                recipient_npi=pdu.dest_addr_npi,
-                sender=pdu.source_addr,
-                sender_ton=pdu.source_addr_ton,
-                sender_npi=pdu.source_addr_npi,
-                stat=stat,
-                submitted=datetime.now(UTC),
-                snippet="".join(c for c in text if c.isprintable())[:20],
-            )
-        except ValueError:  # an address a deliver_sm cannot carry back (too long, not Latin-1)
-            log.debug("no receipt for %s: its addresses do not fit a deliver_sm", submit_id)
-            return
-        self._unacked += 1
-        if self.options.hold_receipts:
-            self._held.append(receipt)
-            return
-        # A timer rather than a sleeping task per receipt: cheap at benchmark volumes.
-        delay = max(0.0, self.options.receipt_delay_ms / 1000)
-        call_later_tracked(self._timers, delay, lambda: self._make_ready([receipt]))
-
-    def _make_ready(self, receipts: list[Receipt]) -> None:
-        if receipts:
-            self._ready.extend(receipts)
-            self._wake.set()
-
-    async def _pump(self) -> None:
-        """Send ready receipts as deliver_sm on a bound connection, `receipt_window` unanswered at
-        most, up to SEND_CHUNK in one write."""
-        loop = asyncio.get_running_loop()
-        timeout = self.options.response_timeout_ms / 1000
-        tlvs = self.options.receipt_tlvs  # every receipt with receipted_message_id, or none
-        while True:
-            if not self._ready or self._free <= 0:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            session = await self._bound_session()
-            count = min(self._free, len(self._ready), SEND_CHUNK)
-            if count <= 0:  # the state changed while we waited for a connection
-                continue
-            done_date = receipt_time(datetime.now(UTC))
-            expires = loop.time() + timeout
-            frames = []
-            for _ in range(count):
-                receipt = self._ready.popleft()
-                receipt.attempts += 1
-                sequence = session.next_sequence()
-                session.receipts_out[sequence] = (receipt, expires)
-                frames.append(receipt_frame(receipt, sequence, done_date, tlvs))
-            self._free -= count
-            self.stats.receipts_sent += count
-            out = self._window - self._free
-            self.stats.max_receipts_out = max(self.stats.max_receipts_out, out)
-            session.writer.write(b"".join(frames))
-            await asyncio.sleep(0)  # let the answers in between chunks
-
-    def _settle(self, receipt: Receipt, acknowledged: bool) -> None:
-        """A deliver_sm was answered: done with ESME_ROK, else sent again after a delay."""
-        self._free += 1
-        self._wake.set()
-        if acknowledged:
-            self.stats.receipts_acked += 1
-            self._unacked -= 1
-            return
-        self.stats.receipts_refused += 1
-        delay = self.options.redelivery_delay_ms / 1000
-        call_later_tracked(self._timers, delay, lambda: self._make_ready([receipt]))
-
-    async def _expire(self) -> None:
-        """Send again the receipts whose deliver_sm went unanswered for `response_timeout_ms`."""
-        loop = asyncio.get_running_loop()
-        timeout = self.options.response_timeout_ms / 1000
-        while True:
-            await asyncio.sleep(min(max(timeout / 4, 0.005), 0.5))
-            now = loop.time()
-            for session in list(self._sessions):
-                out = session.receipts_out
-                # In sending order, so in order of expiry too: stop at the first still waiting.
-                expired = []
-                for sequence, (_, expires) in out.items():
-                    if expires > now:
-                        break
-                    expired.append(sequence)
-                receipts = [out.pop(sequence)[0] for sequence in expired]
-                self.stats.receipts_unanswered += len(receipts)
-                self._free += len(receipts)
-                self._make_ready(receipts)
-
-    async def _bound_session(self) -> Session:
-        """A connection bound to receive deliver_sm (transceiver or receiver)."""
-        while True:
-            for session in self._sessions:
-                if session.bound and session.role != "transmitter" and not session.closed:
-                    return session
-            self._bound.clear()
-            await self._bound.wait()
 
     # -- inspection over HTTP --------------------------------------------------------------------
 

@@ -9,12 +9,13 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
 from broadcaster.api.area_schema import UNION_TAGS
 from broadcaster.database import describe_error, is_outage, is_unstorable
+from broadcaster.web.pages import not_found_page, pages_language
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,14 @@ def install(app: FastAPI) -> None:
         return problem_response(request, 422, "Invalid request", detail, errors=listed)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            # Under the citizens' pages a browser asked: a page in their language, not JSON.
+            path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+            settings = request.app.state.settings
+            language = pages_language(path)
+            if language is not None and settings.web_pages:
+                return not_found_page(request, settings, language)
         title = {400: "Bad request", 404: "Not found", 405: "Method not allowed"}.get(
             exc.status_code, "Error"
         )

@@ -7,27 +7,20 @@ STOP (inbound.stop: opted out, queued deliveries cancelled, the STOP text as con
 page says the same whether or not the number is signed up, and no SMS goes to a number that is
 not, so the page tells nobody whether a number is on the list.
 
-Codes are made, hashed, limited in tries and throttled as sign-up codes are (signups.py,
-throttle.py: the same settings, their own counters per number and client, the same code-attempts
-counter per client).
+Codes are made, hashed and limited in tries as sign-up codes are (codes.py), and throttled as
+they are (throttle.py: the same settings, their own counters per number and client, the same
+code-attempts counter per client).
 """
 
 from __future__ import annotations
 
-import hmac
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 
-from broadcaster.citizens import inbound, throttle
+from broadcaster.citizens import codes, inbound, throttle
+from broadcaster.citizens.codes import SignupError
 from broadcaster.citizens.notices import send_notice
-from broadcaster.citizens.signups import (
-    MAX_ATTEMPTS,
-    SignupError,
-    TooManyAttempts,
-    code_hash,
-    new_code,
-)
 from broadcaster.citizens.texts import text
 from broadcaster.settings import Settings
 
@@ -71,24 +64,14 @@ async def start(conn: asyncpg.Connection, settings: Settings, *, phone: str, cli
     so the throttle tells nothing either)."""
     await throttle.hit(conn, "leave-sms-number", phone, settings.signup_sms_per_number)
     await throttle.hit(conn, "leave-sms-client", client, settings.signup_sms_per_client)
-    lifetime = timedelta(minutes=settings.signup_code_minutes)
     async with conn.transaction():
         found = await conn.fetchrow(FIND, phone)
-        if found is None:
-            return int(lifetime.total_seconds())
-        expires_at = datetime.now(UTC) + lifetime
-        code = new_code()
-        await conn.execute(CLOSE_OPEN, found["id"])
-        await conn.execute(INSERT_REQUEST, found["id"], code_hash(phone, code), expires_at)
-        message = text(
-            "code",
-            found["language"],
-            settings.organisation,
-            code=code,
-            minutes=settings.signup_code_minutes,
-        )
-        await send_notice(conn, found["id"], message, "leave-code", expires_at)
-    return int(lifetime.total_seconds())
+        if found is not None:
+            code = codes.issue(settings, phone)
+            await conn.execute(CLOSE_OPEN, found["id"])
+            await conn.execute(INSERT_REQUEST, found["id"], code.hash, code.expires_at)
+            await codes.send(conn, settings, found["id"], code, found["language"], "leave-code")
+    return int(codes.lifetime(settings).total_seconds())
 
 
 async def confirm(
@@ -102,11 +85,7 @@ async def confirm(
         row = await conn.fetchrow(LATEST, phone)
         if row is None or row["done"]:
             raise SignupError("code", "the code is not right", "wrong")
-        if row["expired"]:
-            raise SignupError("code", "the code has expired; ask for a new one", "expired")
-        if row["attempts"] >= MAX_ATTEMPTS:
-            raise TooManyAttempts("code", "too many wrong codes; ask for a new one", "too_many")
-        right = hmac.compare_digest(code_hash(phone, code), bytes(row["code_hash"]))
+        right = codes.check(row, phone, code)
         if right:
             await conn.execute(DONE, row["id"])
             subscriber_id = await inbound.stop(conn, phone, row["language"], OPT_OUT_REASON)
@@ -117,6 +96,4 @@ async def confirm(
             # Committed with the transaction: a wrong code costs a try though this raises after.
             attempts = await conn.fetchval(COUNT_ATTEMPT, row["id"])
     if not right:
-        if MAX_ATTEMPTS - attempts <= 0:
-            raise TooManyAttempts("code", "too many wrong codes; ask for a new one", "too_many")
-        raise SignupError("code", "the code is not right", "wrong", MAX_ATTEMPTS - attempts)
+        raise codes.wrong(attempts, "the code is not right")

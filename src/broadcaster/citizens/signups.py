@@ -4,31 +4,26 @@ one-time code to the number, and only the right code makes the subscription acti
 - A new number becomes a *pending* subscriber, which never receives alerts. What was asked for
   is kept with the sign-up and applied to the subscriber when the code is confirmed, so nobody
   can change another person's areas, or opt a number back in, without that number's code.
-- Codes are six digits, stored as a hash, valid for `code_minutes`, single-use; a new sign-up
-  for the number replaces any code still open. They are compared in constant time, and a
-  sign-up takes at most MAX_ATTEMPTS tries before a new code is needed.
+- Codes (codes.py) are six digits, stored as a hash, valid for `code_minutes`, single-use; a
+  new sign-up for the number replaces any code still open. They are compared in constant time,
+  and a sign-up takes at most MAX_ATTEMPTS tries before a new code is needed.
 - Sign-up SMS are throttled per number and per client, code attempts per client
   (throttle.py), so the service cannot be used to spam a number or to guess codes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from broadcaster.citizens import places, throttle
-from broadcaster.citizens.notices import send_notice
-from broadcaster.citizens.texts import text
+from broadcaster.citizens import codes, places, throttle
+from broadcaster.citizens.codes import MAX_ATTEMPTS, SignupError, TooManyAttempts
 from broadcaster.ingest.zones import resolve_postal_codes
 from broadcaster.settings import Settings
 
-MAX_ATTEMPTS = 5
+__all__ = ["MAX_ATTEMPTS", "Confirmed", "SignupError", "TooManyAttempts", "confirm", "start"]
 
 UPSERT_PENDING = """
 INSERT INTO subscribers (phone, language, status, source) VALUES ($1, $2, 'pending', $3)
@@ -71,36 +66,12 @@ RETURNING id, phone, language, status
 """
 
 
-class SignupError(Exception):
-    """A confirmation that cannot succeed; `field` is the request member at fault, `kind` says
-    why in a word (`no_signup`, `expired`, `too_many`, `wrong`: the web pages word it in the
-    page's language) and `left` how many tries remain after a wrong code."""
-
-    def __init__(self, field: str, message: str, kind: str = "", left: int | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.kind = kind
-        self.left = left
-
-
-class TooManyAttempts(SignupError):
-    """The sign-up's code was tried MAX_ATTEMPTS times: a new code is needed."""
-
-
 @dataclass(frozen=True)
 class Confirmed:
     subscriber_id: int
     phone: str
     language: str
     locations: list[dict[str, Any]]
-
-
-def code_hash(phone: str, code: str) -> bytes:
-    return hashlib.sha256(f"{phone}:{code}".encode()).digest()
-
-
-def new_code() -> str:
-    return f"{secrets.randbelow(10**6):06d}"
 
 
 async def start(
@@ -120,9 +91,7 @@ async def start(
     await resolve_postal_codes(conn, [p["postal_code"] for p in locations if "postal_code" in p])
     await throttle.hit(conn, "signup-sms-number", phone, settings.signup_sms_per_number)
     await throttle.hit(conn, "signup-sms-client", client, settings.signup_sms_per_client)
-    lifetime = timedelta(minutes=settings.signup_code_minutes)
-    expires_at = datetime.now(UTC) + lifetime
-    code = new_code()
+    code = codes.issue(settings, phone)
     async with conn.transaction():
         subscriber_id = await conn.fetchval(UPSERT_PENDING, phone, language, source)
         await conn.execute(CLOSE_OPEN, subscriber_id)
@@ -133,18 +102,11 @@ async def start(
             language,
             reason,
             source,
-            code_hash(phone, code),
-            expires_at,
+            code.hash,
+            code.expires_at,
         )
-        message = text(
-            "code",
-            language,
-            settings.organisation,
-            code=code,
-            minutes=settings.signup_code_minutes,
-        )
-        await send_notice(conn, subscriber_id, message, "signup-code", expires_at)
-    return int(lifetime.total_seconds())
+        await codes.send(conn, settings, subscriber_id, code, language, "signup-code")
+    return int(codes.lifetime(settings).total_seconds())
 
 
 async def confirm(
@@ -157,11 +119,7 @@ async def confirm(
         row = await conn.fetchrow(LATEST, phone)
         if row is None or row["confirmed"]:
             raise SignupError("phone", "no sign-up is waiting for this number", "no_signup")
-        if row["expired"]:
-            raise SignupError("code", "the code has expired; ask for a new one", "expired")
-        if row["attempts"] >= MAX_ATTEMPTS:
-            raise TooManyAttempts("code", "too many wrong codes; ask for a new one", "too_many")
-        right = hmac.compare_digest(code_hash(phone, code), bytes(row["code_hash"]))
+        right = codes.check(row, phone, code)
         if not right:
             # Counted and committed (nothing raises inside the transaction): a wrong code costs
             # an attempt even though the request fails.
@@ -174,8 +132,5 @@ async def confirm(
             )
             await places.replace(conn, row["subscriber_id"], locations)
     if not right:
-        left = MAX_ATTEMPTS - attempts
-        if left <= 0:
-            raise TooManyAttempts("code", "too many wrong codes; ask for a new one", "too_many")
-        raise SignupError("code", f"the code is not right; {left} attempt(s) left", "wrong", left)
+        raise codes.wrong(attempts, "the code is not right; {left} attempt(s) left")
     return Confirmed(subscriber["id"], subscriber["phone"], subscriber["language"], locations)

@@ -48,6 +48,8 @@ PAGE_PATHS = frozenset(path for paths in PATHS.values() for path in astuple(path
 
 CSRF_COOKIE = "broadcaster_csrf"
 CSRF_FIELD = "csrf"
+# Posted by a code page's language link: show the same code page in the other language.
+SWITCH_FIELD = "switch"
 _TOKEN_CHARS = 43  # secrets.token_urlsafe(32)
 
 HEADERS = {
@@ -117,6 +119,7 @@ def render(
     errors: dict[str, tuple[str, dict[str, Any]]] = context.pop("errors", {})
     anchors: dict[str, str] = context.pop("anchors", {})
     shown = {name: say(key, **values) for name, (key, values) in errors.items()}
+    context.setdefault("other_post", None)
     html = _environment.get_template(template).render(
         lang=language,
         t=words,
@@ -127,6 +130,7 @@ def render(
         root=root,
         csrf=token,
         csrf_field=CSRF_FIELD,
+        switch_field=SWITCH_FIELD,
         errors=shown,
         summary=[(anchors.get(name, name), message) for name, message in shown.items()],
         **context,
@@ -146,6 +150,34 @@ def render(
 
 def language_of(path: str) -> str:
     return "en" if path.startswith("/en/") else "da"
+
+
+def pages_language(path: str) -> str | None:
+    """The language of the pages a path is under (/en/..., and /tilmeld/... or /afmeld/... in
+    Danish), or None for a path outside them (the API's, /v1/...)."""
+    if path == "/en" or path.startswith("/en/"):
+        return "en"
+    if path.startswith(tuple(f"{p}/" for p in (PATHS["da"].signup, PATHS["da"].leave))):
+        return "da"
+    return None
+
+
+def not_found_page(request: Request, settings: Settings, language: str) -> Response:
+    """'Page not found' in `language`, 404, with a link to the start (the sign-up page) and to
+    the other language's."""
+    return render(
+        request,
+        settings,
+        "message.html",
+        language,
+        status=404,
+        paths=PATHS[language],
+        back_url=PATHS[language].signup,
+        back_key="not_found_back",
+        title_key="not_found_title",
+        text_key="not_found_text",
+        other_url=PATHS["da" if language == "en" else "en"].signup,
+    )
 
 
 def form_of(path: str) -> str:

@@ -1,6 +1,8 @@
 """The citizens' pages: sign up (phone, areas, language, reason, consent) → code by SMS → confirmed;
 leave (phone) → code by SMS → opted out. Danish at /tilmeld and /afmeld, English at /en/signup and
-/en/leave; each links to the other language.
+/en/leave; each links to the other language (a code page by posting its state to the other
+language's code page, see `switched`). An unknown address under them is a 404 page in its
+language (api/problems.py asks pages.not_found_page).
 
 They need no API key (the Guard keys only /v1/) and reach nothing but citizens/signups.py and
 citizens/leaving.py, through the same functions, throttles and SMS as POST /v1/signups. They
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
@@ -32,6 +36,7 @@ from broadcaster.web.pages import (
     CSRF_FIELD,
     HEADERS,
     PATHS,
+    SWITCH_FIELD,
     asset,
     csrf_ok,
     error_page,
@@ -111,6 +116,104 @@ def throttled(request: Request, language: str, exc: Throttled) -> Response:
     )
 
 
+# ---------------------------------------------------------------- a post, the shape they share
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True)
+class Expired:
+    """Where a stale or foreign CSRF token is told, and with which status."""
+
+    field: str
+    status: int
+
+
+ON_FORM = Expired("form", 400)  # a form page: at the top, 400 (nothing of it was checked)
+ON_CODE = Expired("code", 422)  # a code page: at the code field
+
+
+async def take_post(
+    request: Request,
+    language: str,
+    fields: forms.Fields,
+    checked: forms.Checked,
+    again: Callable[[int], Awaitable[Response]],
+    call: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    expired: Expired,
+    errors: Mapping[type[Exception], Callable[[forms.Checked, Any], None]] | None = None,
+) -> T | Response:
+    """What every post of these pages does: check the CSRF token, then the form (`checked`),
+    then `call` the citizens' function on a connection. A throttle is the 429 page; an error
+    named in `errors` is put on the form by its function and the page shown `again` with 422.
+    Returns the call's result, or the page to answer with instead."""
+    if not csrf_ok(request, fields.one(CSRF_FIELD), settings_of(request)):
+        checked.errors = {expired.field: ("err_form_expired", {})}
+        return await again(expired.status)
+    if checked.errors:
+        return await again(422)
+    try:
+        async with request.app.state.database.connection() as conn:
+            return await call(conn)
+    except Throttled as exc:
+        return throttled(request, language, exc)
+    except Exception as exc:
+        put = next((f for kind, f in (errors or {}).items() if isinstance(exc, kind)), None)
+        if put is None:
+            raise
+        put(checked, exc)
+        return await again(422)
+
+
+class CodeConfirm(Protocol[T_co]):
+    """signups.confirm and leaving.confirm: the number's code checked, and what it is for done."""
+
+    def __call__(
+        self, conn: asyncpg.Connection, settings: Settings, *, phone: str, code: str, client: str
+    ) -> Awaitable[T_co]: ...
+
+
+async def take_code(
+    request: Request,
+    language: str,
+    fields: forms.Fields,
+    checked: forms.Checked,
+    again: Callable[[int], Awaitable[Response]],
+    confirm: CodeConfirm[T],
+) -> T | Response:
+    """A code page's post (take_post): the code in `checked` given to `confirm`, a wrong,
+    expired or spent code put at the code field."""
+
+    async def call(conn: asyncpg.Connection) -> T:
+        return await confirm(
+            conn,
+            settings_of(request),
+            phone=checked.phone,
+            code=checked.values["digits"],
+            client=client_of(request),
+        )
+
+    return await take_post(
+        request,
+        language,
+        fields,
+        checked,
+        again,
+        call,
+        expired=ON_CODE,
+        errors={signups.SignupError: code_error},
+    )
+
+
+def switched(fields: forms.Fields) -> bool:
+    """Whether a code page's language link was followed: the same code page is shown in the
+    other language (the number and the sign-up carried as the page carries them; a code typed
+    but not sent is not). Nothing is checked or sent, so nothing needs the CSRF token."""
+    return fields.one(SWITCH_FIELD) == "language"
+
+
 # ---------------------------------------------------------------- sign-up
 
 
@@ -152,6 +255,7 @@ async def code_page(
         status=status,
         paths=PATHS[language],
         other_url=None,
+        other_post=PATHS[OTHER[language]].signup_code,
         phone=checked.phone or signup.phone,
         shown_phone=forms.shown_phone(checked.phone or signup.phone),
         minutes=settings.signup_code_minutes,
@@ -166,29 +270,39 @@ async def signup_submit(request: Request, language: str) -> Response:
     settings = settings_of(request)
     fields = forms.Fields(await request.body())
     checked = forms.check_signup(fields, language)
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"form": ("err_form_expired", {})}
-        return await signup_form(request, language, checked, status=400)
-    if checked.errors:
-        return await signup_form(request, language, checked, status=422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            await signups.start(
-                conn,
-                settings,
-                phone=checked.phone,
-                locations=checked.locations,
-                language=checked.values["language"],
-                reason=checked.values["reason"] or None,
-                source="web",
-                client=client_of(request),
-            )
-    except Throttled as exc:
-        return throttled(request, language, exc)
-    except UnknownZones as exc:
-        checked.fail("places", "err_places_unknown", codes=", ".join(exc.missing))
-        return await signup_form(request, language, checked, status=422)
+
+    async def again(status: int) -> Response:
+        return await signup_form(request, language, checked, status=status)
+
+    async def start(conn: asyncpg.Connection) -> None:
+        await signups.start(
+            conn,
+            settings,
+            phone=checked.phone,
+            locations=checked.locations,
+            language=checked.values["language"],
+            reason=checked.values["reason"] or None,
+            source="web",
+            client=client_of(request),
+        )
+
+    answer = await take_post(
+        request,
+        language,
+        fields,
+        checked,
+        again,
+        start,
+        expired=ON_FORM,
+        errors={UnknownZones: unknown_places},
+    )
+    if isinstance(answer, Response):
+        return answer
     return await code_page(request, language, checked, forms.Checked(), 200)
+
+
+def unknown_places(checked: forms.Checked, exc: UnknownZones) -> None:
+    checked.fail("places", "err_places_unknown", codes=", ".join(exc.missing))
 
 
 CODE_ERRORS = {
@@ -213,24 +327,15 @@ async def signup_confirm(request: Request, language: str) -> Response:
     checked = forms.check_code(fields)
     if not checked.phone:
         return RedirectResponse(PATHS[language].signup, status_code=303)
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"code": ("err_form_expired", {})}
-    if checked.errors:
-        return await code_page(request, language, signup, checked, 422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            done = await signups.confirm(
-                conn,
-                settings,
-                phone=checked.phone,
-                code=checked.values["digits"],
-                client=client_of(request),
-            )
-    except Throttled as exc:
-        return throttled(request, language, exc)
-    except signups.SignupError as exc:
-        code_error(checked, exc)
-        return await code_page(request, language, signup, checked, 422)
+    if switched(fields):
+        return await code_page(request, language, signup, forms.Checked(), 200)
+
+    async def again(status: int) -> Response:
+        return await code_page(request, language, signup, checked, status)
+
+    done = await take_code(request, language, fields, checked, again, signups.confirm)
+    if isinstance(done, Response):
+        return done
     zones = await postal_zones(request)
     areas = [
         zones.get(p["postal_code"], p["postal_code"])
@@ -288,6 +393,7 @@ async def leave_code_page(
         status=status,
         paths=PATHS[language],
         other_url=None,
+        other_post=PATHS[OTHER[language]].leave_code,
         phone=checked.phone,
         shown_phone=forms.shown_phone(checked.phone),
         minutes=settings.signup_code_minutes,
@@ -302,16 +408,16 @@ async def leave_submit(request: Request, language: str) -> Response:
     fields = forms.Fields(await request.body())
     checked = forms.Checked()
     forms.check_phone(checked, fields.one("phone"))
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"form": ("err_form_expired", {})}
-        return await leave_form(request, language, checked, status=400)
-    if checked.errors:
-        return await leave_form(request, language, checked, status=422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            await leaving.start(conn, settings, phone=checked.phone, client=client_of(request))
-    except Throttled as exc:
-        return throttled(request, language, exc)
+
+    async def again(status: int) -> Response:
+        return await leave_form(request, language, checked, status=status)
+
+    async def start(conn: asyncpg.Connection) -> None:
+        await leaving.start(conn, settings, phone=checked.phone, client=client_of(request))
+
+    answer = await take_post(request, language, fields, checked, again, start, expired=ON_FORM)
+    if isinstance(answer, Response):
+        return answer
     checked.values["code"] = ""
     return await leave_code_page(request, language, checked, 200)
 
@@ -322,24 +428,18 @@ async def leave_confirm(request: Request, language: str) -> Response:
     checked = forms.check_code(fields)
     if not checked.phone:
         return RedirectResponse(PATHS[language].leave, status_code=303)
-    if not csrf_ok(request, fields.one(CSRF_FIELD), settings):
-        checked.errors = {"code": ("err_form_expired", {})}
-    if checked.errors:
-        return await leave_code_page(request, language, checked, 422)
-    try:
-        async with request.app.state.database.connection() as conn:
-            await leaving.confirm(
-                conn,
-                settings,
-                phone=checked.phone,
-                code=checked.values["digits"],
-                client=client_of(request),
-            )
-    except Throttled as exc:
-        return throttled(request, language, exc)
-    except signups.SignupError as exc:
-        code_error(checked, exc)
-        return await leave_code_page(request, language, checked, 422)
+    if switched(fields):
+        shown = forms.Checked(
+            values={"phone": checked.values["phone"], "code": ""}, phone=checked.phone
+        )
+        return await leave_code_page(request, language, shown, 200)
+
+    async def again(status: int) -> Response:
+        return await leave_code_page(request, language, checked, status)
+
+    answer = await take_code(request, language, fields, checked, again, leaving.confirm)
+    if isinstance(answer, Response):
+        return answer
     log.info("left on the web page")
     return render(
         request,

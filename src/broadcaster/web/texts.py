@@ -97,6 +97,8 @@ WORDS: dict[str, dict[str, str]] = {
         "error_title": "Noget gik galt",
         "error_text": "Siden kunne ikke vises lige nu. Prøv igen om lidt.",
         "not_found_title": "Siden findes ikke",
+        "not_found_text": "Adressen er forkert, eller siden er flyttet.",
+        "not_found_back": "Gå til forsiden",
         "back": "Tilbage",
     },
     "en": {
@@ -180,6 +182,8 @@ WORDS: dict[str, dict[str, str]] = {
         "error_title": "Something went wrong",
         "error_text": "The page cannot be shown right now. Try again in a moment.",
         "not_found_title": "Page not found",
+        "not_found_text": "The address is wrong, or the page has moved.",
+        "not_found_back": "Go to the start page",
         "back": "Back",
     },
 }
