@@ -170,7 +170,10 @@ AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
     status_code=202,
     response_model=AlertStatus,
     responses={
-        200: {"model": CapCancelled, "description": "A CAP 1.2 Cancel: the alerts it cancelled"},
+        200: {
+            "model": CapCancelled,
+            "description": "A CAP 1.2 Cancel: the message as kept and the alerts it cancelled",
+        },
         **errors(400, 401, 403, 409, 413, 422, 503),
         400: {
             "description": "The body is not valid JSON, or not well-formed XML, or XML with a "
