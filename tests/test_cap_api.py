@@ -592,3 +592,18 @@ async def test_a_cancel_naming_no_alert_is_refused_and_not_kept(
     assert r.status_code == 200, r.text
     assert [a["id"] for a in r.json()["cancelled"]] == [first.json()["id"]]
     assert len(await kept(pool, "C-1")) == 1
+
+
+async def test_message_times_are_shown_in_utc_whatever_the_session_time_zone(
+    db_url: str, key: str, pool: asyncpg.Pool
+) -> None:
+    await pool.execute(f"ALTER DATABASE \"{db_url.rsplit('/', 1)[1]}\" SET TimeZone = 'Asia/Tokyo'")
+    app = create_app(load_settings(database_url=db_url), db_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            r = await post_cap(http, key, cap_xml([info_xml([area_xml([SQUARE])])], "A-1"))
+            assert r.status_code == 202, r.text
+    cap = r.json()["cap"]
+    assert cap["sent"] == "2026-12-07T19:00:00.000000+00:00"
+    assert cap["messages"][0]["received_at"].endswith("+00:00")

@@ -163,8 +163,11 @@ async def _cancel(
             async with conn.transaction():
                 message_id, created = await cap_messages.record(conn, received)
                 if created:
-                    ids = await cap_alerts.cancel(
-                        conn, received.message, key.name, request_id, message_id
+                    # In id order, as a repeat finds them.
+                    ids = sorted(
+                        await cap_alerts.cancel(
+                            conn, received.message, key.name, request_id, message_id
+                        )
                     )
                     await cap_messages.link(conn, message_id, ids, "cancelled")
                 else:

@@ -163,10 +163,13 @@ SHOWN_STATUS = (
     "CASE WHEN a.status = 'queued' AND a.not_before > now() THEN 'scheduled' ELSE a.status END"
 )
 
-# A kept CAP message as answers show it (ingest/cap_messages.py; `m` is cap_messages).
+# A kept CAP message as answers show it (ingest/cap_messages.py; `m` is cap_messages). Times in
+# UTC, as the alert's own are, whatever the session's TimeZone.
 CAP_MESSAGE_FIELDS = """
-'id', m.id, 'identifier', m.identifier, 'sender', m.sender, 'sent', m.sent, 'status', m.status,
-'msg_type', m.msg_type, 'references', to_jsonb(m."references"), 'received_at', m.received_at,
+'id', m.id, 'identifier', m.identifier, 'sender', m.sender,
+'sent', to_char(m.sent AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+'status', m.status, 'msg_type', m.msg_type, 'references', to_jsonb(m."references"),
+'received_at', to_char(m.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
 'sha256', encode(m.sha256, 'hex')
 """
 
