@@ -20,7 +20,9 @@ from broadcaster.ingest.cap import CapMessage
 
 # The message, the alert marked with it and the link between them, in one statement (one round
 # trip on the ingest path). A pair this key already used for another message inserts nothing:
-# the caller finds no id and refuses the message.
+# the caller finds no id and refuses the message. A status other than Actual is completed at
+# once, in the creating transaction: nothing is fanned out, and migration 0017's constraint
+# keeps the alert from ever being queued again.
 MARK_AND_RECORD = """
 WITH mark AS (
     UPDATE alerts
