@@ -7,6 +7,8 @@ through a real dispatcher."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import math
 import random
 import time
@@ -138,7 +140,7 @@ async def test_created_like_a_json_alert_with_audit_and_idempotency(
     alert = r.json()
     assert alert["status"] == "queued" and alert["priority"] == "emergency"
     assert alert["reference"] == "NSJP-2026-4711"
-    assert alert["cap"] == {
+    assert {k: v for k, v in alert["cap"].items() if k not in ("sent", "messages")} == {
         "sender": "nsjp@politi.dk",
         "identifier": "NSJP-2026-4711",
         "status": "Actual",
@@ -418,3 +420,190 @@ async def test_the_quiet_hours_hold_a_cap_alert_as_they_hold_a_json_one(
         first = await fan_out_next(conn)
         assert first is not None and first.alert_id == r.json()["id"]
         assert await fan_out_next(conn) is None
+
+
+# ---------------------------------------------------------------- messages kept
+
+A_1 = "nsjp@politi.dk,A-1,2026-12-07T20:00:00+01:00"
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def kept(pool: asyncpg.Pool, identifier: str) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT * FROM cap_messages WHERE identifier = $1 ORDER BY id", identifier
+    )
+
+
+async def test_sent_is_stored_and_shown_and_the_document_kept_as_received(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    body = cap_xml([info_xml([area_xml([SQUARE])])], identifier="A-1").replace(
+        b"2026-12-07T20:00:00+01:00", b"2026-12-07T21:30:05+01:00"
+    )
+    r = await post_cap(client, key, body)
+    assert r.status_code == 202, r.text
+    alert = r.json()
+    sent = datetime.fromisoformat("2026-12-07T21:30:05+01:00")
+    assert instant(alert["cap"]["sent"]) == sent
+    got = (await client.get(f"/v1/alerts/{alert['id']}", headers=auth(key))).json()
+    assert instant(got["cap"]["sent"]) == sent
+    [message] = got["cap"]["messages"]
+    assert message["effect"] == "created" and message["msg_type"] == "Alert"
+    assert (message["identifier"], message["sender"], message["status"]) == (
+        "A-1",
+        "nsjp@politi.dk",
+        "Actual",
+    )
+    assert instant(message["sent"]) == sent and message["references"] == []
+    assert message["sha256"] == hashlib.sha256(body).hexdigest()
+    [answered] = alert["cap"]["messages"]
+    assert (answered["id"], answered["sha256"]) == (message["id"], message["sha256"])
+    [row] = await kept(pool, "A-1")
+    assert row["sent"] == sent and row["api_key_name"] == "tests" and row["request_id"]
+    assert bytes(row["body"]) == body
+    # The document comes back byte for byte, with its digest.
+    raw = await client.get(f"/v1/cap/messages/{message['id']}", headers=auth(key))
+    assert raw.status_code == 200 and raw.content == body
+    assert raw.headers["content-type"] == "application/cap+xml"
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert raw.headers["Repr-Digest"] == f"sha-256=:{digest}:"
+    missing = await client.get(f"/v1/cap/messages/{message['id'] + 1}", headers=auth(key))
+    assert_problem(missing, 404, "no CAP message")
+    # The same message again is the same alert, kept once.
+    again = await post_cap(client, key, body)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert len(await kept(pool, "A-1")) == 1
+    # A JSON alert has no CAP message.
+    json_alert = await client.post(
+        "/v1/alerts",
+        headers=auth(key),
+        json={"message": "Politiet: test", "area": {"postal_codes": ["3400"]}},
+    )
+    assert json_alert.status_code == 202 and json_alert.json()["cap"] is None, json_alert.text
+
+
+async def test_a_cancel_is_kept_with_its_references_and_a_repeat_recorded_once(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    first = await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])], "A-1"))
+    alert_id = first.json()["id"]
+    body = cap_xml([], identifier="C-1", msg_type="Cancel", references=A_1)
+    r = await post_cap(client, key, body)
+    assert r.status_code == 200, r.text
+    assert "Idempotent-Replayed" not in r.headers
+    answer = r.json()
+    message = answer["message"]
+    assert (message["identifier"], message["msg_type"], message["references"]) == (
+        "C-1",
+        "Cancel",
+        [A_1],
+    )
+    assert message["sha256"] == hashlib.sha256(body).hexdigest()
+    assert [a["id"] for a in answer["cancelled"]] == [alert_id]
+    # Posted again: the same answer, nothing recorded or audited twice.
+    again = await post_cap(client, key, body)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == answer
+    [row] = await kept(pool, "C-1")
+    assert row["id"] == message["id"] and row["msg_type"] == "Cancel"
+    assert row["references"] == [A_1] and bytes(row["body"]) == body
+    audited = await pool.fetch(
+        "SELECT details FROM audit_log WHERE action = 'alert.cancelled' ORDER BY id"
+    )
+    assert [a["details"]["cap_message"] for a in audited] == [message["id"]]
+    # The alert lists both messages, what each did to it.
+    got = (await client.get(f"/v1/alerts/{alert_id}", headers=auth(key))).json()
+    assert [(m["identifier"], m["effect"]) for m in got["cap"]["messages"]] == [
+        ("A-1", "created"),
+        ("C-1", "cancelled"),
+    ]
+    raw = await client.get(f"/v1/cap/messages/{message['id']}", headers=auth(key))
+    assert raw.content == body
+    # The identifier of another message is refused, whatever its type, and nothing is kept.
+    other = cap_xml([], identifier="C-1", msg_type="Cancel", status="Exercise", references=A_1)
+    assert_problem(await post_cap(client, key, other), 422, "identifier")
+    alert = cap_xml([info_xml([area_xml([SQUARE])])], identifier="C-1")
+    assert_problem(await post_cap(client, key, alert), 422, "identifier")
+    assert len(await kept(pool, "C-1")) == 1
+    assert await pool.fetchval("SELECT count(*) FROM alerts") == 1
+
+
+async def test_the_same_cancel_twice_at_once_is_recorded_once(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    first = await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])], "A-1"))
+    body = cap_xml([], identifier="C-1", msg_type="Cancel", references=A_1)
+    answers = await asyncio.gather(*(post_cap(client, key, body) for _ in range(4)))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    assert len({a.json()["message"]["id"] for a in answers}) == 1
+    assert sum("Idempotent-Replayed" not in a.headers for a in answers) == 1
+    assert all(a.json()["cancelled"][0]["id"] == first.json()["id"] for a in answers)
+    assert len(await kept(pool, "C-1")) == 1
+    cancelled = await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'alert.cancelled'"
+    )
+    assert cancelled == 1
+
+
+async def test_an_update_is_kept_and_linked_to_the_alert_it_replaces(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    first = (await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])], "A-1"))).json()
+    references = f"{A_1} x,unknown,2026-12-07T19:00:00+01:00"
+    body = cap_xml(
+        [info_xml([area_xml([SQUARE])], headline="Politiet: opdatering")],
+        identifier="U-1",
+        msg_type="Update",
+        references=references,
+    )
+    r = await post_cap(client, key, body)
+    assert r.status_code == 202, r.text
+    update = r.json()
+    [created] = update["cap"]["messages"]
+    assert (created["identifier"], created["msg_type"], created["effect"]) == (
+        "U-1",
+        "Update",
+        "created",
+    )
+    assert created["references"] == references.split()
+    got = (await client.get(f"/v1/alerts/{first['id']}", headers=auth(key))).json()
+    assert got["status"] == "cancelled"
+    assert [(m["identifier"], m["effect"]) for m in got["cap"]["messages"]] == [
+        ("A-1", "created"),
+        ("U-1", "updated"),
+    ]
+    assert got["cap"]["messages"][1]["id"] == created["id"]
+    [row] = await kept(pool, "U-1")
+    assert bytes(row["body"]) == body and row["references"] == references.split()
+
+
+async def test_a_cancel_naming_no_alert_is_refused_and_not_kept(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool
+) -> None:
+    body = cap_xml([], identifier="C-1", msg_type="Cancel", references=A_1)
+    assert_problem(await post_cap(client, key, body), 422, "references[0]: no alert")
+    assert await kept(pool, "C-1") == []
+    # Messages may arrive out of order: once the alert is there, the same Cancel is taken.
+    first = await post_cap(client, key, cap_xml([info_xml([area_xml([SQUARE])])], "A-1"))
+    r = await post_cap(client, key, body)
+    assert r.status_code == 200, r.text
+    assert [a["id"] for a in r.json()["cancelled"]] == [first.json()["id"]]
+    assert len(await kept(pool, "C-1")) == 1
+
+
+async def test_message_times_are_shown_in_utc_whatever_the_session_time_zone(
+    db_url: str, key: str, pool: asyncpg.Pool
+) -> None:
+    await pool.execute(f"ALTER DATABASE \"{db_url.rsplit('/', 1)[1]}\" SET TimeZone = 'Asia/Tokyo'")
+    app = create_app(load_settings(database_url=db_url), db_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            r = await post_cap(http, key, cap_xml([info_xml([area_xml([SQUARE])])], "A-1"))
+            assert r.status_code == 202, r.text
+    cap = r.json()["cap"]
+    assert cap["sent"] == "2026-12-07T19:00:00.000000+00:00"
+    assert cap["messages"][0]["received_at"].endswith("+00:00")

@@ -20,6 +20,7 @@ from broadcaster.api import (
     routes_audit,
     routes_callbacks,
     routes_cap,
+    routes_cap_messages,
     routes_inbound,
     routes_ops,
     routes_preview,
@@ -120,6 +121,7 @@ def create_app(
             routes_preview,
             routes_cap,  # before routes_alerts: the same path, for CAP bodies only
             routes_alerts,
+            routes_cap_messages,
             routes_zones,
             routes_templates,
             routes_tips,

@@ -59,15 +59,47 @@ class TipCounts(BaseModel):
     forwarded: int = Field(description="Of those, acknowledged by the alert's tip_webhook")
 
 
+CapStatus = Literal["Actual", "Exercise", "System", "Test", "Draft"]
+
+
+class CapMessageKept(BaseModel):
+    """A CAP 1.2 message the service took, kept as received (docs/cap.md, "Messages kept")."""
+
+    id: int = Field(description="GET /v1/cap/messages/{id} returns the document as received")
+    identifier: str
+    sender: str
+    sent: datetime = Field(description="The message's <sent>")
+    status: CapStatus
+    msg_type: Literal["Alert", "Update", "Cancel"]
+    references: list[str] = Field(description="sender,identifier,sent of each reference")
+    received_at: datetime
+    sha256: str = Field(description="SHA-256 of the document as received, in hex")
+
+
+class CapMessageEffect(CapMessageKept):
+    """A kept CAP message and what it did to the alert."""
+
+    effect: Literal["created", "updated", "cancelled"] = Field(
+        description="created: the Alert or Update the alert came in; updated: an Update that "
+        "replaces it; cancelled: a Cancel that named it"
+    )
+
+
 class CapMessage(BaseModel):
-    """For an alert that came as CAP 1.2: the message it came in (docs/cap.md)."""
+    """For an alert that came as CAP 1.2: the message it came in, and every message that
+    touched it (docs/cap.md)."""
 
     sender: str
     identifier: str
-    status: Literal["Actual", "Exercise", "System", "Test", "Draft"] = Field(
-        description="Anything but Actual is stored and never sent"
+    sent: datetime | None = Field(
+        description="The <sent> of the message it came in (null for an alert stored before "
+        "messages were kept)"
     )
+    status: CapStatus = Field(description="Anything but Actual is stored and never sent")
     msg_type: Literal["Alert", "Update"]
+    messages: list[CapMessageEffect] = Field(
+        description="The CAP messages that created, updated or cancelled it, oldest first"
+    )
 
 
 class AlertSummary(BaseModel):
@@ -104,8 +136,10 @@ class AlertStatus(AlertSummary):
 
 
 class CapCancelled(BaseModel):
-    """The answer to a CAP Cancel: the alerts its references named, now cancelled."""
+    """The answer to a CAP Cancel: the message as kept, and the alerts its references named,
+    now cancelled."""
 
+    message: CapMessageKept
     cancelled: list[AlertStatus]
 
 
@@ -136,7 +170,10 @@ AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
     status_code=202,
     response_model=AlertStatus,
     responses={
-        200: {"model": CapCancelled, "description": "A CAP 1.2 Cancel: the alerts it cancelled"},
+        200: {
+            "model": CapCancelled,
+            "description": "A CAP 1.2 Cancel: the message as kept and the alerts it cancelled",
+        },
         **errors(400, 401, 403, 409, 413, 422, 503),
         400: {
             "description": "The body is not valid JSON, or not well-formed XML, or XML with a "

@@ -29,7 +29,7 @@ from broadcaster.api.routes_alerts import (
     store_alert,
 )
 from broadcaster.auth import ApiKey
-from broadcaster.ingest import cap, cap_alerts
+from broadcaster.ingest import cap, cap_alerts, cap_messages
 from broadcaster.ingest.alerts import IdempotencyConflict, NewAlert, NotCancellable, alert_status
 from broadcaster.ingest.schedule import decide_start
 from broadcaster.ingest.zones import UnknownZones, resolve_postal_codes
@@ -52,6 +52,12 @@ class CapRoute(APIRoute):
 
 router = APIRouter(tags=["alerts"], route_class=CapRoute)
 
+IDENTIFIER_REUSED = (
+    "identifier: this sender's identifier was already used for a different message (or is by a "
+    "request in progress); CAP gives every message, updates and cancels included, an identifier "
+    "of its own"
+)
+
 
 @router.post("/v1/alerts", include_in_schema=False)
 async def post_cap_alert(
@@ -62,11 +68,14 @@ async def post_cap_alert(
     key: ApiKey = require("alerts:write"),
 ) -> JSONResponse:
     """A CAP Alert or Update: 202 like a JSON alert; a Cancel: 200 with the alerts cancelled.
-    An Idempotency-Key header is not needed: sender and identifier are the key."""
+    An Idempotency-Key header is not needed: sender and identifier are the key. Every message
+    taken is kept (ingest/cap_messages.py) in the transaction that acts on it."""
     try:
-        message = cap.parse(await request.body())
+        body = await request.body()
+        message = cap.parse(body)
+        received = cap_messages.Received(message, body, key.id, key.name, request_id)
         if message.msg_type == "Cancel":
-            return await _cancel(message, db, key, request_id)
+            return await _cancel(received, db, key, request_id)
         text, texts, origin = cap.texts(message)
         target = cap.target(message)
     except cap.CapError as exc:
@@ -108,21 +117,18 @@ async def post_cap_alert(
             )
 
             async def after_create(conn: asyncpg.Connection, alert_id: int) -> None:
-                await cap_alerts.mark(conn, alert_id, message)
+                message_id = await cap_messages.mark_and_record(conn, alert_id, received)
                 if message.msg_type == "Update":
-                    await cap_alerts.supersede(conn, message, key.name, request_id)
+                    updated = await cap_alerts.supersede(
+                        conn, message, key.name, request_id, message_id
+                    )
+                    await cap_messages.link(conn, message_id, updated, "updated")
 
             alert_id, created, status = await store_alert(
                 conn, alert, key, request_id, message.idempotency_key, after_create
             )
     except IdempotencyConflict:
-        raise Problem(
-            422,
-            "Identifier reused",
-            "identifier: this sender's identifier was already used for a different alert (or "
-            "is by a request in progress); CAP gives every message, updates included, an "
-            "identifier of its own",
-        ) from None
+        raise Problem(422, "Identifier reused", IDENTIFIER_REUSED) from None
     return created_answer(alert_id, created, status, priority, "cap")
 
 
@@ -145,16 +151,34 @@ async def _postal_codes(
     return tuple(dict.fromkeys(found[c] for c in codes))
 
 
-async def _cancel(message: cap.CapMessage, db: Any, key: ApiKey, request_id: str) -> JSONResponse:
-    """Cancel the alerts the references name, as POST /v1/alerts/{id}/cancel does (and with
-    the same audit entry), all or none."""
+async def _cancel(
+    received: cap_messages.Received, db: Any, key: ApiKey, request_id: str
+) -> JSONResponse:
+    """Keep the Cancel and cancel the alerts its references name, as
+    POST /v1/alerts/{id}/cancel does (and with the same audit entry), all or none. The same
+    Cancel again (this key, sender and identifier, the same header) is answered as the first
+    was, with the alerts' statuses now, and changes nothing."""
     try:
         async with db.connection() as conn:
             async with conn.transaction():
-                ids = await cap_alerts.cancel(conn, message, key.name, request_id)
+                message_id, created = await cap_messages.record(conn, received)
+                if created:
+                    # In id order, as a repeat finds them.
+                    ids = sorted(
+                        await cap_alerts.cancel(
+                            conn, received.message, key.name, request_id, message_id
+                        )
+                    )
+                    await cap_messages.link(conn, message_id, ids, "cancelled")
+                else:
+                    ids = await cap_messages.linked(conn, message_id, "cancelled")
+            shown = await cap_messages.show(conn, message_id)
             statuses = [await alert_status(conn, alert_id) for alert_id in ids]
     except cap.CapError as exc:
         raise Problem(exc.status, exc.title, str(exc)) from None
     except NotCancellable as exc:
         raise Problem(409, "Not cancellable", str(exc)) from None
-    return JSONResponse({"cancelled": statuses}, status_code=200)
+    except IdempotencyConflict:
+        raise Problem(422, "Identifier reused", IDENTIFIER_REUSED) from None
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    return JSONResponse({"message": shown, "cancelled": statuses}, status_code=200, headers=headers)

@@ -163,6 +163,16 @@ SHOWN_STATUS = (
     "CASE WHEN a.status = 'queued' AND a.not_before > now() THEN 'scheduled' ELSE a.status END"
 )
 
+# A kept CAP message as answers show it (ingest/cap_messages.py; `m` is cap_messages). Times in
+# UTC, as the alert's own are, whatever the session's TimeZone.
+CAP_MESSAGE_FIELDS = """
+'id', m.id, 'identifier', m.identifier, 'sender', m.sender,
+'sent', to_char(m.sent AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+'status', m.status, 'msg_type', m.msg_type, 'references', to_jsonb(m."references"),
+'received_at', to_char(m.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+'sha256', encode(m.sha256, 'hex')
+"""
+
 ALERT_STATUS = """
 SELECT a.id, SHOWN_STATUS AS status, a.priority, a.reference, a.send_at, a.not_before,
        a.expires_at, a.created_at, a.fanned_out_at,
@@ -180,9 +190,13 @@ SELECT a.id, SHOWN_STATUS AS status, a.priority, a.reference, a.send_at, a.not_b
                                   ORDER BY z.id), '[]'::jsonb)
           FROM alert_targets t JOIN zones z ON z.id = t.zone_id
          WHERE t.alert_id = a.id) AS zones,
-       a.cap_sender, a.cap_identifier, a.cap_status, a.cap_msg_type
+       a.cap_sender, a.cap_identifier, a.cap_status, a.cap_msg_type,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(CAP_FIELDS, 'effect', l.effect)
+                                  ORDER BY m.id), '[]'::jsonb)
+          FROM cap_message_alerts l JOIN cap_messages m ON m.id = l.message_id
+         WHERE l.alert_id = a.id AND a.cap_identifier IS NOT NULL) AS cap_messages
 FROM alerts a WHERE a.id = $1 AND a.kind = 'alert'
-""".replace("SHOWN_STATUS", SHOWN_STATUS)
+""".replace("SHOWN_STATUS", SHOWN_STATUS).replace("CAP_FIELDS", CAP_MESSAGE_FIELDS)
 
 
 async def create_alert(
@@ -320,8 +334,13 @@ async def alert_status(conn: asyncpg.Connection | asyncpg.Pool, alert_id: int) -
         else {
             "sender": row["cap_sender"],
             "identifier": row["cap_identifier"],
+            # The message that created it; none for an alert stored before messages were kept.
+            "sent": next(
+                (m["sent"] for m in row["cap_messages"] if m["effect"] == "created"), None
+            ),
             "status": row["cap_status"],
             "msg_type": row["cap_msg_type"],
+            "messages": row["cap_messages"],
         },
     }
 

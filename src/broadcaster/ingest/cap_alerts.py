@@ -1,5 +1,6 @@
-"""CAP 1.2 alerts in the database: marking an alert with the message it came in, and what a
-Cancel or an Update does to the alerts its <references> name (docs/cap.md)."""
+"""CAP 1.2 alerts in the database: what a Cancel or an Update does to the alerts its
+<references> name (docs/cap.md). ingest/cap_messages.py marks a new alert with its message and
+keeps every message."""
 
 from __future__ import annotations
 
@@ -8,16 +9,6 @@ import asyncpg
 from broadcaster.ingest.alerts import NotCancellable, cancel_alert
 from broadcaster.ingest.cap import CapError, CapMessage
 from broadcaster.ops import audit
-
-# A status other than Actual is completed at once, in the creating transaction: nothing is fanned
-# out, and migration 0017's constraint keeps the alert from ever being queued again.
-MARK = """
-UPDATE alerts
-SET cap_sender = $2, cap_identifier = $3, cap_status = $4, cap_msg_type = $5,
-    status = CASE WHEN $4 = 'Actual' THEN status ELSE 'completed' END,
-    completed_at = CASE WHEN $4 = 'Actual' THEN completed_at ELSE now() END
-WHERE id = $1
-"""
 
 REFERENCED = """
 SELECT r.i, a.id, a.cap_status
@@ -34,12 +25,6 @@ WHERE id = $1 AND cap_status <> 'Actual' AND status = 'completed'
 """
 
 
-async def mark(conn: asyncpg.Connection, alert_id: int, message: CapMessage) -> None:
-    await conn.execute(
-        MARK, alert_id, message.sender, message.identifier, message.status, message.msg_type
-    )
-
-
 async def _referenced(conn: asyncpg.Connection, message: CapMessage) -> list[asyncpg.Record]:
     refs = message.references
     return await conn.fetch(REFERENCED, [r.sender for r in refs], [r.identifier for r in refs])
@@ -52,7 +37,7 @@ def _same_kind(message: CapMessage, cap_status: str) -> bool:
 
 
 async def cancel(
-    conn: asyncpg.Connection, message: CapMessage, actor: str, request_id: str
+    conn: asyncpg.Connection, message: CapMessage, actor: str, request_id: str, message_id: int
 ) -> list[int]:
     """Cancel every alert a Cancel's references name, with the audit entry of
     POST /v1/alerts/{id}/cancel; CapError for a reference that names none or one of the other
@@ -88,21 +73,25 @@ async def cancel(
             audit.ALERT_CANCELLED,
             f"alert:{row['id']}",
             request_id,
-            {"cap": message.identifier},
+            {"cap": message.identifier, "cap_message": message_id},
         )
         ids.append(row["id"])
     return ids
 
 
 async def supersede(
-    conn: asyncpg.Connection, message: CapMessage, actor: str, request_id: str
+    conn: asyncpg.Connection, message: CapMessage, actor: str, request_id: str, message_id: int
 ) -> list[int]:
     """An Update replaces the alerts it references: those still being sent are cancelled (with
     the audit entry of a cancel); finished ones, unknown references and those of the other kind
-    are left alone. Returns the ids cancelled."""
+    are left alone. Returns the ids of the alerts it updated: every one it names of its own
+    kind, cancelled or finished."""
     ids: list[int] = []
     for row in await _referenced(conn, message):
-        if row["cap_status"] != "Actual" or not _same_kind(message, row["cap_status"]):
+        if not _same_kind(message, row["cap_status"]) or row["id"] in ids:
+            continue
+        ids.append(row["id"])
+        if row["cap_status"] != "Actual":
             continue
         try:
             async with conn.transaction():
@@ -113,9 +102,8 @@ async def supersede(
                         audit.ALERT_CANCELLED,
                         f"alert:{row['id']}",
                         request_id,
-                        {"cap": message.identifier, "superseded": True},
+                        {"cap": message.identifier, "superseded": True, "cap_message": message_id},
                     )
-                    ids.append(row["id"])
         except NotCancellable:
             continue
     return ids
