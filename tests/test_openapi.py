@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from tests.stack import Stack
 
 from broadcaster.api.app import create_app
@@ -83,6 +84,8 @@ def test_the_area_is_one_of_its_shapes_with_examples() -> None:
         assert schemas[name].get("examples"), name
 
 
+# Its run takes about a minute on an idle machine; the subprocess has 300 s, and so the test.
+@pytest.mark.timeout(330)
 async def test_schemathesis_finds_nothing(stack: Stack, pool: asyncpg.Pool) -> None:
     stack.sim_url = "http://127.0.0.1:9"  # the API never calls the gateway here
     stack.write_config(rate=100)
