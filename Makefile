@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,5 +28,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run_all.py
 
+# pip-audit in a venv of its own, so that its own packages are not among those audited.
+audit: $(STAMP)
+	test -x .venv-audit/bin/pip-audit || ($(PYTHON) -m venv .venv-audit && .venv-audit/bin/python -m pip install --quiet pip-audit)
+	$(BIN)/python deploy/audit/audit.py --venv $(VENV) --pip-audit .venv-audit/bin/pip-audit $(AUDIT_FLAGS)
+
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .venv-audit .data
