@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import pwd
 import subprocess
@@ -33,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from tests.pgserver import PrivateServer
@@ -40,8 +42,10 @@ from tests.stack import Stack
 from tests.test_pg_restart import level, log_lines, submitted, wait_until
 
 from broadcaster import procs
+from broadcaster.api.problems import database_problem
 from broadcaster.auth import create_api_key
 from broadcaster.database import connect
+from broadcaster.dispatch import outage
 from broadcaster.migrate import apply_migrations
 from broadcaster.seed import HILLEROD, insert_subscribers, synthetic_subscribers
 
@@ -432,3 +436,64 @@ async def test_locked_tables_time_out_and_the_broadcast_resumes(
         f"locks: {len(seeded.phones)} recipients, {len(answers.answers)} answers 503 "
         f"(slowest {max(a[4] for a in answers.answers):.2f} s); none missed, none twice"
     )
+
+
+# -- how each trouble is told ------------------------------------------------------------------
+
+ANSWERS = {
+    asyncpg.DiskFullError: ("Database cannot write", "10"),
+    asyncpg.OutOfMemoryError: ("Database out of resources", "2"),
+    asyncpg.TooManyConnectionsError: ("Database out of resources", "2"),
+    asyncpg.InsufficientResourcesError: ("Database out of resources", "2"),
+    asyncpg.QueryCanceledError: ("Database busy", "2"),
+    asyncpg.LockNotAvailableError: ("Database busy", "2"),
+    asyncpg.AdminShutdownError: ("Service unavailable", "1"),
+}
+
+
+@pytest.mark.parametrize("error", ANSWERS, ids=lambda e: f"{e.__name__} {e.sqlstate}")
+def test_each_trouble_is_a_503_saying_which(error: type[asyncpg.PostgresError]) -> None:
+    problem = database_problem(error("quoted data"))
+    assert problem is not None
+    assert (problem.status, problem.title, problem.headers) == (
+        503,
+        ANSWERS[error][0],
+        {"Retry-After": ANSWERS[error][1]},
+    )
+    assert "quoted data" not in problem.detail
+
+
+def test_a_partial_trouble_ends_once_the_failed_operation_succeeds_and_settles(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads succeeding between failed writes, and a write squeezing through at once, do not
+    end a full disk; the write succeeding a while later does; a success of anything ends it
+    after a long quiet."""
+    now = [1000.0]
+    monkeypatch.setattr(outage.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.INFO, logger=outage.__name__)
+    watch = outage.OutageWatch()
+
+    def ends() -> int:
+        return len([r for r in caplog.records if "can write again" in r.getMessage()])
+
+    watch.failed(asyncpg.DiskFullError(), "write")
+    for where, later in (("read", 0.1), ("write", 0.5), ("read", 5.0)):
+        now[0] += later
+        watch.ok(watch.attempt(), where)
+        assert ends() == 0, where
+    now[0] += 0.1
+    watch.failed(asyncpg.DiskFullError(), "write")  # still full: no second report
+    now[0] += outage.PARTIAL_SETTLE_SECONDS
+    watch.ok(watch.attempt(), "write")
+    assert ends() == 1
+    starts = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert [r.levelno for r in starts] == [logging.ERROR]
+
+    watch.failed(asyncpg.QueryCanceledError(), "claim")
+    now[0] += outage.PARTIAL_QUIET_SECONDS
+    watch.ok(watch.attempt(), "housekeeping")
+    assert [r.getMessage() for r in caplog.records][-2:] == [
+        "database busy (QueryCanceledError (SQLSTATE 57014) during claim); retrying with backoff",
+        f"database answers in time again after {outage.PARTIAL_QUIET_SECONDS:.1f} s",
+    ]
