@@ -310,7 +310,7 @@ async def test_a_full_disk_holds_the_broadcast_until_space_is_freed(
     assert {(status, title, retry is not None) for _, status, title, retry, _ in refused} == {
         (503, "Database cannot write", True)
     }, refused
-    assert answers.of("POST alert")[-1][1] == 503, answers.of("POST alert")
+    assert len([a for a in refused if a[0] == "POST alert"]) >= 5, answers.of("POST alert")
     assert max(a[4] for a in answers.answers) < 1.0, answers.answers
     # The dispatcher held still: at most the batches in its sender loops' hands went out after
     # the disk filled, and none in the last second.
