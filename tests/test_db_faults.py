@@ -42,12 +42,14 @@ from tests.stack import Stack
 from tests.test_pg_restart import level, log_lines, submitted, wait_until
 
 from broadcaster import procs
+from broadcaster.api.app import create_app
 from broadcaster.api.problems import database_problem
 from broadcaster.auth import create_api_key
 from broadcaster.database import connect
 from broadcaster.dispatch import outage
 from broadcaster.migrate import apply_migrations
 from broadcaster.seed import HILLEROD, insert_subscribers, synthetic_subscribers
+from broadcaster.settings import GatewaySettings, load_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -497,3 +499,28 @@ def test_a_partial_trouble_ends_once_the_failed_operation_succeeds_and_settles(
         "database busy (QueryCanceledError (SQLSTATE 57014) during claim); retrying with backoff",
         f"database answers in time again after {outage.PARTIAL_QUIET_SECONDS:.1f} s",
     ]
+
+
+async def test_serve_limits_the_api_statements_and_the_dispatcher_lock_waits(db_url: str) -> None:
+    """`serve` runs the dispatcher on a pool of its own: the API's statement limit would cut a
+    large fan-out short. The settings outlive a connection's return to its pool (RESET ALL)."""
+    settings = load_settings(
+        database_url=db_url,
+        db_lock_timeout_seconds=0.25,
+        gateways=[
+            GatewaySettings(
+                name="primary", type="gatewayapi", base_url="http://127.0.0.1:9", token="t"
+            )
+        ],
+    )
+    app = create_app(settings, db_url, run_dispatcher=True)
+    async with app.router.lifespan_context(app):
+        api = [await app.state.pool.fetchval("SHOW statement_timeout") for _ in range(3)]
+        dispatcher = app.state.dispatcher_pool
+        assert dispatcher is not None and dispatcher is not app.state.pool
+        limits = [
+            await dispatcher.fetchval("SELECT current_setting($1)", name)
+            for name in ("statement_timeout", "lock_timeout", "plan_cache_mode")
+        ]
+    assert api == ["5s"] * 3
+    assert limits == ["0", "250ms", "force_custom_plan"]

@@ -89,12 +89,13 @@ def create_app(
         app.state.inbound_writer = inbound_writer = InboundWriter(pool, settings, outage=outage)
         stop = asyncio.Event()
         dispatcher_task = None
-        dispatcher_pool = None
+        dispatcher_pool = app.state.dispatcher_pool = None
         if run_dispatcher:
             # Its own pool: its statements have no time limit, and a batch out holds a
             # connection that requests must not wait for.
             worker = worker_name()
             dispatcher_pool = await open_dispatcher_pool(settings, database_url, worker)
+            app.state.dispatcher_pool = dispatcher_pool
             metrics.POOLS.watch("dispatcher", dispatcher_pool)
             dispatcher = Dispatcher(
                 settings,
