@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from broadcaster.database import DatabaseUnavailable, connect, create_pool, resolve_url
+from broadcaster.database import DatabaseUnavailable, connect, resolve_url
 from broadcaster.migrate import NotMigrated, apply_migrations, ensure_migrated
 from broadcaster.ops import logs
 from broadcaster.settings import ConfigError, Settings, load_settings
@@ -287,23 +287,11 @@ def _serve(settings: Settings, url: str, *, run_dispatcher: bool) -> int:
 
 async def _dispatcher(settings: Settings, url: str) -> int:
     from broadcaster.dispatch.dispatcher import Dispatcher, worker_name
+    from broadcaster.dispatch.pool import dispatcher_pool
     from gateway_adapters.registry import create_adapter
 
     worker = worker_name()
-    # Sender loops (one connection each while a batch is out), the emergency loop, fan-out,
-    # housekeeping, the webhook outbox and two for receipts and inbound messages arriving on gateway
-    # connections (SMPP).
-    loops = min(_concurrency(settings), settings.batches_in_flight)
-    pool = await create_pool(
-        url,
-        min_size=2,
-        max_size=loops + 6,
-        application_name=f"dispatcher {worker}",
-        # The dispatcher's statements run once per batch of up to thousands of rows: planning
-        # each time costs a millisecond, while a generic plan (the server's choice after five
-        # runs) can be one that is right for one shape of batch and slow for another.
-        server_settings={"plan_cache_mode": "force_custom_plan"},
-    )
+    pool = await dispatcher_pool(settings, url, worker)
     try:
         from broadcaster.ops import metrics
 
@@ -327,10 +315,6 @@ async def _dispatcher(settings: Settings, url: str) -> int:
     finally:
         await pool.close()
     return 0
-
-
-def _concurrency(settings: Settings) -> int:
-    return max((g.concurrency for g in settings.gateways), default=1)
 
 
 def _exit_on_sigterm() -> None:

@@ -136,22 +136,45 @@ def _json_loads(value: str) -> Any:
 
 
 # SQLSTATE classes that say the server or the connection is not there (or not now): 08
-# connection exception, 53 insufficient resources, 57 operator intervention (shutdown, starting
-# up), 58 system error.
-_OUTAGE_CLASSES = ("08", "53", "57", "58")
+# connection exception, 57 operator intervention (shutdown, starting up), 58 system error.
+_AWAY_CLASSES = ("08", "57", "58")
+
+# The passing troubles a database error can be (`trouble`), as logs and answers name them.
+UNAVAILABLE = "unavailable"  # the server or the connection is away
+DISK_FULL = "disk full"  # 53100: nothing can be written until space is freed
+OUT_OF_RESOURCES = "out of resources"  # the rest of class 53: memory, connections, limits
+BUSY = "busy"  # 57014 statement timeout, 55P03 lock timeout: a statement not done in time
+
+
+def trouble(exc: BaseException) -> str | None:
+    """Which passing trouble a database error is: UNAVAILABLE, DISK_FULL, OUT_OF_RESOURCES or
+    BUSY; None when it is not one (the statement itself is refused: a fault of ours or of the
+    data, which no retry would mend)."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
+        return UNAVAILABLE
+    if isinstance(exc, asyncpg.InternalClientError):
+        return UNAVAILABLE  # a statement on a connection the server ended between statements
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError):
+        return UNAVAILABLE  # the connection is closed or broken
+    if not isinstance(exc, asyncpg.PostgresError):
+        return None
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate == "53100":
+        return DISK_FULL
+    if sqlstate.startswith("53"):
+        return OUT_OF_RESOURCES
+    if sqlstate in ("57014", "55P03"):
+        return BUSY
+    if sqlstate[:2] in _AWAY_CLASSES:
+        return UNAVAILABLE
+    return None
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether an error says the database is unreachable or unavailable for now (rather than
-    refusing this statement): the one test the API (503) and the dispatcher (back off) use."""
-    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError):
-        return True
-    if isinstance(exc, asyncpg.InternalClientError):
-        return True  # a statement on a connection the server ended between statements
-    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, asyncpg.DataError):
-        return True  # the connection is closed or broken
-    sqlstate = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and sqlstate[:2] in _OUTAGE_CLASSES
+    """Whether an error says the database cannot do this for now (away, out of disk or other
+    resources, or a statement not done in time) rather than refusing this statement: the one
+    test the API (503) and the dispatcher (back off) use."""
+    return trouble(exc) is not None
 
 
 def is_unstorable(exc: BaseException) -> bool:

@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     callback_deadline_seconds: float = Field(4.0, gt=0, le=60)
     # The API's wait for a database connection: longer, and the request is answered 503.
     db_timeout_seconds: float = Field(1.0, gt=0, le=60)
+    # The longest a statement of an API request may run (PostgreSQL's statement_timeout on the
+    # API's connections; 0: no limit): beyond, the request is answered 503 with Retry-After,
+    # not held while a table is locked by someone else or the database is overloaded.
+    db_statement_timeout_seconds: float = Field(5.0, ge=0, le=600)
+    # The longest a dispatcher statement waits for a lock (lock_timeout on its connections; 0:
+    # forever): beyond, the dispatcher logs it and tries again with backoff. Its statements
+    # themselves have no time limit (a large fan-out takes seconds).
+    db_lock_timeout_seconds: float = Field(10.0, ge=0, le=600)
     # Request bodies, refused with 413 before they are read: alerts carry polygons (up to
     # geo.MAX_POSITIONS positions), callbacks one or a few receipts, everything else a small
     # JSON document.

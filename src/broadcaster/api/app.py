@@ -39,8 +39,10 @@ from broadcaster.api.routes_callbacks import CALLBACK_PREFIX, read_body, receive
 from broadcaster.api.routes_inbound import INBOUND_PREFIX, receive_inbound
 from broadcaster.citizens.inbound_writer import InboundWriter
 from broadcaster.database import create_pool
-from broadcaster.dispatch.dispatcher import Dispatcher
+from broadcaster.dispatch.dispatcher import Dispatcher, worker_name
 from broadcaster.dispatch.outage import OutageWatch
+from broadcaster.dispatch.pool import dispatcher_pool as open_dispatcher_pool
+from broadcaster.dispatch.pool import milliseconds
 from broadcaster.dispatch.receipt_writer import ReceiptWriter
 from broadcaster.migrate import ensure_migrated
 from broadcaster.ops import metrics
@@ -64,7 +66,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(database_url, min_size=2, max_size=20)
+        # A statement of a request runs at most db_statement_timeout_seconds: one waiting for a
+        # table someone else has locked (or an overloaded database) is answered 503 with
+        # Retry-After instead of holding the request and its connection indefinitely.
+        session: dict[str, str] = {}
+        if settings.db_statement_timeout_seconds:
+            session["statement_timeout"] = milliseconds(settings.db_statement_timeout_seconds)
+        pool = await create_pool(database_url, min_size=2, max_size=20, server_settings=session)
         metrics.POOLS.watch("api", pool)
         async with pool.acquire() as conn:
             await ensure_migrated(conn)
@@ -82,9 +90,21 @@ def create_app(
         app.state.inbound_writer = inbound_writer = InboundWriter(pool, settings, outage=outage)
         stop = asyncio.Event()
         dispatcher_task = None
+        dispatcher_pool = app.state.dispatcher_pool = None
         if run_dispatcher:
+            # Its own pool: its statements have no time limit, and a batch out holds a
+            # connection that requests must not wait for.
+            worker = worker_name()
+            dispatcher_pool = await open_dispatcher_pool(settings, database_url, worker)
+            app.state.dispatcher_pool = dispatcher_pool
+            metrics.POOLS.watch("dispatcher", dispatcher_pool)
             dispatcher = Dispatcher(
-                settings, pool, list(adapters.values()), database_url, outage=outage
+                settings,
+                dispatcher_pool,
+                list(adapters.values()),
+                database_url,
+                worker,
+                outage=outage,
             )
             dispatcher_task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
         try:
@@ -98,6 +118,8 @@ def create_app(
                 await dispatcher_task
             for adapter in adapters.values():
                 await adapter.close()
+            if dispatcher_pool is not None:
+                await dispatcher_pool.close()
             await pool.close()
 
     app = BroadcasterApi(

@@ -14,7 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
 from broadcaster.api.area_schema import UNION_TAGS
-from broadcaster.database import describe_error, is_outage, is_unstorable
+from broadcaster.database import (
+    BUSY,
+    DISK_FULL,
+    OUT_OF_RESOURCES,
+    UNAVAILABLE,
+    describe_error,
+    is_unstorable,
+    trouble,
+)
 from broadcaster.web.pages import not_found_page, pages_language
 
 log = logging.getLogger(__name__)
@@ -180,23 +188,44 @@ DATABASE_ERRORS = (
 
 def database_problem(exc: BaseException) -> Problem | None:
     """The answer to a database error met while serving a request: 503 with Retry-After when
-    the database is away or did not answer in time, 422 when a value of the request cannot be
-    stored (SQLSTATE class 22, or asyncpg refusing to encode it: a last line of defence behind
-    the request models), None for anything else (a fault of ours: 500)."""
+    the database cannot do it for now (away, its disk full, out of memory or connections, a
+    statement or lock timeout; each with a title of its own), 422 when a value of the request
+    cannot be stored (SQLSTATE class 22, or asyncpg refusing to encode it: a last line of
+    defence behind the request models), None for anything else (a fault of ours: 500)."""
     if is_unstorable(exc):
         return Problem(
             422,
             "Invalid value",
             f"a value in the request cannot be stored ({describe_error(exc)})",
         )
-    if is_outage(exc):
-        return Problem(
-            503,
-            "Service unavailable",
-            "the database is unavailable; try again",
-            headers={"Retry-After": "1"},
-        )
-    return None
+    kind = trouble(exc)
+    if kind is None:
+        return None
+    title, detail, retry_after = UNAVAILABLE_ANSWERS[kind]
+    return Problem(503, title, detail, headers={"Retry-After": retry_after})
+
+
+# What a request is answered while the database is in trouble (database.trouble): title,
+# detail, Retry-After. A full disk needs someone to free space: no point in trying again at once.
+UNAVAILABLE_ANSWERS = {
+    UNAVAILABLE: ("Service unavailable", "the database is unavailable; try again", "1"),
+    DISK_FULL: (
+        "Database cannot write",
+        "the database's disk is full, so nothing can be stored now; try again later",
+        "10",
+    ),
+    OUT_OF_RESOURCES: (
+        "Database out of resources",
+        "the database is short of memory or connections; try again",
+        "2",
+    ),
+    BUSY: (
+        "Database busy",
+        "the database did not finish in time (a statement timed out or waited too long for a "
+        "lock); try again",
+        "2",
+    ),
+}
 
 
 # -- answers sent straight through ASGI (the guard, the callback fast path) ----------------------

@@ -153,9 +153,11 @@ class Dispatcher:
         # Alerts this dispatcher wrote results for, not yet checked for completion.
         self._touched: set[int] = set()
         self._quiet = settings.quiet_hours()
+        self._stop = asyncio.Event()  # run's
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; returns after in-flight batches are written."""
+        self._stop = stop
         await self._wakeups.listen()
         for lane in self.lanes:
             try:
@@ -241,7 +243,7 @@ class Dispatcher:
                 metrics.FANOUT_SECONDS.observe(time.perf_counter() - started)
                 metrics.ALERTS_FANNED_OUT.inc()
                 metrics.FANOUT_RECIPIENTS.inc(result.recipients)
-                self._db.ok(mark)
+                self._db.ok(mark, "fan-out")
                 self._wakeups.wake_all()
             except DB_ERRORS as exc:
                 await self._sleep(stop, self._db.failed(exc, "fan-out"))
@@ -280,7 +282,7 @@ class Dispatcher:
                 lane.breaker.release_probe()
                 await self._sleep(stop, self._db.failed(exc, "claim"))
                 continue
-            self._db.ok(mark)
+            self._db.ok(mark, "claim")
             if not claimed:
                 lane.breaker.release_probe()
                 if not urgent:
@@ -373,7 +375,7 @@ class Dispatcher:
                 if ticks % RETENTION_TICKS == 0:
                     await roster.forget_dead(self.pool)
                     await retention.run(self.pool, self.settings)
-                self._db.ok(mark)
+                self._db.ok(mark, "housekeeping")
             except DB_ERRORS as exc:
                 self._db.failed(exc, "housekeeping")
             for lane in self.lanes:
@@ -527,15 +529,28 @@ class Dispatcher:
         return Outcome(c.id, "failed", lane.name, error=error)
 
     async def _write(self, name: str, batch: queue.Batch, outcomes: list[Outcome]) -> None:
-        try:
-            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                await batch.finish(outcomes)
-        except DB_ERRORS as exc:
-            # Nothing was committed: the rows are due again as they were.
-            self._db.failed(exc, f"writing the results of a batch sent through {name}")
-            with contextlib.suppress(*DB_ERRORS):
-                await batch.abandon()
-            return
+        """Write a submitted batch's results. Refused for now (the disk full, a lock or
+        statement timeout), the write is tried again with the outage's backoff while the rows
+        stay held, for up to lease_seconds or until the dispatcher stops: put back, they would
+        be sent again. Any other failure puts them back (nothing was committed)."""
+        where = f"writing the results of a batch sent through {name}"
+        deadline = time.monotonic() + self.settings.lease_seconds
+        while True:
+            mark = self._db.attempt()
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                    await batch.finish(outcomes)
+            except DB_ERRORS as exc:
+                pause = self._db.failed(exc, where)
+                if batch.held and not self._stop.is_set() and time.monotonic() + pause < deadline:
+                    await self._sleep(self._stop, pause)
+                    continue
+                # Nothing was committed: the rows are due again as they were.
+                with contextlib.suppress(*DB_ERRORS):
+                    await batch.abandon()
+                return
+            self._db.ok(mark, where)
+            break
         self._touched.update(c.alert_id for c in batch.rows)
         count_outcomes(name, outcomes)
         message_ids = sorted({o.message_id for o in outcomes if o.message_id})

@@ -24,6 +24,7 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from broadcaster.citizens import optouts
+from broadcaster.database import BUSY, DISK_FULL, OUT_OF_RESOURCES, trouble
 from broadcaster.ingest.alerts import PRIORITY_NAMES
 from broadcaster.ops import metrics
 
@@ -159,27 +160,51 @@ class Batch:
         self.conn = conn
         self.rows = rows
         self._tx = tx
+        # After `finish` raised: whether the rows are still held and `finish` may be called
+        # again (the write was refused for now, and undone back to its savepoint).
+        self.held = False
 
     def __len__(self) -> int:
         return len(self.rows)
 
     async def finish(self, outcomes: Sequence[Outcome]) -> None:
-        """Write every outcome and commit: the rows are no longer held."""
+        """Write every outcome and commit: the rows are no longer held.
+
+        The write runs from a savepoint. Refused for a passing reason (the disk full, a
+        statement or lock timeout: `refused_for_now`), it is undone to the savepoint and the
+        claim's transaction carries on holding the rows, so the caller can write the same
+        outcomes again later instead of putting back rows the gateway has taken (which would
+        send them twice)."""
         if self._tx is None:
             return
-        await self.conn.execute(COMPLETE, *complete_args(outcomes))
-        opted_out = [o for o in outcomes if o.opted_out]
-        if opted_out:
-            why = optouts.reason(opted_out[0].gateway, opted_out[0].error)
-            await optouts.opt_out_deliveries(self.conn, [o.id for o in opted_out], why)
+        self.held = False
+        await self.conn.execute("SAVEPOINT write_back")
+        try:
+            await self.conn.execute(COMPLETE, *complete_args(outcomes))
+            opted_out = [o for o in outcomes if o.opted_out]
+            if opted_out:
+                why = optouts.reason(opted_out[0].gateway, opted_out[0].error)
+                await optouts.opt_out_deliveries(self.conn, [o.id for o in opted_out], why)
+        except asyncpg.PostgresError as exc:
+            if refused_for_now(exc):
+                await self.conn.execute("ROLLBACK TO SAVEPOINT write_back")
+                self.held = True
+            raise
         tx, self._tx = self._tx, None
         await tx.commit()
 
     async def abandon(self) -> None:
         """Roll back: the rows are due again as they were, no attempt counted."""
+        self.held = False
         if self._tx is not None:
             tx, self._tx = self._tx, None
             await tx.rollback()
+
+
+def refused_for_now(exc: BaseException) -> bool:
+    """Whether a statement was refused for a passing reason on a connection that is still
+    good: the disk full, out of memory, a statement or lock timeout."""
+    return trouble(exc) in (DISK_FULL, OUT_OF_RESOURCES, BUSY)
 
 
 def complete_args(outcomes: Sequence[Outcome]) -> tuple[Any, ...]:

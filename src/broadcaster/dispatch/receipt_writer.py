@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter as Metric
 
-from broadcaster.database import describe_error, is_outage, is_unstorable
+from broadcaster.database import UNAVAILABLE, describe_error, is_outage, is_unstorable, trouble
 from broadcaster.dispatch.outage import OutageWatch
 from broadcaster.dispatch.receipts import record_batch
 from broadcaster.ops import metrics
@@ -299,4 +299,4 @@ def _fail(batch: list[_Request], reason: str, *, refused: bool = False) -> None:
 def _broken(exc: BaseException) -> bool:
     """Whether the error says the connection is gone (rather than that the database was slow:
     a timed-out batch is not sent again at once)."""
-    return is_outage(exc) and not isinstance(exc, TimeoutError | asyncpg.QueryCanceledError)
+    return trouble(exc) == UNAVAILABLE and not isinstance(exc, TimeoutError)
