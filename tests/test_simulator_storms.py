@@ -32,9 +32,7 @@ async def callbacks() -> AsyncIterator[Receiver]:
 async def simulated(
     callbacks: Receiver, timeout: float = 5.0, **options: Any
 ) -> tuple[GatewaySimulator, GatewayApiAdapter]:
-    sim = GatewaySimulator(
-        SimulatorOptions(token=SIM_TOKEN, webhook_secret=SIM_SECRET, **options)
-    )
+    sim = GatewaySimulator(SimulatorOptions(token=SIM_TOKEN, webhook_secret=SIM_SECRET, **options))
     port = await sim.start()
     config = GatewayConfig(
         name="sim",
