@@ -136,7 +136,7 @@ class Dispatcher:
         self.lanes = [
             Lane(
                 a,
-                SharedBucket(a.config.name, a.config.rate_per_second, a.config.burst),
+                SharedBucket(a.config.name, a.config.rate_per_second, a.config.burst, a.max_batch),
                 CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds),
             )
             for a in adapters
