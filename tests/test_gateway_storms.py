@@ -292,3 +292,68 @@ async def test_a_receipt_storm_at_ten_times_the_send_rate(
     )
     assert storm_rate == pytest.approx(quiet_rate, rel=slower)
     assert p99(storm_latencies) < 1.0
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [{"failure_ratio": 1.0}, {"failure_ratio": 1.0, "failure_status": 503}, "down"],
+    ids=["500", "503", "connection refused"],
+)
+async def test_a_long_outage_of_the_only_gateway_misses_nobody(
+    db_url: str, pool: asyncpg.Pool, faults: dict[str, Any] | str
+) -> None:
+    """The only gateway answers 5xx (or refuses connections) for longer than the retries of a
+    message last (here: retries 0.2 s apart, 3 attempts, an outage of 5 s). An error the gateway
+    answered, or a connection it refused, took nothing: the message keeps its attempt, as under
+    throttling, and goes once the gateway is back. Nobody is missed, nobody gets it twice."""
+    sim = GatewaySimulator(SimulatorOptions(token="t", webhook_secret=SECRET, hold_receipts=True))
+    port = await sim.start()
+    settings = load_settings(
+        database_url=db_url,
+        poll_interval=0.05,
+        max_attempts=3,
+        retry_base_seconds=0.2,
+        breaker_open_seconds=0.3,
+        gateways=[gateway("primary", port, rate=RATE, max_batch=MAX_BATCH)],
+    )
+    async with pool.acquire() as conn:
+        await add_people(conn, "+4535", 100, 55.05)
+        alert = await queue_alert(conn, BAND)
+    running = Running(settings, pool, db_url)
+    try:
+        while len(sim.messages) < 40:
+            await asyncio.sleep(0.01)
+        if faults == "down":
+            await sim.close()
+        else:
+            for name, value in faults.items():
+                setattr(sim.options, name, value)
+        await asyncio.sleep(5.0)
+        if faults == "down":
+            sim = GatewaySimulator(sim.options)
+            await sim.start(port=port)  # back on the same port
+            before = 0
+        else:
+            sim.options = SimulatorOptions(token="t", webhook_secret=SECRET, hold_receipts=True)
+            before = len(sim.messages)
+        await wait_for(pool, OPEN, alert, timeout=30)
+    finally:
+        await running.close()
+        await sim.close()
+    statuses = dict(
+        await pool.fetch(
+            "SELECT status, count(*) FROM deliveries WHERE alert_id = $1 GROUP BY status", alert
+        )
+    )
+    attempts = dict(
+        await pool.fetch(
+            "SELECT attempts, count(*) FROM deliveries WHERE alert_id = $1 GROUP BY attempts", alert
+        )
+    )
+    print(f"\noutage {faults}: {statuses}, attempts {attempts}, stats {vars(sim.stats)}")
+    assert statuses == {"sent": 100}  # nobody missed
+    received = Counter(m["msisdn"] for m in sim.messages)
+    assert max(received.values()) == 1  # nobody twice
+    assert len(sim.messages) - before > 0  # the rest went after the outage
+    if faults != "down":  # the circuit breaker bounds the requests: a probe per 0.3 s
+        assert sim.stats.rejected_requests <= 5.0 / 0.3 + LOOPS + 3

@@ -126,13 +126,49 @@ async def test_unreadable_answers_come_in_three_kinds_and_the_messages_are_taken
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_failures_answer_the_configured_status(callbacks: Receiver, status: int) -> None:
+    """The adapter tells the dispatcher whether the gateway may have taken the messages: not
+    after its own 500/503, maybe after a proxy's 502/504."""
     sim, adapter = await simulated(callbacks, failure_ratio=1.0, failure_status=status)
     try:
-        with pytest.raises(GatewayUnavailable, match=f"HTTP {status}"):
+        with pytest.raises(GatewayUnavailable, match=f"HTTP {status}") as caught:
             await adapter.send_batch(batch(2))
     finally:
         await close(sim, adapter)
     assert sim.messages == [] and sim.stats.rejected_requests == 1
+    assert caught.value.maybe_taken == (status in (502, 504))
+
+
+FAULT_TAKEN = {
+    "reset before taking": ({"reset_ratio": 1.0}, True),  # the client cannot tell
+    "answer lost": ({"lost_answer_ratio": 1.0}, True),
+    "slow answer": ({"slow_ratio": 1.0, "slow_ms": 1000}, True),
+    "unreadable answer": ({"garbled_ratio": 1.0}, True),
+}
+
+
+@pytest.mark.parametrize("case", FAULT_TAKEN.values(), ids=FAULT_TAKEN.keys())
+async def test_faults_without_an_answer_may_have_taken_the_messages(
+    callbacks: Receiver, case: tuple[dict[str, Any], bool]
+) -> None:
+    faults, maybe_taken = case
+    sim, adapter = await simulated(callbacks, timeout=0.3, **faults)
+    try:
+        with pytest.raises(GatewayUnavailable) as caught:
+            await adapter.send_batch(batch(2))
+    finally:
+        await close(sim, adapter)
+    assert caught.value.maybe_taken is maybe_taken
+
+
+async def test_a_refused_connection_took_nothing(callbacks: Receiver) -> None:
+    sim, adapter = await simulated(callbacks)
+    await sim.close()  # nothing listens on the port any more
+    try:
+        with pytest.raises(GatewayUnavailable) as caught:
+            await adapter.send_batch(batch(2))
+    finally:
+        await adapter.close()
+    assert caught.value.maybe_taken is False
 
 
 async def test_unknown_receipts_name_ids_never_given(callbacks: Receiver) -> None:
