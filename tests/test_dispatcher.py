@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -127,10 +128,12 @@ async def test_opted_out_after_fan_out_receive_nothing(
     assert cancelled == 5
 
 
-@pytest.mark.parametrize("simulator", [{"failure_ratio": 1.0}], indirect=True)
+@pytest.mark.parametrize("simulator", [{"garbled_ratio": 1.0}], indirect=True)
 async def test_failing_gateway_is_retried_a_bounded_number_of_times(
     db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
 ) -> None:
+    """A gateway that takes every batch and loses every answer: each try may have sent the SMS,
+    so each counts, and the message fails after max_attempts (at most that many copies)."""
     async with pool.acquire() as conn:
         await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(10)])
         await queue_alert(conn, DONUT)
@@ -140,8 +143,41 @@ async def test_failing_gateway_is_retried_a_bounded_number_of_times(
     rows = await pool.fetch("SELECT status, attempts, error FROM deliveries")
     assert len(rows) == 10
     assert {(r["status"], r["attempts"]) for r in rows} == {("failed", 3)}
+    assert all("unreadable 2xx answer" in r["error"] for r in rows)
+    copies = Counter(m["msisdn"] for m in simulator.messages)
+    assert set(copies.values()) == {3}
+
+
+@pytest.mark.parametrize("simulator", [{"failure_ratio": 1.0}], indirect=True)
+async def test_a_gateway_answering_500_costs_no_attempt(
+    db_url: str, pool: asyncpg.Pool, simulator: GatewaySimulator
+) -> None:
+    """A 500 took nothing: the messages keep their attempts and wait for the gateway (the
+    circuit breaker sends a probe per breaker_open_seconds meanwhile), so an outage longer
+    than the retries last fails nobody (tests/test_gateway_storms.py)."""
+    async with pool.acquire() as conn:
+        await add_subscribers(conn, [[(12.05, 55.05)] for _ in range(10)])
+        await queue_alert(conn, DONUT)
+    started = time.monotonic()
+
+    async def tried_for_a_second() -> bool:
+        return time.monotonic() - started > 1.5
+
+    await dispatch_until(
+        db_url,
+        pool,
+        simulator,
+        tried_for_a_second,
+        max_attempts=1,
+        retry_base_seconds=0.05,
+        breaker_open_seconds=0.2,
+    )
+    rows = await pool.fetch("SELECT status, attempts, error FROM deliveries")
+    assert len(rows) == 10
+    assert {(r["status"], r["attempts"]) for r in rows} == {("queued", 0)}
     assert all("500" in r["error"] for r in rows)
-    assert simulator.stats.requests >= 3
+    # The sender loops' first batches, then a probe per 0.2 s: no tight retry loop.
+    assert 3 <= simulator.stats.requests <= 5 + 1.5 / 0.2 + 2, simulator.stats
 
 
 class ThrottlingGateway:

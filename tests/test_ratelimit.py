@@ -16,6 +16,21 @@ def test_default_burst_is_a_twentieth_of_a_second_and_at_least_one() -> None:
     assert default_burst(5) == 1
     assert SharedBucket("g", 300).burst == pytest.approx(15)
     assert SharedBucket("g", 300, burst=100).burst == 100
+
+
+def test_below_200_per_second_the_default_burst_is_up_to_a_tenth_of_a_second() -> None:
+    """Batches of one or two messages made a 50/s broadcast's rate depend on how quickly each
+    batch came back (tests/test_gateway_storms.py); a tenth of a second's worth, at most a
+    batch and at most 10 messages, keeps the window within the limit + 10 %."""
+    assert default_burst(50, max_batch=1000) == pytest.approx(5)  # 0.1 s worth
+    assert default_burst(100, max_batch=1000) == pytest.approx(10)
+    assert default_burst(150, max_batch=1000) == pytest.approx(10)  # 10 messages at most
+    assert default_burst(100, max_batch=4) == pytest.approx(5)  # never below 0.05 s worth
+    assert default_burst(400, max_batch=10) == pytest.approx(20)  # from 200/s: unchanged
+    assert default_burst(5, max_batch=1000) == 1
+    for rate in (1, 5, 20, 50, 99, 150, 199, 200, 300):
+        assert default_burst(rate, max_batch=1000) <= max(1.0, rate * 0.1)
+    assert SharedBucket("g", 50, max_batch=10).burst == pytest.approx(5)
     # A bulk taker waits for half the burst at most, so lateness does not spill tokens.
     assert SharedBucket("g", 500).chunk(100) == pytest.approx(12.5)
     assert SharedBucket("g", 500, burst=1000).chunk(100) == pytest.approx(50)  # 0.1 s worth

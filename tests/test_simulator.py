@@ -202,6 +202,9 @@ async def test_every_recipient_gets_one_final_receipt(receiver: Receiver, make_a
         "receipts_sent": 15,
         "receipts_failed": 0,
         "receipt_retries": 0,
+        "resets": 0,
+        "lost_answers": 0,
+        "slow_answers": 0,
         "garbled_answers": 0,
         "receipts_pending": 0,
     }

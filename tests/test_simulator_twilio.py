@@ -222,6 +222,9 @@ async def test_every_message_gets_one_final_receipt(
         "receipts_sent": 17,
         "receipts_failed": 0,
         "receipt_retries": 0,
+        "resets": 0,
+        "lost_answers": 0,
+        "slow_answers": 0,
         "receipts_pending": 0,
     }
 

@@ -47,7 +47,8 @@ class GatewaySettings(BaseModel):
     webhook_secret: str = ""
     rate_per_second: float = Field(500.0, gt=0)
     # Messages that may go at once after an idle moment, on top of the rate (the bucket's
-    # size); unset: a twentieth of a second's worth, at least one (ratelimit.py).
+    # size); unset: a twentieth of a second's worth, at least one, and below 200/s up to a
+    # tenth of a second's worth (at most max_batch, at most 10; ratelimit.py).
     burst: float | None = Field(None, ge=1)
     max_batch: int = Field(1000, ge=1, le=100_000)
     concurrency: int = Field(4, ge=1, le=256)

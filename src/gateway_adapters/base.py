@@ -178,7 +178,17 @@ class GatewayError(Exception):
 
 
 class GatewayUnavailable(GatewayError):
-    """5xx, timeout, connection reset: try again later or elsewhere."""
+    """5xx, timeout, connection reset: try again later or elsewhere.
+
+    `maybe_taken`: the gateway may have taken the messages (no answer, a reset, an answer that
+    cannot be read, a proxy's 502/504). False where nothing went out: the gateway answered that
+    it failed (500, 503) or could not be reached at all; the dispatcher then leaves the
+    messages their attempt, as under throttling, so an outage longer than the retries of a
+    message last does not fail it."""
+
+    def __init__(self, message: str, *, maybe_taken: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_taken = maybe_taken
 
 
 class GatewayThrottled(GatewayError):
@@ -287,7 +297,8 @@ def error_for_status(status: int, body: str, retry_after: str | None = None) -> 
     if status in (401, 403, 404):
         return GatewayMisconfigured(f"HTTP {status}: {snippet}")
     if status >= 500 or status in (408, 425):
-        return GatewayUnavailable(f"HTTP {status}: {snippet}")
+        # A proxy's 502 and 504 may follow a request the gateway behind it took.
+        return GatewayUnavailable(f"HTTP {status}: {snippet}", maybe_taken=status in (502, 504))
     return GatewayRejected(f"HTTP {status}: {snippet}")
 
 

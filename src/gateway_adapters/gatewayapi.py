@@ -282,7 +282,11 @@ class GatewayApiAdapter:
                 if not 200 <= resp.status < 300:
                     raise error_for_answer(resp.status, raw, resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise GatewayUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            # Only a connection never made is sure to have carried nothing.
+            unreached = isinstance(exc, aiohttp.ClientConnectorError)
+            raise GatewayUnavailable(
+                f"{type(exc).__name__}: {exc}", maybe_taken=not unreached
+            ) from exc
         log.debug("gatewayapi accepted %d message objects", len(built))
         return _message_ids(raw, len(built))
 

@@ -83,7 +83,9 @@ class SmppSubmitting:
         """
         link = self._links.get(self._roles[0])
         if link is None or not link.usable:
-            raise GatewayUnavailable(f"smpp gateway {self.config.name}: not bound")
+            raise GatewayUnavailable(
+                f"smpp gateway {self.config.name}: not bound", maybe_taken=False
+            )
         batch = Batch(len(messages))
         singles: list[Submit] = []
         for index, message in enumerate(messages):

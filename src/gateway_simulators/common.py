@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import signal
+import socket
+import struct
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, fields
@@ -44,6 +47,9 @@ from gateway_simulators.http_server import (
 CALLBACK_RETRIES = 5
 CALLBACK_BACKOFF_SECONDS = 0.05
 CALLBACK_MAX_BACKOFF_SECONDS = 1.0
+
+# Options `POST /_sim/faults` leaves alone: read once at start, or not a fault.
+_FIXED_OPTIONS = frozenset({"seed", "inbound_receiver", "receipt_concurrency"})
 
 PayloadT = TypeVar("PayloadT")
 OptionsT = TypeVar("OptionsT")
@@ -76,6 +82,12 @@ class HttpStats:
         self.receipts_sent = 0
         self.receipts_failed = 0
         self.receipt_retries = 0  # attempts after a refused or failed one
+        # Storm faults (see `answer_slowly`, `reset_connection`): connections reset before the
+        # messages were taken, and requests whose messages were taken but whose answer was
+        # lost (reset) or sent late (slow).
+        self.resets = 0
+        self.lost_answers = 0
+        self.slow_answers = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({vars(self)})"
@@ -114,13 +126,19 @@ class HttpGatewaySimulator(Generic[PayloadT]):
             post("/_sim/release", self._handle_release),
             post("/_sim/reset", self._handle_reset),
             post("/_sim/inbound", self._handle_inbound),
+            post("/_sim/faults", self._handle_faults),
         ]
 
     def _count_and_answer(
-        self, latency_ms: float, send: Callable[[Request], Answer], request: Request
+        self,
+        latency_ms: float,
+        send: Callable[[Request], Answer | Awaitable[Answer]],
+        request: Request,
     ) -> Answer | Awaitable[Answer]:
         """Count the request, then answer it with `send` at once or after the simulated
-        latency (the server awaits only then: no task per request on the usual path)."""
+        latency (the server awaits only then: no task per request on the usual path). The
+        latency comes before the request is handled (a queue in front of the gateway): a client
+        that gives up meanwhile leaves nothing taken. `answer_slowly` is the other kind."""
         self.stats.requests += 1
         if latency_ms <= 0:
             return send(request)
@@ -128,10 +146,40 @@ class HttpGatewaySimulator(Generic[PayloadT]):
 
     @staticmethod
     async def _answer_later(
-        delay: float, send: Callable[[Request], Answer], request: Request
+        delay: float, send: Callable[[Request], Answer | Awaitable[Answer]], request: Request
     ) -> Answer:
         await asyncio.sleep(delay)
-        return send(request)
+        answer = send(request)
+        if inspect.isawaitable(answer):
+            return await answer
+        return answer
+
+    def answer_slowly(self, answer: Response, slow_ms: float) -> Awaitable[Answer]:
+        """The answer to a request whose messages were taken already, sent after `slow_ms`: a
+        client whose timeout is shorter never sees it, and the messages go out all the same."""
+        self.stats.slow_answers += 1
+        return self._late(answer, slow_ms / 1000)
+
+    @staticmethod
+    async def _late(answer: Response, delay: float) -> Answer:
+        await asyncio.sleep(delay)
+        return answer
+
+    def reset_connection(self, request: Request, *, taken: bool) -> Answer:
+        """End the request's connection with a TCP reset and no answer (the client reads
+        "connection reset by peer"); `taken`: the messages were taken before it."""
+        if taken:
+            self.stats.lost_answers += 1
+        else:
+            self.stats.resets += 1
+            self.stats.rejected_requests += 1
+        sock = request.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # Linger with a zero timeout: close() sends RST instead of FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        request.transport.abort()
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -269,6 +317,47 @@ class HttpGatewaySimulator(Generic[PayloadT]):
 
     def _handle_stats(self, request: Request) -> Response:
         return json_response(dict(vars(self.stats), receipts_pending=self._pending))
+
+    def _handle_faults(self, request: Request) -> Response:
+        """`{"failure_ratio": 1.0, "throttle_retry_after": 2, ...}`: change the fault and
+        receipt options of a running simulator (a storm starts and ends without a restart);
+        answers every such option's value. Only options that are numbers or flags can change:
+        names, tokens and the account's lists stay as started."""
+        try:
+            changes = json.loads(request.body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            updates = {name: self._fault_value(name, value) for name, value in changes.items()}
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        for name, value in updates.items():
+            setattr(self._receipt_options, name, value)
+        return json_response(self._faults())
+
+    def _faults(self) -> dict[str, Any]:
+        options = vars(self._receipt_options)
+        return {
+            name: value
+            for name, value in options.items()
+            if isinstance(value, int | float) and name not in _FIXED_OPTIONS
+        }
+
+    def _fault_value(self, name: str, value: Any) -> bool | int | float:
+        current = self._faults()
+        if name not in current:
+            raise ValueError(f"not a fault option: {name!r} (one of {', '.join(current)})")
+        kind = type(current[name])
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number")
+        if kind is int and value != int(value):
+            raise ValueError(f"{name} must be a whole number")
+        if name.endswith("_ratio") and value > 1:
+            raise ValueError(f"{name} must be between 0 and 1")
+        return kind(value)
 
     def _handle_release(self, request: Request) -> Response:
         held, self._held = self._held, []

@@ -65,8 +65,19 @@ class SimulatorOptions:
     throttle_retry_after: float = 1.0
     drop_ratio: float = 0.0
     # Take the messages (they go out, receipts follow) but answer 200 with a body that carries
-    # no ids: half the time not JSON at all (a proxy's error page), half JSON without "ids".
+    # no readable ids, in turn: not JSON at all (a proxy's error page), JSON without "ids", and
+    # JSON cut off in the middle.
     garbled_ratio: float = 0.0
+    # The status of the simulated failures (failure_ratio): 500 with GatewayAPI's JSON error
+    # body, or 502/503/504 with the HTML page a load balancer in front of it answers.
+    failure_status: int = 500
+    # Connection faults: reset (TCP RST) before the messages were taken; the messages taken and
+    # then the connection reset without an answer (the answer lost); the messages taken and the
+    # answer sent after slow_ms (beyond a client's timeout, it is lost as well).
+    reset_ratio: float = 0.0
+    lost_answer_ratio: float = 0.0
+    slow_ratio: float = 0.0
+    slow_ms: float = 5000.0
     delivered_ratio: float = 1.0
     receipt_delay_ms: float = 200.0
     send_enroute: bool = False
@@ -78,6 +89,9 @@ class SimulatorOptions:
     # recipient's receipts (copies, ENROUTE, final) posted in a random order.
     receipt_copies: int = 1
     shuffle_receipts: bool = False
+    # Per recipient, this many receipts more for message ids this simulator never gave (as
+    # receipts of another account's or a long-purged message arrive), among its own.
+    unknown_receipts: int = 0
     hold_receipts: bool = False
     # How often a refused receipt is posted again (default CALLBACK_RETRIES): GatewayAPI itself
     # goes on for 12 hours, which a test of an outage may want a few seconds of.
@@ -125,6 +139,7 @@ CLASSES = ("standard", "premium", "secret")
 PRIORITIES = ("BULK", "NORMAL", "URGENT", "VERY_URGENT")
 URGENT_PRIORITIES = ("URGENT", "VERY_URGENT")
 MAX_RECIPIENTS_PER_MESSAGE = 10_000
+UNKNOWN_ID_BASE = 1_000_000_000  # receipts for ids never given (unknown_receipts)
 
 
 class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
@@ -140,6 +155,7 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
         self._rng = random.Random(self.options.seed)
         self._ids = itertools.count(1)
         self._mo_ids = itertools.count(9_000_001)
+        self._unknown_ids = itertools.count(1)
         self.router.add(
             [
                 post("/rest/mtsms", self._handle_send),
@@ -154,11 +170,13 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
     def _handle_send(self, request: Request) -> Answer | Awaitable[Answer]:
         return self._count_and_answer(self.options.latency_ms, self._send, request)
 
-    def _send(self, request: Request) -> Answer:
+    def _send(self, request: Request) -> Answer | Awaitable[Answer]:
         if not self._authorized(request.headers.get("authorization", "")):
             return self._reject(_Refusal(401, None, "Invalid API token"))
         if self._rng.random() < self.options.failure_ratio:
-            return self._reject(_Refusal(500, None, "Internal server error (simulated)"))
+            return self._fail()
+        if self.options.reset_ratio and self._rng.random() < self.options.reset_ratio:
+            return self.reset_connection(request, taken=False)
         if self.options.drop_ratio and self._rng.random() < self.options.drop_ratio:
             self.stats.rejected_requests += 1
             request.transport.close()  # the client sees the connection closed, no answer
@@ -201,13 +219,36 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
             if callback_url:
                 self._schedule_receipts(message_id, msisdns, userref, callback_url)
             log.debug("accepted message %d with %d recipients", message_id, len(msisdns))
+        options = self.options
+        if options.lost_answer_ratio and self._rng.random() < options.lost_answer_ratio:
+            return self.reset_connection(request, taken=True)
+        answer = self._accepted(ids)
+        if options.slow_ratio and self._rng.random() < options.slow_ratio:
+            return self.answer_slowly(answer, options.slow_ms)
+        return answer
+
+    def _accepted(self, ids: list[int]) -> Response:
+        """GatewayAPI's answer to a request it took, or an unreadable 200 (garbled_ratio)."""
         usage = {"countries": {}, "currency": "EUR", "total_cost": 0.0}
         if self.options.garbled_ratio and self._rng.random() < self.options.garbled_ratio:
             self.stats.garbled_answers += 1
-            if self.stats.garbled_answers % 2:
+            turn = self.stats.garbled_answers % 3
+            if turn == 1:
                 return Response(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
-            return json_response({"usage": usage})
+            if turn == 2:
+                return json_response({"usage": usage})
+            whole = json.dumps({"ids": ids, "usage": usage}).encode()
+            return Response(200, whole[: len(whole) // 2])  # JSON cut off
         return json_response({"ids": ids, "usage": usage})
+
+    def _fail(self) -> Response:
+        """A simulated server failure: GatewayAPI's own 500, or a load balancer's page."""
+        status = self.options.failure_status
+        if status == 500:
+            return self._reject(_Refusal(500, None, "Internal server error (simulated)"))
+        self.stats.rejected_requests += 1
+        page = f"<html><head><title>{status}</title></head><body>{status}</body></html>"
+        return Response(status, page.encode(), "text/html")
 
     def _authorized(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -320,6 +361,11 @@ class GatewaySimulator(HttpGatewaySimulator[dict[str, Any]]):
                 job.payloads.append(failed)
             if self.options.enroute_after_final:
                 job.payloads.append(self._receipt(message_id, msisdn, userref, "ENROUTE"))
+            for n in range(self.options.unknown_receipts):
+                # Ids far above any this simulator gives; delivered and undeliverable in turn.
+                status = "UNDELIVERABLE" if n % 2 else "DELIVERED"
+                unknown = UNKNOWN_ID_BASE + next(self._unknown_ids)
+                job.payloads.append(self._receipt(unknown, msisdn, userref, status))
             copies = max(self.options.receipt_copies, 2 if self.options.duplicate_receipts else 1)
             if copies > 1:
                 job.payloads = [dict(p) for _ in range(copies) for p in job.payloads]
@@ -410,8 +456,22 @@ def build_parser() -> argparse.ArgumentParser:
             ("failure", "answer 500"),
             ("throttle", "answer 429"),
             ("drop", "drop the connection"),
-            ("garbled", "take the messages but answer 200 without ids (HTML, or JSON without)"),
+            (
+                "garbled",
+                "take the messages but answer 200 without readable ids (HTML, JSON without, "
+                "JSON cut off)",
+            ),
+            ("reset", "reset the connection (TCP RST) before taking the messages"),
+            ("lost-answer", "take the messages, then reset the connection without answering"),
+            ("slow", "take the messages and answer after --slow-ms"),
         ],
+    )
+    add("--slow-ms", type=non_negative, default=defaults.slow_ms, help="see --slow-ratio")
+    add(
+        "--failure-status",
+        type=_failure_status,
+        default=defaults.failure_status,
+        help="500 (GatewayAPI's JSON error) or 502/503/504 (a load balancer's HTML page)",
     )
     add(
         "--throttle-retry-after",
@@ -422,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--send-enroute", action="store_true", help="post ENROUTE before each final receipt")
     add("--duplicate-receipts", action="store_true", help="post every receipt twice")
     add("--receipt-copies", type=_count, default=1, help="post every receipt N times")
+    add(
+        "--unknown-receipts",
+        type=_count,
+        default=0,
+        help="post N receipts more per recipient for message ids never given",
+    )
     add(
         "--shuffle-receipts",
         action="store_true",
@@ -460,6 +526,13 @@ def _count(value: str) -> int:
     result = int(number(value, int))
     if result < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return result
+
+
+def _failure_status(value: str) -> int:
+    result = int(number(value, int))
+    if result not in (500, 502, 503, 504):
+        raise argparse.ArgumentTypeError(f"must be 500, 502, 503 or 504, got {value}")
     return result
 
 

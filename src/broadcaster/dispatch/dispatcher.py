@@ -48,6 +48,7 @@ from gateway_adapters.base import (
     GatewayError,
     GatewayMisconfigured,
     GatewayThrottled,
+    GatewayUnavailable,
     OutboundMessage,
     ReceiptSink,
     SendResult,
@@ -106,7 +107,7 @@ def count_outcomes(gateway: str, outcomes: Sequence[Outcome]) -> None:
     """Count a written batch's outcomes: one pass over the batch, then one increment per
     distinct (status, throttled, fail-over)."""
     for (status, throttled, failover), n in Counter(
-        (o.status, o.refund_attempt, o.failover) for o in outcomes
+        (o.status, o.throttled, o.failover) for o in outcomes
     ).items():
         metrics.DELIVERIES.labels(gateway, status).inc(n)
         if status == "queued":
@@ -136,7 +137,7 @@ class Dispatcher:
         self.lanes = [
             Lane(
                 a,
-                SharedBucket(a.config.name, a.config.rate_per_second, a.config.burst),
+                SharedBucket(a.config.name, a.config.rate_per_second, a.config.burst, a.max_batch),
                 CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds),
             )
             for a in adapters
@@ -482,6 +483,8 @@ class Dispatcher:
     def _after_error(self, lane: Lane, exc: GatewayError, batch: list[Claimed]) -> list[Outcome]:
         throttled = isinstance(exc, GatewayThrottled)
         retry_after = exc.retry_after if isinstance(exc, GatewayThrottled) else None
+        # The gateway answered that it failed, or could not be reached: nothing went out.
+        untaken = isinstance(exc, GatewayUnavailable) and not exc.maybe_taken
         if throttled:
             self._pause(lane, retry_after)
             lane.breaker.release_probe()
@@ -495,7 +498,9 @@ class Dispatcher:
             # The gateway refused the content itself: retrying elsewhere would not help.
             lane.breaker.record_success()
             return [Outcome(c.id, "failed", lane.name, error=str(exc)) for c in batch]
-        return [self._retry_or_fail(lane, c, str(exc), throttled, retry_after) for c in batch]
+        return [
+            self._retry_or_fail(lane, c, str(exc), throttled, retry_after, untaken) for c in batch
+        ]
 
     @staticmethod
     def _pause(lane: Lane, retry_after: float | None) -> None:
@@ -507,18 +512,41 @@ class Dispatcher:
         lane.paused_until = max(lane.paused_until, time.monotonic() + wait)
 
     def _retry_or_fail(
-        self, lane: Lane, c: Claimed, error: str, throttled: bool, retry_after: float | None
+        self,
+        lane: Lane,
+        c: Claimed,
+        error: str,
+        throttled: bool,
+        retry_after: float | None,
+        untaken: bool = False,
     ) -> Outcome:
         """Back to the queue, or failed once the attempts are used up.
 
         Throttling is not the message's fault: it keeps its attempt and waits for Retry-After
         unless another gateway can take it now. After a gateway failure the message goes again
-        at once when another gateway is usable (fail-over), else after exponential backoff."""
+        at once when another gateway is usable (fail-over), else after exponential backoff.
+        A failure that took nothing (`untaken`: the gateway answered 500/503 or refused the
+        connection) is the gateway's outage, not the message's: it keeps its attempt too, so
+        with one gateway an outage longer than the retries last misses nobody; the circuit
+        breaker bounds the requests meanwhile, and a failure that may have sent the message
+        (timeout, reset, unreadable answer) still counts, which bounds the duplicates."""
         now = datetime.now(UTC)
         elsewhere = any(other is not lane and other.usable() for other in self.lanes)
         if throttled:
             wait = 0.0 if elsewhere else (retry_after if retry_after is not None else 1.0)
             due = now + timedelta(seconds=wait)
+            return Outcome(
+                c.id,
+                "queued",
+                error=error,
+                due_at=due,
+                refund_attempt=True,
+                failover=elsewhere,
+                throttled=True,
+            )
+        if untaken:
+            delay = 0.0 if elsewhere else retry_delay(c.attempts, self.settings.retry_base_seconds)
+            due = now + timedelta(seconds=delay)
             return Outcome(
                 c.id, "queued", error=error, due_at=due, refund_attempt=True, failover=elsewhere
             )

@@ -150,6 +150,8 @@ class Outcome(NamedTuple):
     opted_out: bool = False
     # Back to the queue due at once because another gateway is usable (counted, not written).
     failover: bool = False
+    # Back to the queue because the gateway throttled us (counted, not written).
+    throttled: bool = False
 
 
 class Batch:
