@@ -63,6 +63,12 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": REASONS[code]} for code in codes}
 
 
+def example(value: Any, media_type: str = "application/json") -> dict[str, Any]:
+    """A 2xx answer's example, for a route whose answer has no model to carry one (merged with
+    the schema FastAPI writes)."""
+    return {"content": {media_type: {"example": value}}}
+
+
 def build(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
