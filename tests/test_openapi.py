@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 from tests.stack import Stack
 
 from broadcaster.api.app import create_app
@@ -82,6 +83,71 @@ def test_the_area_is_one_of_its_shapes_with_examples() -> None:
     }
     for name in ("AlertIn", "SubscriberIn", "CircleArea", "PolygonArea", "ProblemDetails"):
         assert schemas[name].get("examples"), name
+
+
+def schema_named(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The component a `$ref` names (the schema itself when it is no reference)."""
+    ref = schema.get("$ref", "")
+    if not ref.startswith("#/components/schemas/"):
+        return schema
+    return doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def examples_of(doc: dict[str, Any], media: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
+    """Each example a media type shows, with the schema it must satisfy: its own `example` or
+    `examples`, else those of its schema (or the component it refers to), else for a page
+    (`items` and `next_cursor`) those of its items' schema."""
+    schema = media.get("schema", {})
+    if "example" in media:
+        return [(schema, media["example"])]
+    if "examples" in media:
+        return [(schema, one["value"]) for one in media["examples"].values()]
+    named = schema_named(doc, schema)
+    if named.get("examples"):
+        return [(schema, one) for one in named["examples"]]
+    items = named.get("properties", {}).get("items", {}).get("items", {})
+    if "next_cursor" in named.get("properties", {}) and schema_named(doc, items).get("examples"):
+        return [(items, one) for one in schema_named(doc, items)["examples"]]
+    return []
+
+
+def bodies_and_answers(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every request body and 2xx answer media type of every operation, named for messages."""
+    found = []
+    for path, method, op in operations(doc):
+        for media_type, media in op.get("requestBody", {}).get("content", {}).items():
+            found.append((f"{method.upper()} {path} request {media_type}", media))
+        for code, response in op["responses"].items():
+            if code.startswith("2"):
+                for media_type, media in response.get("content", {}).items():
+                    found.append((f"{method.upper()} {path} {code} {media_type}", media))
+    return found
+
+
+def test_every_body_and_answer_has_examples_its_schema_takes() -> None:
+    doc = document()
+    found = bodies_and_answers(doc)
+    assert len(found) >= 35, len(found)
+    missing = [name for name, media in found if not examples_of(doc, media)]
+    assert not missing, f"no example: {missing}"
+    wrong = []
+    for name, media in found:
+        for schema, example in examples_of(doc, media):
+            # The components travel with the schema, so that its `#/components/...` resolve
+            # (OpenAPI 3.1 schemas are JSON Schema 2020-12).
+            validator = Draft202012Validator(
+                {**schema, "components": doc["components"]},
+                format_checker=Draft202012Validator.FORMAT_CHECKER,
+            )
+            if name.split()[-1].endswith("json"):
+                wrong += [
+                    f"{name}: {e.json_path}: {e.message}" for e in validator.iter_errors(example)
+                ]
+            else:
+                # Texts and XML: a non-empty string.
+                if not (isinstance(example, str) and example.strip()):
+                    wrong.append(f"{name}: not a text")
+    assert not wrong, "\n".join(wrong)
 
 
 # Its run takes about a minute on an idle machine; the subprocess has 300 s, and so the test.

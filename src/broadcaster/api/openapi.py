@@ -63,6 +63,40 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": REASONS[code]} for code in codes}
 
 
+def example(value: Any, media_type: str = "application/json") -> dict[str, Any]:
+    """A 2xx answer's example, for a route whose answer has no model to carry one (merged with
+    the schema FastAPI writes)."""
+    return {"content": {media_type: {"example": value}}}
+
+
+def _models_with_examples() -> dict[str, list[Any]]:
+    """The examples of this service's models that have them, by model name (a name two models
+    share with different examples is left out)."""
+    found: dict[str, list[list[Any]]] = {}
+    todo = list(BaseModel.__subclasses__())
+    while todo:
+        model = todo.pop()
+        todo.extend(model.__subclasses__())
+        extra = model.model_config.get("json_schema_extra")
+        if model.__module__.startswith("broadcaster.") and isinstance(extra, dict):
+            examples = extra.get("examples")
+            if isinstance(examples, list) and examples not in found.get(model.__name__, []):
+                found.setdefault(model.__name__, []).append(examples)
+    return {name: examples[0] for name, examples in found.items() if len(examples) == 1}
+
+
+def _restore_examples(document: dict[str, Any]) -> None:
+    """Put back the nulls of the models' examples: FastAPI writes the document without None
+    values, and so without the null members of every example (an answer's
+    `"cancelled_at": null`), which then no longer match their schema. (An example given on a
+    route, as with `example()`, loses them too: those have no nulls.)"""
+    models = _models_with_examples()
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        model = name.removesuffix("-Input").removesuffix("-Output")
+        if "examples" in schema and model in models:
+            schema["examples"] = models[model]
+
+
 def build(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
@@ -72,6 +106,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
     )
+    _restore_examples(document)
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for model in (ProblemDetails, ProblemError):

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from broadcaster.api import pagination
@@ -102,8 +102,97 @@ class CapMessage(BaseModel):
     )
 
 
+# What the API answered for a CAP alert and its Cancel (the examples below).
+_CAP_KEPT: dict[str, Any] = {
+    "id": 1,
+    "identifier": "NSJP-2026-4711",
+    "sender": "nsjp@politi.dk",
+    "sent": "2026-12-07T19:00:00.000000+00:00",
+    "status": "Actual",
+    "msg_type": "Alert",
+    "references": [],
+    "received_at": "2026-12-07T19:00:01.959205+00:00",
+    "sha256": "ca7a49dafcf8d252670fa2bf32860c68ef28936838170353bfc2f6bb46cf315d",
+}
+_CAP_CANCEL_KEPT: dict[str, Any] = {
+    "id": 2,
+    "identifier": "NSJP-2026-4712",
+    "sender": "nsjp@politi.dk",
+    "sent": "2026-12-07T19:40:00.000000+00:00",
+    "status": "Actual",
+    "msg_type": "Cancel",
+    "references": ["nsjp@politi.dk,NSJP-2026-4711,2026-12-07T20:00:00+01:00"],
+    "received_at": "2026-12-07T19:40:01.991315+00:00",
+    "sha256": "d51e208a4a36fa2ac363b9afe12cdd54532e32e40923adffdb32d0b5e624d183",
+}
+_SUMMARY_EXAMPLE: dict[str, Any] = {
+    "id": 4711,
+    "status": "completed",
+    "priority": "high",
+    "reference": "FC-2026-4711",
+    "send_at": None,
+    "not_before": None,
+    "expires_at": "2026-12-08T11:00:00Z",
+    "created_at": "2026-12-07T19:00:01.943393Z",
+    "fanned_out_at": "2026-12-07T19:00:02.211870Z",
+    "completed_at": "2026-12-07T19:03:12.540112Z",
+    "cancelled_at": None,
+    "recipients": 1843,
+}
+_STATUS_EXAMPLE: dict[str, Any] = {
+    **_SUMMARY_EXAMPLE,
+    "deliveries": {
+        "queued": 0,
+        "sending": 0,
+        "sent": 112,
+        "delivered": 1722,
+        "failed": 6,
+        "expired": 3,
+        "cancelled": 0,
+    },
+    "tips": {"received": 4, "forwarded": 4},
+    "tip_webhook": "https://cases.example.police.dk/tips/4711",
+    "status_webhook": "https://command.example.police.dk/alerts/4711/outcome",
+    "outcome_queued_at": "2026-12-07T19:03:12.540112Z",
+    "cap": None,
+}
+_CAP_CANCELLED_ALERT: dict[str, Any] = {
+    **_STATUS_EXAMPLE,
+    "id": 4712,
+    "status": "cancelled",
+    "priority": "high",
+    "reference": "NSJP-2026-4711",
+    "expires_at": None,
+    "created_at": "2026-12-07T19:00:01.959205Z",
+    "fanned_out_at": None,
+    "completed_at": "2026-12-07T19:40:01.991315Z",
+    "cancelled_at": "2026-12-07T19:40:01.991315Z",
+    "recipients": None,
+    "deliveries": dict.fromkeys(
+        ("queued", "sending", "sent", "delivered", "failed", "expired", "cancelled"), 0
+    ),
+    "tips": {"received": 0, "forwarded": 0},
+    "tip_webhook": None,
+    "status_webhook": None,
+    "outcome_queued_at": None,
+    "cap": {
+        "sender": "nsjp@politi.dk",
+        "identifier": "NSJP-2026-4711",
+        "sent": "2026-12-07T19:00:00.000000+00:00",
+        "status": "Actual",
+        "msg_type": "Alert",
+        "messages": [
+            {**_CAP_KEPT, "effect": "created"},
+            {**_CAP_CANCEL_KEPT, "effect": "cancelled"},
+        ],
+    },
+}
+
+
 class AlertSummary(BaseModel):
     """An alert in a list (its delivery counts are in GET /v1/alerts/{id})."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SUMMARY_EXAMPLE]})
 
     id: int
     status: AlertStatusName
@@ -125,6 +214,8 @@ class AlertSummary(BaseModel):
 class AlertStatus(AlertSummary):
     """An alert, how far its deliveries have come, and the tips it brought."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_STATUS_EXAMPLE]})
+
     deliveries: DeliveryCounts
     tips: TipCounts
     tip_webhook: str | None
@@ -138,6 +229,12 @@ class AlertStatus(AlertSummary):
 class CapCancelled(BaseModel):
     """The answer to a CAP Cancel: the message as kept, and the alerts its references named,
     now cancelled."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"message": _CAP_CANCEL_KEPT, "cancelled": [_CAP_CANCELLED_ALERT]}]
+        }
+    )
 
     message: CapMessageKept
     cancelled: list[AlertStatus]

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from broadcaster.api import pagination
 from broadcaster.api.deps import DbDep, require
@@ -36,6 +36,30 @@ LIMIT $5
 
 
 class AuditEntry(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 6,
+                    "at": "2026-12-07T19:40:01.991315Z",
+                    "actor": "kommandocentral",
+                    "action": "alert.cancelled",
+                    "subject": "alert:4712",
+                    "request_id": "501659b7ef394783959aa81e301e65e6",
+                    "details": {"cap": "NSJP-2026-4712", "cap_message": 2},
+                },
+                {
+                    "id": 3,
+                    "at": "2026-12-07T19:00:01.943393Z",
+                    "actor": "kommandocentral",
+                    "action": "alert.created",
+                    "subject": "alert:4711",
+                    "request_id": "1ab3fc1c8f674500b712231f31419abb",
+                    "details": {"priority": "high", "reference": "FC-2026-4711"},
+                },
+            ]
+        }
+    )
     id: int
     at: datetime
     actor: str

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
-from broadcaster.api.openapi import errors
+from broadcaster.api.openapi import errors, example
 from broadcaster.api.problems import Problem
 from broadcaster.dispatch.receipt_writer import ReceiptsRefused, ReceiptsUnavailable, ReceiptWriter
 from broadcaster.ops import metrics
@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["callbacks"])
 
 
-@router.post("/v1/callbacks/{gateway}", responses=errors(400, 401, 404, 413, 422, 503))
+@router.post(
+    "/v1/callbacks/{gateway}",
+    responses={200: example({"received": 3}), **errors(400, 401, 404, 413, 422, 503)},
+)
 async def callback(gateway: str, request: Request) -> dict[str, int]:
     """A gateway's delivery receipts, in its own format and signed by it. 200 once they are
     committed. (Answered by `BroadcasterApi` in front of the routing; declared here for the

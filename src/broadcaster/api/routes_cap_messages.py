@@ -27,7 +27,7 @@ MessageId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
     response_class=Response,
     responses={
         200: {
-            "content": {cap.MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "content": {cap.MEDIA_TYPE: {"schema": {"type": "string"}, "example": cap.EXAMPLE}},
             "description": "The CAP document as received, byte for byte; Repr-Digest carries "
             "its SHA-256 (RFC 9530), the `sha256` the alert's status shows",
             "headers": {

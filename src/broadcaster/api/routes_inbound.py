@@ -18,6 +18,7 @@ from broadcaster.dispatch.receipt_writer import ReceiptsRefused, ReceiptsUnavail
 from broadcaster.ops import metrics
 from broadcaster.settings import Settings
 from gateway_adapters.base import CallbackRejected, GatewayAdapter
+from gateway_adapters.twilio import EMPTY_TWIML
 
 INBOUND_PREFIX = "/v1/inbound/"
 
@@ -33,9 +34,10 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
                     "type": "object",
                     "properties": {"received": {"type": "integer"}},
                     "required": ["received"],
-                }
+                },
+                "example": {"received": 1},
             },
-            "text/xml": {"schema": {"type": "string"}, "example": "<Response/>"},
+            "text/xml": {"schema": {"type": "string"}, "example": EMPTY_TWIML.decode()},
         },
     }
 }

@@ -8,20 +8,34 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broadcaster.api.deps import DbDep
-from broadcaster.api.openapi import errors
+from broadcaster.api.openapi import errors, example
 from broadcaster.api.problems import DATABASE_ERRORS, Problem
 from broadcaster.dispatch import queue
 from broadcaster.migrate import NotMigrated, ensure_migrated
 
 router = APIRouter(tags=["ops"])
 
+METRICS_EXAMPLE = """\
+# HELP broadcaster_alerts_created_total Alerts accepted by the API, by priority and source \
+(json: POST /v1/alerts; cap: CAP)
+# TYPE broadcaster_alerts_created_total counter
+broadcaster_alerts_created_total{priority="high",source="json"} 12.0
+broadcaster_alerts_created_total{priority="emergency",source="cap"} 2.0
+# HELP broadcaster_queue_depth Deliveries waiting to be submitted (queued or in flight), by \
+priority
+# TYPE broadcaster_queue_depth gauge
+broadcaster_queue_depth{priority="emergency"} 0.0
+broadcaster_queue_depth{priority="high"} 1843.0
+broadcaster_queue_depth{priority="normal"} 0.0
+"""
 
-@router.get("/healthz")
+
+@router.get("/healthz", responses={200: example({"status": "ok"})})
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses=errors(503))
+@router.get("/readyz", responses={200: example({"status": "ready"}), **errors(503)})
 async def readyz(db: DbDep) -> dict[str, str]:
     try:
         async with db.connection() as conn:
@@ -38,7 +52,12 @@ async def readyz(db: DbDep) -> dict[str, str]:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {
+            "content": {"text/plain": {"example": METRICS_EXAMPLE}},
+            "description": "Prometheus text format",
+        }
+    },
 )
 async def metrics_endpoint(db: DbDep) -> Response:
     with contextlib.suppress(*DATABASE_ERRORS):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from broadcaster.api.alert_schema import AlertIn, build_alert, texts_of
 from broadcaster.api.deps import DbDep, SettingsDep, require
@@ -65,18 +65,7 @@ class Schedule(BaseModel):
     )
 
 
-class Preview(BaseModel):
-    """What the alert would do if it were created now."""
-
-    recipients: Recipients
-    texts: list[TextPreview]
-    total_segments: int = Field(description="Segments over all recipients")
-    max_segments: int = Field(description="The most segments a text may take")
-    costs: list[GatewayCost] = Field(description="Per configured gateway, most preferred first")
-    schedule: Schedule
-
-
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
     "recipients": {"count": 48210, "exact": True, "margin": 0},
     "texts": [
         {
@@ -114,11 +103,23 @@ EXAMPLE = {
 }
 
 
+class Preview(BaseModel):
+    """What the alert would do if it were created now."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
+
+    recipients: Recipients
+    texts: list[TextPreview]
+    total_segments: int = Field(description="Segments over all recipients")
+    max_segments: int = Field(description="The most segments a text may take")
+    costs: list[GatewayCost] = Field(description="Per configured gateway, most preferred first")
+    schedule: Schedule
+
+
 @router.post(
     "/v1/alerts/preview",
     response_model=Preview,
     responses={
-        200: {"content": {"application/json": {"example": EXAMPLE}}},
         **errors(400, 401, 403, 413, 422, 429, 503),
     },
 )

@@ -53,6 +53,9 @@ class SignupIn(BaseModel):
 
 
 class SignupOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "code_sent", "expires_in": 600}]}
+    )
     status: Literal["code_sent"]
     expires_in: int = Field(description="Seconds the code is valid for")
 
@@ -66,6 +69,18 @@ class ConfirmIn(BaseModel):
 
 
 class ConfirmOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "active",
+                    "phone": "+4520123456",
+                    "language": "da",
+                    "locations": [{"postal_code": "3400", "label": None}],
+                }
+            ]
+        }
+    )
     status: Literal["active"]
     phone: str
     language: str

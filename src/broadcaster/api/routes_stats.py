@@ -6,7 +6,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from broadcaster.api.deps import DbDep, require
 from broadcaster.api.openapi import errors
@@ -27,6 +27,38 @@ class ZoneCount(BaseModel):
 
 
 class SubscriberStats(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "by": "zone",
+                    "zones": [
+                        {
+                            "id": 7,
+                            "kind": "municipality",
+                            "name": "Hillerød Kommune",
+                            "code": "219",
+                            "active": 1843,
+                        },
+                        {
+                            "id": 14,
+                            "kind": "police_district",
+                            "name": "Nordsjællands Politi",
+                            "code": "9",
+                            "active": 5210,
+                        },
+                        {
+                            "id": 67,
+                            "kind": "custom",
+                            "name": "Hillerød centrum",
+                            "code": None,
+                            "active": 412,
+                        },
+                    ],
+                }
+            ]
+        }
+    )
     by: Literal["zone", "postal_code"]
     zones: list[ZoneCount]
 
@@ -37,6 +69,20 @@ class WeekCount(BaseModel):
 
 
 class SignupStats(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "weeks": 2,
+                    "per_week": [
+                        {"week": "2026-11-23", "confirmed": 37},
+                        {"week": "2026-11-30", "confirmed": 52},
+                    ],
+                    "reasons": {"help_community": 41, "feel_safer": 30, "stay_informed": 18},
+                }
+            ]
+        }
+    )
     weeks: int
     per_week: list[WeekCount]
     reasons: dict[str, int]

@@ -84,6 +84,22 @@ class SubscriberIn(BaseModel):
 
 
 class SubscriberOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 4711,
+                    "phone": "+4520123456",
+                    "language": "da",
+                    "status": "active",
+                    "locations": [
+                        {"lat": 55.93, "lon": 12.3, "label": "home"},
+                        {"postal_code": "3480", "label": "parents"},
+                    ],
+                }
+            ]
+        }
+    )
     id: int
     phone: str = Field(examples=["+4520123456"], description="E.164")
     language: str
@@ -195,6 +211,55 @@ class StoredDeliveries(BaseModel):
 
 class SubscriberRecord(BaseModel):
     """Everything stored about a number (an access request)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "subscriber": {
+                        "id": 4711,
+                        "phone": "+4520123456",
+                        "status": "active",
+                        "language": "da",
+                        "reason": "help_community",
+                        "source": "web",
+                        "created_at": "2026-11-02T09:14:05.120000Z",
+                        "confirmed_at": "2026-11-02T09:16:41.870000Z",
+                        "opted_out_at": None,
+                        "opt_out_reason": None,
+                    },
+                    "locations": [{"lat": 55.9267, "lon": 12.3111, "label": "Hjem"}],
+                    "signups": [
+                        {
+                            "created_at": "2026-11-02T09:14:05.120000Z",
+                            "expires_at": "2026-11-02T09:24:05.120000Z",
+                            "confirmed_at": "2026-11-02T09:16:41.870000Z",
+                            "source": "web",
+                            "language": "da",
+                            "reason": "help_community",
+                            "locations": [{"lat": 55.9267, "lon": 12.3111, "label": "Hjem"}],
+                        }
+                    ],
+                    "inbound_messages": [
+                        {
+                            "received_at": "2026-12-07T20:21:33.402000Z",
+                            "kind": "tip",
+                            "text": "Så en hvid varevogn uden nummerplader ved Slotsgade kl. 20",
+                            "alert_id": 2,
+                        }
+                    ],
+                    "deliveries": [
+                        {
+                            "kind": "alert",
+                            "status": "delivered",
+                            "n": 1,
+                            "last_sent_at": "2026-12-07T19:00:04.518000Z",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
     subscriber: StoredSubscriber
     locations: list[AnyLocation]

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from broadcaster.api import pagination
 from broadcaster.api.deps import DbDep, require
@@ -20,6 +20,18 @@ router = APIRouter(tags=["tips"])
 
 
 class Tip(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 318,
+                    "received_at": "2026-12-07T20:21:33.402000Z",
+                    "text": "Så en hvid varevogn uden nummerplader ved Slotsgade kl. 20",
+                    "sender": "+45 20 ** ** 56",
+                }
+            ]
+        }
+    )
     id: int
     received_at: datetime
     text: str = Field(examples=["Saw a blue van by the station at 9:40"])
