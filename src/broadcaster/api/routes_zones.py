@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from broadcaster.api.deps import DbDep, require
-from broadcaster.api.fields import BIGINT_MAX
+from broadcaster.api.fields import BIGINT_MAX, Digits
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.api.zone_schema import Kind, Zones, zone_inputs
@@ -28,7 +28,7 @@ ZONES_WRITE_SCOPE = "alerts:write"
 # Features in one request; larger sets go through `broadcaster import-zones`.
 MAX_FEATURES = 1000
 
-ZoneId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+ZoneId = Annotated[int, Path(ge=1, le=BIGINT_MAX), Digits]
 
 
 @router.post(
@@ -73,7 +73,7 @@ async def get_zones(
     db: DbDep,
     kind: Kind | None = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000), Digits] = 100,
     _key: ApiKey = require(ZONES_READ_SCOPE),
 ) -> dict[str, Any]:
     """Zones in the order they were created, without geometry; `next_cursor` fetches the next
