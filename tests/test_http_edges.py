@@ -196,3 +196,40 @@ async def test_callbacks_have_their_own_limit(api: tuple[Stack, str]) -> None:
         assert status == 413 and headers["connection"] == "close"
     finally:
         wire.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/alerts", "/v1/subscribers", "/v1/zones"])
+async def test_a_50_mb_body_sent_with_a_valid_key_is_413_before_it_is_all_read(
+    api: tuple[Stack, str], pool: asyncpg.Pool, path: str
+) -> None:
+    """A client that does send its 50 MB (not only announces them): the answer comes while most
+    of the body is still unsent, the server does not grow by the body, and nothing is stored."""
+    stack, key = api
+    pid = next(c.pid for c in stack.children if c.name == "api")
+    before = rss_mb(pid)
+    wire = Wire(stack.api_url)
+    sent = 0
+    try:
+        head = request("POST", path, key=key).replace(
+            b"Content-Length: 0", b"Content-Length: %d" % (50 * MB)
+        )
+        wire.send(head + b'{"message": "')
+        chunk = b"x" * (256 * 1024)
+        wire.sock.settimeout(0.2)
+        try:
+            while sent < 50 * MB:
+                wire.send(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the server stopped reading: the answer is waiting
+        wire.sock.settimeout(10)
+        status, headers, body = wire.response()
+        assert status == 413, body
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["connection"] == "close"
+    finally:
+        wire.close()
+    assert sent < 25 * MB, sent  # refused long before the end
+    assert rss_mb(pid) - before < 20
+    assert await pool.fetchval("SELECT count(*) FROM alerts") == 0
+    assert await pool.fetchval("SELECT count(*) FROM subscribers") == 0

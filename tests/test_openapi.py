@@ -1,11 +1,13 @@
 """The OpenAPI document says what the API does: bearer security where the Guard wants a key,
 every error answer as problem+json, the area as one of its three shapes, examples; and
 schemathesis, run with every check against a live `broadcaster api` from that document, finds no
-failure (fixed generation, bounded examples)."""
+failure (fixed generation, bounded examples), and its stateful phase follows the document's links
+(an alert created, then read, cancelled, its tips read; a subscriber created, read, erased; ...)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -189,9 +191,41 @@ async def test_schemathesis_finds_nothing(stack: Stack, pool: asyncpg.Pool) -> N
     )
     report = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
-    assert " passed" in result.stdout and "failed" not in result.stdout.split("SUMMARY")[-1], report
+    summary = result.stdout.split("SUMMARY")[-1]
+    assert " passed" in result.stdout and "failed" not in summary, report
+    # The stateful phase ran: scenarios followed the links from created resources.
+    assert re.search(r"✅\s+Stateful", summary), report
+    scenarios = re.search(r"Scenarios:\s+(\d+)", result.stdout)
+    assert scenarios is not None and int(scenarios.group(1)) > 0, report
     # The run went past authentication and reached the routes' own code.
     assert await pool.fetchval("SELECT count(*) FROM alerts") > 0, report
+
+
+def test_created_resources_link_to_what_reads_and_changes_them() -> None:
+    """OpenAPI links (followed by clients and by schemathesis's stateful phase): each names an
+    operation that exists and fills exactly that operation's path parameters."""
+    doc = document()
+    by_id = {op["operationId"]: (path, method, op) for path, method, op in operations(doc)}
+    found = {}
+    for path, method, op in operations(doc):
+        for code, response in op["responses"].items():
+            for name, link in response.get("links", {}).items():
+                target_path, target_method, target = by_id[link["operationId"]]
+                wanted = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                assert set(link["parameters"]) == wanted, (path, name)
+                assert all(v.startswith("$response.body#/") for v in link["parameters"].values())
+                found[(method, path, code, name)] = (target_method, target_path)
+    assert found[("post", "/v1/alerts", "202", "GetAlert")] == ("get", "/v1/alerts/{alert_id}")
+    assert found[("post", "/v1/alerts", "202", "CancelAlert")] == (
+        "post",
+        "/v1/alerts/{alert_id}/cancel",
+    )
+    assert found[("post", "/v1/subscribers", "201", "EraseSubscriber")] == (
+        "delete",
+        "/v1/subscribers/{phone}",
+    )
+    assert ("post", "/v1/zones", "201", "GetZone") in found
+    assert ("post", "/v1/templates", "201", "GetTemplate") in found
 
 
 def test_post_alerts_describes_the_cap_body_and_the_cancel_answer() -> None:

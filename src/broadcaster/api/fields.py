@@ -35,6 +35,17 @@ def _clean_text(value: str) -> str:
 CleanStr = Annotated[str, AfterValidator(_clean_text)]
 
 
+def _digits_only(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be written in the digits 0-9 alone")
+    return value
+
+
+# An integer in a path or a query string, written in ASCII digits: pydantic alone also takes
+# "1_0", "+1", " 1", "1.0" for it. Annotated[int, Path(...), Digits].
+Digits = BeforeValidator(_digits_only)
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")

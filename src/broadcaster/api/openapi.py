@@ -57,6 +57,36 @@ class ProblemDetails(BaseModel):
     errors: list[ProblemError] | None = None
 
 
+# OpenAPI links: what a created resource's answer leads to, with the parameter it gives (a
+# runtime expression on the answer). Clients and schemathesis's stateful phase follow them.
+# (path, method, status) -> [(link name, target path, target method, {parameter: expression})]
+LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, dict[str, str]]]] = {
+    ("/v1/alerts", "post", "202"): [
+        ("GetAlert", "/v1/alerts/{alert_id}", "get", {"alert_id": "$response.body#/id"}),
+        ("CancelAlert", "/v1/alerts/{alert_id}/cancel", "post", {"alert_id": "$response.body#/id"}),
+        ("GetTips", "/v1/alerts/{alert_id}/tips", "get", {"alert_id": "$response.body#/id"}),
+    ],
+    ("/v1/alerts/{alert_id}/cancel", "post", "200"): [
+        ("GetAlert", "/v1/alerts/{alert_id}", "get", {"alert_id": "$response.body#/id"}),
+    ],
+    ("/v1/subscribers", "post", "201"): [
+        ("GetSubscriber", "/v1/subscribers/{phone}", "get", {"phone": "$response.body#/phone"}),
+        (
+            "EraseSubscriber",
+            "/v1/subscribers/{phone}",
+            "delete",
+            {"phone": "$response.body#/phone"},
+        ),
+    ],
+    ("/v1/zones", "post", "201"): [
+        ("GetZone", "/v1/zones/{zone_id}", "get", {"zone_id": "$response.body#/zones/0/id"}),
+    ],
+    ("/v1/templates", "post", "201"): [
+        ("GetTemplate", "/v1/templates/{name}", "get", {"name": "$response.body#/name"}),
+    ],
+}
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The `responses` of a route that can answer these error codes (the content is added when
     the document is built)."""
@@ -142,5 +172,23 @@ def build(app: FastAPI) -> dict[str, Any]:
                                 "schema": {"type": "integer", "minimum": 0},
                             }
                         }
+    add_links(document)
     app.openapi_schema = document
     return document
+
+
+def add_links(document: dict[str, Any]) -> None:
+    """Put LINKS on their answers, naming each target by its operationId."""
+    paths = document.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        found = response.setdefault("links", {})
+        for name, target, target_method, parameters in links:
+            operation = paths.get(target, {}).get(target_method)
+            if operation is not None:
+                found[name] = {
+                    "operationId": operation["operationId"],
+                    "parameters": parameters,
+                }

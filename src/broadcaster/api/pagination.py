@@ -10,12 +10,12 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from broadcaster.api.fields import BIGINT_MAX
+from broadcaster.api.fields import BIGINT_MAX, Digits
 from broadcaster.api.problems import Problem
 
 T = TypeVar("T")
 
-Limit = Annotated[int, Query(ge=1, le=200, description="Rows per page")]
+Limit = Annotated[int, Query(ge=1, le=200, description="Rows per page"), Digits]
 Cursor = Annotated[
     str | None,
     Query(max_length=40, description="`next_cursor` of the page before; omit for the first"),

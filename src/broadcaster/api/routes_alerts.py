@@ -16,7 +16,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from broadcaster.api import pagination
 from broadcaster.api.alert_schema import AlertIn, build_alert
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
-from broadcaster.api.fields import BIGINT_MAX, MAX_EXPIRY_AHEAD
+from broadcaster.api.fields import BIGINT_MAX, MAX_EXPIRY_AHEAD, Digits
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
@@ -259,7 +259,7 @@ CAP_REQUEST_BODY: dict[str, Any] = {
 
 # Printable ASCII, as HTTP header values are meant to be.
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[ -~]+$")]
-AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+AlertId = Annotated[int, Path(ge=1, le=BIGINT_MAX), Digits]
 
 
 @router.post(

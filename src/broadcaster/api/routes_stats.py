@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from broadcaster.api.deps import DbDep, require
+from broadcaster.api.fields import Digits
 from broadcaster.api.openapi import errors
 from broadcaster.auth import ApiKey
 from broadcaster.citizens import stats
@@ -114,7 +115,7 @@ async def subscriber_stats(
 async def signup_stats(
     db: DbDep,
     _key: ApiKey = require("subscribers:read"),
-    weeks: Annotated[int, Query(ge=1, le=520, description="How many weeks back")] = 12,
+    weeks: Annotated[int, Query(ge=1, le=520, description="How many weeks back"), Digits] = 12,
 ) -> dict[str, Any]:
     """Confirmed sign-ups per week and the reasons citizens gave."""
     async with db.connection() as conn:

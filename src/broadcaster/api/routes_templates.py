@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from broadcaster.api import pagination
 from broadcaster.api.alert_schema import Language, Message
 from broadcaster.api.deps import DbDep, RequestId, SettingsDep, require
+from broadcaster.api.fields import Digits
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.auth import ApiKey
@@ -172,6 +173,7 @@ async def get_template(
     version: Annotated[
         int | None,
         Query(ge=1, le=2**31 - 1, description="An earlier version; the current one when omitted"),
+        Digits,
     ] = None,
 ) -> dict[str, Any]:
     """A template: its current version, or the version asked for."""

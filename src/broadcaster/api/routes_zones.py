@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broadcaster.api.area_schema import HILLEROD
 from broadcaster.api.deps import DbDep, require
-from broadcaster.api.fields import BIGINT_MAX
+from broadcaster.api.fields import BIGINT_MAX, Digits
 from broadcaster.api.openapi import errors
 from broadcaster.api.problems import Problem
 from broadcaster.api.zone_schema import Kind, Zones, zone_inputs
@@ -30,7 +30,7 @@ ZONES_WRITE_SCOPE = "alerts:write"
 # Features in one request; larger sets go through `broadcaster import-zones`.
 MAX_FEATURES = 1000
 
-ZoneId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+ZoneId = Annotated[int, Path(ge=1, le=BIGINT_MAX), Digits]
 ZONES_EXAMPLE = {
     "type": "FeatureCollection",
     "features": [
@@ -234,7 +234,7 @@ async def get_zones(
     db: DbDep,
     kind: Kind | None = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000), Digits] = 100,
     _key: ApiKey = require(ZONES_READ_SCOPE),
 ) -> dict[str, Any]:
     """Zones in the order they were created, without geometry; `next_cursor` fetches the next

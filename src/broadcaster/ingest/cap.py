@@ -337,13 +337,20 @@ def _area(element: Element, where: str) -> CapArea:
     return area
 
 
+# A CAP number: decimal degrees (or kilometres) in ASCII digits. Python's float() would also
+# take "5_5", "1e1", " 5" and digits of other scripts (Arabic-Indic, full-width): none is CAP.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def _decimal(text: str) -> float:
+    """The number a CAP decimal writes, or NaN for anything else."""
+    return float(text) if _DECIMAL.fullmatch(text) else math.nan
+
+
 def _pair(text: str, where: str) -> tuple[float, float]:
     """A CAP WGS 84 pair "lat,lon" as (lon, lat)."""
     parts = text.split(",")
-    try:
-        lat, lon = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
-    except ValueError:
-        lat = lon = math.nan
+    lat, lon = (_decimal(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
     if not (math.isfinite(lat) and math.isfinite(lon)):
         raise _invalid(where, f"{text[:40]!r} is not a latitude,longitude pair")
     if not -90 <= lat <= 90:
@@ -375,10 +382,7 @@ def _circle(element: Element, where: str) -> Circle:
     text = (element.text or "").strip()
     center, _, radius = text.partition(" ")
     lon, lat = _pair(center, where)
-    try:
-        km = float(radius.strip())
-    except ValueError:
-        km = math.nan
+    km = _decimal(radius.strip())
     if not math.isfinite(km) or km <= 0:
         raise _invalid(where, "must be 'lat,lon radius' with a positive radius in kilometres")
     if km * 1000 > MAX_RADIUS_M:
