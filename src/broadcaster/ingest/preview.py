@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +34,9 @@ from broadcaster.ingest.alerts import NewAlert
 from broadcaster.ingest.geo import PolygonZone, ZoneRow, parse_area
 
 EXACT_LIMIT = 20_000
-SAMPLE_ROWS = 10_000
-TABLE_ROWS_SECONDS = 60.0
+SAMPLE_IDS = 6_000  # the first sample's draws
+MAX_SAMPLE_IDS = 40_000  # draws at most, both samples together
+TARGET_ERROR = 0.0125  # relative standard error a second sample aims for
 
 # The alert's zone rows as parameters, in the columns of alert_zones ($1 is the alert id the
 # shared statement part asks for; any value does), and its named zones ($9). Without rows given,
@@ -57,18 +57,25 @@ alert_zones AS (
     SELECT $1::bigint AS alert_id, t.zone_id FROM unnest($9::bigint[]) AS t(zone_id)
 )"""
 
-# A page sample; $10 is the percentage of pages. A CTE cannot name itself without RECURSIVE, so
-# the table inside is the real one. Materialised: the statement also counts the sample's rows.
-SAMPLED_LOCATIONS = """, subscriber_locations AS MATERIALIZED (
-    SELECT subscriber_id, position, (ctid::text::point)[0]::bigint AS page
-    FROM subscriber_locations TABLESAMPLE SYSTEM ($10)
+# A sample of subscribers by id: the ids from $10 to $10 + $11 - 1 cut into $12 equal strata,
+# one id drawn at random in each (a stratum narrower than one id may draw an id its neighbour
+# drew too, so `sampled` is joined with its repeats: every id is drawn $12 / $11 times on
+# average). The located and registered rows of the drawn subscribers stand in for the tables of
+# those names (a CTE cannot name itself without RECURSIVE, so the table inside is the real one),
+# found by their subscriber_id indexes; materialised, so that the statement meets only them.
+SAMPLED_SUBSCRIBERS = """, sampled AS MATERIALIZED (
+    SELECT ($10::bigint + floor((j + random()) * $11::float8 / $12::int))::bigint AS id
+    FROM generate_series(0, $12::int - 1) j
+), subscriber_locations AS MATERIALIZED (
+    SELECT l.subscriber_id, l.position FROM subscriber_locations l
+    WHERE l.subscriber_id = ANY(ARRAY(SELECT id FROM sampled))
+), subscriber_zones AS MATERIALIZED (
+    SELECT r.subscriber_id, r.zone_id FROM subscriber_zones r
+    WHERE r.subscriber_id = ANY(ARRAY(SELECT id FROM sampled))
 )"""
 
-
-# Location rows, as of the last ANALYZE (-1, never analysed: a small table, counted).
-TABLE_ROWS = """
-SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'subscriber_locations'::regclass
-"""
+# The frame the sample is drawn from: every subscriber id there is.
+ID_RANGE = "SELECT min(id), max(id) FROM subscribers"
 
 
 def _count(ctes: str, area_type: str, by_language: bool) -> str:
@@ -84,22 +91,15 @@ def _count(ctes: str, area_type: str, by_language: bool) -> str:
 
 
 def _sample(area_type: str, by_language: bool) -> str:
-    """(page, language or NULL, sampled rows, recipients among them) of a page sample: the
-    shared statement over the sampled locations, its recipients joined back to their page.
-    Recipients with no sampled location (those registered by postal code, read in full) come
-    in rows whose page is NULL."""
-    ctes = ZONES_GIVEN + SAMPLED_LOCATIONS
+    """(language or NULL, drawn ids that are recipients) of a sample of subscribers: the
+    shared statement over their rows, its recipients joined back to the draws."""
     language = "s.language" if by_language else "NULL::text"
-    joined = "LEFT JOIN subscribers s ON s.id = h.subscriber_id" if by_language else ""
+    joined = "JOIN subscribers s ON s.id = d.subscriber_id" if by_language else ""
     return (
-        f"WITH {ctes}, hits AS (SELECT DISTINCT x.subscriber_id "
+        f"WITH {ZONES_GIVEN + SAMPLED_SUBSCRIBERS}, hits AS (SELECT DISTINCT x.subscriber_id "
         f"FROM ({recipients(area_type)}) x) "
-        f"SELECT l.page, {language}, count(*), count(h.subscriber_id) "
-        f"FROM subscriber_locations l LEFT JOIN hits h ON h.subscriber_id = l.subscriber_id "
-        f"{joined} GROUP BY 1, 2 "
-        f"UNION ALL SELECT NULL, {language}, 0, count(*) FROM hits h {joined} "
-        "WHERE NOT EXISTS (SELECT 1 FROM subscriber_locations l "
-        "WHERE l.subscriber_id = h.subscriber_id) GROUP BY 2"
+        f"SELECT {language}, count(*) FROM sampled p JOIN hits d ON d.subscriber_id = p.id "
+        f"{joined} GROUP BY 1"
     )
 
 
@@ -156,70 +156,57 @@ def _area_type(alert: NewAlert) -> str:
 
 async def count_recipients(conn: asyncpg.Connection, alert: NewAlert) -> RecipientCount:
     """The alert's recipients, as its fan-out would choose them: counted where a sample says
-    they are fewer than EXACT_LIMIT (or the table holds fewer locations), estimated beyond."""
+    they are fewer than EXACT_LIMIT (or there are fewer subscribers), estimated beyond."""
     area_type, args = _area_type(alert), _args(alert)
     by_language = bool(alert.texts)
-    located = await _table_rows(conn)
-    if located > EXACT_LIMIT:
-        percent = min(100.0, 100.0 * SAMPLE_ROWS / located)
-        whole = await _whole_rows(conn, alert)
-        sampled = await conn.fetch(
-            _sample(area_type, by_language), *_row_args(whole, alert.targets), percent
-        )
-        located_rows = [(r[0], r[1], r[2], r[3]) for r in sampled if r[0] is not None]
-        estimate = ratio_estimate(located_rows, located)
-        if estimate is not None and estimate.total - estimate.margin > EXACT_LIMIT:
-            split = dict(estimate.by_language)
-            for page, language, _, n in sampled:
-                if page is None and n:
-                    split[language] = split.get(language, 0) + n
-            return RecipientCount(sum(split.values()), split, False, estimate.margin)
+    low, high = await conn.fetchrow(ID_RANGE)
+    ids = 0 if low is None else high - low + 1
+    if ids > EXACT_LIMIT:
+        sample = _sample(area_type, by_language)
+        whole = _row_args(await _whole_rows(conn, alert), alert.targets)
+        draws = min(SAMPLE_IDS, ids)
+        hits = _hits(await conn.fetch(sample, *whole, low, ids, draws))
+        estimate = sample_estimate(hits, draws, ids)
+        if estimate.total - estimate.margin > EXACT_LIMIT:
+            more = min(MAX_SAMPLE_IDS, ids, draws_for(estimate.total / ids)) - draws
+            if more > draws // 4:
+                for language, n in _hits(await conn.fetch(sample, *whole, low, ids, more)).items():
+                    hits[language] = hits.get(language, 0) + n
+                estimate = sample_estimate(hits, draws + more, ids, stages=2)
+            return estimate
     counted = await conn.fetch(_count(ZONES_GIVEN, area_type, by_language), *args)
     exact = {r[0]: r[1] for r in counted if r[1]}
     return RecipientCount(sum(exact.values()), exact, exact=True)
 
 
-def ratio_estimate(
-    sampled: Sequence[tuple[int, str | None, int, int]], located: float
-) -> RecipientCount | None:
-    """Recipients among `located` rows from a page sample's (page, language, rows, hits): the
-    share of sampled rows that are recipients, times the rows. The margin is that of a
-    cluster sample (pages are the clusters, the variance is between them): where a page's rows
-    are alike (a bulk import of one town), pages, not rows, are the sample, and the margin
-    widens as it should. None with fewer than two pages."""
-    pages: dict[int, list[int]] = {}
-    by_language: dict[str | None, int] = {}
-    for page, language, rows, hits in sampled:
-        counts = pages.setdefault(page, [0, 0])
-        counts[0] += rows
-        counts[1] += hits
-        if hits:
-            by_language[language] = by_language.get(language, 0) + hits
-    n = len(pages)
-    rows_total = sum(c[0] for c in pages.values())
-    if n < 2 or not rows_total:
-        return None
-    share = sum(c[1] for c in pages.values()) / rows_total
-    mean_rows = rows_total / n
-    spread = sum((h - share * m) ** 2 for m, h in pages.values()) / (n - 1)
-    margin = 1.96 * math.sqrt(spread / n) / mean_rows * located
-    scale = located / rows_total
-    split = {language: round(hits * scale) for language, hits in by_language.items()}
+def _hits(rows: Sequence[asyncpg.Record]) -> dict[str | None, int]:
+    return {r[0]: r[1] for r in rows}
+
+
+def draws_for(share: float) -> int:
+    """Draws that estimate a share of the subscribers within TARGET_ERROR (one standard
+    error, relative): (1 - p) / (p e^2), large where the zone holds few of them."""
+    if share <= 0:
+        return MAX_SAMPLE_IDS
+    return math.ceil((1 - min(share, 1.0)) / (share * TARGET_ERROR**2))
+
+
+def sample_estimate(
+    hits: Mapping[str | None, int], draws: int, ids: int, stages: int = 1
+) -> RecipientCount:
+    """Recipients among `ids` subscriber ids from `draws` of them drawn evenly at random (one
+    per stratum) of which `hits` (by language) are recipients: the share of recipients among
+    the draws, times the ids. The margin is that of a simple random sample of the draws (95 %;
+    drawn without replacement by one sample, with the finite population correction, by two
+    independent ones without it); drawing one id per stratum of neighbouring ids varies less
+    where neighbours are alike (a town imported at once), so the margin errs on the wide side
+    there."""
+    scale = ids / draws
+    split = {language: round(n * scale) for language, n in hits.items() if n}
+    share = min(1.0, sum(hits.values()) / draws)
+    unsampled = max(0.0, 1 - draws / ids) if stages == 1 else 1.0
+    margin = 1.96 * math.sqrt(share * (1 - share) / draws * unsampled) * ids
     return RecipientCount(sum(split.values()), split, False, max(1, round(margin)))
-
-
-_rows_seen: tuple[float, float] = (0.0, -1.0)  # (monotonic time, rows)
-
-
-async def _table_rows(conn: asyncpg.Connection) -> float:
-    """subscriber_locations' rows as of its last ANALYZE, looked up at most every
-    TABLE_ROWS_SECONDS (autovacuum keeps it near the truth; the estimate's error follows it)."""
-    global _rows_seen
-    seen_at, rows = _rows_seen
-    if rows < 0 or time.monotonic() - seen_at > TABLE_ROWS_SECONDS:
-        rows = float(await conn.fetchval(TABLE_ROWS))
-        _rows_seen = (time.monotonic(), rows)
-    return rows
 
 
 def recipients_per_text(count: RecipientCount, languages: Sequence[str]) -> dict[str | None, int]:
