@@ -8,27 +8,34 @@ nothing is written, not even a sequence number, and the preview cannot drift fro
 fan-out selects.
 
 Counting half a million recipients exactly takes longer than a preview may (a GiST index scan,
-a probe of the inactive subscribers and a DISTINCT for every one of them: seconds, see
+a probe of the inactive subscribers and a DISTINCT for every one of them: 0.3 to 1 s, see
 docs/benchmarks.md). So where there are more than EXACT_LIMIT subscribers, the recipients are
 first estimated from a sample of subscribers: the id range cut into SAMPLE_IDS equal strata and
 one id drawn at random in each (`SAMPLED_SUBSCRIBERS`), and the same statement run over the
 drawn subscribers' locations and postal-code registrations (found by their subscriber_id
-indexes), so a subscriber is counted once however many of their locations are in the zone,
-and those registered by postal code are in the sample like everyone else. The share of draws
-that are recipients, times the ids, is the estimate, with the 95 % margin of a simple random
-sample (`sample_estimate`). Where that says fewer than EXACT_LIMIT, everyone is counted. Where
-the zone holds a small share of the subscribers, a second sample brings the relative standard
-error down to TARGET_ERROR (`draws_for`; at most MAX_SAMPLE_IDS draws in all).
+indexes; no index or column was added for it), so a subscriber counts once however many of
+their locations are inside, and those registered by postal code are sampled like everyone
+else. The share of draws that are recipients, times the ids, is the estimate, with the 95 %
+margin of a simple random sample (`sample_estimate`). Where that says fewer than EXACT_LIMIT,
+everyone is counted: exact is better than estimated, and up to there it takes no longer.
 
-Why draws of single subscribers rather than pages (TABLESAMPLE SYSTEM, the first version): a
-table written town by town (an import) has pages of alike rows, so a page sample is a few
-dozen samples, not thousands: 9 % off on average, 35 % at worst, for the postal-code benchmark.
-A draw is one subscriber wherever it is stored, and the strata follow the ids, which follow
-the order of writing, so a town imported at once is sampled evenly rather than by chance
-(bench/preview.py: about 1 % off on average, the exact count inside the margin in about 97 %
-of answers, for the box, the circle and the postal codes alike). Its price is an index probe
-and a heap visit per draw instead of a page read per hundred rows, which is why the first
-sample is small and only a zone holding few subscribers gets more.
+A zone holding a small share of the subscribers needs more draws for the same relative error
+(`draws_for`: (1 - p) / (p e^2) for a standard error e of TARGET_ERROR; a circle of a tenth of
+them, 23,000). A draw costs an index descent and a heap visit, four times a row of a
+`TABLESAMPLE BERNOULLI` scan (which reads every page but hashes its way past the rows it does
+not keep), so where the first sample says more than 1.25 times its draws are needed, the answer
+comes from a row sample of subscriber_locations of that size instead (`_located_estimate`: the
+share of sampled locations the statement chooses, times the table's rows as of its last
+ANALYZE, plus the postal-code registrants, few in such a zone, counted; a subscriber with
+several locations inside counts once per sampled location there).
+
+Why rows rather than pages (TABLESAMPLE SYSTEM, the first version): a table written town by
+town (an import) has pages of alike rows, so a page sample is a few dozen samples, not
+thousands: 9 % off on average, 35 % at worst, for the postal-code benchmark. A draw is one
+subscriber wherever it is stored, and the strata follow the ids, which follow the order of
+writing, so a town imported at once is sampled evenly rather than by chance; a BERNOULLI sample
+keeps rows independently, a row or two per page. bench/preview.py measures error and time
+(docs/benchmarks.md, the preview row).
 """
 
 from __future__ import annotations
