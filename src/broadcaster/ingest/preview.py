@@ -136,20 +136,18 @@ def _sample(area_type: str, by_language: bool) -> str:
 def _located_sample(area_type: str, by_language: bool) -> str:
     """(sampled or not, language or NULL, sampled rows, recipients among them) of a row sample
     of the locations: the shared statement over the sampled locations, its recipients joined
-    back to them. Recipients with no sampled location (those registered by postal code, read
-    in full) come in rows whose first column is false."""
+    back to them (one join both ways). Recipients with no sampled location (those registered
+    by postal code, read in full) come in rows whose first column is false."""
     ctes = ZONES_GIVEN + SAMPLED_LOCATIONS
     language = "s.language" if by_language else "NULL::text"
     joined = "LEFT JOIN subscribers s ON s.id = h.subscriber_id" if by_language else ""
     return (
         f"WITH {ctes}, hits AS (SELECT DISTINCT x.subscriber_id "
         f"FROM ({recipients(area_type)}) x) "
-        f"SELECT true, {language}, count(*), count(h.subscriber_id) "
-        f"FROM subscriber_locations l LEFT JOIN hits h ON h.subscriber_id = l.subscriber_id "
-        f"{joined} GROUP BY 2 "
-        f"UNION ALL SELECT false, {language}, 0, count(*) FROM hits h {joined} "
-        "WHERE NOT EXISTS (SELECT 1 FROM subscriber_locations l "
-        "WHERE l.subscriber_id = h.subscriber_id) GROUP BY 2"
+        f"SELECT l.subscriber_id IS NOT NULL, {language}, count(l.subscriber_id), "
+        f"count(h.subscriber_id) "
+        f"FROM subscriber_locations l FULL JOIN hits h ON h.subscriber_id = l.subscriber_id "
+        f"{joined} GROUP BY 1, 2"
     )
 
 
