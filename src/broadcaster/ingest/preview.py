@@ -77,8 +77,8 @@ alert_zones AS (
 )"""
 
 # A sample of subscribers by id: the ids from $10 to $10 + $11 - 1 cut into $12 equal strata,
-# one id drawn at random in each (a stratum narrower than one id may draw an id its neighbour
-# drew too, so `sampled` is joined with its repeats: every id is drawn $12 / $11 times on
+# one id drawn at random in each (strata that do not end on a whole id may both draw the id they
+# share, so `sampled` is joined with its repeats: every id is drawn $12 / $11 times on
 # average). The located and registered rows of the drawn subscribers stand in for the tables of
 # those names (a CTE cannot name itself without RECURSIVE, so the table inside is the real one),
 # found by their subscriber_id indexes; materialised, so that the statement meets only them.
