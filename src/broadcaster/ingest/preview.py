@@ -96,11 +96,16 @@ SAMPLED_SUBSCRIBERS = """, sampled AS MATERIALIZED (
 # The frame the sample is drawn from: every subscriber id there is.
 ID_RANGE = "SELECT min(id), max(id) FROM subscribers"
 
-# A row sample of the locations (each row kept with probability $10 %, every page read), for a
-# zone that holds a small share of them. Materialised: the statement also counts its rows.
+# A sample of the locations for a zone that holds a small share of them, with each row's page:
+# SYSTEM keeps $10 % of the pages (cheap), BERNOULLI $10 % of the rows (every page read).
+# Materialised: the statement also counts its rows.
 SAMPLED_LOCATIONS = """, subscriber_locations AS MATERIALIZED (
-    SELECT subscriber_id, position FROM subscriber_locations TABLESAMPLE BERNOULLI ($10)
+    SELECT subscriber_id, position, (ctid::text::point)[0]::bigint AS page
+    FROM subscriber_locations TABLESAMPLE {method} ($10)
 )"""
+# A page sample is kept where its pages vary no more than this times single rows would (the
+# ratio of its margin to a row sample's of the same size): pages of mixed rows, not a town each.
+PAGES_ALIKE_LIMIT = 1.5
 
 # Location rows, as of the last ANALYZE.
 TABLE_ROWS = """
@@ -133,19 +138,18 @@ def _sample(area_type: str, by_language: bool) -> str:
     )
 
 
-def _located_sample(area_type: str, by_language: bool) -> str:
-    """(sampled or not, language or NULL, sampled rows, recipients among them) of a row sample
-    of the locations: the shared statement over the sampled locations, its recipients joined
-    back to them (one join both ways). Recipients with no sampled location (those registered
-    by postal code, read in full) come in rows whose first column is false."""
-    ctes = ZONES_GIVEN + SAMPLED_LOCATIONS
+def _located_sample(area_type: str, by_language: bool, method: str) -> str:
+    """(page, language or NULL, sampled rows, recipients among them) of a sample of the
+    locations: the shared statement over the sampled locations, its recipients joined back to
+    them (one join both ways). Recipients with no sampled location (those registered by postal
+    code, read in full) come in rows whose page is NULL."""
+    ctes = ZONES_GIVEN + SAMPLED_LOCATIONS.format(method=method)
     language = "s.language" if by_language else "NULL::text"
     joined = "LEFT JOIN subscribers s ON s.id = h.subscriber_id" if by_language else ""
     return (
         f"WITH {ctes}, hits AS (SELECT DISTINCT x.subscriber_id "
         f"FROM ({recipients(area_type)}) x) "
-        f"SELECT l.subscriber_id IS NOT NULL, {language}, count(l.subscriber_id), "
-        f"count(h.subscriber_id) "
+        f"SELECT l.page, {language}, count(l.subscriber_id), count(h.subscriber_id) "
         f"FROM subscriber_locations l FULL JOIN hits h ON h.subscriber_id = l.subscriber_id "
         f"{joined} GROUP BY 1, 2"
     )
@@ -229,24 +233,31 @@ async def _located_estimate(
     conn: asyncpg.Connection, alert: NewAlert, whole: list[Any], first: int
 ) -> RecipientCount:
     """A zone holding a small share of the subscribers (`first`, the estimate from the sample
-    of them): a row sample of the locations large enough for TARGET_ERROR, scaled to the
-    table's rows, and those registered by postal code (few in such a zone) counted."""
+    of them): a sample of the locations large enough for TARGET_ERROR, scaled to the table's
+    rows, and those registered by postal code (few in such a zone) counted. A page sample
+    first; where its pages turn out alike (more than PAGES_ALIKE_LIMIT), a row sample."""
     located = max(1.0, float(await conn.fetchval(TABLE_ROWS)))
     percent = min(100.0, 100.0 * min(MAX_SAMPLE_ROWS, draws_for(first / located)) / located)
-    sampled = await conn.fetch(
-        _located_sample(_area_type(alert), bool(alert.texts)), *whole, percent
-    )
-    rows = sum(r[2] for r in sampled)
-    if not rows:
-        return RecipientCount(first, {None: first}, False, first)
-    scale = located / rows
-    split: dict[str | None, int] = {}
-    for is_sampled, language, _, n in sampled:
-        if n:
-            split[language] = split.get(language, 0) + (round(n * scale) if is_sampled else n)
-    share = sum(r[3] for r in sampled if r[0]) / rows
-    margin = 1.96 * math.sqrt(share * (1 - share) / rows) * located
-    return RecipientCount(sum(split.values()), split, False, max(1, round(margin)))
+    for method in ("SYSTEM", "BERNOULLI"):
+        sampled = await conn.fetch(
+            _located_sample(_area_type(alert), bool(alert.texts), method), *whole, percent
+        )
+        rows = [(r[0], r[1], r[2], r[3]) for r in sampled if r[0] is not None]
+        estimate = ratio_estimate(rows, located)
+        if estimate is None:
+            continue
+        n = sum(r[2] for r in rows)
+        share = sum(r[3] for r in rows) / n
+        single = 1.96 * math.sqrt(share * (1 - share) / n) * located
+        if method == "BERNOULLI" or estimate.margin <= PAGES_ALIKE_LIMIT * max(single, 1.0):
+            # Rows kept one by one vary as single rows, however many share a page.
+            margin = round(single) if method == "BERNOULLI" else estimate.margin
+            split = dict(estimate.by_language)
+            for page, language, _, hits in sampled:
+                if page is None and hits:
+                    split[language] = split.get(language, 0) + hits
+            return RecipientCount(sum(split.values()), split, False, max(1, margin))
+    return RecipientCount(first, {None: first}, False, first)
 
 
 def _hits(rows: Sequence[asyncpg.Record]) -> dict[str | None, int]:
@@ -273,6 +284,36 @@ def sample_estimate(hits: Mapping[str | None, int], draws: int, ids: int) -> Rec
     share = min(1.0, sum(hits.values()) / draws)
     unsampled = max(0.0, 1 - draws / ids)
     margin = 1.96 * math.sqrt(share * (1 - share) / draws * unsampled) * ids
+    return RecipientCount(sum(split.values()), split, False, max(1, round(margin)))
+
+
+def ratio_estimate(
+    sampled: Sequence[tuple[int, str | None, int, int]], located: float
+) -> RecipientCount | None:
+    """Recipients among `located` rows from a sample's (page, language, rows, hits): the
+    share of sampled rows that are recipients, times the rows. The margin is that of a
+    cluster sample (pages are the clusters, the variance is between them): where a page's rows
+    are alike (a bulk import of one town), pages, not rows, are the sample, and the margin
+    widens as it should; a row sample keeps a row or two of a page, and its margin is about
+    that of single rows. None with fewer than two pages."""
+    pages: dict[int, list[int]] = {}
+    by_language: dict[str | None, int] = {}
+    for page, language, rows, hits in sampled:
+        counts = pages.setdefault(page, [0, 0])
+        counts[0] += rows
+        counts[1] += hits
+        if hits:
+            by_language[language] = by_language.get(language, 0) + hits
+    n = len(pages)
+    rows_total = sum(c[0] for c in pages.values())
+    if n < 2 or not rows_total:
+        return None
+    share = sum(c[1] for c in pages.values()) / rows_total
+    mean_rows = rows_total / n
+    spread = sum((h - share * m) ** 2 for m, h in pages.values()) / (n - 1)
+    margin = 1.96 * math.sqrt(spread / n) / mean_rows * located
+    scale = located / rows_total
+    split = {language: round(hits * scale) for language, hits in by_language.items()}
     return RecipientCount(sum(split.values()), split, False, max(1, round(margin)))
 
 
