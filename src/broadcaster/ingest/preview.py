@@ -21,21 +21,23 @@ everyone is counted: exact is better than estimated, and up to there it takes no
 
 A zone holding a small share of the subscribers needs more draws for the same relative error
 (`draws_for`: (1 - p) / (p e^2) for a standard error e of TARGET_ERROR; a circle of a tenth of
-them, 23,000). A draw costs an index descent and a heap visit, four times a row of a
-`TABLESAMPLE BERNOULLI` scan (which reads every page but hashes its way past the rows it does
-not keep), so where the first sample says more than 1.25 times its draws are needed, the answer
-comes from a row sample of subscriber_locations of that size instead (`_located_estimate`: the
-share of sampled locations the statement chooses, times the table's rows as of its last
-ANALYZE, plus the postal-code registrants, few in such a zone, counted; a subscriber with
-several locations inside counts once per sampled location there).
+them, 23,000). A draw costs an index descent and a heap visit, so where the first sample says
+more than 1.25 times its draws are needed, the answer comes from a sample of
+subscriber_locations of that size instead (`_located_estimate`: the share of sampled locations
+the statement chooses, times the table's rows as of its last ANALYZE, plus the postal-code
+registrants, few in such a zone, counted; a subscriber with several locations inside counts
+once per sampled location there). First a page sample (TABLESAMPLE SYSTEM: a page read per
+hundred rows), with the margin of a cluster sample (`ratio_estimate`); it is kept where that
+margin is at most PAGES_ALIKE_LIMIT times the margin single rows would have, i.e. the pages
+hold mixed rows. Where pages are alike (a town each), a row sample of the same size follows
+(TABLESAMPLE BERNOULLI: every page read, rows kept one by one, the margin of single rows).
 
-Why rows rather than pages (TABLESAMPLE SYSTEM, the first version): a table written town by
-town (an import) has pages of alike rows, so a page sample is a few dozen samples, not
-thousands: 9 % off on average, 35 % at worst, for the postal-code benchmark. A draw is one
-subscriber wherever it is stored, and the strata follow the ids, which follow the order of
-writing, so a town imported at once is sampled evenly rather than by chance; a BERNOULLI sample
-keeps rows independently, a row or two per page. bench/preview.py measures error and time
-(docs/benchmarks.md, the preview row).
+Why single subscribers rather than pages (TABLESAMPLE SYSTEM alone, the first version): a
+table written town by town (an import) has pages of alike rows, so a page sample is a few
+dozen samples, not thousands: 9 % off on average, 35 % at worst, for the postal-code benchmark.
+A draw is one subscriber wherever it is stored, and the strata follow the ids, which follow the
+order of writing, so a town imported at once is sampled evenly rather than by chance.
+bench/preview.py measures error and time (docs/benchmarks.md, the preview row).
 """
 
 from __future__ import annotations
