@@ -291,8 +291,7 @@ async def test_a_large_zone_is_estimated_within_its_margin(
     await seed(pool, grid(1500))
     await pool.execute("ANALYZE subscriber_locations")
     monkeypatch.setattr(preview_module, "EXACT_LIMIT", 200)
-    monkeypatch.setattr(preview_module, "SAMPLE_ROWS", 1000)
-    monkeypatch.setattr(preview_module, "_rows_seen", (0.0, -1.0))
+    monkeypatch.setattr(preview_module, "SAMPLE_IDS", 1000)
     r = await client.post("/v1/alerts/preview", headers=auth(key), json=alert_body())
     got = r.json()["recipients"]
     assert got["exact"] is False and got["margin"] > 0
@@ -304,6 +303,50 @@ async def test_a_large_zone_is_estimated_within_its_margin(
     assert got["recipients"]["exact"] is False
     by_text = {t["field"]: t["recipients"] for t in got["texts"]}
     assert by_text == {"message": got["recipients"]["count"], "texts.en": 0}
+
+
+async def test_a_zone_in_a_table_written_town_by_town_is_estimated_within_a_tight_margin(
+    client: httpx.AsyncClient, key: str, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More than EXACT_LIMIT subscribers imported one town after another (ids and table pages
+    # in town order), half of them in towns inside the zone: neighbouring rows are alike, and a
+    # sample of whole pages would be a few dozen samples, its margin about 12 % either way.
+    towns = [(12.27, True), (12.45, False), (12.47, False), (12.30, True)]
+    towns += [(12.33, True), (12.49, False), (12.32, True), (12.51, False)]
+    per_town = (3 * preview_module.EXACT_LIMIT + 4000) // len(towns)
+    await pool.execute(
+        "INSERT INTO subscribers (phone) SELECT '+4540' || lpad(g::text, 6, '0') "
+        "FROM generate_series(0, $1::int - 1) g ORDER BY g",
+        per_town * len(towns),
+    )
+    await pool.execute(
+        "INSERT INTO subscriber_locations (subscriber_id, position) "
+        "SELECT s.id, point(($2::float8[])[g / $1 + 1] + 0.0002 * (g % 89 - 44), "
+        "55.925 + 0.0002 * (g % 97 - 48)) * point($3::float8, 0) "
+        "FROM subscribers s, LATERAL (SELECT substr(s.phone, 6)::int AS g) t ORDER BY s.id",
+        per_town,
+        [lon for lon, _ in towns],
+        SCALE,
+    )
+    await pool.execute("ANALYZE subscriber_locations")
+    exact = per_town * sum(inside for _, inside in towns)
+    r = await client.post("/v1/alerts/preview", headers=auth(key), json=alert_body())
+    got = r.json()["recipients"]
+    assert got["exact"] is False, got
+    assert abs(got["count"] - exact) <= got["margin"] <= 0.05 * exact, (got, exact)
+    # A circle around one town, an eighth of everyone: the sample of subscribers says so, and
+    # a larger sample of rows (not pages) gives the answer.
+    body = alert_body(area={"type": "Circle", "center": [12.27, 55.925], "radius_m": 1000})
+    with monkeypatch.context() as m:
+        m.setattr(preview_module, "EXACT_LIMIT", 10**9)
+        r = await client.post("/v1/alerts/preview", headers=auth(key), json=body)
+    exact = r.json()["recipients"]["count"]
+    assert per_town // 2 < exact <= per_town
+    monkeypatch.setattr(preview_module, "EXACT_LIMIT", per_town // 4)
+    r = await client.post("/v1/alerts/preview", headers=auth(key), json=body)
+    got = r.json()["recipients"]
+    assert got["exact"] is False, got
+    assert abs(got["count"] - exact) <= got["margin"] <= 0.08 * exact, (got, exact)
 
 
 def test_the_preview_is_documented_with_examples() -> None:
@@ -342,14 +385,12 @@ async def test_postal_codes_and_cut_polygons_are_estimated_from_their_whole_shap
     ]
     round_zone = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
     for area in ({"postal_codes": ["3400"]}, round_zone):
-        monkeypatch.setattr(preview_module, "_rows_seen", (0.0, -1.0))
         r = await client.post("/v1/alerts/preview", headers=auth(key), json=alert_body(area=area))
         exact = r.json()["recipients"]
         assert exact["exact"] and exact["count"] > 300, exact
         with monkeypatch.context() as m:
             m.setattr(preview_module, "EXACT_LIMIT", 100)
-            m.setattr(preview_module, "SAMPLE_ROWS", 1000)
-            m.setattr(preview_module, "_rows_seen", (0.0, -1.0))
+            m.setattr(preview_module, "SAMPLE_IDS", 1000)
             r = await client.post(
                 "/v1/alerts/preview", headers=auth(key), json=alert_body(area=area)
             )

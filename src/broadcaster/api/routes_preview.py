@@ -23,8 +23,8 @@ router = APIRouter(tags=["alerts"])
 class Recipients(BaseModel):
     count: int = Field(description="Subscribers the alert would reach, each once")
     exact: bool = Field(
-        description="Counted; false: estimated from a sample of locations (zones with more "
-        "than 20,000 located subscribers), within `margin` either way (95 %)"
+        description="Counted; false: estimated from a sample of subscribers (zones with more "
+        "than 20,000 recipients), within `margin` either way (95 %)"
     )
     margin: int = Field(description="0 when exact")
 
