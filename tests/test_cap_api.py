@@ -597,7 +597,8 @@ async def test_a_cancel_naming_no_alert_is_refused_and_not_kept(
 async def test_message_times_are_shown_in_utc_whatever_the_session_time_zone(
     db_url: str, key: str, pool: asyncpg.Pool
 ) -> None:
-    await pool.execute(f"ALTER DATABASE \"{db_url.rsplit('/', 1)[1]}\" SET TimeZone = 'Asia/Tokyo'")
+    name = await pool.fetchval("SELECT current_database()")
+    await pool.execute(f"ALTER DATABASE \"{name}\" SET TimeZone = 'Asia/Tokyo'")
     app = create_app(load_settings(database_url=db_url), db_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
