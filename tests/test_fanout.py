@@ -89,6 +89,35 @@ async def test_polygon_with_hole_matches_an_independent_computation(pool: asyncp
     assert (status["status"], status["recipients"]) == ("dispatching", len(expected))
 
 
+async def test_zone_rows_with_holes_still_leave_the_holes_out(pool: asyncpg.Pool) -> None:
+    """Polygons with holes are cut into hole-free pieces when an alert is created, and its
+    fan-out then skips the holes' test; an alert whose rows do have holes (stored whole, as
+    before polygons were cut) is fanned out with the test."""
+    rng = random.Random(3)
+    geom = shape(DONUT)
+    points = []
+    while len(points) < 2000:
+        lon, lat = rng.uniform(11.95, 12.45), rng.uniform(54.95, 55.45)
+        if far_from_boundary(geom, lon, lat):
+            points.append([(lon, lat)])
+    async with pool.acquire() as conn:
+        ids = await add_subscribers(conn, points)
+        alert_id = await queue_alert(conn, DONUT)
+        whole = parse_area(DONUT).whole_rows()
+        assert [r.kind for r in whole] == ["outer", "hole"]
+        await conn.execute("DELETE FROM alert_zones WHERE alert_id = $1", alert_id)
+        await conn.executemany(
+            "INSERT INTO alert_zones (alert_id, part, kind, ring, boundary, bbox) "
+            "VALUES ($1, $2, $3, $4::text::polygon, $5::text::path, $6::text::box)",
+            [(alert_id, r.part, r.kind, r.ring, r.boundary, r.bbox) for r in whole],
+        )
+        result = await fan_out_next(conn)
+        got = await recipients(conn, alert_id)
+    expected = {sid for sid, locs in zip(ids, points, strict=True) if geom.covers(Point(*locs[0]))}
+    assert got == expected
+    assert result is not None and result.recipients == len(expected)
+
+
 async def test_municipality_multipolygon_matches_shapely(pool: asyncpg.Pool) -> None:
     area = municipality_geojson(219)  # Hillerød
     geom = shape(area)

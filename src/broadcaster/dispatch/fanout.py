@@ -39,6 +39,8 @@ FANOUT_SETTINGS = {"work_mem": "64MB", "enable_hashagg": "off"}
 # claimed at its expiry and expired without a message.
 CLAIM_QUEUED_ALERT = f"""
 SELECT id, priority, expires_at, area->>'type' AS area_type, expires_at <= $1 AS expired,
+       EXISTS (SELECT 1 FROM alert_zones h WHERE h.alert_id = alerts.id AND h.kind = 'hole')
+         AS holes,
        {", ".join(f"set_config('{k}', '{v}', true)" for k, v in FANOUT_SETTINGS.items())}
 FROM alerts
 WHERE status = 'queued' AND (not_before IS NULL OR not_before <= $1 OR expires_at <= $1)
@@ -87,21 +89,28 @@ WHERE r.zone_id IN (
 # the GiST index condition; "on the ring" is a distance to the ring's path within the tolerance.
 # A cell (a box wholly inside a large polygon, see ingest/pieces.py) is its bounding box, so the
 # index condition is the whole test. Positions are in micro-degrees (see geo.SCALE).
-RECIPIENTS_POLYGON = f"""
+#
+# Most alerts have no holes (postal codes and municipalities have none); their fan-out leaves
+# the holes' test out (RECIPIENTS_SOLID), which is true of every location when there are none
+# but still cost a probe per location: 4 % of a postal-code fan-out's time.
+NOT_IN_A_HOLE = f"""
+      AND NOT EXISTS (
+            SELECT 1 FROM alert_zones h
+            WHERE h.alert_id = $1 AND h.part = z.part AND h.kind = 'hole'
+              AND l.position <@ h.ring AND (l.position <-> h.boundary) > {BOUNDARY_TOLERANCE})"""
+RECIPIENTS_SOLID = f"""
     SELECT l.subscriber_id
     FROM alert_zones z
     JOIN subscriber_locations l ON l.position <@ z.bbox
     WHERE z.alert_id = $1 AND z.kind IN ('outer', 'cell')
       AND NOT EXISTS ({INACTIVE})
       AND (z.kind = 'cell' OR l.position <@ z.ring
-           OR (l.position <-> z.boundary) <= {BOUNDARY_TOLERANCE})
-      AND NOT EXISTS (
-            SELECT 1 FROM alert_zones h
-            WHERE h.alert_id = $1 AND h.part = z.part AND h.kind = 'hole'
-              AND l.position <@ h.ring AND (l.position <-> h.boundary) > {BOUNDARY_TOLERANCE})
+           OR (l.position <-> z.boundary) <= {BOUNDARY_TOLERANCE}){{holes}}
     UNION ALL
     {REGISTERED}
 """
+RECIPIENTS_POLYGON = RECIPIENTS_SOLID.format(holes=NOT_IN_A_HOLE)
+RECIPIENTS_SOLID = RECIPIENTS_SOLID.format(holes="")
 
 # The box is an index pre-filter that contains the circle; the haversine test is exact.
 RECIPIENTS_CIRCLE = f"""
@@ -125,6 +134,12 @@ def recipients(area_type: str) -> str:
     return RECIPIENTS_CIRCLE if area_type == "Circle" else RECIPIENTS_POLYGON
 
 
+def fanout_statement(area_type: str, holes: bool) -> str:
+    if area_type == "Circle":
+        return FANOUT_CIRCLE
+    return FANOUT_POLYGON if holes else FANOUT_SOLID
+
+
 FANOUT = """
 INSERT INTO deliveries (alert_id, subscriber_id, priority)
 SELECT DISTINCT $1::bigint, x.subscriber_id, $2::smallint
@@ -132,6 +147,7 @@ FROM ({recipients}) x
 ORDER BY x.subscriber_id
 """
 FANOUT_POLYGON = FANOUT.format(recipients=RECIPIENTS_POLYGON)
+FANOUT_SOLID = FANOUT.format(recipients=RECIPIENTS_SOLID)
 FANOUT_CIRCLE = FANOUT.format(recipients=RECIPIENTS_CIRCLE)
 
 # Marks the alert and, if it has deliveries, wakes the dispatchers (one round trip).
@@ -178,7 +194,7 @@ async def fan_out_next(
             await conn.execute(MARK_EXPIRED, alert["id"])
             log.info("alert expired before fan-out", extra={"alert_id": alert["id"]})
             return FanoutResult(alert["id"], 0, expired=True)
-        query = FANOUT_CIRCLE if alert["area_type"] == "Circle" else FANOUT_POLYGON
+        query = fanout_statement(alert["area_type"], alert["holes"])
         status = await conn.execute(query, alert["id"], alert["priority"])
         recipients = int(status.split()[-1])
         if recipients >= ANALYZE_AFTER_ROWS:
