@@ -69,7 +69,7 @@ async def test_night_waits_for_morning_emergencies_do_not_expiring_alerts_never_
         await insert_subscribers(conn, subs, locs)
         key = await create_api_key(conn, "quiet")
     active = sum(1 for s in subs if s[3] == "active")
-    offset, morning, morning_at = clock_before(7, seconds_ahead=20)
+    offset, morning, morning_at = clock_before(7, seconds_ahead=15)
     stack.start_simulator()
     stack.write_config(rate=5000)
     stack.start_service(
@@ -130,7 +130,7 @@ async def test_a_broadcast_running_into_the_quiet_hours_pauses(
     async with pool.acquire() as conn:
         await insert_subscribers(conn, subs, locs)
         key = await create_api_key(conn, "quiet")
-    offset, _, evening_at = clock_before(22, seconds_ahead=30)
+    offset, _, evening_at = clock_before(22, seconds_ahead=12)
     stack.start_simulator()
     stack.write_config(rate=10, max_batch=10)  # 400 messages: 40 s, through 22:00
     stack.start_service(
