@@ -332,6 +332,13 @@ async def test_a_full_disk_holds_the_broadcast_until_space_is_freed(
     assert_clean_log(dispatcher, errors=1)
     (full,) = lines_with(dispatcher, "cannot write: its disk is full")
     assert level(full) == "error" and "SQLSTATE 53100" in full, full
+    # The end is told once the write that failed succeeded and a second passed without failure:
+    # at the next thing the dispatcher does after that (it polls while idle).
+    await wait_until(
+        "the dispatcher's end of the trouble",
+        lambda: _logged(dispatcher, "database can write again"),
+        timeout=10,
+    )
     assert len(lines_with(dispatcher, "database can write again")) == 1, log_lines(dispatcher)
     assert_clean_log(api, errors=1)
     assert len(lines_with(api, "cannot write: its disk is full")) == 1, log_lines(api)
@@ -465,12 +472,17 @@ def test_each_trouble_is_a_503_saying_which(error: type[asyncpg.PostgresError]) 
     assert "quoted data" not in problem.detail
 
 
+async def _logged(child: procs.Child, text: str) -> bool:
+    return bool(lines_with(child, text))
+
+
 def test_a_partial_trouble_ends_once_the_failed_operation_succeeds_and_settles(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Reads succeeding between failed writes, and a write squeezing through at once, do not
-    end a full disk; the write succeeding a while later does; a success of anything ends it
-    after a long quiet."""
+    end a full disk, nor do reads long after a failed write; a write succeeding a while after
+    the last failure does, and so does anything succeeding a while after a write that squeezed
+    through (the broadcast's last write); a success of anything ends it after a long quiet."""
     now = [1000.0]
     monkeypatch.setattr(outage.time, "monotonic", lambda: now[0])
     caplog.set_level(logging.INFO, logger=outage.__name__)
@@ -480,17 +492,27 @@ def test_a_partial_trouble_ends_once_the_failed_operation_succeeds_and_settles(
         return len([r for r in caplog.records if "can write again" in r.getMessage()])
 
     watch.failed(asyncpg.DiskFullError(), "write")
-    for where, later in (("read", 0.1), ("write", 0.5), ("read", 5.0)):
+    for where, later in (("read", 0.1), ("write", 0.5)):
         now[0] += later
         watch.ok(watch.attempt(), where)
         assert ends() == 0, where
     now[0] += 0.1
     watch.failed(asyncpg.DiskFullError(), "write")  # still full: no second report
-    now[0] += outage.PARTIAL_SETTLE_SECONDS
+    now[0] += 5.0
+    watch.ok(watch.attempt(), "read")  # no write has succeeded since
+    assert ends() == 0
     watch.ok(watch.attempt(), "write")
     assert ends() == 1
+    # The last write of a broadcast just after a failure; the next read, a while later.
+    watch.failed(asyncpg.DiskFullError(), "write")
+    now[0] += 0.2
+    watch.ok(watch.attempt(), "write")
+    assert ends() == 1
+    now[0] += outage.PARTIAL_SETTLE_SECONDS
+    watch.ok(watch.attempt(), "housekeeping")
+    assert ends() == 2
     starts = [r for r in caplog.records if "cannot write" in r.getMessage()]
-    assert [r.levelno for r in starts] == [logging.ERROR]
+    assert [r.levelno for r in starts] == [logging.ERROR, logging.ERROR]  # two episodes
 
     watch.failed(asyncpg.QueryCanceledError(), "claim")
     now[0] += outage.PARTIAL_QUIET_SECONDS

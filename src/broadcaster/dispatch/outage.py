@@ -11,10 +11,11 @@ the database's return made the log say "unavailable", "available again after 0.0
 
 A full disk or a statement timeout is a partial trouble: reads go on succeeding while writes
 (or the statements waiting for a lock) fail, and now and then a write gets through (space a
-vacuum freed). So a success ends it only when it is the same operation's (the same `where`) as
-the failure that began it and no failure was reported for PARTIAL_SETTLE_SECONDS, or when none
-was for PARTIAL_QUIET_SECONDS; otherwise every read between two failed writes would log the end
-of the trouble and the next write its start again."""
+vacuum freed). So it ends only once the operation that met it first (the same `where`) has
+succeeded since the last failure and no failure was reported for PARTIAL_SETTLE_SECONDS (told
+at that success or at any later one: the last write of a broadcast may come just after the
+last failure), or when none was for PARTIAL_QUIET_SECONDS; otherwise every read between two
+failed writes would log the end of the trouble and the next write its start again."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class OutageWatch:
         self.kind: str | None = None  # the trouble of the outage under way (database.trouble)
         self._where = ""  # the operation that met it first
         self._last_failure = 0.0
+        self._recovered = False  # the operation that met it succeeded since the last failure
         self._failures = 0
         self._reports = 0  # failures reported, ever: the mark of `attempt`
         self._rng = random.Random()
@@ -88,6 +90,7 @@ class OutageWatch:
         self._failures += 1
         self._reports += 1
         self._last_failure = time.monotonic()
+        self._recovered = False
         kind = trouble(exc)
         if kind is None:
             log.error("%s failed: %s", where, describe_error(exc), exc_info=exc)
@@ -116,7 +119,8 @@ class OutageWatch:
             return
         if self.kind not in (None, UNAVAILABLE):
             since = time.monotonic() - self._last_failure
-            settled = where == self._where and since >= PARTIAL_SETTLE_SECONDS
+            self._recovered = self._recovered or where == self._where
+            settled = self._recovered and since >= PARTIAL_SETTLE_SECONDS
             if not settled and since < PARTIAL_QUIET_SECONDS:
                 return
         if self.down_since is not None and self.kind is not None:
@@ -128,4 +132,5 @@ class OutageWatch:
             )
         self.down_since = None
         self.kind = None
+        self._recovered = False
         self._failures = 0
